@@ -1,0 +1,23 @@
+//! Taskplane's wire contract: the JSON types that cross between `taskd`, `taskctl` and the
+//! dashboard, and a typed HTTP client for the API.
+//!
+//! Only the types in this crate are serialized on the wire. The daemon converts its database
+//! rows into them; the CLI and the dashboard never see anything else.
+
+mod client;
+mod error;
+pub mod kinds;
+mod types;
+
+pub use client::Client;
+pub use error::Error;
+pub use types::*;
+
+/// The largest serialized payload a single task may carry (1 MiB).
+pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// The largest request body the API accepts (2 MiB). A batch must fit in it.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// The most tasks a single batch request may carry.
+pub const MAX_BATCH_TASKS: usize = 10_000;

@@ -1,0 +1,295 @@
+//! Request and response bodies of the HTTP API.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Where a task is in its life. `succeeded`, `failed` and `cancelled` are terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Waiting for its `run_at`.
+    Scheduled,
+    /// Ready to be claimed by a worker.
+    Queued,
+    /// Claimed by a worker that holds its lease.
+    Running,
+    /// An attempt failed; waiting for the backoff to pass.
+    Retrying,
+    /// Finished successfully.
+    Succeeded,
+    /// Attempts exhausted: the dead-letter set.
+    Failed,
+    /// Cancelled by a user.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Every status, in lifecycle order.
+    pub const ALL: [TaskStatus; 7] = [
+        TaskStatus::Scheduled,
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Retrying,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ];
+
+    /// The status as it is spelled on the wire and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Scheduled => "scheduled",
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Retrying => "retrying",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// A terminal status never changes again on its own (only a manual retry revives it).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing an unknown status name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown status '{0}' (expected one of scheduled, queued, running, retrying, succeeded, failed, cancelled)"
+)]
+pub struct UnknownStatus(pub String);
+
+impl FromStr for TaskStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TaskStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
+/// A task as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub priority: i32,
+    pub payload: Value,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub timeout_secs: u64,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub result: Option<Value>,
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub worker: Option<String>,
+    pub cancel_requested: bool,
+}
+
+/// The body of `POST /api/v1/tasks`: everything but `kind` is optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTask {
+    pub kind: String,
+    /// Kind-specific input; absent means `{}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+    /// Defaults to `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Higher starts first among ready tasks of one queue. Defaults to 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// Defaults to 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Defaults to 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Run no earlier than this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<DateTime<Utc>>,
+    /// Run no earlier than this many milliseconds after the server accepts the task.
+    /// Measured on the server's clock, so client clock skew does not matter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// A second submit with the same key returns the first task instead of a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The body of `POST /api/v1/tasks/batch`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSubmit {
+    pub tasks: Vec<SubmitTask>,
+}
+
+/// The answer to a batch submit and to a list: tasks in request (or listing) order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// Query parameters of `GET /api/v1/tasks`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<TaskStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// 1 to 1000; defaults to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// Which stream a captured log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    /// A note written by taskd itself (attempt started, output truncated, ...).
+    System,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::System => "system",
+        }
+    }
+}
+
+/// One captured line of a task's output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Increases with every line the daemon stores; use it as `after` to page.
+    pub seq: i64,
+    pub attempt: u32,
+    pub stream: LogStream,
+    pub ts: DateTime<Utc>,
+    pub line: String,
+}
+
+/// The answer to `GET /api/v1/tasks/{id}/logs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogPage {
+    pub task_id: Uuid,
+    /// The task's status when the page was read: a follower stops once it is terminal and
+    /// a page comes back empty.
+    pub task_status: TaskStatus,
+    pub lines: Vec<LogLine>,
+    /// The `seq` to pass as `after` for the next page.
+    pub next_after: i64,
+}
+
+/// Query parameters of `GET /api/v1/tasks/{id}/logs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Only lines with a greater `seq`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<i64>,
+    /// 1 to 10000; defaults to 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Every error the API answers has this shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// Stable, snake_case: scripts may match on it.
+    pub code: String,
+    /// For humans: one sentence.
+    pub message: String,
+}
+
+/// The answer of `/health` and `/ready`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok`, or `unavailable` when a dependency is down.
+    pub status: String,
+    /// Per dependency (`store`, `broker`): `ok` or the reason it is not.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub checks: BTreeMap<String, String>,
+    pub version: String,
+    pub role: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in TaskStatus::ALL {
+            assert_eq!(status.as_str().parse::<TaskStatus>(), Ok(status));
+            let json = serde_json::to_string(&status).expect("serializes");
+            assert_eq!(json, format!("\"{status}\""));
+        }
+        assert!("done".parse::<TaskStatus>().is_err());
+    }
+
+    #[test]
+    fn submit_rejects_unknown_fields() {
+        let err = serde_json::from_str::<SubmitTask>(r#"{"kind":"noop","payloda":{}}"#)
+            .expect_err("unknown field must be refused");
+        assert!(err.to_string().contains("payloda"), "{err}");
+    }
+
+    #[test]
+    fn submit_defaults_are_absent() {
+        let task: SubmitTask = serde_json::from_str(r#"{"kind":"echo"}"#).expect("parses");
+        assert_eq!(task.kind, "echo");
+        assert_eq!(task.payload, None);
+        assert_eq!(
+            serde_json::to_string(&task).expect("serializes"),
+            r#"{"kind":"echo"}"#
+        );
+    }
+}

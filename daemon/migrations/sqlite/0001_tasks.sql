@@ -1,0 +1,45 @@
+-- Tasks, their captured output. Instants are Unix milliseconds (UTC); ids are UUIDv7 text,
+-- which sorts by creation time.
+CREATE TABLE tasks (
+    id               TEXT PRIMARY KEY NOT NULL,
+    kind             TEXT NOT NULL,
+    queue            TEXT NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    payload          TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    max_attempts     INTEGER NOT NULL,
+    timeout_secs     INTEGER NOT NULL,
+    run_at           INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    result           TEXT,
+    last_error       TEXT,
+    idempotency_key  TEXT UNIQUE,
+    labels           TEXT NOT NULL DEFAULT '{}',
+    worker           TEXT,
+    lease_owner      TEXT,
+    lease_expires_at INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+
+-- The claim: ready tasks of a queue, highest priority first, then oldest.
+CREATE INDEX tasks_ready ON tasks (queue, priority DESC, run_at, id) WHERE status = 'queued';
+-- The promoter: delayed and backing-off tasks whose time has come.
+CREATE INDEX tasks_due ON tasks (run_at) WHERE status IN ('scheduled', 'retrying');
+-- The reaper and lease renewal: running tasks by lease.
+CREATE INDEX tasks_leases ON tasks (lease_owner, lease_expires_at) WHERE status = 'running';
+-- Listing by status, newest first.
+CREATE INDEX tasks_status ON tasks (status, id);
+
+CREATE TABLE task_logs (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    stream  TEXT NOT NULL,
+    ts      INTEGER NOT NULL,
+    line    TEXT NOT NULL
+);
+CREATE INDEX task_logs_task ON task_logs (task_id, seq);

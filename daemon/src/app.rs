@@ -1,0 +1,128 @@
+//! Wiring: opens the store, starts the HTTP server and the worker for the configured roles,
+//! and runs them until a signal asks for a graceful stop.
+
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RunArgs;
+use crate::domain::backoff::Backoff;
+use crate::domain::validate::Kinds;
+use crate::executors::Registry;
+use crate::worker::{self, Worker, WorkerConfig};
+use crate::{http, store};
+
+async fn open_store(args: &RunArgs) -> Result<Arc<dyn store::Store>, String> {
+    let redacted = store::redact_url(&args.database);
+    let store = store::open(&args.database)
+        .await
+        .map_err(|e| format!("cannot open the database {redacted}: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot apply the schema to {redacted}: {e}"))?;
+    Ok(store)
+}
+
+pub async fn migrate(args: &RunArgs) -> Result<(), String> {
+    open_store(args).await?;
+    tracing::info!(database = %store::redact_url(&args.database), "schema is up to date");
+    Ok(())
+}
+
+pub async fn serve(args: RunArgs) -> Result<(), String> {
+    let store = open_store(&args).await?;
+    let registry = Registry::builtin(args.enable_shell);
+    let wake = Arc::new(Notify::new());
+    let state = http::AppState {
+        store: store.clone(),
+        kinds: Arc::new(Kinds {
+            known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
+            shell_enabled: args.enable_shell,
+        }),
+        wake: wake.clone(),
+        role: args.role.as_str(),
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+
+    let router = if args.role.runs_api() {
+        http::api_router(state)
+    } else {
+        http::probe_router(state)
+    };
+    let http_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await
+    });
+    tracing::info!(
+        role = args.role.as_str(),
+        database = %store::redact_url(&args.database),
+        "listening on http://{local}"
+    );
+
+    if args.role.runs_worker() {
+        let worker = Worker {
+            store,
+            registry,
+            config: WorkerConfig {
+                id: worker::worker_id(),
+                queues: args.queues.clone(),
+                concurrency: args.concurrency,
+                lease: args.lease,
+                backoff: Backoff {
+                    base: args.retry_base,
+                    max: args.retry_max,
+                },
+                grace: args.grace,
+            },
+            wake,
+        };
+        worker.run(shutdown.clone()).await;
+    } else {
+        shutdown.cancelled().await;
+    }
+
+    match server.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return Err(format!("the HTTP server failed: {error}")),
+        Err(error) => return Err(format!("the HTTP server task failed: {error}")),
+    }
+    tracing::info!("taskd stopped");
+    Ok(())
+}
+
+/// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once.
+async fn watch_signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop taskd with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("signal received: shutting down gracefully (send it again to exit now)");
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting now; running tasks come back when their leases expire");
+    std::process::exit(1);
+}

@@ -1,0 +1,479 @@
+//! Checks a submit request and turns it into a [`NewTask`] ready to insert.
+//!
+//! Everything a user can get wrong is caught here, before any I/O, with a message that says
+//! what to change.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use taskplane_api::kinds::{HttpPayload, ShellPayload, SleepPayload};
+use taskplane_api::{MAX_PAYLOAD_BYTES, SubmitTask, TaskStatus};
+use uuid::Uuid;
+
+pub const DEFAULT_QUEUE: &str = "default";
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+pub const MAX_TIMEOUT_SECS: u64 = 7 * 24 * 3600;
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
+const MAX_LABELS: usize = 32;
+
+/// A validated task, ready for the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub priority: i32,
+    /// The payload as JSON text, stored and delivered as it is.
+    pub payload: String,
+    pub status: TaskStatus,
+    pub max_attempts: u32,
+    pub timeout_secs: u64,
+    pub run_at_ms: i64,
+    pub created_at_ms: i64,
+    pub idempotency_key: Option<String>,
+    /// The labels as a JSON object text.
+    pub labels: String,
+}
+
+/// Why a submit was refused. `code` is the API's error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ValidationError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        ValidationError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
+        Self::new("invalid_request", format!("{field}: {message}"))
+    }
+}
+
+/// The kinds this daemon knows, and which of them it accepts.
+#[derive(Debug, Clone)]
+pub struct Kinds {
+    pub known: Vec<&'static str>,
+    pub shell_enabled: bool,
+}
+
+impl Kinds {
+    fn check(&self, kind: &str) -> Result<(), ValidationError> {
+        if !self.known.contains(&kind) {
+            return Err(ValidationError::new(
+                "unknown_kind",
+                format!(
+                    "unknown kind '{kind}' (known kinds: {})",
+                    self.known.join(", ")
+                ),
+            ));
+        }
+        if kind == "shell" && !self.shell_enabled {
+            return Err(ValidationError::new(
+                "kind_disabled",
+                "the shell kind is disabled on this taskd; start it with --enable-shell",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Validates `request` at instant `now_ms`, giving the new task id `id`.
+pub fn submit(
+    request: SubmitTask,
+    kinds: &Kinds,
+    id: Uuid,
+    now_ms: i64,
+) -> Result<NewTask, ValidationError> {
+    kinds.check(&request.kind)?;
+    let payload = request
+        .payload
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    check_payload(&request.kind, &payload)?;
+    let payload_text = payload.to_string();
+    if payload_text.len() > MAX_PAYLOAD_BYTES {
+        return Err(ValidationError::new(
+            "payload_too_large",
+            format!(
+                "the payload is {} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes (1 MiB)",
+                payload_text.len()
+            ),
+        ));
+    }
+
+    let queue = request.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned());
+    check_name("queue", &queue, 64)?;
+
+    let priority = request.priority.unwrap_or(0);
+    if !PRIORITY_RANGE.contains(&priority) {
+        return Err(ValidationError::invalid(
+            "priority",
+            format!(
+                "{priority} is outside {}..={}",
+                PRIORITY_RANGE.start(),
+                PRIORITY_RANGE.end()
+            ),
+        ));
+    }
+
+    let max_attempts = request.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+        return Err(ValidationError::invalid(
+            "max_attempts",
+            format!("{max_attempts} is outside 1..={MAX_ATTEMPTS_LIMIT}"),
+        ));
+    }
+
+    let timeout_secs = request.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS);
+    if !(1..=MAX_TIMEOUT_SECS).contains(&timeout_secs) {
+        return Err(ValidationError::invalid(
+            "timeout_secs",
+            format!("{timeout_secs} is outside 1..={MAX_TIMEOUT_SECS} (7 days)"),
+        ));
+    }
+
+    let run_at_ms = match (request.run_at, request.delay_ms) {
+        (Some(_), Some(_)) => {
+            return Err(ValidationError::invalid(
+                "run_at",
+                "give run_at or delay_ms, not both",
+            ));
+        }
+        (Some(at), None) => at.timestamp_millis(),
+        (None, Some(delay)) => {
+            let delay = i64::try_from(delay)
+                .ok()
+                .filter(|d| *d <= MAX_TIMEOUT_SECS as i64 * 1000 * 52)
+                .ok_or_else(|| ValidationError::invalid("delay_ms", "more than a year"))?;
+            now_ms + delay
+        }
+        (None, None) => now_ms,
+    };
+    let status = if run_at_ms > now_ms {
+        TaskStatus::Scheduled
+    } else {
+        TaskStatus::Queued
+    };
+
+    if let Some(key) = &request.idempotency_key
+        && (key.is_empty() || key.len() > 255)
+    {
+        return Err(ValidationError::invalid(
+            "idempotency_key",
+            "must be 1 to 255 bytes",
+        ));
+    }
+
+    check_labels(&request.labels)?;
+    let labels = serde_json::to_string(&request.labels)
+        .map_err(|e| ValidationError::invalid("labels", e))?;
+
+    Ok(NewTask {
+        id,
+        kind: request.kind,
+        queue,
+        priority,
+        payload: payload_text,
+        status,
+        max_attempts,
+        timeout_secs,
+        run_at_ms,
+        created_at_ms: now_ms,
+        idempotency_key: request.idempotency_key,
+        labels,
+    })
+}
+
+/// Checks the payload's shape for kinds that read it.
+fn check_payload(kind: &str, payload: &Value) -> Result<(), ValidationError> {
+    match kind {
+        "sleep" => {
+            parse_payload::<SleepPayload>(kind, payload)?;
+        }
+        "shell" => {
+            let shell: ShellPayload = parse_payload(kind, payload)?;
+            if shell.argv.is_empty() || shell.argv[0].is_empty() {
+                return Err(ValidationError::new(
+                    "invalid_payload",
+                    "shell: argv must name a program, e.g. {\"argv\": [\"echo\", \"hi\"]}",
+                ));
+            }
+        }
+        "http" => {
+            let http: HttpPayload = parse_payload(kind, payload)?;
+            if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
+                return Err(ValidationError::new(
+                    "invalid_payload",
+                    format!(
+                        "http: url '{}' must start with http:// or https://",
+                        http.url
+                    ),
+                ));
+            }
+            if let Some(method) = &http.method
+                && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()))
+            {
+                return Err(ValidationError::new(
+                    "invalid_payload",
+                    format!("http: '{method}' is not an HTTP method"),
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn parse_payload<T: DeserializeOwned>(kind: &str, payload: &Value) -> Result<T, ValidationError> {
+    T::deserialize(payload)
+        .map_err(|e| ValidationError::new("invalid_payload", format!("{kind}: {e}")))
+}
+
+fn check_name(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::invalid(
+            field,
+            format!("'{value}' must be 1 to {max} characters of letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ValidationError> {
+    if labels.len() > MAX_LABELS {
+        return Err(ValidationError::invalid(
+            "labels",
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    for (key, value) in labels {
+        let key_ok = !key.is_empty()
+            && key.len() <= 63
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
+        if !key_ok {
+            return Err(ValidationError::invalid(
+                "labels",
+                format!(
+                    "key '{key}' must be 1 to 63 characters of letters, digits, '-', '_', '.' or '/'"
+                ),
+            ));
+        }
+        if value.len() > 255 {
+            return Err(ValidationError::invalid(
+                "labels",
+                format!("the value of '{key}' is longer than 255 bytes"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn kinds(shell: bool) -> Kinds {
+        Kinds {
+            known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
+            shell_enabled: shell,
+        }
+    }
+
+    fn request(kind: &str, payload: Value) -> SubmitTask {
+        SubmitTask {
+            kind: kind.into(),
+            payload: Some(payload),
+            ..Default::default()
+        }
+    }
+
+    fn check(req: SubmitTask) -> Result<NewTask, ValidationError> {
+        submit(req, &kinds(true), Uuid::nil(), NOW)
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let task = submit(
+            SubmitTask {
+                kind: "noop".into(),
+                ..Default::default()
+            },
+            &kinds(false),
+            Uuid::nil(),
+            NOW,
+        )
+        .expect("valid");
+        assert_eq!(task.queue, "default");
+        assert_eq!(task.payload, "{}");
+        assert_eq!(task.status, TaskStatus::Queued);
+        assert_eq!(task.max_attempts, 3);
+        assert_eq!(task.timeout_secs, 300);
+        assert_eq!(task.run_at_ms, NOW);
+        assert_eq!(task.labels, "{}");
+    }
+
+    #[test]
+    fn unknown_and_disabled_kinds_are_refused() {
+        let err = check(request("frobnicate", json!({}))).expect_err("unknown");
+        assert_eq!(err.code, "unknown_kind");
+        assert!(err.message.contains("noop, echo"), "{}", err.message);
+        let err = submit(
+            request("shell", json!({"argv": ["true"]})),
+            &kinds(false),
+            Uuid::nil(),
+            NOW,
+        )
+        .expect_err("disabled");
+        assert_eq!(err.code, "kind_disabled");
+        assert!(err.message.contains("--enable-shell"));
+    }
+
+    #[test]
+    fn payload_shapes_are_checked_per_kind() {
+        for (kind, payload) in [
+            ("sleep", json!({"ms": "soon"})),
+            ("sleep", json!({})),
+            ("shell", json!({"argv": []})),
+            ("shell", json!({"argv": "ls -l"})),
+            ("shell", json!({"argv": ["ls"], "shell": true})),
+            ("http", json!({"url": "ftp://x"})),
+            ("http", json!({"url": "http://x", "method": "GE T"})),
+        ] {
+            let err = check(request(kind, payload.clone())).expect_err("invalid payload");
+            assert_eq!(err.code, "invalid_payload", "{kind} {payload}");
+            assert!(err.message.starts_with(kind), "{}", err.message);
+        }
+        for (kind, payload) in [
+            ("sleep", json!({"ms": 5})),
+            (
+                "shell",
+                json!({"argv": ["ls", "-l"], "env": {"A": "1"}, "cwd": "/"}),
+            ),
+            (
+                "http",
+                json!({"url": "https://example.com", "method": "POST", "body": {"a": 1}}),
+            ),
+            ("echo", json!([1, 2, 3])),
+        ] {
+            check(request(kind, payload)).expect("valid payload");
+        }
+    }
+
+    #[test]
+    fn huge_payloads_are_refused() {
+        let big = "x".repeat(MAX_PAYLOAD_BYTES);
+        let err = check(request("echo", json!({ "blob": big }))).expect_err("too large");
+        assert_eq!(err.code, "payload_too_large");
+    }
+
+    #[test]
+    fn bounds_are_enforced() {
+        let cases: Vec<(SubmitTask, &str)> = vec![
+            (
+                SubmitTask {
+                    queue: Some("bad queue".into()),
+                    ..request("noop", json!({}))
+                },
+                "queue",
+            ),
+            (
+                SubmitTask {
+                    queue: Some(String::new()),
+                    ..request("noop", json!({}))
+                },
+                "queue",
+            ),
+            (
+                SubmitTask {
+                    priority: Some(5000),
+                    ..request("noop", json!({}))
+                },
+                "priority",
+            ),
+            (
+                SubmitTask {
+                    max_attempts: Some(0),
+                    ..request("noop", json!({}))
+                },
+                "max_attempts",
+            ),
+            (
+                SubmitTask {
+                    timeout_secs: Some(0),
+                    ..request("noop", json!({}))
+                },
+                "timeout_secs",
+            ),
+            (
+                SubmitTask {
+                    delay_ms: Some(1),
+                    run_at: Some(chrono::Utc::now()),
+                    ..request("noop", json!({}))
+                },
+                "run_at",
+            ),
+            (
+                SubmitTask {
+                    idempotency_key: Some(String::new()),
+                    ..request("noop", json!({}))
+                },
+                "idempotency_key",
+            ),
+            (
+                SubmitTask {
+                    labels: [("bad key".to_owned(), "v".to_owned())].into(),
+                    ..request("noop", json!({}))
+                },
+                "labels",
+            ),
+        ];
+        for (req, field) in cases {
+            let err = check(req).expect_err(field);
+            assert_eq!(err.code, "invalid_request");
+            assert!(err.message.starts_with(field), "{}", err.message);
+        }
+    }
+
+    #[test]
+    fn delays_schedule_the_task() {
+        let task = check(SubmitTask {
+            delay_ms: Some(1500),
+            ..request("noop", json!({}))
+        })
+        .expect("valid");
+        assert_eq!(task.status, TaskStatus::Scheduled);
+        assert_eq!(task.run_at_ms, NOW + 1500);
+
+        let past = chrono::DateTime::from_timestamp_millis(NOW - 10).expect("valid instant");
+        let task = check(SubmitTask {
+            run_at: Some(past),
+            ..request("noop", json!({}))
+        })
+        .expect("valid");
+        assert_eq!(
+            task.status,
+            TaskStatus::Queued,
+            "a past run_at is ready now"
+        );
+    }
+}

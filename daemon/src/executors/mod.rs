@@ -1,0 +1,78 @@
+//! What a task of each kind does. Every kind is an [`Executor`] behind one small trait, so
+//! adding a kind is one file and one line in [`Registry::builtin`].
+
+mod basic;
+mod http;
+mod shell;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::BoxFuture;
+use crate::worker::logs::LogSink;
+
+/// Everything a handler gets for one attempt.
+pub struct TaskContext {
+    pub id: Uuid,
+    pub attempt: u32,
+    /// The payload as JSON text; each executor parses the shape it expects.
+    pub payload: String,
+    /// Fires when the task is cancelled or times out. Handlers that spawn processes or hold
+    /// resources watch it; pure futures are simply dropped.
+    pub cancel: CancellationToken,
+    /// Captured output goes here.
+    pub log: LogSink,
+}
+
+/// A failed attempt; the message becomes the task's `last_error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExecError(pub String);
+
+impl ExecError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ExecError(message.into())
+    }
+}
+
+/// Runs tasks of one kind.
+pub trait Executor: Send + Sync + 'static {
+    fn run(&self, ctx: TaskContext) -> BoxFuture<'static, Result<Value, ExecError>>;
+}
+
+/// The kinds a worker can run.
+#[derive(Clone)]
+pub struct Registry {
+    executors: BTreeMap<&'static str, Arc<dyn Executor>>,
+}
+
+impl Registry {
+    /// The built-in kinds. `shell` refuses to run unless `shell_enabled`.
+    pub fn builtin(shell_enabled: bool) -> Registry {
+        let mut executors: BTreeMap<&'static str, Arc<dyn Executor>> = BTreeMap::new();
+        executors.insert("noop", Arc::new(basic::Noop));
+        executors.insert("echo", Arc::new(basic::Echo));
+        executors.insert("sleep", Arc::new(basic::Sleep));
+        executors.insert(
+            "shell",
+            Arc::new(shell::Shell {
+                enabled: shell_enabled,
+            }),
+        );
+        executors.insert("http", Arc::new(http::Http::new()));
+        Registry { executors }
+    }
+
+    pub fn get(&self, kind: &str) -> Option<Arc<dyn Executor>> {
+        self.executors.get(kind).cloned()
+    }
+}
+
+/// Parses a payload into the shape a kind expects.
+fn parse<T: serde::de::DeserializeOwned>(kind: &str, payload: &str) -> Result<T, ExecError> {
+    serde_json::from_str(payload).map_err(|e| ExecError(format!("{kind}: bad payload: {e}")))
+}

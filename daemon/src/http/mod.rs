@@ -1,0 +1,59 @@
+//! The HTTP API: routers, extraction that answers bad input with the contract's JSON errors,
+//! and the conversion of store rows into wire types.
+
+mod convert;
+mod error;
+mod extract;
+mod probes;
+mod tasks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use tokio::sync::Notify;
+
+use crate::domain::validate::Kinds;
+use crate::store::Store;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub kinds: Arc<Kinds>,
+    /// Wakes a worker in this process when work arrives.
+    pub wake: Arc<Notify>,
+    /// The role this process runs, for `/health`.
+    pub role: &'static str,
+}
+
+/// The full API (the `api` role).
+pub fn api_router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/tasks", post(tasks::submit).get(tasks::list))
+        .route("/api/v1/tasks/batch", post(tasks::submit_batch))
+        .route("/api/v1/tasks/{id}", get(tasks::get_one))
+        .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
+        .route("/api/v1/tasks/{id}/retry", post(tasks::retry))
+        .route("/api/v1/tasks/{id}/logs", get(tasks::logs))
+        .merge(probe_routes())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(taskplane_api::MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Only the probes (a worker-only process).
+pub fn probe_router(state: AppState) -> Router {
+    probe_routes()
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}
+
+fn probe_routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(probes::health))
+        .route("/ready", get(probes::ready))
+}

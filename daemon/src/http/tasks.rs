@@ -1,0 +1,257 @@
+//! `/api/v1/tasks…`: submit, batch submit, list, get, cancel, retry, logs.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use taskplane_api::{
+    BatchSubmit, ListQuery, LogPage, LogQuery, MAX_BATCH_TASKS, SubmitTask, TaskList,
+};
+use uuid::Uuid;
+
+use super::AppState;
+use super::convert;
+use super::error::ApiError;
+use super::extract::{JsonBody, QueryParams, TaskId};
+use crate::domain::validate::{self, NewTask};
+use crate::store::{CancelOutcome, ListFilter, RetryOutcome};
+use crate::worker::now_ms;
+
+const DEFAULT_LIST_LIMIT: u32 = 100;
+const MAX_LIST_LIMIT: u32 = 1000;
+const DEFAULT_LOG_LIMIT: u32 = 1000;
+const MAX_LOG_LIMIT: u32 = 10_000;
+
+/// `POST /api/v1/tasks`: 201 with the new task, or 200 with the task an idempotency key names.
+pub async fn submit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(mut request): JsonBody<SubmitTask>,
+) -> Result<Response, ApiError> {
+    if let Some(value) = headers.get("idempotency-key") {
+        let key = value.to_str().map_err(|_| {
+            ApiError::bad_request("invalid_request", "Idempotency-Key must be visible ASCII")
+        })?;
+        match &request.idempotency_key {
+            Some(body_key) if body_key != key => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "the Idempotency-Key header and the idempotency_key field differ",
+                ));
+            }
+            _ => request.idempotency_key = Some(key.to_owned()),
+        }
+    }
+    let now = now_ms();
+    let task = validate::submit(request, &state.kinds, Uuid::now_v7(), now)?;
+    let mut stored = state.store.insert(vec![task]).await?;
+    let (row, created) = stored.pop().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the store returned no task",
+        )
+    })?;
+    if created {
+        state.wake.notify_one();
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/api/v1/tasks/{}", row.id);
+    Ok((
+        status,
+        [(header::LOCATION, location)],
+        Json(convert::task(row)),
+    )
+        .into_response())
+}
+
+/// `POST /api/v1/tasks/batch`: all or nothing; one invalid task refuses the whole batch.
+pub async fn submit_batch(
+    State(state): State<AppState>,
+    JsonBody(batch): JsonBody<BatchSubmit>,
+) -> Result<Response, ApiError> {
+    if batch.tasks.len() > MAX_BATCH_TASKS {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "a batch holds at most {MAX_BATCH_TASKS} tasks; this one has {}",
+                batch.tasks.len()
+            ),
+        ));
+    }
+    let now = now_ms();
+    let tasks: Vec<NewTask> = batch
+        .tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            validate::submit(request, &state.kinds, Uuid::now_v7(), now).map_err(|e| {
+                let mut error = ApiError::from(e);
+                error.message = format!("tasks[{i}]: {}", error.message);
+                error
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let stored = if tasks.is_empty() {
+        Vec::new()
+    } else {
+        state.store.insert(tasks).await?
+    };
+    let any_created = stored.iter().any(|(_, created)| *created);
+    if any_created {
+        state.wake.notify_one();
+    }
+    let list = TaskList {
+        tasks: stored
+            .into_iter()
+            .map(|(row, _)| convert::task(row))
+            .collect(),
+        next_cursor: None,
+    };
+    let status = if any_created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(list)).into_response())
+}
+
+/// `GET /api/v1/tasks`: newest first, keyset-paged by id.
+pub async fn list(
+    State(state): State<AppState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Json<TaskList>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to {MAX_LIST_LIMIT}"),
+        ));
+    }
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|cursor| {
+            Uuid::parse_str(cursor).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_cursor",
+                    "cursor must be the next_cursor of a previous page",
+                )
+            })
+        })
+        .transpose()?;
+    let rows = state
+        .store
+        .list(ListFilter {
+            status: query.status,
+            queue: query.queue,
+            kind: query.kind,
+            before,
+            limit,
+        })
+        .await?;
+    let next_cursor = if rows.len() == limit as usize {
+        rows.last().map(|row| row.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(TaskList {
+        tasks: rows.into_iter().map(convert::task).collect(),
+        next_cursor,
+    }))
+}
+
+/// `GET /api/v1/tasks/{id}`.
+pub async fn get_one(
+    State(state): State<AppState>,
+    TaskId(id): TaskId,
+) -> Result<Json<taskplane_api::Task>, ApiError> {
+    match state.store.get(id).await? {
+        Some(row) => Ok(Json(convert::task(row))),
+        None => Err(ApiError::task_not_found(id)),
+    }
+}
+
+/// `POST /api/v1/tasks/{id}/cancel`: waiting tasks are cancelled at once (200); a running one
+/// is signalled (202, `cancel_requested: true`); a finished one is a conflict (409).
+pub async fn cancel(
+    State(state): State<AppState>,
+    TaskId(id): TaskId,
+) -> Result<Response, ApiError> {
+    match state.store.cancel(id, now_ms()).await? {
+        CancelOutcome::Cancelled(row) => {
+            Ok((StatusCode::OK, Json(convert::task(row))).into_response())
+        }
+        CancelOutcome::Requested(row) => {
+            state.wake.notify_one();
+            Ok((StatusCode::ACCEPTED, Json(convert::task(row))).into_response())
+        }
+        CancelOutcome::Finished(row) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_cancellable",
+            format!(
+                "task {id} has already finished ({}); nothing to cancel",
+                row.status
+            ),
+        )),
+        CancelOutcome::NotFound => Err(ApiError::task_not_found(id)),
+    }
+}
+
+/// `POST /api/v1/tasks/{id}/retry`: a failed or cancelled task goes back to queued with a
+/// fresh set of attempts.
+pub async fn retry(
+    State(state): State<AppState>,
+    TaskId(id): TaskId,
+) -> Result<Json<taskplane_api::Task>, ApiError> {
+    match state.store.retry(id, now_ms()).await? {
+        RetryOutcome::Requeued(row) => {
+            state.wake.notify_one();
+            Ok(Json(convert::task(row)))
+        }
+        RetryOutcome::NotRetryable(row) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_retryable",
+            format!(
+                "task {id} is {}; only failed or cancelled tasks can be retried",
+                row.status
+            ),
+        )),
+        RetryOutcome::NotFound => Err(ApiError::task_not_found(id)),
+    }
+}
+
+/// `GET /api/v1/tasks/{id}/logs?after=SEQ&limit=N`.
+pub async fn logs(
+    State(state): State<AppState>,
+    TaskId(id): TaskId,
+    QueryParams(query): QueryParams<LogQuery>,
+) -> Result<Json<LogPage>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_LOG_LIMIT);
+    if !(1..=MAX_LOG_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit must be 1 to {MAX_LOG_LIMIT}"),
+        ));
+    }
+    let after = query.after.unwrap_or(0);
+    // Read the status first: a follower that sees a terminal status and then an empty page
+    // knows it has every line.
+    let task = state
+        .store
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::task_not_found(id))?;
+    let lines = state.store.logs(id, after, limit).await?;
+    let next_after = lines.last().map(|line| line.seq).unwrap_or(after);
+    Ok(Json(LogPage {
+        task_id: id,
+        task_status: task.status,
+        lines: lines.into_iter().map(convert::log_line).collect(),
+        next_after,
+    }))
+}

@@ -1,0 +1,10 @@
+//! The Taskplane daemon as a library: `main.rs` is a thin shell around [`app`], and the
+//! integration tests reach the store and the domain through here.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod executors;
+pub mod http;
+pub mod store;
+pub mod worker;

@@ -1,0 +1,64 @@
+//! `taskd`: parses its configuration, sets up logging and the runtime, and hands over to
+//! [`taskd::app`]. Errors end here as one line on stderr and an exit code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use taskd::app;
+use taskd::config::{Cli, Command, LogFormat, RunArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(message) = cli.run.validate() {
+        eprintln!("taskd: {message}");
+        return ExitCode::from(2);
+    }
+    init_logging(&cli.run);
+    // One TLS crypto provider for every client in the process (the http kind).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("taskd: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Migrate) => app::migrate(&cli.run).await,
+            None => app::serve(cli.run).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("taskd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &RunArgs) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match &args.log_level {
+        Some(level) => EnvFilter::try_new(level).ok(),
+        None => EnvFilter::try_from_default_env().ok(),
+    }
+    .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none();
+            builder.with_ansi(ansi).init();
+        }
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+}

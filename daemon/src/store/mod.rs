@@ -1,0 +1,232 @@
+//! Task state: the [`Store`] trait that the API and the workers use, and its backends.
+//!
+//! Every state change is one guarded statement (`… WHERE id = ? AND status = …`), so two
+//! workers racing on a task, a duplicate delivery or a stale report change nothing.
+
+mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use taskplane_api::{LogStream, TaskStatus};
+use uuid::Uuid;
+
+use crate::domain::lifecycle::Settlement;
+use crate::domain::validate::NewTask;
+
+pub use sqlite::SqliteStore;
+
+/// A boxed future, so that [`Store`] can be used as `dyn Store`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the store can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed a statement, or could not be reached.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A row holds something this version cannot read (a status or id it does not know).
+    #[error("corrupt row for task {id}: {reason}")]
+    Corrupt { id: String, reason: String },
+    /// Applying the schema failed.
+    #[error("migration {version} failed: {source}")]
+    Migration { version: i64, source: sqlx::Error },
+    /// The database URL names a backend this build cannot use.
+    #[error("unsupported database URL '{0}': use sqlite://PATH")]
+    Unsupported(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A task as the store holds it. Instants are Unix milliseconds; payload and result are JSON
+/// text, passed through untouched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredTask {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub priority: i32,
+    pub payload: String,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub timeout_secs: u64,
+    pub run_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub result: Option<String>,
+    pub last_error: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub labels: String,
+    pub worker: Option<String>,
+    pub cancel_requested: bool,
+}
+
+/// What a worker needs to run a task it has claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedTask {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub payload: String,
+    /// This attempt's number, 1-based.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub timeout_secs: u64,
+}
+
+/// A page of the task listing, newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListFilter {
+    pub status: Option<TaskStatus>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+    /// Only tasks with a smaller id (older) than this.
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// The result of a cancel request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    /// It was waiting and is now cancelled.
+    Cancelled(StoredTask),
+    /// It is running; its worker has been asked to stop it.
+    Requested(StoredTask),
+    /// It had already finished.
+    Finished(StoredTask),
+    NotFound,
+}
+
+/// The result of a manual retry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RetryOutcome {
+    Requeued(StoredTask),
+    /// It is not failed or cancelled.
+    NotRetryable(StoredTask),
+    NotFound,
+}
+
+/// One captured output line on its way to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogLine {
+    pub task_id: Uuid,
+    pub attempt: u32,
+    pub stream: LogStream,
+    pub ts: i64,
+    pub line: String,
+}
+
+/// A stored output line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLogLine {
+    pub seq: i64,
+    pub attempt: u32,
+    pub stream: LogStream,
+    pub ts: i64,
+    pub line: String,
+}
+
+/// The operations on task state. Implementations must make every transition a guarded update.
+pub trait Store: Send + Sync + 'static {
+    /// Applies the schema. Safe to run again.
+    fn migrate(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Answers when the database can serve a query.
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// Inserts tasks in one transaction. For each, in order: the stored task and whether it
+    /// was created (false: its idempotency key matched an existing task, which is returned).
+    fn insert(&self, tasks: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<(StoredTask, bool)>>>;
+
+    fn get(&self, id: Uuid) -> BoxFuture<'_, Result<Option<StoredTask>>>;
+
+    fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<StoredTask>>>;
+
+    fn cancel(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<CancelOutcome>>;
+
+    fn retry(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<RetryOutcome>>;
+
+    /// Claims up to `limit` ready tasks of `queues` for `worker`, highest priority first,
+    /// holding a lease until `lease_until`.
+    fn claim<'a>(
+        &'a self,
+        worker: &'a str,
+        queues: &'a [String],
+        limit: u32,
+        now: i64,
+        lease_until: i64,
+    ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>>;
+
+    /// Records how an attempt ended, if `worker` still holds the task. False when it does
+    /// not (its lease expired and someone else has it): the report is dropped.
+    fn settle<'a>(
+        &'a self,
+        id: Uuid,
+        worker: &'a str,
+        settlement: &'a Settlement,
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool>>;
+
+    /// Extends the leases of every task `worker` is running.
+    fn renew_leases<'a>(&'a self, worker: &'a str, until: i64) -> BoxFuture<'a, Result<u64>>;
+
+    /// The tasks `worker` runs whose cancellation was requested.
+    fn cancel_requests<'a>(&'a self, worker: &'a str) -> BoxFuture<'a, Result<Vec<Uuid>>>;
+
+    /// Moves scheduled and retrying tasks whose time has come to queued.
+    fn promote_due(&self, now: i64) -> BoxFuture<'_, Result<u64>>;
+
+    /// Takes running tasks whose lease has expired away from their dead worker: back to
+    /// queued, or failed when that was their last attempt.
+    fn reap_expired(&self, now: i64) -> BoxFuture<'_, Result<u64>>;
+
+    fn append_logs(&self, lines: Vec<NewLogLine>) -> BoxFuture<'_, Result<()>>;
+
+    fn logs(&self, id: Uuid, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<StoredLogLine>>>;
+}
+
+/// Opens the store a database URL names.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::Unsupported(redact_url(url)))
+    }
+}
+
+/// The URL with any password replaced, fit for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/tasks"),
+            "postgres://app:***@db:5432/tasks"
+        );
+        assert_eq!(redact_url("sqlite://taskd.db"), "sqlite://taskd.db");
+        assert_eq!(redact_url("amqp://h/vhost"), "amqp://h/vhost");
+    }
+}

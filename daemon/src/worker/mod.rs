@@ -1,0 +1,322 @@
+//! The worker role: claims ready tasks, runs each under its timeout and cancellation token,
+//! records the outcome, renews its leases, and hands the due and the orphaned back to the
+//! queue.
+
+pub mod logs;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::backoff::Backoff;
+use crate::domain::lifecycle::{self, AttemptOutcome};
+use crate::executors::{Registry, TaskContext};
+use crate::store::{ClaimedTask, Store};
+use logs::LogWriter;
+
+/// How often the worker looks for cancel requests, due tasks and expired leases, and for
+/// new work when nothing woke it.
+const TICK: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique per process: `host-pid-xxxx`.
+    pub id: String,
+    pub queues: Vec<String>,
+    pub concurrency: u32,
+    /// How long a claim holds a task without renewal; renewed every third of it.
+    pub lease: Duration,
+    pub backoff: Backoff,
+    /// How long shutdown waits for running tasks before stopping and requeueing them.
+    pub grace: Duration,
+}
+
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    pub config: WorkerConfig,
+    /// Notified by the API in the same process when it accepts work.
+    pub wake: Arc<Notify>,
+}
+
+/// A running task, as the loop tracks it.
+struct Slot {
+    /// Fires on a user's cancel request.
+    cancel: CancellationToken,
+}
+
+impl Worker {
+    /// Runs until `shutdown` fires and the running tasks have finished or been requeued.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let this = Arc::new(self);
+        let logs = LogWriter::start(this.store.clone());
+        // Fires when the grace period is over: every handler still running is stopped.
+        let hard_stop = CancellationToken::new();
+        let mut running: JoinSet<Uuid> = JoinSet::new();
+        let mut slots: HashMap<Uuid, Slot> = HashMap::new();
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let renew_every = (this.config.lease / 3).max(TICK);
+        let mut last_renew = tokio::time::Instant::now();
+        let mut grace_deadline: Option<tokio::time::Instant> = None;
+        tracing::info!(
+            worker = %this.config.id,
+            queues = ?this.config.queues,
+            concurrency = this.config.concurrency,
+            "worker started"
+        );
+
+        loop {
+            let draining = shutdown.is_cancelled();
+            if draining && grace_deadline.is_none() {
+                tracing::info!(
+                    running = running.len(),
+                    grace = ?this.config.grace,
+                    "shutting down: no new work; waiting for running tasks"
+                );
+                grace_deadline = Some(tokio::time::Instant::now() + this.config.grace);
+            }
+            if draining && running.is_empty() {
+                break;
+            }
+
+            let free = this.config.concurrency as usize
+                - running.len().min(this.config.concurrency as usize);
+            let mut claimed_all = false;
+            if !draining && free > 0 {
+                match this.claim(free as u32).await {
+                    Ok(tasks) => {
+                        claimed_all = tasks.len() == free;
+                        for task in tasks {
+                            let cancel = CancellationToken::new();
+                            slots.insert(
+                                task.id,
+                                Slot {
+                                    cancel: cancel.clone(),
+                                },
+                            );
+                            let sink = logs.sink(task.id, task.attempt);
+                            running.spawn(this.clone().execute(
+                                task,
+                                cancel,
+                                hard_stop.clone(),
+                                sink,
+                            ));
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "claiming tasks failed; will retry"),
+                }
+            }
+            if claimed_all {
+                // Every free slot got work: there may be more, but first let results in.
+                tokio::task::yield_now().await;
+            }
+
+            let grace_over = async {
+                match grace_deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    match done {
+                        Ok(id) => { slots.remove(&id); }
+                        Err(error) => tracing::error!(%error, "a task runner panicked"),
+                    }
+                    // A slot is free: go round and claim.
+                }
+                _ = this.wake.notified(), if !draining && running.len() < this.config.concurrency as usize => {}
+                _ = shutdown.cancelled(), if !draining => {}
+                _ = grace_over, if !hard_stop.is_cancelled() => {
+                    tracing::warn!(running = running.len(), "grace period over: stopping running tasks and requeueing them");
+                    hard_stop.cancel();
+                }
+                _ = ticker.tick() => {
+                    this.maintain(&slots, &mut last_renew, renew_every).await;
+                }
+            }
+            if running.is_empty() {
+                slots.clear();
+            }
+        }
+        tracing::info!(worker = %this.config.id, "worker stopped");
+    }
+
+    async fn claim(&self, limit: u32) -> crate::store::Result<Vec<ClaimedTask>> {
+        let now = now_ms();
+        let lease_until = now + self.config.lease.as_millis() as i64;
+        self.store
+            .claim(
+                &self.config.id,
+                &self.config.queues,
+                limit,
+                now,
+                lease_until,
+            )
+            .await
+    }
+
+    /// The periodic chores: cancel requests, lease renewal, due tasks, expired leases.
+    async fn maintain(
+        &self,
+        slots: &HashMap<Uuid, Slot>,
+        last_renew: &mut tokio::time::Instant,
+        renew_every: Duration,
+    ) {
+        let store = self.store.as_ref();
+        if !slots.is_empty() {
+            match store.cancel_requests(&self.config.id).await {
+                Ok(ids) => {
+                    for id in ids {
+                        if let Some(slot) = slots.get(&id)
+                            && !slot.cancel.is_cancelled()
+                        {
+                            tracing::info!(task_id = %id, "cancel requested: stopping the handler");
+                            slot.cancel.cancel();
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "reading cancel requests failed"),
+            }
+            if last_renew.elapsed() >= renew_every {
+                let until = now_ms() + self.config.lease.as_millis() as i64;
+                match store.renew_leases(&self.config.id, until).await {
+                    Ok(_) => *last_renew = tokio::time::Instant::now(),
+                    Err(error) => tracing::warn!(%error, "renewing leases failed"),
+                }
+            }
+        }
+        let now = now_ms();
+        match store.promote_due(now).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(tasks = n, "due tasks are ready");
+                self.wake.notify_one();
+            }
+            Err(error) => tracing::warn!(%error, "promoting due tasks failed"),
+        }
+        match store.reap_expired(now).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(
+                    tasks = n,
+                    "took back tasks whose worker stopped renewing its lease"
+                );
+                self.wake.notify_one();
+            }
+            Err(error) => tracing::warn!(%error, "reaping expired leases failed"),
+        }
+    }
+
+    /// Runs one attempt and records its outcome. Returns the task id.
+    async fn execute(
+        self: Arc<Self>,
+        task: ClaimedTask,
+        cancel: CancellationToken,
+        hard_stop: CancellationToken,
+        log: logs::LogSink,
+    ) -> Uuid {
+        let id = task.id;
+        let timeout = Duration::from_secs(task.timeout_secs);
+        let outcome = match self.registry.get(&task.kind) {
+            None => AttemptOutcome::Failed(format!(
+                "this worker has no executor for kind '{}'",
+                task.kind
+            )),
+            Some(executor) => {
+                // The handler's own token fires for any reason it must stop; it lets an
+                // executor clean up even though the future is also dropped.
+                let handler_token = CancellationToken::new();
+                let ctx = TaskContext {
+                    id,
+                    attempt: task.attempt,
+                    payload: task.payload.clone(),
+                    cancel: handler_token.clone(),
+                    log: log.clone(),
+                };
+                let run = executor.run(ctx);
+                let outcome = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => AttemptOutcome::Cancelled,
+                    _ = hard_stop.cancelled() => AttemptOutcome::Interrupted,
+                    result = tokio::time::timeout(timeout, run) => match result {
+                        Ok(Ok(value)) => AttemptOutcome::Succeeded(value.to_string()),
+                        Ok(Err(error)) => AttemptOutcome::Failed(error.to_string()),
+                        Err(_) => AttemptOutcome::Failed(format!(
+                            "timed out after {}s", task.timeout_secs
+                        )),
+                    },
+                };
+                handler_token.cancel();
+                outcome
+            }
+        };
+        log.flush().await;
+
+        let delay = self.config.backoff.delay(task.attempt, fastrand::f64());
+        let settlement = lifecycle::settle(
+            outcome,
+            task.attempt,
+            task.max_attempts,
+            now_ms(),
+            delay.as_millis() as u64,
+        );
+        let status = settlement.status();
+        let mut wait = Duration::from_millis(100);
+        for attempt in 1..=6 {
+            match self
+                .store
+                .settle(id, &self.config.id, &settlement, now_ms())
+                .await
+            {
+                Ok(true) => {
+                    tracing::debug!(task_id = %id, kind = %task.kind, %status, "task settled");
+                    break;
+                }
+                Ok(false) => {
+                    tracing::warn!(task_id = %id, "outcome dropped: this worker no longer holds the task (its lease expired)");
+                    break;
+                }
+                Err(error) if attempt < 6 => {
+                    tracing::warn!(task_id = %id, %error, "recording the outcome failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(error) => {
+                    tracing::error!(task_id = %id, %error, "recording the outcome failed; the task will run again when its lease expires");
+                }
+            }
+        }
+        id
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A worker id that is unique across hosts and restarts: `host-pid-xxxx`.
+pub fn worker_id() -> String {
+    format!(
+        "{}-{}-{:04x}",
+        hostname(),
+        std::process::id(),
+        fastrand::u16(..)
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
