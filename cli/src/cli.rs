@@ -1,0 +1,72 @@
+//! The command line: global flags and the subcommands. Doc comments here are the help text.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::commands::{
+    cancel::CancelArgs, list::ListArgs, logs::LogsArgs, retry::RetryArgs, status::StatusArgs,
+    submit::SubmitArgs, watch::WatchArgs,
+};
+
+/// Drive and watch a Taskplane server from the terminal.
+///
+/// Submit tasks, follow them to the end, read their output, cancel and retry them. Every
+/// command speaks JSON with `-o json` for scripts, and exits 0 on success, 1 on an error,
+/// 2 on a usage error, 3 when a waited-for task failed and 4 when it was cancelled.
+#[derive(Debug, Parser)]
+#[command(name = "taskctl", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The taskd to talk to.
+    #[arg(
+        long,
+        env = "TASKCTL_SERVER",
+        default_value = "http://127.0.0.1:7070",
+        global = true
+    )]
+    pub server: String,
+
+    /// A bearer token for servers that require one.
+    #[arg(long, env = "TASKCTL_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+
+    /// Output format: `table` for people, `json` for scripts. Defaults to table on a
+    /// terminal and json otherwise.
+    #[arg(short = 'o', long, value_enum, global = true)]
+    pub output: Option<OutputFormat>,
+
+    /// Never use colour (also when NO_COLOR is set).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Submit a task.
+    Submit(SubmitArgs),
+    /// Show one task.
+    Status(StatusArgs),
+    /// List tasks, newest first.
+    List(ListArgs),
+    /// Cancel tasks: waiting ones at once, running ones by stopping their handler.
+    Cancel(CancelArgs),
+    /// Put failed or cancelled tasks back in their queue.
+    Retry(RetryArgs),
+    /// Follow tasks until every one has finished; the exit code tells how they ended.
+    Watch(WatchArgs),
+    /// Print a task's captured output.
+    Logs(LogsArgs),
+}

@@ -1,0 +1,92 @@
+//! `taskctl list`
+
+use clap::Args;
+use comfy_table::Cell;
+use taskplane_api::{Client, ListQuery, TaskList, TaskStatus};
+
+use crate::error::CliError;
+use crate::output::{self, Ui};
+
+/// The most the API returns in one page.
+const PAGE: u32 = 1000;
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only tasks in this status.
+    #[arg(long, value_parser = parse_status)]
+    pub status: Option<TaskStatus>,
+    /// Only tasks of this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only tasks of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// How many tasks at most (pages are fetched as needed).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub limit: u32,
+}
+
+fn parse_status(text: &str) -> Result<TaskStatus, String> {
+    text.parse()
+        .map_err(|e: taskplane_api::UnknownStatus| e.to_string())
+}
+
+pub async fn run(client: &Client, ui: &Ui, args: ListArgs) -> Result<(), CliError> {
+    let mut query = ListQuery {
+        status: args.status,
+        queue: args.queue,
+        kind: args.kind,
+        limit: None,
+        cursor: None,
+    };
+    let mut all = TaskList::default();
+    loop {
+        let want = args.limit - all.tasks.len() as u32;
+        query.limit = Some(want.min(PAGE));
+        let page = client.list(&query).await?;
+        all.tasks.extend(page.tasks);
+        all.next_cursor = page.next_cursor;
+        match &all.next_cursor {
+            Some(cursor) if (all.tasks.len() as u32) < args.limit => {
+                query.cursor = Some(cursor.clone());
+            }
+            _ => break,
+        }
+    }
+    if ui.json() {
+        return ui.print_json(&all);
+    }
+    if all.tasks.is_empty() {
+        eprintln!("no tasks");
+        return Ok(());
+    }
+    let now = chrono::Utc::now();
+    let mut table = ui.table(&[
+        "ID",
+        "KIND",
+        "QUEUE",
+        "STATUS",
+        "ATTEMPTS",
+        "AGE",
+        "DURATION",
+        "LAST ERROR",
+    ]);
+    for task in &all.tasks {
+        table.add_row(vec![
+            Cell::new(task.id),
+            Cell::new(&task.kind),
+            Cell::new(&task.queue),
+            ui.status_cell(task.status),
+            Cell::new(format!("{}/{}", task.attempts, task.max_attempts)),
+            Cell::new(output::age(task.created_at, now)),
+            Cell::new(output::run_time(task, now)),
+            Cell::new(
+                task.last_error
+                    .as_deref()
+                    .map(|e| output::excerpt(e, 60))
+                    .unwrap_or_default(),
+            ),
+        ]);
+    }
+    ui.print_table(&table)
+}

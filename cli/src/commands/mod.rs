@@ -1,0 +1,86 @@
+//! One module per subcommand; each has its clap `Args` and one `run` function.
+
+pub mod cancel;
+pub mod list;
+pub mod logs;
+pub mod retry;
+pub mod status;
+pub mod submit;
+pub mod watch;
+
+use std::future::Future;
+
+use taskplane_api::{Client, Error as ApiError, Task};
+use uuid::Uuid;
+
+use crate::cli::{Cli, Command};
+use crate::error::{CliError, describe};
+use crate::output::Ui;
+
+/// Parses a task id argument.
+pub fn parse_id(text: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(text.trim()).map_err(|_| format!("'{text}' is not a task id (a UUID)"))
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let ui = Ui::from_args(&cli.global);
+    // Everything about the arguments is checked before the first request.
+    let client = Client::new(&cli.global.server, cli.global.token.clone())
+        .map_err(|e| CliError::Usage(format!("--server: {e}")))?;
+    match cli.command {
+        Command::Submit(args) => submit::run(&client, &ui, args).await,
+        Command::Status(args) => status::run(&client, &ui, args).await,
+        Command::List(args) => list::run(&client, &ui, args).await,
+        Command::Cancel(args) => cancel::run(&client, &ui, args).await,
+        Command::Retry(args) => retry::run(&client, &ui, args).await,
+        Command::Watch(args) => watch::run(&client, &ui, args).await,
+        Command::Logs(args) => logs::run(&client, &ui, args).await,
+    }
+}
+
+/// Applies `action` to each id in turn, printing one line per task (or one JSON array), and
+/// one error line per id that failed. Any failure makes the command exit 1; the others still
+/// happen.
+pub async fn for_each_id<F, Fut>(
+    ui: &Ui,
+    ids: &[Uuid],
+    action: F,
+    describe_ok: fn(&Task) -> String,
+) -> Result<(), CliError>
+where
+    F: Fn(Uuid) -> Fut,
+    Fut: Future<Output = Result<Task, ApiError>>,
+{
+    let mut done = Vec::new();
+    let mut failed = false;
+    for &id in ids {
+        match action(id).await {
+            Ok(task) => {
+                if !ui.json() {
+                    ui.line(&describe_ok(&task))?;
+                }
+                done.push(task);
+            }
+            // Unreachable is the same for every id: stop at the first.
+            Err(error @ ApiError::Unreachable { .. }) => return Err(error.into()),
+            Err(error) => {
+                // The server's messages name the task already.
+                let message = describe(&error);
+                if message.contains(&id.to_string()) {
+                    eprintln!("error: {message}");
+                } else {
+                    eprintln!("error: {id}: {message}");
+                }
+                failed = true;
+            }
+        }
+    }
+    if ui.json() {
+        ui.print_json(&done)?;
+    }
+    if failed {
+        Err(CliError::AlreadyReported)
+    } else {
+        Ok(())
+    }
+}

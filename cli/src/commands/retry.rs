@@ -1,0 +1,26 @@
+//! `taskctl retry ID…`
+
+use clap::Args;
+use taskplane_api::{Client, Task};
+use uuid::Uuid;
+
+use crate::error::CliError;
+use crate::output::Ui;
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Ids of failed or cancelled tasks.
+    #[arg(required = true, value_name = "ID", value_parser = super::parse_id)]
+    pub ids: Vec<Uuid>,
+}
+
+pub async fn run(client: &Client, ui: &Ui, args: RetryArgs) -> Result<(), CliError> {
+    super::for_each_id(ui, &args.ids, |id| client.retry(id), describe).await
+}
+
+fn describe(task: &Task) -> String {
+    format!(
+        "{}: queued again with {} attempts",
+        task.id, task.max_attempts
+    )
+}

@@ -1,0 +1,83 @@
+//! `taskctl status ID`
+
+use clap::Args;
+use comfy_table::Cell;
+use taskplane_api::{Client, Task};
+use uuid::Uuid;
+
+use crate::error::CliError;
+use crate::output::{self, Ui};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The task id.
+    #[arg(value_name = "ID", value_parser = super::parse_id)]
+    pub id: Uuid,
+}
+
+pub async fn run(client: &Client, ui: &Ui, args: StatusArgs) -> Result<(), CliError> {
+    let task = client.get(args.id).await?;
+    if ui.json() {
+        return ui.print_json(&task);
+    }
+    print_task(ui, &task)
+}
+
+/// The task as a two-column sheet, one field a row.
+pub fn print_task(ui: &Ui, task: &Task) -> Result<(), CliError> {
+    let now = chrono::Utc::now();
+    let when = |at: Option<chrono::DateTime<chrono::Utc>>| match at {
+        Some(at) => format!(
+            "{} ({} ago)",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            output::age(at, now)
+        ),
+        None => "-".to_owned(),
+    };
+    let json = |value: &serde_json::Value| serde_json::to_string(value).unwrap_or_default();
+    let mut table = ui.table(&[]);
+    let mut row = |name: &str, value: Cell| {
+        table.add_row(vec![Cell::new(format!("{name}:")), value]);
+    };
+    row("id", Cell::new(task.id));
+    row("kind", Cell::new(&task.kind));
+    row("queue", Cell::new(&task.queue));
+    row("status", ui.status_cell(task.status));
+    if task.cancel_requested && !task.status.is_terminal() {
+        row("", Cell::new("cancel requested"));
+    }
+    row(
+        "attempts",
+        Cell::new(format!("{}/{}", task.attempts, task.max_attempts)),
+    );
+    row("priority", Cell::new(task.priority));
+    row("timeout", Cell::new(format!("{}s", task.timeout_secs)));
+    row("created", Cell::new(when(Some(task.created_at))));
+    row("run at", Cell::new(when(Some(task.run_at))));
+    row("started", Cell::new(when(task.started_at)));
+    row("finished", Cell::new(when(task.finished_at)));
+    row("duration", Cell::new(output::run_time(task, now)));
+    row("worker", Cell::new(task.worker.as_deref().unwrap_or("-")));
+    if let Some(key) = &task.idempotency_key {
+        row("idempotency key", Cell::new(key));
+    }
+    if !task.labels.is_empty() {
+        let labels: Vec<String> = task
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        row("labels", Cell::new(labels.join(",")));
+    }
+    row(
+        "payload",
+        Cell::new(output::excerpt(&json(&task.payload), 200)),
+    );
+    if let Some(result) = &task.result {
+        row("result", Cell::new(output::excerpt(&json(result), 200)));
+    }
+    if let Some(error) = &task.last_error {
+        row("last error", Cell::new(output::excerpt(error, 200)));
+    }
+    ui.print_table(&table)
+}

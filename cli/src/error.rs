@@ -1,0 +1,68 @@
+//! The CLI's error kinds and their exit codes, in one place.
+
+use taskplane_api::Error as ApiError;
+
+/// Exit codes of the contract.
+pub mod code {
+    pub const ERROR: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const TASK_FAILED: u8 = 3;
+    pub const TASK_CANCELLED: u8 = 4;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The arguments do not make sense together (clap catches the rest before we run).
+    #[error("{0}")]
+    Usage(String),
+    /// Talking to taskd failed, or it refused the request.
+    #[error("{0}")]
+    Api(#[from] ApiError),
+    /// A waited-for task failed; the message says why.
+    #[error("{0}")]
+    TaskFailed(String),
+    /// A waited-for task was cancelled.
+    #[error("{0}")]
+    TaskCancelled(String),
+    /// Several per-item failures that were already reported one per line.
+    #[error("")]
+    AlreadyReported,
+    #[error("{0}")]
+    Other(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => code::USAGE,
+            CliError::TaskFailed(_) => code::TASK_FAILED,
+            CliError::TaskCancelled(_) => code::TASK_CANCELLED,
+            CliError::Api(_) | CliError::AlreadyReported | CliError::Other(_) => code::ERROR,
+        }
+    }
+
+    /// The line to print, if any (failures reported item by item print nothing more).
+    pub fn message(&self) -> Option<String> {
+        match self {
+            CliError::AlreadyReported => None,
+            CliError::Api(error) => Some(describe(error)),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// One line for an API error, with a hint where one helps.
+pub fn describe(error: &ApiError) -> String {
+    match error {
+        ApiError::Unreachable { .. } => format!(
+            "{error} (is taskd running? start it with `taskd`, or point --server / TASKCTL_SERVER at it)"
+        ),
+        _ => error.to_string(),
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(error: std::io::Error) -> Self {
+        CliError::Other(error.to_string())
+    }
+}

@@ -1,0 +1,437 @@
+//! The store contract, written once and run against every backend (each backend's test file
+//! opens a fresh store and calls these).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use taskd::domain::lifecycle::Settlement;
+use taskd::domain::validate::{self, Kinds, NewTask};
+use taskd::store::{CancelOutcome, ListFilter, NewLogLine, RetryOutcome, Store};
+use taskplane_api::{LogStream, SubmitTask, TaskStatus};
+use uuid::Uuid;
+
+const NOW: i64 = 1_800_000_000_000;
+const LEASE: i64 = 30_000;
+
+fn kinds() -> Kinds {
+    Kinds {
+        known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
+        shell_enabled: true,
+    }
+}
+
+fn new_task(edit: impl FnOnce(&mut SubmitTask)) -> NewTask {
+    let mut request = SubmitTask {
+        kind: "noop".into(),
+        ..Default::default()
+    };
+    edit(&mut request);
+    validate::submit(request, &kinds(), Uuid::now_v7(), NOW).expect("valid task")
+}
+
+fn queues() -> Vec<String> {
+    vec!["default".to_owned()]
+}
+
+async fn insert_one(store: &dyn Store, task: NewTask) -> Uuid {
+    let mut rows = store.insert(vec![task]).await.expect("insert");
+    let (row, created) = rows.pop().expect("one row");
+    assert!(created);
+    row.id
+}
+
+pub async fn insert_get_and_idempotency(store: Arc<dyn Store>) {
+    let task = new_task(|t| {
+        t.kind = "echo".into();
+        t.payload = Some(serde_json::json!({"a": [1, 2]}));
+        t.labels = [("team".to_owned(), "ops".to_owned())].into();
+        t.idempotency_key = Some("key-1".into());
+    });
+    let id = insert_one(store.as_ref(), task.clone()).await;
+    let row = store.get(id).await.expect("get").expect("exists");
+    assert_eq!(row.kind, "echo");
+    assert_eq!(row.status, TaskStatus::Queued);
+    assert_eq!(row.payload, r#"{"a":[1,2]}"#);
+    assert_eq!(row.labels, r#"{"team":"ops"}"#);
+    assert_eq!(row.attempts, 0);
+
+    // Same key again (and twice in one batch): the first task comes back, nothing new.
+    let again = new_task(|t| t.idempotency_key = Some("key-1".into()));
+    let rows = store
+        .insert(vec![again.clone(), again])
+        .await
+        .expect("insert");
+    assert!(rows.iter().all(|(row, created)| row.id == id && !created));
+    assert!(store.get(Uuid::now_v7()).await.expect("get").is_none());
+}
+
+pub async fn concurrent_claims_never_share_a_task(store: Arc<dyn Store>) {
+    let tasks: Vec<NewTask> = (0..200).map(|_| new_task(|_| {})).collect();
+    store.insert(tasks).await.expect("insert");
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let worker = format!("w{w}");
+            let mut mine = Vec::new();
+            loop {
+                let claimed = store
+                    .claim(&worker, &queues(), 7, NOW, NOW + LEASE)
+                    .await
+                    .expect("claim");
+                if claimed.is_empty() {
+                    break;
+                }
+                mine.extend(claimed.into_iter().map(|t| t.id));
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    for handle in handles {
+        for id in handle.await.expect("claimer") {
+            assert!(seen.insert(id), "task {id} claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 200);
+}
+
+pub async fn claims_follow_priority_and_queue(store: Arc<dyn Store>) {
+    let low = insert_one(store.as_ref(), new_task(|t| t.priority = Some(-1))).await;
+    let high = insert_one(store.as_ref(), new_task(|t| t.priority = Some(10))).await;
+    let other = insert_one(store.as_ref(), new_task(|t| t.queue = Some("other".into()))).await;
+    let later = insert_one(store.as_ref(), new_task(|t| t.delay_ms = Some(60_000))).await;
+
+    let first = store
+        .claim("w", &queues(), 1, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(first.iter().map(|t| t.id).collect::<Vec<_>>(), vec![high]);
+    assert_eq!(first[0].attempt, 1);
+    let rest = store
+        .claim("w", &queues(), 10, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(rest.iter().map(|t| t.id).collect::<Vec<_>>(), vec![low]);
+
+    let mine = store
+        .claim("w", &["other".to_owned()], 10, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(mine.iter().map(|t| t.id).collect::<Vec<_>>(), vec![other]);
+
+    // The scheduled task becomes claimable only once promoted at its time.
+    assert_eq!(store.promote_due(NOW + 59_000).await.expect("promote"), 0);
+    assert_eq!(store.promote_due(NOW + 60_000).await.expect("promote"), 1);
+    let due = store
+        .claim("w", &queues(), 10, NOW + 60_000, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(due.iter().map(|t| t.id).collect::<Vec<_>>(), vec![later]);
+}
+
+pub async fn settling_is_guarded(store: Arc<dyn Store>) {
+    let id = insert_one(store.as_ref(), new_task(|_| {})).await;
+    store
+        .claim("w1", &queues(), 1, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    let done = Settlement::Succeeded {
+        result: "42".into(),
+    };
+
+    assert!(
+        !store.settle(id, "w2", &done, NOW).await.expect("settle"),
+        "not the owner"
+    );
+    assert!(
+        store
+            .settle(id, "w1", &done, NOW + 5)
+            .await
+            .expect("settle")
+    );
+    assert!(
+        !store
+            .settle(id, "w1", &done, NOW + 6)
+            .await
+            .expect("settle"),
+        "twice"
+    );
+    let failed = Settlement::Failed {
+        error: "late".into(),
+    };
+    assert!(
+        !store
+            .settle(id, "w1", &failed, NOW + 7)
+            .await
+            .expect("settle"),
+        "stale"
+    );
+
+    let row = store.get(id).await.expect("get").expect("exists");
+    assert_eq!(row.status, TaskStatus::Succeeded);
+    assert_eq!(row.result.as_deref(), Some("42"));
+    assert_eq!(row.finished_at, Some(NOW + 5));
+    assert_eq!(row.worker.as_deref(), Some("w1"));
+}
+
+pub async fn retrying_failing_and_requeueing(store: Arc<dyn Store>) {
+    let id = insert_one(store.as_ref(), new_task(|t| t.max_attempts = Some(2))).await;
+    store
+        .claim("w", &queues(), 1, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    let retry = Settlement::Retrying {
+        error: "boom".into(),
+        run_at_ms: NOW + 1000,
+    };
+    assert!(store.settle(id, "w", &retry, NOW).await.expect("settle"));
+    let row = store.get(id).await.expect("get").expect("exists");
+    assert_eq!((row.status, row.attempts), (TaskStatus::Retrying, 1));
+    assert_eq!(row.last_error.as_deref(), Some("boom"));
+    assert_eq!(row.run_at, NOW + 1000);
+
+    assert!(
+        store
+            .claim("w", &queues(), 1, NOW + 999, NOW + LEASE)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    store.promote_due(NOW + 1000).await.expect("promote");
+    let again = store
+        .claim("w", &queues(), 1, NOW + 1000, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(again[0].attempt, 2);
+
+    // Shutdown puts it back without counting the attempt.
+    assert!(
+        store
+            .settle(id, "w", &Settlement::Requeued, NOW + 1001)
+            .await
+            .expect("settle")
+    );
+    let row = store.get(id).await.expect("get").expect("exists");
+    assert_eq!((row.status, row.attempts), (TaskStatus::Queued, 1));
+
+    store
+        .claim("w", &queues(), 1, NOW + 1002, NOW + LEASE)
+        .await
+        .expect("claim");
+    let failed = Settlement::Failed {
+        error: "boom again".into(),
+    };
+    assert!(
+        store
+            .settle(id, "w", &failed, NOW + 1003)
+            .await
+            .expect("settle")
+    );
+    let row = store.get(id).await.expect("get").expect("exists");
+    assert_eq!((row.status, row.attempts), (TaskStatus::Failed, 2));
+
+    match store.retry(id, NOW + 2000).await.expect("retry") {
+        RetryOutcome::Requeued(row) => {
+            assert_eq!((row.status, row.attempts), (TaskStatus::Queued, 0));
+            assert_eq!(row.finished_at, None);
+        }
+        other => panic!("expected a requeue, got {other:?}"),
+    }
+    assert!(matches!(
+        store.retry(id, NOW).await.expect("retry"),
+        RetryOutcome::NotRetryable(_)
+    ));
+    assert!(matches!(
+        store.retry(Uuid::now_v7(), NOW).await.expect("retry"),
+        RetryOutcome::NotFound
+    ));
+}
+
+pub async fn cancelling(store: Arc<dyn Store>) {
+    let waiting = insert_one(store.as_ref(), new_task(|t| t.delay_ms = Some(5000))).await;
+    match store.cancel(waiting, NOW + 1).await.expect("cancel") {
+        CancelOutcome::Cancelled(row) => {
+            assert_eq!(row.status, TaskStatus::Cancelled);
+            assert_eq!(row.finished_at, Some(NOW + 1));
+        }
+        other => panic!("expected cancelled, got {other:?}"),
+    }
+    assert!(matches!(
+        store.cancel(waiting, NOW).await.expect("cancel"),
+        CancelOutcome::Finished(_)
+    ));
+
+    let running = insert_one(store.as_ref(), new_task(|_| {})).await;
+    store
+        .claim("w", &queues(), 1, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert!(
+        store
+            .cancel_requests("w")
+            .await
+            .expect("requests")
+            .is_empty()
+    );
+    match store.cancel(running, NOW + 2).await.expect("cancel") {
+        CancelOutcome::Requested(row) => {
+            assert_eq!(row.status, TaskStatus::Running);
+            assert!(row.cancel_requested);
+        }
+        other => panic!("expected a request, got {other:?}"),
+    }
+    assert_eq!(
+        store.cancel_requests("w").await.expect("requests"),
+        vec![running]
+    );
+    assert!(
+        store
+            .cancel_requests("other")
+            .await
+            .expect("requests")
+            .is_empty()
+    );
+    assert!(
+        store
+            .settle(running, "w", &Settlement::Cancelled, NOW + 3)
+            .await
+            .expect("settle")
+    );
+    assert_eq!(
+        store
+            .get(running)
+            .await
+            .expect("get")
+            .expect("exists")
+            .status,
+        TaskStatus::Cancelled
+    );
+    assert!(matches!(
+        store.cancel(Uuid::now_v7(), NOW).await.expect("cancel"),
+        CancelOutcome::NotFound
+    ));
+}
+
+pub async fn expired_leases_are_reaped(store: Arc<dyn Store>) {
+    let again = insert_one(store.as_ref(), new_task(|t| t.max_attempts = Some(2))).await;
+    let last = insert_one(store.as_ref(), new_task(|t| t.max_attempts = Some(1))).await;
+    store
+        .claim("dead", &queues(), 2, NOW, NOW + 1000)
+        .await
+        .expect("claim");
+    store.renew_leases("dead", NOW + 2000).await.expect("renew");
+    assert_eq!(
+        store.reap_expired(NOW + 1500).await.expect("reap"),
+        0,
+        "renewed"
+    );
+    assert_eq!(store.reap_expired(NOW + 2001).await.expect("reap"), 2);
+
+    let row = store.get(again).await.expect("get").expect("exists");
+    assert_eq!((row.status, row.attempts), (TaskStatus::Queued, 1));
+    assert!(row.last_error.as_deref().unwrap_or("").contains("dead"));
+    let row = store.get(last).await.expect("get").expect("exists");
+    assert_eq!(row.status, TaskStatus::Failed);
+
+    // The dead worker's late report changes nothing.
+    let done = Settlement::Succeeded {
+        result: "null".into(),
+    };
+    assert!(
+        !store
+            .settle(again, "dead", &done, NOW + 3000)
+            .await
+            .expect("settle")
+    );
+    let claimed = store
+        .claim("alive", &queues(), 5, NOW + 3000, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed
+            .iter()
+            .map(|t| (t.id, t.attempt))
+            .collect::<Vec<_>>(),
+        vec![(again, 2)]
+    );
+}
+
+pub async fn listing_pages_and_filters(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let kind = if i % 5 == 0 { "echo" } else { "noop" };
+        ids.push(insert_one(store.as_ref(), new_task(|t| t.kind = kind.into())).await);
+    }
+    ids.reverse(); // newest first
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list(ListFilter {
+                before,
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        seen.extend(page.iter().map(|t| t.id));
+        if page.len() < 10 {
+            break;
+        }
+        before = page.last().map(|t| t.id);
+    }
+    assert_eq!(seen, ids);
+
+    let echoes = store
+        .list(ListFilter {
+            kind: Some("echo".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(echoes.len(), 5);
+    let none = store
+        .list(ListFilter {
+            status: Some(TaskStatus::Failed),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert!(none.is_empty());
+}
+
+pub async fn logs_page_in_order(store: Arc<dyn Store>) {
+    let id = insert_one(store.as_ref(), new_task(|_| {})).await;
+    let lines = (0..30)
+        .map(|i| NewLogLine {
+            task_id: id,
+            attempt: 1 + i / 20,
+            stream: if i % 2 == 0 {
+                LogStream::Stdout
+            } else {
+                LogStream::Stderr
+            },
+            ts: NOW + i64::from(i),
+            line: format!("line {i}"),
+        })
+        .collect();
+    store.append_logs(lines).await.expect("append");
+    let first = store.logs(id, 0, 20).await.expect("logs");
+    assert_eq!(first.len(), 20);
+    assert_eq!(first[0].line, "line 0");
+    let rest = store.logs(id, first[19].seq, 100).await.expect("logs");
+    assert_eq!(rest.len(), 10);
+    assert_eq!(rest[0].line, "line 20");
+    assert_eq!(rest[0].attempt, 2);
+    assert_eq!(rest[0].stream, LogStream::Stdout);
+    assert!(
+        store
+            .logs(Uuid::now_v7(), 0, 10)
+            .await
+            .expect("logs")
+            .is_empty()
+    );
+}
