@@ -1,0 +1,310 @@
+//! A hermetic harness for end-to-end tests: every test gets its own temp dir, a real `taskd`
+//! on a random port, and runs the real `taskctl` with a clean environment.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The `taskd` binary, built beside `taskctl` by `cargo test --workspace`.
+pub fn taskd_bin() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_taskctl")).with_file_name("taskd");
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so taskd is built",
+        path.display()
+    );
+    path
+}
+
+/// Waits for `check` to hold, polling, and fails the test with `what` at the deadline.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// A running taskd.
+pub struct Daemon {
+    child: Option<Child>,
+    pub url: String,
+    pub addr: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    /// Starts `taskd` in `dir` on its own SQLite file, with `extra` flags.
+    pub fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        let db = format!("sqlite://{}", dir.join("taskd.db").display());
+        let mut args = vec!["--listen", "127.0.0.1:0", "--database", db.as_str()];
+        args.extend_from_slice(extra);
+        Daemon::start_with(dir, &args)
+    }
+
+    /// Starts `taskd` with exactly these arguments.
+    pub fn start_with(dir: &Path, args: &[&str]) -> Daemon {
+        let mut child = Command::new(taskd_bin())
+            .args(args)
+            .current_dir(dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start taskd");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("listening on http://") {
+                    let addr = line[at + "listening on http://".len()..]
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+                panic!("taskd did not start listening; its log:\n{log}");
+            }
+        };
+        Daemon {
+            child: Some(child),
+            url: format!("http://{addr}"),
+            addr,
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "taskd did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs `taskctl` against this daemon.
+    pub fn taskctl(&self, args: &[&str]) -> Run {
+        taskctl(&self.url, args)
+    }
+
+    /// Starts `taskctl` in the background.
+    pub fn taskctl_spawn(&self, args: &[&str]) -> Child {
+        taskctl_command(&self.url, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start taskctl")
+    }
+
+    /// One raw HTTP request, for inputs the typed client would never send.
+    pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+        raw_http(&self.addr, method, path, body)
+    }
+
+    pub fn task(&self, id: &str) -> Value {
+        let (status, task) = self.http("GET", &format!("/api/v1/tasks/{id}"), b"");
+        assert_eq!(status, 200, "{task}");
+        task
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The outcome of one taskctl run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Asserts exit 0 and returns stdout, trimmed.
+    pub fn ok(&self) -> String {
+        assert_eq!(
+            self.code, 0,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self.stdout.trim().to_owned()
+    }
+
+    /// Asserts the exit code and exactly one line on stderr; returns that line.
+    pub fn fails_with(&self, code: i32) -> String {
+        assert_eq!(
+            self.code, code,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "expected one line on stderr, got:\n{}",
+            self.stderr
+        );
+        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
+        lines[0].to_owned()
+    }
+}
+
+fn taskctl_command(url: &str, args: &[&str]) -> Command {
+    let home = std::env::temp_dir().join(format!("taskctl-home-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&home);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskctl"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("TASKCTL_SERVER", url)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs `taskctl` with a clean environment pointed at `url`.
+pub fn taskctl(url: &str, args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = taskctl_command(url, args).output().expect("run taskctl");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Waits for a background taskctl with a deadline.
+pub fn wait_child(mut child: Child, timeout: Duration) -> Run {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut stdout = String::new();
+            let mut stderr = String::new();
+            if let Some(mut out) = child.stdout.take() {
+                let _ = out.read_to_string(&mut stdout);
+            }
+            if let Some(mut err) = child.stderr.take() {
+                let _ = err.read_to_string(&mut stderr);
+            }
+            return Run {
+                code: status.code().unwrap_or(-1),
+                stdout,
+                stderr,
+            };
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("taskctl did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection.
+pub fn raw_http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).expect("connect to taskd");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("write");
+    // The server may answer (413) and close before reading a large body.
+    let _ = stream.write_all(body);
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
+    (status, json)
+}

@@ -1,0 +1,459 @@
+//! End to end on the embedded platform: the real `taskd` on SQLite and the real `taskctl`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, wait_child, wait_until};
+use serde_json::{Value, json};
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[test]
+fn echo_wait_prints_the_payload_and_exits_0() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let run = taskd.taskctl(&[
+        "submit",
+        "echo",
+        "-p",
+        "msg=hello",
+        "-p",
+        "n:=3",
+        "--wait",
+        "-o",
+        "table",
+    ]);
+    let out = run.ok();
+    let result: Value = serde_json::from_str(&out).expect("the result is JSON");
+    assert_eq!(result, json!({"msg": "hello", "n": 3}));
+
+    let task = taskd
+        .taskctl(&[
+            "submit",
+            "echo",
+            "--payload",
+            r#"{"x":[1]}"#,
+            "--wait",
+            "-o",
+            "json",
+        ])
+        .json();
+    assert_eq!(task["status"], "succeeded");
+    assert_eq!(task["result"], json!({"x": [1]}));
+    assert_eq!(task["attempts"], 1);
+}
+
+#[test]
+fn quiet_submit_prints_only_the_id_and_watch_follows_it() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let id = taskd.taskctl(&["submit", "noop", "-q"]).ok();
+    assert_eq!(id.len(), 36, "{id}");
+    let run = taskd.taskctl(&["watch", &id, "-o", "table"]);
+    let out = run.ok();
+    assert!(
+        out.lines().last().unwrap_or("").contains("succeeded"),
+        "{out}"
+    );
+    let status = taskd.taskctl(&["status", &id, "-o", "json"]).json();
+    assert_eq!(status["id"], id.as_str());
+    assert_eq!(status["status"], "succeeded");
+}
+
+#[test]
+fn a_failing_shell_task_exits_3_with_its_error_and_keeps_its_output() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &["--enable-shell"]);
+    let run = taskd.taskctl(&[
+        "submit",
+        "shell",
+        "--max-attempts",
+        "1",
+        "--wait",
+        "-o",
+        "json",
+        "--",
+        "sh",
+        "-c",
+        "echo to-stdout; echo to-stderr >&2; exit 7",
+    ]);
+    let line = run.fails_with(3);
+    assert!(line.contains("exited with status 7"), "{line}");
+    assert!(line.contains("to-stderr"), "{line}");
+    let task = run.json();
+    assert_eq!(task["status"], "failed");
+    assert_eq!(task["last_error"], "exited with status 7: to-stderr");
+
+    let id = task["id"].as_str().expect("id");
+    let logs = taskd.taskctl(&["logs", id, "-o", "table"]).ok();
+    assert_eq!(logs, "to-stdout\nto-stderr");
+    // -o json streams one object per line.
+    let json_logs = taskd.taskctl(&["logs", id, "-o", "json"]).ok();
+    let streams: Vec<String> = json_logs
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("a JSON line")["stream"].to_string())
+        .collect();
+    assert_eq!(streams, vec!["\"stdout\"", "\"stderr\""]);
+}
+
+#[test]
+fn failed_attempts_retry_then_land_in_failed_and_can_be_retried() {
+    let dir = temp();
+    let taskd = Daemon::start(
+        dir.path(),
+        &[
+            "--enable-shell",
+            "--retry-base",
+            "50ms",
+            "--retry-max",
+            "100ms",
+        ],
+    );
+    let run = taskd.taskctl(&[
+        "submit",
+        "shell",
+        "--max-attempts",
+        "3",
+        "--wait",
+        "-o",
+        "json",
+        "--",
+        "false",
+    ]);
+    run.fails_with(3);
+    let task = run.json();
+    assert_eq!(task["attempts"], 3);
+    assert_eq!(task["status"], "failed");
+    let id = task["id"].as_str().expect("id").to_owned();
+
+    let retried = taskd.taskctl(&["retry", &id, "-o", "json"]).json();
+    assert_eq!(retried[0]["status"], "queued");
+    assert_eq!(retried[0]["attempts"], 0);
+    let run = taskd.taskctl(&["watch", &id, "-o", "json"]);
+    run.fails_with(3);
+    assert_eq!(
+        run.json()[0]["attempts"],
+        3,
+        "a retry gets a fresh set of attempts"
+    );
+
+    // Retrying something that has not failed is refused.
+    let ok = taskd.taskctl(&["submit", "noop", "--wait", "-q"]).ok();
+    let line = taskd.taskctl(&["retry", &ok]).fails_with(1);
+    assert!(line.contains("only failed or cancelled"), "{line}");
+}
+
+#[test]
+fn cancelling_a_running_sleep_makes_watch_exit_4_within_2s() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let id = taskd
+        .taskctl(&["submit", "sleep", "-p", "ms:=60000", "-q"])
+        .ok();
+    wait_until("the sleep to run", Duration::from_secs(10), || {
+        taskd.task(&id)["status"] == "running"
+    });
+    let watch = taskd.taskctl_spawn(&["watch", &id, "-o", "table"]);
+    let cancel = taskd.taskctl(&["cancel", &id, "-o", "table"]).ok();
+    assert!(cancel.contains("cancel requested"), "{cancel}");
+    let run = wait_child(watch, Duration::from_secs(2));
+    let line = run.fails_with(4);
+    assert!(line.contains("was cancelled"), "{line}");
+    let task = taskd.task(&id);
+    assert_eq!(task["status"], "cancelled");
+    assert!(task["finished_at"].is_string());
+
+    // Cancelling a finished task is a conflict, reported on one line.
+    let line = taskd.taskctl(&["cancel", &id]).fails_with(1);
+    assert!(line.contains("already finished"), "{line}");
+}
+
+#[test]
+fn cancelling_a_shell_task_kills_its_processes() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &["--enable-shell"]);
+    let pidfile = dir.path().join("child.pid");
+    let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+    let id = taskd
+        .taskctl(&["submit", "shell", "-q", "--", "sh", "-c", &script])
+        .ok();
+    wait_until("the grandchild to start", Duration::from_secs(10), || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.trim().is_empty())
+    });
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .to_owned();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    taskd.taskctl(&["cancel", &id]).ok();
+    let run = taskd.taskctl(&["watch", &id]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    wait_until(
+        "the grandchild to be killed",
+        Duration::from_secs(5),
+        || {
+            // A killed child lingers as a zombie until init reaps it; both mean it is not running.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| stat.split_whitespace().nth(2) == Some("Z"))
+                .unwrap_or(true)
+        },
+    );
+}
+
+#[test]
+fn cancelling_waiting_tasks_is_immediate() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let a = taskd
+        .taskctl(&["submit", "noop", "--delay", "1h", "-q"])
+        .ok();
+    let b = taskd
+        .taskctl(&["submit", "noop", "--at", "2099-01-01T00:00:00Z", "-q"])
+        .ok();
+    assert_eq!(taskd.task(&a)["status"], "scheduled");
+    let out = taskd.taskctl(&["cancel", &a, &b, "-o", "table"]).ok();
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with("cancelled")).count(),
+        2,
+        "{out}"
+    );
+    assert_eq!(taskd.taskctl(&["watch", &a, &b]).code, 4);
+}
+
+#[test]
+fn timeouts_fail_the_attempt() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let run = taskd.taskctl(&[
+        "submit",
+        "sleep",
+        "-p",
+        "ms:=30000",
+        "--timeout",
+        "1s",
+        "--max-attempts",
+        "1",
+        "--wait",
+    ]);
+    let line = run.fails_with(3);
+    assert!(line.contains("timed out after 1s"), "{line}");
+}
+
+#[test]
+fn a_thousand_batched_noops_all_succeed_once() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let tasks: Vec<Value> = (0..1000)
+        .map(|i| json!({"kind": "noop", "labels": {"n": i.to_string()}}))
+        .collect();
+    let body = serde_json::to_vec(&json!({ "tasks": tasks })).expect("encode");
+    let (status, answer) = taskd.http("POST", "/api/v1/tasks/batch", &body);
+    assert_eq!(status, 201, "{answer}");
+    let created = answer["tasks"].as_array().expect("tasks");
+    assert_eq!(created.len(), 1000);
+    assert_eq!(
+        created[999]["labels"]["n"], "999",
+        "answers keep request order"
+    );
+
+    wait_until("1000 tasks to succeed", Duration::from_secs(120), || {
+        let list = taskd
+            .taskctl(&[
+                "list",
+                "--status",
+                "succeeded",
+                "--limit",
+                "5000",
+                "-o",
+                "json",
+            ])
+            .json();
+        list["tasks"].as_array().map_or(0, Vec::len) == 1000
+    });
+    let list = taskd
+        .taskctl(&["list", "--limit", "5000", "-o", "json"])
+        .json();
+    let all = list["tasks"].as_array().expect("tasks");
+    assert_eq!(all.len(), 1000, "nothing extra was created");
+    assert!(
+        all.iter()
+            .all(|t| t["attempts"] == 1 && t["status"] == "succeeded")
+    );
+}
+
+#[test]
+fn api_and_worker_run_as_two_processes_on_one_file() {
+    let dir = temp();
+    let db = format!("sqlite://{}", dir.path().join("shared.db").display());
+    let api = Daemon::start_with(
+        dir.path(),
+        &[
+            "--role",
+            "api",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &db,
+        ],
+    );
+    let worker = Daemon::start_with(
+        dir.path(),
+        &[
+            "--role",
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &db,
+            "--concurrency",
+            "4",
+        ],
+    );
+    // The worker serves only the probes.
+    let (status, health) = worker.http("GET", "/health", b"");
+    assert_eq!((status, health["role"].as_str()), (200, Some("worker")));
+    assert_eq!(worker.http("GET", "/api/v1/tasks", b"").0, 404);
+    assert_eq!(api.http("GET", "/ready", b"").0, 200);
+
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            api.taskctl(&["submit", "echo", "-p", &format!("i:={i}"), "-q"])
+                .ok()
+        })
+        .collect();
+    let mut args = vec!["watch", "-o", "json"];
+    args.extend(ids.iter().map(String::as_str));
+    let done = api.taskctl(&args).json();
+    for (i, task) in done.as_array().expect("tasks").iter().enumerate() {
+        assert_eq!(task["result"], json!({ "i": i }));
+        assert!(
+            task["worker"]
+                .as_str()
+                .is_some_and(|w| w.contains(&format!("-{}-", worker.pid()))),
+            "{task}"
+        );
+    }
+}
+
+#[test]
+fn kill_9_mid_run_then_restart_every_task_succeeds() {
+    let dir = temp();
+    let flags = ["--lease", "2s", "--concurrency", "4"];
+    let mut first = Daemon::start(dir.path(), &flags);
+    let tasks: Vec<Value> = (0..8)
+        .map(|_| json!({"kind": "sleep", "payload": {"ms": 1500}}))
+        .collect();
+    let (status, answer) = first.http(
+        "POST",
+        "/api/v1/tasks/batch",
+        &serde_json::to_vec(&json!({"tasks": tasks})).expect("encode"),
+    );
+    assert_eq!(status, 201);
+    let ids: Vec<String> = answer["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id").to_owned())
+        .collect();
+    wait_until("four tasks to run", Duration::from_secs(10), || {
+        ids.iter()
+            .filter(|id| first.task(id)["status"] == "running")
+            .count()
+            == 4
+    });
+    first.kill9();
+
+    let second = Daemon::start(dir.path(), &flags);
+    let mut args = vec!["watch", "-o", "json"];
+    args.extend(ids.iter().map(String::as_str));
+    let run = second.taskctl(&args);
+    let done = run.json();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let attempts: Vec<u64> = done
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["attempts"].as_u64().expect("attempts"))
+        .collect();
+    assert_eq!(
+        attempts.iter().filter(|&&a| a == 2).count(),
+        4,
+        "{attempts:?}: the interrupted four ran again"
+    );
+    assert!(
+        second.log().contains("stopped renewing its lease"),
+        "{}",
+        second.log()
+    );
+}
+
+#[test]
+fn sigterm_lets_the_running_task_finish_and_exits_0() {
+    let dir = temp();
+    let mut taskd = Daemon::start(dir.path(), &[]);
+    let id = taskd
+        .taskctl(&["submit", "sleep", "-p", "ms:=1000", "-q"])
+        .ok();
+    wait_until("the task to run", Duration::from_secs(10), || {
+        taskd.task(&id)["status"] == "running"
+    });
+    taskd.signal("TERM");
+    let status = taskd.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}\n{}", taskd.log());
+
+    let again = Daemon::start(dir.path(), &[]);
+    assert_eq!(again.task(&id)["status"], "succeeded");
+}
+
+#[test]
+fn idempotency_keys_return_the_first_task() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let first = taskd
+        .taskctl(&["submit", "noop", "--idempotency-key", "deploy-42", "-q"])
+        .ok();
+    let second = taskd
+        .taskctl(&[
+            "submit",
+            "noop",
+            "--idempotency-key",
+            "deploy-42",
+            "-o",
+            "table",
+        ])
+        .ok();
+    assert!(second.starts_with(&first), "{second}");
+    assert!(second.contains("already exists"), "{second}");
+    let list = taskd.taskctl(&["list", "-o", "json"]).json();
+    assert_eq!(list["tasks"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn list_filters_and_tables() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    taskd
+        .taskctl(&["submit", "echo", "--queue", "mail", "--delay", "1h", "-q"])
+        .ok();
+    taskd.taskctl(&["submit", "noop", "--wait", "-q"]).ok();
+    let table = taskd.taskctl(&["list", "-o", "table"]).ok();
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("ID "), "{table}");
+    assert_eq!(lines.len(), 3, "{table}");
+    let mail = taskd
+        .taskctl(&["list", "--queue", "mail", "-o", "json"])
+        .json();
+    assert_eq!(mail["tasks"][0]["status"], "scheduled");
+    assert_eq!(mail["tasks"].as_array().map(Vec::len), Some(1));
+    let none = taskd.taskctl(&["list", "--status", "failed", "-o", "table"]);
+    assert_eq!(none.ok(), "");
+    assert!(none.stderr.contains("no tasks"));
+    // Global flags work before or after the subcommand.
+    let before = taskd
+        .taskctl(&["-o", "json", "list", "--kind", "noop"])
+        .json();
+    assert_eq!(before["tasks"].as_array().map(Vec::len), Some(1));
+}
