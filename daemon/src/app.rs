@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::broker::Broker;
 use crate::config::RunArgs;
 use crate::domain::backoff::Backoff;
 use crate::domain::validate::Kinds;
@@ -34,14 +34,26 @@ pub async fn migrate(args: &RunArgs) -> Result<(), String> {
 pub async fn serve(args: RunArgs) -> Result<(), String> {
     let store = open_store(&args).await?;
     let registry = Registry::builtin(args.enable_shell);
-    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let broker = if args.broker == "db" {
+        Broker::db()
+    } else {
+        let (broker, dispatcher) = Broker::amqp(&args.broker, store.clone());
+        tokio::spawn(dispatcher.run(shutdown.clone()));
+        broker
+    };
+    let broker = Arc::new(broker);
+    if broker.amqp_client().is_none() && args.role.runs_worker() {
+        // Submits by other processes (PostgreSQL) wake this worker at once.
+        tokio::spawn(store.listen_ready(broker.ready_wake.clone()));
+    }
     let state = http::AppState {
         store: store.clone(),
         kinds: Arc::new(Kinds {
             known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
             shell_enabled: args.enable_shell,
         }),
-        wake: wake.clone(),
+        broker: broker.clone(),
         role: args.role.as_str(),
     };
 
@@ -52,7 +64,6 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
 
-    let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
     let router = if args.role.runs_api() {
@@ -69,6 +80,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     tracing::info!(
         role = args.role.as_str(),
         database = %store::redact_url(&args.database),
+        broker = %store::redact_url(&args.broker),
         "listening on http://{local}"
     );
 
@@ -87,7 +99,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
                 },
                 grace: args.grace,
             },
-            wake,
+            broker,
         };
         worker.run(shutdown.clone()).await;
     } else {

@@ -82,7 +82,7 @@ pub struct RunArgs {
     )]
     pub listen: SocketAddr,
 
-    /// Where task state lives: sqlite://PATH.
+    /// Where task state lives: sqlite://PATH or postgres://user:pass@host:5432/db.
     #[arg(
         long,
         env = "TASKD_DATABASE_URL",
@@ -91,7 +91,7 @@ pub struct RunArgs {
     )]
     pub database: String,
 
-    /// How work is delivered: `db` (the database is the queue).
+    /// How work is delivered: `db` (the database is the queue) or amqp://… (RabbitMQ).
     #[arg(long, env = "TASKD_BROKER_URL", default_value = "db", global = true)]
     pub broker: String,
 
@@ -141,10 +141,19 @@ pub struct RunArgs {
 impl RunArgs {
     /// Checks what clap cannot check alone.
     pub fn validate(&self) -> Result<(), String> {
-        if self.broker != "db" {
+        if self.broker != "db" && !self.broker.starts_with("amqp://") {
             return Err(format!(
-                "--broker {}: this build delivers work through the database only; use --broker db",
+                "--broker {}: use db (the database is the queue) or amqp://user:pass@host:5672/vhost",
                 crate::store::redact_url(&self.broker)
+            ));
+        }
+        if !self.database.starts_with("sqlite:")
+            && !self.database.starts_with("postgres://")
+            && !self.database.starts_with("postgresql://")
+        {
+            return Err(format!(
+                "--database {}: use sqlite://PATH or postgres://user:pass@host:5432/db",
+                crate::store::redact_url(&self.database)
             ));
         }
         if self.queues.is_empty() || self.queues.iter().any(|q| q.trim().is_empty()) {
@@ -195,9 +204,15 @@ mod tests {
         assert!(Cli::try_parse_from(["taskd", "--role", "boss"]).is_err());
         assert!(Cli::try_parse_from(["taskd", "--grace", "soon"]).is_err());
         assert!(Cli::try_parse_from(["taskd", "--concurrency", "0"]).is_err());
-        let cli = Cli::try_parse_from(["taskd", "--broker", "amqp://u:pw@h/"]).expect("parses");
-        let err = cli.run.validate().expect_err("amqp is not in this build");
+        let cli = Cli::try_parse_from(["taskd", "--broker", "nats://u:pw@h/"]).expect("parses");
+        let err = cli.run.validate().expect_err("not a broker taskd knows");
         assert!(!err.contains("pw"), "{err}");
+        let cli =
+            Cli::try_parse_from(["taskd", "--database", "mysql://u:pw@h/db"]).expect("parses");
+        let err = cli.run.validate().expect_err("not a database taskd knows");
+        assert!(!err.contains("pw"), "{err}");
+        let cli = Cli::try_parse_from(["taskd", "--broker", "amqp://u:pw@h/%2f"]).expect("parses");
+        assert!(cli.run.validate().is_ok());
         let cli = Cli::try_parse_from(["taskd", "--queues", "a,b"]).expect("parses");
         assert_eq!(cli.run.queues, vec!["a".to_owned(), "b".to_owned()]);
     }

@@ -49,7 +49,7 @@ fn init_logging(args: &RunArgs) {
         Some(level) => EnvFilter::try_new(level).ok(),
         None => EnvFilter::try_from_default_env().ok(),
     }
-    .unwrap_or_else(|| EnvFilter::new("info"));
+    .unwrap_or_else(|| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -40,4 +40,6 @@ sqlite_tests!(
     expired_leases_are_reaped,
     listing_pages_and_filters,
     logs_page_in_order,
+    publishing_is_tracked,
+    claims_by_id_skip_what_is_not_ready,
 );

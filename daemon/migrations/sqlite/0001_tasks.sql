@@ -22,7 +22,10 @@ CREATE TABLE tasks (
     worker           TEXT,
     lease_owner      TEXT,
     lease_expires_at INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    -- With a RabbitMQ broker: 0 = its submitter publishes it, NULL = the dispatcher must,
+    -- an instant = published then.
+    published_at     INTEGER
 );
 
 -- The claim: ready tasks of a queue, highest priority first, then oldest.
@@ -31,6 +34,9 @@ CREATE INDEX tasks_ready ON tasks (queue, priority DESC, run_at, id) WHERE statu
 CREATE INDEX tasks_due ON tasks (run_at) WHERE status IN ('scheduled', 'retrying');
 -- The reaper and lease renewal: running tasks by lease.
 CREATE INDEX tasks_leases ON tasks (lease_owner, lease_expires_at) WHERE status = 'running';
+-- The dispatcher: ready tasks no one has published yet.
+CREATE INDEX tasks_unpublished ON tasks (created_at)
+    WHERE status = 'queued' AND (published_at IS NULL OR published_at = 0);
 -- Listing by status, newest first.
 CREATE INDEX tasks_status ON tasks (status, id);
 

@@ -63,9 +63,7 @@ impl From<ValidationError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match &error {
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => {
+            error if error.is_unavailable() => {
                 tracing::warn!(%error, "the store is unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -9,21 +9,20 @@ mod tasks;
 
 use std::sync::Arc;
 
+use crate::broker::Broker;
+use crate::domain::validate::Kinds;
+use crate::store::Store;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
-use tokio::sync::Notify;
-
-use crate::domain::validate::Kinds;
-use crate::store::Store;
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub kinds: Arc<Kinds>,
-    /// Wakes a worker in this process when work arrives.
-    pub wake: Arc<Notify>,
+    /// Told about new and requeued work.
+    pub broker: Arc<Broker>,
     /// The role this process runs, for `/health`.
     pub role: &'static str,
 }

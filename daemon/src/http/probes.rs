@@ -23,10 +23,14 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) 
         Ok(()) => "ok".to_owned(),
         Err(error) => error.to_string(),
     };
-    let ok = store == "ok";
+    let broker = match state.broker.check() {
+        Ok(()) => "ok".to_owned(),
+        Err(reason) => reason,
+    };
+    let ok = store == "ok" && broker == "ok";
     let health = Health {
         status: if ok { "ok" } else { "unavailable" }.to_owned(),
-        checks: BTreeMap::from([("store".to_owned(), store)]),
+        checks: BTreeMap::from([("store".to_owned(), store), ("broker".to_owned(), broker)]),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         role: state.role.to_owned(),
     };

@@ -53,7 +53,7 @@ pub async fn submit(
         )
     })?;
     if created {
-        state.wake.notify_one();
+        state.broker.submitted(&[&row]);
     }
     let status = if created {
         StatusCode::CREATED
@@ -101,9 +101,14 @@ pub async fn submit_batch(
     } else {
         state.store.insert(tasks).await?
     };
-    let any_created = stored.iter().any(|(_, created)| *created);
+    let created: Vec<&crate::store::StoredTask> = stored
+        .iter()
+        .filter(|(_, created)| *created)
+        .map(|(row, _)| row)
+        .collect();
+    let any_created = !created.is_empty();
     if any_created {
-        state.wake.notify_one();
+        state.broker.submitted(&created);
     }
     let list = TaskList {
         tasks: stored
@@ -187,7 +192,6 @@ pub async fn cancel(
             Ok((StatusCode::OK, Json(convert::task(row))).into_response())
         }
         CancelOutcome::Requested(row) => {
-            state.wake.notify_one();
             Ok((StatusCode::ACCEPTED, Json(convert::task(row))).into_response())
         }
         CancelOutcome::Finished(row) => Err(ApiError::new(
@@ -210,7 +214,7 @@ pub async fn retry(
 ) -> Result<Json<taskplane_api::Task>, ApiError> {
     match state.store.retry(id, now_ms()).await? {
         RetryOutcome::Requeued(row) => {
-            state.wake.notify_one();
+            state.broker.work_ready();
             Ok(Json(convert::task(row)))
         }
         RetryOutcome::NotRetryable(row) => Err(ApiError::new(

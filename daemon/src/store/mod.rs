@@ -3,6 +3,12 @@
 //! Every state change is one guarded statement (`… WHERE id = ? AND status = …`), so two
 //! workers racing on a task, a duplicate delivery or a stale report change nothing.
 
+// First, so that its macro is in scope in the backends.
+#[macro_use]
+mod shared;
+mod decode;
+mod postgres;
+mod sql;
 mod sqlite;
 
 use std::future::Future;
@@ -10,11 +16,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use taskplane_api::{LogStream, TaskStatus};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::domain::lifecycle::Settlement;
 use crate::domain::validate::NewTask;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// A boxed future, so that [`Store`] can be used as `dyn Store`.
@@ -33,8 +41,32 @@ pub enum StoreError {
     #[error("migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
     /// The database URL names a backend this build cannot use.
-    #[error("unsupported database URL '{0}': use sqlite://PATH")]
+    #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
     Unsupported(String),
+}
+
+impl StoreError {
+    /// True when the database is unreachable or restarting (worth a retry and a 503), as
+    /// opposed to a statement that will fail again.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(error) => match error {
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_) => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    // 08: connection exceptions; 57P0x: the server is shutting down or
+                    // starting; SQLITE_BUSY (5) and SQLITE_LOCKED (6): another writer.
+                    code.starts_with("08") || code.starts_with("57P") || code == "5" || code == "6"
+                }),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -63,6 +95,59 @@ pub struct StoredTask {
     pub labels: String,
     pub worker: Option<String>,
     pub cancel_requested: bool,
+}
+
+impl StoredTask {
+    /// The row an insert creates, without reading it back.
+    pub(crate) fn from_new(task: &NewTask) -> StoredTask {
+        StoredTask {
+            id: task.id,
+            kind: task.kind.clone(),
+            queue: task.queue.clone(),
+            priority: task.priority,
+            payload: task.payload.clone(),
+            status: task.status,
+            attempts: 0,
+            max_attempts: task.max_attempts,
+            timeout_secs: task.timeout_secs,
+            run_at: task.run_at_ms,
+            created_at: task.created_at_ms,
+            updated_at: task.created_at_ms,
+            started_at: None,
+            finished_at: None,
+            result: None,
+            last_error: None,
+            idempotency_key: task.idempotency_key.clone(),
+            labels: task.labels.clone(),
+            worker: None,
+            cancel_requested: false,
+        }
+    }
+}
+
+/// A ready task that a broker must deliver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Publishable {
+    pub id: Uuid,
+    pub queue: String,
+    pub kind: String,
+    pub priority: i32,
+    pub payload: String,
+    /// Marks which version of the row was published (see [`Store::mark_published`]).
+    pub updated_at: i64,
+}
+
+impl Publishable {
+    pub fn from_task(task: &StoredTask) -> Publishable {
+        Publishable {
+            id: task.id,
+            queue: task.queue.clone(),
+            kind: task.kind.clone(),
+            priority: task.priority,
+            payload: task.payload.clone(),
+            updated_at: task.updated_at,
+        }
+    }
 }
 
 /// What a worker needs to run a task it has claimed.
@@ -161,6 +246,16 @@ pub trait Store: Send + Sync + 'static {
         lease_until: i64,
     ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>>;
 
+    /// Claims these ready tasks (delivered by a broker) for `worker`. Ids that are not
+    /// ready (duplicates, cancelled, already running) are left out of the answer.
+    fn claim_ids<'a>(
+        &'a self,
+        worker: &'a str,
+        ids: &'a [Uuid],
+        now: i64,
+        lease_until: i64,
+    ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>>;
+
     /// Records how an attempt ended, if `worker` still holds the task. False when it does
     /// not (its lease expired and someone else has it): the report is dropped.
     fn settle<'a>(
@@ -187,12 +282,34 @@ pub trait Store: Send + Sync + 'static {
     fn append_logs(&self, lines: Vec<NewLogLine>) -> BoxFuture<'_, Result<()>>;
 
     fn logs(&self, id: Uuid, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<StoredLogLine>>>;
+
+    /// Ready tasks a broker has not been given: those the dispatcher owns (requeued, due,
+    /// retried) and those whose submitter should have published them before
+    /// `submitted_before` but did not record it.
+    fn unpublished(
+        &self,
+        submitted_before: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<Vec<Publishable>>>;
+
+    /// Records that these `(id, updated_at)` versions of tasks reached the broker.
+    fn mark_published<'a>(
+        &'a self,
+        tasks: &'a [(Uuid, i64)],
+        now: i64,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Wakes `wake` whenever another process makes work ready, for as long as the store
+    /// lives (PostgreSQL LISTEN/NOTIFY). Backends without notifications never wake it.
+    fn listen_ready(&self, wake: Arc<Notify>) -> BoxFuture<'static, ()>;
 }
 
 /// Opens the store a database URL names.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::open(url).await?))
     } else {
         Err(StoreError::Unsupported(redact_url(url)))
     }

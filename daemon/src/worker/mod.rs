@@ -2,21 +2,26 @@
 //! records the outcome, renews its leases, and hands the due and the orphaned back to the
 //! queue.
 
+mod intake;
 pub mod logs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use lapin::Acker;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::broker::Broker;
 use crate::domain::backoff::Backoff;
 use crate::domain::lifecycle::{self, AttemptOutcome};
 use crate::executors::{Registry, TaskContext};
 use crate::store::{ClaimedTask, Store};
+use intake::AmqpIntake;
 use logs::LogWriter;
 
 /// How often the worker looks for cancel requests, due tasks and expired leases, and for
@@ -40,8 +45,8 @@ pub struct Worker {
     pub store: Arc<dyn Store>,
     pub registry: Registry,
     pub config: WorkerConfig,
-    /// Notified by the API in the same process when it accepts work.
-    pub wake: Arc<Notify>,
+    /// How work arrives, and whom to tell when work becomes ready.
+    pub broker: Arc<Broker>,
 }
 
 /// A running task, as the loop tracks it.
@@ -64,6 +69,14 @@ impl Worker {
         let renew_every = (this.config.lease / 3).max(TICK);
         let mut last_renew = tokio::time::Instant::now();
         let mut grace_deadline: Option<tokio::time::Instant> = None;
+        let mut amqp = this.broker.amqp_client().map(|client| {
+            AmqpIntake::new(
+                client.clone(),
+                this.config.queues.clone(),
+                u16::try_from(this.config.concurrency).unwrap_or(u16::MAX),
+                this.config.id.clone(),
+            )
+        });
         tracing::info!(
             worker = %this.config.id,
             queues = ?this.config.queues,
@@ -88,7 +101,7 @@ impl Worker {
             let free = this.config.concurrency as usize
                 - running.len().min(this.config.concurrency as usize);
             let mut claimed_all = false;
-            if !draining && free > 0 {
+            if amqp.is_none() && !draining && free > 0 {
                 match this.claim(free as u32).await {
                     Ok(tasks) => {
                         claimed_all = tasks.len() == free;
@@ -106,6 +119,7 @@ impl Worker {
                                 cancel,
                                 hard_stop.clone(),
                                 sink,
+                                None,
                             ));
                         }
                     }
@@ -117,6 +131,13 @@ impl Worker {
                 tokio::task::yield_now().await;
             }
 
+            let from_db = amqp.is_none();
+            let delivered = async {
+                match amqp.as_mut() {
+                    Some(intake) if !draining && free > 0 => intake.next(free).await,
+                    _ => std::future::pending().await,
+                }
+            };
             let grace_over = async {
                 match grace_deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -131,7 +152,15 @@ impl Worker {
                     }
                     // A slot is free: go round and claim.
                 }
-                _ = this.wake.notified(), if !draining && running.len() < this.config.concurrency as usize => {}
+                batch = delivered => {
+                    for (task, acker) in this.claim_delivered(batch).await {
+                        let cancel = CancellationToken::new();
+                        slots.insert(task.id, Slot { cancel: cancel.clone() });
+                        let sink = logs.sink(task.id, task.attempt);
+                        running.spawn(this.clone().execute(task, cancel, hard_stop.clone(), sink, Some(acker)));
+                    }
+                }
+                _ = this.broker.ready_wake.notified(), if from_db && !draining && running.len() < this.config.concurrency as usize => {}
                 _ = shutdown.cancelled(), if !draining => {}
                 _ = grace_over, if !hard_stop.is_cancelled() => {
                     tracing::warn!(running = running.len(), "grace period over: stopping running tasks and requeueing them");
@@ -160,6 +189,68 @@ impl Worker {
                 lease_until,
             )
             .await
+    }
+
+    /// Claims the tasks RabbitMQ delivered. Deliveries of tasks that are not ready (a
+    /// duplicate, a cancelled task) are acknowledged and dropped; if the database cannot be
+    /// reached they go back to the queue.
+    async fn claim_delivered(&self, batch: Vec<Delivery>) -> Vec<(ClaimedTask, Acker)> {
+        let mut by_id: HashMap<Uuid, Acker> = HashMap::with_capacity(batch.len());
+        for delivery in batch {
+            let id = delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .and_then(|id| Uuid::parse_str(id.as_str()).ok());
+            match id {
+                Some(id) => {
+                    if let Some(duplicate) = by_id.insert(id, delivery.acker) {
+                        ack(&duplicate).await;
+                    }
+                }
+                None => {
+                    tracing::warn!("dropping a RabbitMQ message without a task id");
+                    ack(&delivery.acker).await;
+                }
+            }
+        }
+        let ids: Vec<Uuid> = by_id.keys().copied().collect();
+        let now = now_ms();
+        let lease_until = now + self.config.lease.as_millis() as i64;
+        match self
+            .store
+            .claim_ids(&self.config.id, &ids, now, lease_until)
+            .await
+        {
+            Ok(claimed) => {
+                let mut out = Vec::with_capacity(claimed.len());
+                for task in claimed {
+                    if let Some(acker) = by_id.remove(&task.id) {
+                        out.push((task, acker));
+                    }
+                }
+                for (id, acker) in by_id {
+                    tracing::debug!(task_id = %id, "delivery of a task that is not ready; dropped");
+                    ack(&acker).await;
+                }
+                out
+            }
+            Err(error) => {
+                tracing::warn!(%error, "claiming delivered tasks failed; returning them to the queue");
+                // Not at once: the database is likely down, and an instant redelivery would
+                // spin.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                for acker in by_id.values() {
+                    let _ = acker
+                        .nack(BasicNackOptions {
+                            requeue: true,
+                            ..BasicNackOptions::default()
+                        })
+                        .await;
+                }
+                Vec::new()
+            }
+        }
     }
 
     /// The periodic chores: cancel requests, lease renewal, due tasks, expired leases.
@@ -197,7 +288,7 @@ impl Worker {
             Ok(0) => {}
             Ok(n) => {
                 tracing::debug!(tasks = n, "due tasks are ready");
-                self.wake.notify_one();
+                self.broker.work_ready();
             }
             Err(error) => tracing::warn!(%error, "promoting due tasks failed"),
         }
@@ -208,7 +299,7 @@ impl Worker {
                     tasks = n,
                     "took back tasks whose worker stopped renewing its lease"
                 );
-                self.wake.notify_one();
+                self.broker.work_ready();
             }
             Err(error) => tracing::warn!(%error, "reaping expired leases failed"),
         }
@@ -221,6 +312,7 @@ impl Worker {
         cancel: CancellationToken,
         hard_stop: CancellationToken,
         log: logs::LogSink,
+        delivery: Option<Acker>,
     ) -> Uuid {
         let id = task.id;
         let timeout = Duration::from_secs(task.timeout_secs);
@@ -268,8 +360,11 @@ impl Worker {
             delay.as_millis() as u64,
         );
         let status = settlement.status();
+        // Keep trying while the lease would still be ours: a database restart should not
+        // cost the outcome. Past that, the task runs again elsewhere.
+        let give_up = tokio::time::Instant::now() + self.config.lease;
         let mut wait = Duration::from_millis(100);
-        for attempt in 1..=6 {
+        let settled = loop {
             match self
                 .store
                 .settle(id, &self.config.id, &settlement, now_ms())
@@ -277,23 +372,45 @@ impl Worker {
             {
                 Ok(true) => {
                     tracing::debug!(task_id = %id, kind = %task.kind, %status, "task settled");
-                    break;
+                    break true;
                 }
                 Ok(false) => {
                     tracing::warn!(task_id = %id, "outcome dropped: this worker no longer holds the task (its lease expired)");
-                    break;
+                    break true;
                 }
-                Err(error) if attempt < 6 => {
+                Err(error) if tokio::time::Instant::now() + wait < give_up => {
                     tracing::warn!(task_id = %id, %error, "recording the outcome failed; retrying");
                     tokio::time::sleep(wait).await;
-                    wait *= 2;
+                    wait = (wait * 2).min(Duration::from_secs(2));
                 }
                 Err(error) => {
                     tracing::error!(task_id = %id, %error, "recording the outcome failed; the task will run again when its lease expires");
+                    break false;
                 }
+            }
+        };
+        // The broker hears of the task only once the database holds its outcome.
+        if let Some(acker) = delivery {
+            if settled {
+                ack(&acker).await;
+            } else {
+                let _ = acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await;
             }
         }
         id
+    }
+}
+
+/// Acknowledges a delivery. A failure means the channel is gone; the broker then redelivers
+/// the message and the guarded claim drops it.
+async fn ack(acker: &Acker) {
+    if let Err(error) = acker.ack(BasicAckOptions::default()).await {
+        tracing::debug!(%error, "acknowledging a delivery failed");
     }
 }
 

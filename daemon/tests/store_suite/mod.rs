@@ -435,3 +435,85 @@ pub async fn logs_page_in_order(store: Arc<dyn Store>) {
             .is_empty()
     );
 }
+
+pub async fn publishing_is_tracked(store: Arc<dyn Store>) {
+    let fresh = insert_one(store.as_ref(), new_task(|_| {})).await;
+    let later = insert_one(store.as_ref(), new_task(|t| t.delay_ms = Some(10))).await;
+    // A fresh task belongs to its submitter for a grace period, then to the dispatcher.
+    assert!(
+        store
+            .unpublished(NOW, 10)
+            .await
+            .expect("unpublished")
+            .is_empty()
+    );
+    let swept = store.unpublished(NOW + 1, 10).await.expect("unpublished");
+    assert_eq!(swept.iter().map(|t| t.id).collect::<Vec<_>>(), vec![fresh]);
+
+    store
+        .mark_published(&[(fresh, swept[0].updated_at)], NOW + 2)
+        .await
+        .expect("mark");
+    assert!(
+        store
+            .unpublished(NOW + 5, 10)
+            .await
+            .expect("unpublished")
+            .is_empty()
+    );
+
+    // A due task is the dispatcher's at once; a stale version is not marked.
+    store.promote_due(NOW + 10).await.expect("promote");
+    let due = store
+        .unpublished(NOW - 1000, 10)
+        .await
+        .expect("unpublished");
+    assert_eq!(due.iter().map(|t| t.id).collect::<Vec<_>>(), vec![later]);
+    store
+        .mark_published(&[(later, due[0].updated_at - 1)], NOW + 11)
+        .await
+        .expect("mark");
+    assert_eq!(
+        store
+            .unpublished(NOW - 1000, 10)
+            .await
+            .expect("unpublished")
+            .len(),
+        1
+    );
+    store
+        .mark_published(&[(later, due[0].updated_at)], NOW + 11)
+        .await
+        .expect("mark");
+    assert!(
+        store
+            .unpublished(NOW - 1000, 10)
+            .await
+            .expect("unpublished")
+            .is_empty()
+    );
+}
+
+pub async fn claims_by_id_skip_what_is_not_ready(store: Arc<dyn Store>) {
+    let ready = insert_one(store.as_ref(), new_task(|t| t.priority = Some(1))).await;
+    let also = insert_one(store.as_ref(), new_task(|t| t.priority = Some(2))).await;
+    let cancelled = insert_one(store.as_ref(), new_task(|_| {})).await;
+    store.cancel(cancelled, NOW).await.expect("cancel");
+    let ids = [ready, also, cancelled, Uuid::now_v7()];
+    let claimed = store
+        .claim_ids("w", &ids, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![also, ready]
+    );
+    // A duplicate delivery claims nothing.
+    assert!(
+        store
+            .claim_ids("w2", &ids, NOW, NOW + LEASE)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+}

@@ -1,0 +1,52 @@
+-- Tasks and their captured output. Instants are Unix milliseconds (UTC) so that the SQL the
+-- two backends share reads the same; ids are UUIDv7 text in the C collation, which sorts by
+-- creation time.
+CREATE TABLE tasks (
+    id               TEXT COLLATE "C" PRIMARY KEY,
+    kind             TEXT NOT NULL,
+    queue            TEXT NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 0,
+    payload          TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    attempts         BIGINT NOT NULL DEFAULT 0,
+    max_attempts     BIGINT NOT NULL,
+    timeout_secs     BIGINT NOT NULL,
+    run_at           BIGINT NOT NULL,
+    created_at       BIGINT NOT NULL,
+    updated_at       BIGINT NOT NULL,
+    started_at       BIGINT,
+    finished_at      BIGINT,
+    result           TEXT,
+    last_error       TEXT,
+    idempotency_key  TEXT UNIQUE,
+    labels           TEXT NOT NULL DEFAULT '{}',
+    worker           TEXT,
+    lease_owner      TEXT,
+    lease_expires_at BIGINT,
+    cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    -- With a RabbitMQ broker: 0 = its submitter publishes it, NULL = the dispatcher must,
+    -- an instant = published then.
+    published_at     BIGINT
+);
+
+-- The claim: ready tasks of a queue, highest priority first, then oldest.
+CREATE INDEX tasks_ready ON tasks (queue, priority DESC, run_at, id) WHERE status = 'queued';
+-- The promoter: delayed and backing-off tasks whose time has come.
+CREATE INDEX tasks_due ON tasks (run_at) WHERE status IN ('scheduled', 'retrying');
+-- The reaper and lease renewal: running tasks by lease.
+CREATE INDEX tasks_leases ON tasks (lease_owner, lease_expires_at) WHERE status = 'running';
+-- The dispatcher: ready tasks no one has published yet.
+CREATE INDEX tasks_unpublished ON tasks (created_at)
+    WHERE status = 'queued' AND (published_at IS NULL OR published_at = 0);
+-- Listing by status, newest first.
+CREATE INDEX tasks_status ON tasks (status, id);
+
+CREATE TABLE task_logs (
+    seq     BIGSERIAL PRIMARY KEY,
+    task_id TEXT COLLATE "C" NOT NULL,
+    attempt BIGINT NOT NULL,
+    stream  TEXT NOT NULL,
+    ts      BIGINT NOT NULL,
+    line    TEXT NOT NULL
+);
+CREATE INDEX task_logs_task ON task_logs (task_id, seq);

@@ -1,0 +1,162 @@
+//! Row decoding shared by the backends: one generic function per row shape.
+
+use std::str::FromStr;
+
+use sqlx::{ColumnIndex, Database, Decode, Row, Type};
+use taskplane_api::{LogStream, TaskStatus};
+use uuid::Uuid;
+
+use super::{ClaimedTask, Publishable, Result, StoreError, StoredLogLine, StoredTask};
+
+/// What a row type must decode for the shared code to read it.
+pub trait TaskRow: Row
+where
+    for<'a> &'a str: ColumnIndex<Self>,
+{
+    fn text(&self, column: &str) -> Result<String>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>>;
+    fn int(&self, column: &str) -> Result<i64>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>>;
+    fn small(&self, column: &str) -> Result<i32>;
+    fn flag(&self, column: &str) -> Result<bool>;
+}
+
+impl<R> TaskRow for R
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+    R::Database: Database,
+{
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.try_get(column)?)
+    }
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.try_get(column)?)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.try_get(column)?)
+    }
+    fn small(&self, column: &str) -> Result<i32> {
+        Ok(self.try_get(column)?)
+    }
+    fn flag(&self, column: &str) -> Result<bool> {
+        Ok(self.try_get(column)?)
+    }
+}
+
+pub fn corrupt(id: &str, reason: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        id: id.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+pub fn parse_id(text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|e| corrupt(text, e))
+}
+
+fn count<T: TryFrom<i64>>(id: &str, value: i64) -> Result<T>
+where
+    T::Error: std::fmt::Display,
+{
+    T::try_from(value).map_err(|e| corrupt(id, e))
+}
+
+pub fn task<R: TaskRow>(row: &R) -> Result<StoredTask>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let id = row.text("id")?;
+    let status = TaskStatus::from_str(&row.text("status")?).map_err(|e| corrupt(&id, e))?;
+    Ok(StoredTask {
+        id: parse_id(&id)?,
+        kind: row.text("kind")?,
+        queue: row.text("queue")?,
+        priority: row.small("priority")?,
+        payload: row.text("payload")?,
+        status,
+        attempts: count(&id, row.int("attempts")?)?,
+        max_attempts: count(&id, row.int("max_attempts")?)?,
+        timeout_secs: count(&id, row.int("timeout_secs")?)?,
+        run_at: row.int("run_at")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+        started_at: row.opt_int("started_at")?,
+        finished_at: row.opt_int("finished_at")?,
+        result: row.opt_text("result")?,
+        last_error: row.opt_text("last_error")?,
+        idempotency_key: row.opt_text("idempotency_key")?,
+        labels: row.text("labels")?,
+        worker: row.opt_text("worker")?,
+        cancel_requested: row.flag("cancel_requested")?,
+    })
+}
+
+pub fn claimed<R: TaskRow>(row: &R) -> Result<(i32, ClaimedTask)>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let id = row.text("id")?;
+    Ok((
+        row.small("priority")?,
+        ClaimedTask {
+            id: parse_id(&id)?,
+            kind: row.text("kind")?,
+            queue: row.text("queue")?,
+            payload: row.text("payload")?,
+            attempt: count(&id, row.int("attempts")?)?,
+            max_attempts: count(&id, row.int("max_attempts")?)?,
+            timeout_secs: count(&id, row.int("timeout_secs")?)?,
+        },
+    ))
+}
+
+/// Claimed rows, most urgent first (RETURNING keeps no order).
+pub fn claimed_in_order<R: TaskRow>(rows: &[R]) -> Result<Vec<ClaimedTask>>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let mut claimed = rows.iter().map(claimed).collect::<Result<Vec<_>>>()?;
+    claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
+    Ok(claimed.into_iter().map(|(_, task)| task).collect())
+}
+
+pub fn publishable<R: TaskRow>(row: &R) -> Result<Publishable>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    Ok(Publishable {
+        id: parse_id(&row.text("id")?)?,
+        queue: row.text("queue")?,
+        kind: row.text("kind")?,
+        priority: row.small("priority")?,
+        payload: row.text("payload")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+pub fn log_line<R: TaskRow>(row: &R, task_id: &str) -> Result<StoredLogLine>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let stream = match row.text("stream")?.as_str() {
+        "stdout" => LogStream::Stdout,
+        "stderr" => LogStream::Stderr,
+        "system" => LogStream::System,
+        other => return Err(corrupt(task_id, format!("unknown log stream '{other}'"))),
+    };
+    Ok(StoredLogLine {
+        seq: row.int("seq")?,
+        attempt: count(task_id, row.int("attempt")?)?,
+        stream,
+        ts: row.int("ts")?,
+        line: row.text("line")?,
+    })
+}

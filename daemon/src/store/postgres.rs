@@ -1,0 +1,183 @@
+//! The production backend: PostgreSQL through a sqlx pool.
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED`, so many workers claim side by side without waiting on
+//! each other; a submit NOTIFYs `taskplane_ready` so `--broker db` workers wake at once.
+//! A restart of the server shows up as failed statements (503 from the API, retries in the
+//! worker) until the pool's fresh connections succeed again.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use super::{BoxFuture, ClaimedTask, Result, StoreError, decode, sql};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_tasks.sql"))];
+
+/// The NOTIFY channel for "work is ready".
+const READY_CHANNEL: &str = "taskplane_ready";
+/// Serializes migrations across processes (an arbitrary, fixed key).
+const MIGRATION_LOCK: i64 = 0x7461_736b_706c_6e;
+
+pub struct PgStore {
+    write: PgPool,
+    read: PgPool,
+}
+
+impl PgStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)?.application_name("taskd");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            // Fail fast while the server is down, so the API answers 503 promptly.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        let store = PgStore {
+            write: pool.clone(),
+            read: pool,
+        };
+        sqlx::query("SELECT 1").execute(&store.read).await?;
+        Ok(store)
+    }
+
+    async fn dialect_migrate(&self) -> Result<()> {
+        let mut tx = self.write.begin().await?;
+        // Every statement below runs under one lock, so processes starting together apply
+        // the schema once.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(MIGRATION_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        for (version, statements) in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            sqlx::raw_sql(*statements)
+                .execute(&mut *tx)
+                .await
+                .map_err(|source| StoreError::Migration {
+                    version: *version,
+                    source,
+                })?;
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dialect_claim(
+        &self,
+        worker: &str,
+        queues: &[String],
+        limit: u32,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<ClaimedTask>> {
+        // The CTE runs once (a subquery under IN may be evaluated again and claim more than
+        // the limit); SKIP LOCKED lets concurrent workers pick different rows.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH picked AS (
+                 SELECT id AS picked_id FROM tasks
+                 WHERE status = 'queued' AND queue = ANY($4)
+                 ORDER BY priority DESC, run_at, id
+                 LIMIT $5
+                 FOR UPDATE SKIP LOCKED)
+             UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = $1,
+                 lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3
+             FROM picked
+             WHERE tasks.id = picked.picked_id AND tasks.status = 'queued'
+             RETURNING {}",
+            sql::CLAIM_COLUMNS
+        )))
+        .bind(worker)
+        .bind(lease_until)
+        .bind(now)
+        .bind(queues)
+        .bind(i64::from(limit))
+        .fetch_all(&self.write)
+        .await?;
+        decode::claimed_in_order(&rows)
+    }
+
+    async fn dialect_claim_ids(
+        &self,
+        worker: &str,
+        ids: &[Uuid],
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<ClaimedTask>> {
+        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = $1,
+                 lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3
+             WHERE id = ANY($4) AND status = 'queued'
+             RETURNING {}",
+            sql::CLAIM_COLUMNS
+        )))
+        .bind(worker)
+        .bind(lease_until)
+        .bind(now)
+        .bind(&ids)
+        .fetch_all(&self.write)
+        .await?;
+        decode::claimed_in_order(&rows)
+    }
+
+    /// Delivered when the transaction commits, so no worker wakes for uncommitted work.
+    async fn dialect_notify_ready(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(READY_CHANNEL)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    fn dialect_listen_ready(&self, wake: Arc<Notify>) -> BoxFuture<'static, ()> {
+        let pool = self.read.clone();
+        Box::pin(async move {
+            let mut delay = Duration::from_millis(500);
+            loop {
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => {
+                        if let Err(error) = listener.listen(READY_CHANNEL).await {
+                            tracing::warn!(%error, "LISTEN failed; retrying");
+                        } else {
+                            delay = Duration::from_millis(500);
+                            // recv() reconnects by itself after a dropped connection;
+                            // notifications sent meanwhile are covered by polling.
+                            while listener.recv().await.is_ok() {
+                                wake.notify_one();
+                            }
+                        }
+                    }
+                    Err(error) => tracing::debug!(%error, "cannot LISTEN yet; retrying"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        })
+    }
+}
+
+impl_store!(PgStore);

@@ -1,0 +1,343 @@
+//! The [`Store`](super::Store) implementation both backends share, written once as a macro:
+//! the statements (in [`sql`](super::sql)) and the binding code are the same for SQLite and
+//! PostgreSQL pools; only the claim, migrations and notifications differ, and each backend
+//! provides those as inherent methods named `dialect_*`.
+
+macro_rules! impl_store {
+    ($store:ty) => {
+        impl $crate::store::Store for $store {
+            fn migrate(&self) -> $crate::store::BoxFuture<'_, $crate::store::Result<()>> {
+                Box::pin(self.dialect_migrate())
+            }
+
+            fn ping(&self) -> $crate::store::BoxFuture<'_, $crate::store::Result<()>> {
+                Box::pin(async move {
+                    sqlx::query("SELECT 1").execute(&self.read).await?;
+                    Ok(())
+                })
+            }
+
+            fn insert(
+                &self,
+                tasks: Vec<$crate::domain::validate::NewTask>,
+            ) -> $crate::store::BoxFuture<
+                '_,
+                $crate::store::Result<Vec<($crate::store::StoredTask, bool)>>,
+            > {
+                Box::pin(async move {
+                    use $crate::store::{decode, sql};
+                    let mut tx = self.write.begin().await?;
+                    let mut out = Vec::with_capacity(tasks.len());
+                    for task in &tasks {
+                        let inserted = sqlx::query(sql::INSERT)
+                            .bind(task.id.to_string())
+                            .bind(&task.kind)
+                            .bind(&task.queue)
+                            .bind(task.priority)
+                            .bind(&task.payload)
+                            .bind(task.status.as_str())
+                            .bind(i64::from(task.max_attempts))
+                            .bind(task.timeout_secs as i64)
+                            .bind(task.run_at_ms)
+                            .bind(task.created_at_ms)
+                            .bind(&task.idempotency_key)
+                            .bind(&task.labels)
+                            .execute(&mut *tx)
+                            .await?;
+                        if inserted.rows_affected() == 1 {
+                            out.push(($crate::store::StoredTask::from_new(task), true));
+                            continue;
+                        }
+                        let row = sqlx::query(sqlx::AssertSqlSafe(sql::select_by_key()))
+                            .bind(&task.idempotency_key)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        out.push((decode::task(&row)?, false));
+                    }
+                    self.dialect_notify_ready(&mut tx).await?;
+                    tx.commit().await?;
+                    Ok(out)
+                })
+            }
+
+            fn get(
+                &self,
+                id: uuid::Uuid,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Option<$crate::store::StoredTask>>>
+            {
+                Box::pin(async move {
+                    use $crate::store::{decode, sql};
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql::select_by_id()))
+                        .bind(id.to_string())
+                        .fetch_optional(&self.read)
+                        .await?;
+                    row.as_ref().map(decode::task).transpose()
+                })
+            }
+
+            fn list(
+                &self,
+                filter: $crate::store::ListFilter,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::StoredTask>>>
+            {
+                Box::pin(async move {
+                    use $crate::store::{decode, sql};
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql::list()))
+                        .bind(filter.status.map(|s| s.as_str()))
+                        .bind(filter.queue)
+                        .bind(filter.kind)
+                        .bind(filter.before.map(|id| id.to_string()))
+                        .bind(i64::from(filter.limit))
+                        .fetch_all(&self.read)
+                        .await?;
+                    rows.iter().map(decode::task).collect()
+                })
+            }
+
+            fn cancel(
+                &self,
+                id: uuid::Uuid,
+                now: i64,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<$crate::store::CancelOutcome>>
+            {
+                Box::pin(async move {
+                    use $crate::store::{CancelOutcome, decode, sql};
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql::cancel()))
+                        .bind(id.to_string())
+                        .bind(now)
+                        .fetch_optional(&self.write)
+                        .await?;
+                    if let Some(row) = row {
+                        let task = decode::task(&row)?;
+                        return Ok(if task.status == taskplane_api::TaskStatus::Running {
+                            CancelOutcome::Requested(task)
+                        } else {
+                            CancelOutcome::Cancelled(task)
+                        });
+                    }
+                    Ok(match self.get(id).await? {
+                        Some(task) => CancelOutcome::Finished(task),
+                        None => CancelOutcome::NotFound,
+                    })
+                })
+            }
+
+            fn retry(
+                &self,
+                id: uuid::Uuid,
+                now: i64,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<$crate::store::RetryOutcome>>
+            {
+                Box::pin(async move {
+                    use $crate::store::{RetryOutcome, decode, sql};
+                    let row = sqlx::query(sqlx::AssertSqlSafe(sql::retry()))
+                        .bind(id.to_string())
+                        .bind(now)
+                        .fetch_optional(&self.write)
+                        .await?;
+                    if let Some(row) = row {
+                        return Ok(RetryOutcome::Requeued(decode::task(&row)?));
+                    }
+                    Ok(match self.get(id).await? {
+                        Some(task) => RetryOutcome::NotRetryable(task),
+                        None => RetryOutcome::NotFound,
+                    })
+                })
+            }
+
+            fn claim<'a>(
+                &'a self,
+                worker: &'a str,
+                queues: &'a [String],
+                limit: u32,
+                now: i64,
+                lease_until: i64,
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<Vec<$crate::store::ClaimedTask>>>
+            {
+                Box::pin(self.dialect_claim(worker, queues, limit, now, lease_until))
+            }
+
+            fn claim_ids<'a>(
+                &'a self,
+                worker: &'a str,
+                ids: &'a [uuid::Uuid],
+                now: i64,
+                lease_until: i64,
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<Vec<$crate::store::ClaimedTask>>>
+            {
+                Box::pin(self.dialect_claim_ids(worker, ids, now, lease_until))
+            }
+
+            fn settle<'a>(
+                &'a self,
+                id: uuid::Uuid,
+                worker: &'a str,
+                settlement: &'a $crate::domain::lifecycle::Settlement,
+                now: i64,
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<bool>> {
+                Box::pin(async move {
+                    use $crate::domain::lifecycle::Settlement;
+                    use $crate::store::sql;
+                    let (statement, text, at) = match settlement {
+                        Settlement::Succeeded { result } => {
+                            (sql::settle_succeeded(), Some(result.as_str()), None)
+                        }
+                        Settlement::Retrying { error, run_at_ms } => {
+                            (sql::settle_retrying(), Some(error.as_str()), Some(*run_at_ms))
+                        }
+                        Settlement::Failed { error } => {
+                            (sql::settle_failed(), Some(error.as_str()), None)
+                        }
+                        Settlement::Cancelled => (sql::settle_cancelled(), None, None),
+                        Settlement::Requeued => (sql::settle_requeued(), None, None),
+                    };
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+                        .bind(id.to_string())
+                        .bind(worker)
+                        .bind(now);
+                    if let Some(text) = text {
+                        query = query.bind(text);
+                    }
+                    if let Some(at) = at {
+                        query = query.bind(at);
+                    }
+                    let done = query.execute(&self.write).await?;
+                    Ok(done.rows_affected() == 1)
+                })
+            }
+
+            fn renew_leases<'a>(
+                &'a self,
+                worker: &'a str,
+                until: i64,
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<u64>> {
+                Box::pin(async move {
+                    let done = sqlx::query($crate::store::sql::RENEW)
+                        .bind(worker)
+                        .bind(until)
+                        .execute(&self.write)
+                        .await?;
+                    Ok(done.rows_affected())
+                })
+            }
+
+            fn cancel_requests<'a>(
+                &'a self,
+                worker: &'a str,
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<Vec<uuid::Uuid>>> {
+                Box::pin(async move {
+                    let ids: Vec<String> = sqlx::query_scalar($crate::store::sql::CANCEL_REQUESTS)
+                        .bind(worker)
+                        .fetch_all(&self.read)
+                        .await?;
+                    ids.iter().map(|id| $crate::store::decode::parse_id(id)).collect()
+                })
+            }
+
+            fn promote_due(&self, now: i64) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
+                Box::pin(async move {
+                    let done = sqlx::query($crate::store::sql::PROMOTE)
+                        .bind(now)
+                        .execute(&self.write)
+                        .await?;
+                    Ok(done.rows_affected())
+                })
+            }
+
+            fn reap_expired(&self, now: i64) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
+                Box::pin(async move {
+                    let done = sqlx::query($crate::store::sql::REAP)
+                        .bind(now)
+                        .execute(&self.write)
+                        .await?;
+                    Ok(done.rows_affected())
+                })
+            }
+
+            fn append_logs(
+                &self,
+                lines: Vec<$crate::store::NewLogLine>,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<()>> {
+                Box::pin(async move {
+                    let mut tx = self.write.begin().await?;
+                    for line in &lines {
+                        sqlx::query($crate::store::sql::APPEND_LOG)
+                            .bind(line.task_id.to_string())
+                            .bind(i64::from(line.attempt))
+                            .bind(line.stream.as_str())
+                            .bind(line.ts)
+                            .bind(&line.line)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn logs(
+                &self,
+                id: uuid::Uuid,
+                after: i64,
+                limit: u32,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::StoredLogLine>>>
+            {
+                Box::pin(async move {
+                    let id = id.to_string();
+                    let rows = sqlx::query($crate::store::sql::LOGS)
+                        .bind(&id)
+                        .bind(after)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.read)
+                        .await?;
+                    rows.iter()
+                        .map(|row| $crate::store::decode::log_line(row, &id))
+                        .collect()
+                })
+            }
+
+            fn unpublished(
+                &self,
+                submitted_before: i64,
+                limit: u32,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::Publishable>>>
+            {
+                Box::pin(async move {
+                    let rows = sqlx::query($crate::store::sql::UNPUBLISHED)
+                        .bind(submitted_before)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.read)
+                        .await?;
+                    rows.iter().map($crate::store::decode::publishable).collect()
+                })
+            }
+
+            fn mark_published<'a>(
+                &'a self,
+                tasks: &'a [(uuid::Uuid, i64)],
+                now: i64,
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<()>> {
+                Box::pin(async move {
+                    let mut tx = self.write.begin().await?;
+                    for (id, updated_at) in tasks {
+                        sqlx::query($crate::store::sql::MARK_PUBLISHED)
+                            .bind(now)
+                            .bind(id.to_string())
+                            .bind(*updated_at)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn listen_ready(
+                &self,
+                wake: std::sync::Arc<tokio::sync::Notify>,
+            ) -> $crate::store::BoxFuture<'static, ()> {
+                self.dialect_listen_ready(wake)
+            }
+        }
+    };
+}

@@ -1,0 +1,135 @@
+//! The SQL both backends share. Placeholders are `$N`, which sqlx binds by number on SQLite
+//! and PostgreSQL alike; instants are Unix milliseconds and ids are text on both, so the
+//! statements read the same. Dialect-specific statements live in the backend's module.
+
+/// The columns a [`StoredTask`](super::StoredTask) is decoded from.
+pub const TASK_COLUMNS: &str = "id, kind, queue, priority, payload, status, attempts, max_attempts, \
+     timeout_secs, run_at, created_at, updated_at, started_at, finished_at, result, last_error, \
+     idempotency_key, labels, worker, cancel_requested";
+
+/// The columns a [`ClaimedTask`](super::ClaimedTask) is decoded from.
+pub const CLAIM_COLUMNS: &str =
+    "id, kind, queue, payload, attempts, max_attempts, timeout_secs, priority";
+
+/// `published_at = 0`: the submitter publishes it (see the schema).
+pub const INSERT: &str =
+    "INSERT INTO tasks (id, kind, queue, priority, payload, status, max_attempts,
+         timeout_secs, run_at, created_at, updated_at, idempotency_key, labels, published_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, 0)
+     ON CONFLICT (idempotency_key) DO NOTHING";
+
+pub fn select_by_id() -> String {
+    format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")
+}
+
+pub fn select_by_key() -> String {
+    format!("SELECT {TASK_COLUMNS} FROM tasks WHERE idempotency_key = $1")
+}
+
+pub fn list() -> String {
+    format!(
+        "SELECT {TASK_COLUMNS} FROM tasks
+         WHERE ($1 IS NULL OR status = $1)
+           AND ($2 IS NULL OR queue = $2)
+           AND ($3 IS NULL OR kind = $3)
+           AND ($4 IS NULL OR id < $4)
+         ORDER BY id DESC
+         LIMIT $5"
+    )
+}
+
+/// Waiting tasks are cancelled at once; a running one is flagged for its worker.
+pub fn cancel() -> String {
+    format!(
+        "UPDATE tasks SET
+             status = CASE WHEN status = 'running' THEN 'running' ELSE 'cancelled' END,
+             finished_at = CASE WHEN status = 'running' THEN finished_at ELSE $2 END,
+             cancel_requested = TRUE,
+             updated_at = $2
+         WHERE id = $1 AND status IN ('scheduled', 'queued', 'retrying', 'running')
+         RETURNING {TASK_COLUMNS}"
+    )
+}
+
+pub fn retry() -> String {
+    format!(
+        "UPDATE tasks SET status = 'queued', attempts = 0, run_at = $2, updated_at = $2,
+             started_at = NULL, finished_at = NULL, result = NULL, worker = NULL,
+             cancel_requested = FALSE, published_at = NULL
+         WHERE id = $1 AND status IN ('failed', 'cancelled')
+         RETURNING {TASK_COLUMNS}"
+    )
+}
+
+/// The guard every outcome shares: only the worker holding the lease may settle.
+const GUARD: &str = "WHERE id = $1 AND status = 'running' AND lease_owner = $2";
+const RELEASE: &str = "lease_owner = NULL, lease_expires_at = NULL, updated_at = $3";
+
+pub fn settle_succeeded() -> String {
+    format!(
+        "UPDATE tasks SET status = 'succeeded', result = $4, finished_at = $3, {RELEASE} {GUARD}"
+    )
+}
+
+pub fn settle_retrying() -> String {
+    format!("UPDATE tasks SET status = 'retrying', last_error = $4, run_at = $5, {RELEASE} {GUARD}")
+}
+
+pub fn settle_failed() -> String {
+    format!(
+        "UPDATE tasks SET status = 'failed', last_error = $4, finished_at = $3, {RELEASE} {GUARD}"
+    )
+}
+
+pub fn settle_cancelled() -> String {
+    format!("UPDATE tasks SET status = 'cancelled', finished_at = $3, {RELEASE} {GUARD}")
+}
+
+/// Back to ready without counting the attempt (the worker is shutting down).
+pub fn settle_requeued() -> String {
+    format!(
+        "UPDATE tasks SET status = 'queued', attempts = attempts - 1, started_at = NULL,
+             run_at = $3, published_at = NULL, {RELEASE} {GUARD}"
+    )
+}
+
+pub const RENEW: &str = "UPDATE tasks SET lease_expires_at = $2
+     WHERE lease_owner = $1 AND status = 'running'";
+
+pub const CANCEL_REQUESTS: &str = "SELECT id FROM tasks
+     WHERE lease_owner = $1 AND status = 'running' AND cancel_requested = TRUE";
+
+pub const PROMOTE: &str = "UPDATE tasks SET status = 'queued', updated_at = $1, published_at = NULL
+     WHERE status IN ('scheduled', 'retrying') AND run_at <= $1";
+
+/// Running tasks whose lease ran out: their worker is gone.
+pub const REAP: &str = "UPDATE tasks SET
+         status = CASE WHEN cancel_requested = TRUE THEN 'cancelled'
+                       WHEN attempts >= max_attempts THEN 'failed'
+                       ELSE 'queued' END,
+         finished_at = CASE WHEN cancel_requested = TRUE OR attempts >= max_attempts
+                            THEN $1 ELSE NULL END,
+         last_error = 'worker ' || COALESCE(lease_owner, '?')
+             || ' stopped renewing its lease during attempt ' || attempts
+             || ' (it crashed or was killed)',
+         run_at = $1, lease_owner = NULL, lease_expires_at = NULL, updated_at = $1,
+         published_at = NULL
+     WHERE status = 'running' AND lease_expires_at < $1";
+
+pub const APPEND_LOG: &str = "INSERT INTO task_logs (task_id, attempt, stream, ts, line)
+     VALUES ($1, $2, $3, $4, $5)";
+
+pub const LOGS: &str = "SELECT seq, attempt, stream, ts, line FROM task_logs
+     WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+
+/// Ready tasks that no one has published: dispatched at once, or after `$1` when their
+/// submitter was meant to publish them (it may have failed or died).
+pub const UNPUBLISHED: &str = "SELECT id, queue, kind, priority, payload, updated_at FROM tasks
+     WHERE status = 'queued' AND (published_at IS NULL OR (published_at = 0 AND created_at < $1))
+     ORDER BY priority DESC, created_at
+     LIMIT $2";
+
+/// Guarded by `updated_at`, so a task that changed since it was read (and may need another
+/// publish) is not marked.
+pub const MARK_PUBLISHED: &str = "UPDATE tasks SET published_at = $1
+     WHERE id = $2 AND updated_at = $3 AND status = 'queued'";

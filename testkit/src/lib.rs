@@ -1,0 +1,206 @@
+//! Test support for the production-mode tests: finds the local PostgreSQL and RabbitMQ,
+//! gives each test its own database and vhost, and decides what happens when a service is
+//! missing (skip with a message, or fail when `TASKPLANE_REQUIRE_SERVICES=1`, as in CI).
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::Command;
+use std::time::Duration;
+
+/// The admin URL tests create their databases with.
+pub fn database_url() -> String {
+    std::env::var("TASKPLANE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The RabbitMQ URL (its vhost is replaced per test).
+pub fn amqp_url() -> String {
+    std::env::var("TASKPLANE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+fn required() -> bool {
+    std::env::var("TASKPLANE_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+/// `host:port` of a URL like `scheme://user:pass@host:port/path`.
+fn host_port(url: &str, default_port: u16) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:{default_port}")
+    }
+}
+
+fn reachable(addr: &str) -> bool {
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
+}
+
+/// Whether the services a test needs are up. When they are not: fails the test if services
+/// are required, otherwise prints why the test is skipped and answers false.
+pub fn services_available(test: &str, postgres: bool, rabbitmq: bool) -> bool {
+    let mut missing = Vec::new();
+    if postgres && !reachable(&host_port(&database_url(), 5432)) {
+        missing.push(format!(
+            "PostgreSQL at {}",
+            host_port(&database_url(), 5432)
+        ));
+    }
+    if rabbitmq && !reachable(&host_port(&amqp_url(), 5672)) {
+        missing.push(format!("RabbitMQ at {}", host_port(&amqp_url(), 5672)));
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let message = format!(
+        "{test}: {} not reachable (start them with scripts/services.sh)",
+        missing.join(" and ")
+    );
+    if required() {
+        panic!("{message}; TASKPLANE_REQUIRE_SERVICES=1 makes this a failure");
+    }
+    eprintln!("SKIPPED {message}");
+    false
+}
+
+fn unique_name() -> String {
+    format!("tp_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A database of its own for one test, dropped with it.
+pub struct TempDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl TempDatabase {
+    pub fn create() -> TempDatabase {
+        let name = unique_name();
+        psql(&format!("CREATE DATABASE {name}"));
+        let admin = database_url();
+        let base = admin
+            .rsplit_once('/')
+            .map_or(admin.as_str(), |(base, _)| base);
+        TempDatabase {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+}
+
+impl Drop for TempDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                &database_url(),
+                "-qc",
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            ])
+            .output();
+    }
+}
+
+fn psql(statement: &str) {
+    let output = Command::new("psql")
+        .args([&database_url(), "-v", "ON_ERROR_STOP=1", "-qc", statement])
+        .output()
+        .expect("psql (the PostgreSQL client) must be installed");
+    assert!(
+        output.status.success(),
+        "psql {statement}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A RabbitMQ vhost of its own for one test (its queues go with it).
+pub struct TempVhost {
+    pub url: String,
+    name: String,
+}
+
+impl TempVhost {
+    pub fn create() -> TempVhost {
+        let name = unique_name();
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        let base = amqp_url();
+        let base = base
+            .rsplit_once('/')
+            .map_or(base.as_str(), |(base, _)| base)
+            .to_owned();
+        TempVhost {
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    /// `rabbitmqctl list_queues` for this vhost: (queue, messages ready + unacked, consumers).
+    pub fn queues(&self) -> Vec<(String, u64, u64)> {
+        let out = rabbitmqctl(&[
+            "list_queues",
+            "-p",
+            &self.name,
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages",
+            "consumers",
+        ]);
+        out.lines()
+            .filter_map(|line| {
+                let mut parts = line.split_whitespace();
+                Some((
+                    parts.next()?.to_owned(),
+                    parts.next()?.parse().ok()?,
+                    parts.next()?.parse().ok()?,
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Drop for TempVhost {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["delete_vhost", &self.name])
+            .output();
+    }
+}
+
+/// Runs `rabbitmqctl` and returns its stdout.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl must be installed beside RabbitMQ");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn host_ports_come_from_urls() {
+        assert_eq!(
+            host_port("postgres://postgres@127.0.0.1:5432/test", 5432),
+            "127.0.0.1:5432"
+        );
+        assert_eq!(
+            host_port("amqp://guest:guest@localhost/%2f", 5672),
+            "localhost:5672"
+        );
+    }
+}
