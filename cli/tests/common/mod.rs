@@ -308,3 +308,42 @@ pub fn raw_http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Valu
     let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
     (status, json)
 }
+
+impl Daemon {
+    /// Every task, paging through the API.
+    pub fn all_tasks(&self) -> Vec<Value> {
+        let run = self.taskctl(&["list", "--limit", "1000000", "-o", "json"]);
+        run.json()["tasks"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// How many tasks are in `status`.
+    pub fn count(&self, status: &str) -> usize {
+        let run = self.taskctl(&[
+            "list", "--status", status, "--limit", "1000000", "-o", "json",
+        ]);
+        run.json()["tasks"].as_array().map_or(0, Vec::len)
+    }
+
+    /// Submits tasks through the batch endpoint; returns their ids.
+    pub fn submit_batch(&self, tasks: &[Value]) -> Vec<String> {
+        let mut ids = Vec::with_capacity(tasks.len());
+        for chunk in tasks.chunks(1000) {
+            let body = serde_json::to_vec(&serde_json::json!({ "tasks": chunk })).expect("encode");
+            let (status, answer) = self.http("POST", "/api/v1/tasks/batch", &body);
+            assert_eq!(status, 201, "{answer}");
+            ids.extend(
+                answer["tasks"]
+                    .as_array()
+                    .expect("tasks")
+                    .iter()
+                    .map(|t| t["id"].as_str().expect("id").to_owned()),
+            );
+        }
+        ids
+    }
+
+    /// The HTTP status of `/ready`.
+    pub fn ready(&self) -> u16 {
+        self.http("GET", "/ready", b"").0
+    }
+}

@@ -20,7 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres
 /// The NOTIFY channel for "work is ready".
 const READY_CHANNEL: &str = "taskplane_ready";
 /// Serializes migrations across processes (an arbitrary, fixed key).
-const MIGRATION_LOCK: i64 = 0x7461_736b_706c_6e;
+const MIGRATION_LOCK: i64 = 0x0074_6173_6b70_6c6e;
 
 pub struct PgStore {
     write: PgPool,

@@ -1,0 +1,330 @@
+//! Production mode end to end: `taskd --role api` and `--role worker` processes on the local
+//! PostgreSQL and RabbitMQ, each test in a database and vhost of its own. The fault tests stop
+//! and restart the real servers, so they hold an exclusive lock that every other test here
+//! shares. Without the services these tests skip (with TASKPLANE_REQUIRE_SERVICES=1 they fail).
+
+mod common;
+
+use std::process::Command;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use common::{Daemon, wait_until};
+use serde_json::{Value, json};
+use taskplane_testkit::{TempDatabase, TempVhost, rabbitmqctl, services_available};
+
+static FAULTS: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    FAULTS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    FAULTS.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A platform: one database, one vhost, and the processes started on them.
+struct Cluster {
+    dir: tempfile::TempDir,
+    db: TempDatabase,
+    vhost: TempVhost,
+}
+
+impl Cluster {
+    fn new(test: &str) -> Option<Cluster> {
+        if !services_available(test, true, true) {
+            return None;
+        }
+        Some(Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            db: TempDatabase::create(),
+            vhost: TempVhost::create(),
+        })
+    }
+
+    fn start(&self, role: &str, broker: &str, extra: &[&str]) -> Daemon {
+        let broker = if broker == "amqp" {
+            self.vhost.url.as_str()
+        } else {
+            "db"
+        };
+        let mut args = vec![
+            "--role",
+            role,
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &self.db.url,
+            "--broker",
+            broker,
+        ];
+        args.extend_from_slice(extra);
+        Daemon::start_with(self.dir.path(), &args)
+    }
+}
+
+fn noops(n: usize) -> Vec<Value> {
+    (0..n).map(|_| json!({"kind": "noop"})).collect()
+}
+
+fn sleeps(n: usize, ms: u64) -> Vec<Value> {
+    (0..n)
+        .map(|_| json!({"kind": "sleep", "payload": {"ms": ms}}))
+        .collect()
+}
+
+fn worker_of(task: &Value, worker: &Daemon) -> bool {
+    task["worker"]
+        .as_str()
+        .is_some_and(|w| w.contains(&format!("-{}-", worker.pid())))
+}
+
+fn wait_all_succeeded(api: &Daemon, n: usize, timeout: Duration) {
+    wait_until(&format!("{n} tasks to succeed"), timeout, || {
+        api.count("succeeded") == n
+    });
+}
+
+#[test]
+fn one_api_and_two_workers_drain_3000_tasks_through_rabbitmq() {
+    let _shared = shared();
+    let Some(cluster) = Cluster::new("drain_3000") else {
+        return;
+    };
+    let api = cluster.start("api", "amqp", &[]);
+    let a = cluster.start("worker", "amqp", &["--concurrency", "16"]);
+    let b = cluster.start("worker", "amqp", &["--concurrency", "16"]);
+    cluster.vhost.queues(); // the vhost answers
+    wait_until("both workers to be ready", Duration::from_secs(30), || {
+        a.ready() == 200 && b.ready() == 200
+    });
+
+    api.submit_batch(&noops(3000));
+    wait_all_succeeded(&api, 3000, Duration::from_secs(180));
+    let tasks = api.all_tasks();
+    assert_eq!(tasks.len(), 3000);
+    assert!(
+        tasks.iter().all(|t| t["attempts"] == 1),
+        "every task ran exactly once"
+    );
+    let by_a = tasks.iter().filter(|t| worker_of(t, &a)).count();
+    let by_b = tasks.iter().filter(|t| worker_of(t, &b)).count();
+    assert_eq!(by_a + by_b, 3000);
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both workers took work: {by_a} + {by_b}"
+    );
+    wait_until(
+        "every message to be acknowledged",
+        Duration::from_secs(10),
+        || {
+            cluster
+                .vhost
+                .queues()
+                .iter()
+                .all(|(_, messages, _)| *messages == 0)
+        },
+    );
+}
+
+#[test]
+fn broker_db_on_postgres_with_two_workers() {
+    let _shared = shared();
+    let Some(cluster) = Cluster::new("broker_db_on_postgres") else {
+        return;
+    };
+    let api = cluster.start("api", "db", &[]);
+    let a = cluster.start("worker", "db", &["--concurrency", "8"]);
+    let b = cluster.start("worker", "db", &["--concurrency", "8"]);
+    api.submit_batch(&sleeps(200, 20));
+    wait_all_succeeded(&api, 200, Duration::from_secs(120));
+    let tasks = api.all_tasks();
+    assert!(tasks.iter().all(|t| t["attempts"] == 1));
+    assert!(tasks.iter().any(|t| worker_of(t, &a)) && tasks.iter().any(|t| worker_of(t, &b)));
+
+    // A submit wakes a worker through NOTIFY: one echo round-trips through taskctl.
+    let out = api
+        .taskctl(&[
+            "submit",
+            "echo",
+            "-p",
+            "via=notify",
+            "--wait",
+            "-o",
+            "table",
+        ])
+        .ok();
+    assert!(out.contains("notify"), "{out}");
+}
+
+#[test]
+fn killing_a_worker_mid_run_loses_nothing() {
+    let _shared = shared();
+    let Some(cluster) = Cluster::new("kill_worker") else {
+        return;
+    };
+    let api = cluster.start("api", "amqp", &[]);
+    let flags = ["--concurrency", "4", "--lease", "2s"];
+    let mut doomed = cluster.start("worker", "amqp", &flags);
+    let ids = api.submit_batch(&sleeps(24, 400));
+    wait_until(
+        "the doomed worker to run tasks",
+        Duration::from_secs(30),
+        || {
+            ids.iter()
+                .any(|id| worker_of(&api.task(id), &doomed) && api.task(id)["status"] == "running")
+        },
+    );
+    let survivor = cluster.start("worker", "amqp", &flags);
+    doomed.kill9();
+
+    wait_all_succeeded(&api, 24, Duration::from_secs(120));
+    let tasks = api.all_tasks();
+    assert!(
+        tasks.iter().any(|t| t["attempts"] == 2),
+        "an interrupted task ran again"
+    );
+    assert!(tasks.iter().any(|t| worker_of(t, &survivor)));
+}
+
+/// Runs `rabbitmqctl start_app` when dropped, so a failing test leaves the broker up.
+struct BrokerRestarter;
+
+impl Drop for BrokerRestarter {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").output();
+    }
+}
+
+#[test]
+fn a_rabbitmq_restart_mid_run_loses_nothing_and_ready_recovers() {
+    let _exclusive = exclusive();
+    let Some(cluster) = Cluster::new("rabbitmq_restart") else {
+        return;
+    };
+    let api = cluster.start("api", "amqp", &[]);
+    let worker = cluster.start("worker", "amqp", &["--concurrency", "8"]);
+    wait_until("the api to be ready", Duration::from_secs(30), || {
+        api.ready() == 200
+    });
+    api.submit_batch(&sleeps(200, 25));
+    wait_until("work to start", Duration::from_secs(30), || {
+        api.count("succeeded") > 10
+    });
+
+    let _restart = BrokerRestarter;
+    rabbitmqctl(&["stop_app"]);
+    wait_until("/ready to fail", Duration::from_secs(15), || {
+        api.ready() == 503 && worker.ready() == 503
+    });
+    let (_, ready) = api.http("GET", "/ready", b"");
+    assert!(
+        ready["checks"]["broker"]
+            .as_str()
+            .unwrap_or("")
+            .contains("RabbitMQ"),
+        "{ready}"
+    );
+    // Submits still commit while the broker is down.
+    api.submit_batch(&sleeps(20, 10));
+    rabbitmqctl(&["start_app"]);
+    wait_until("/ready to recover", Duration::from_secs(60), || {
+        api.ready() == 200 && worker.ready() == 200
+    });
+
+    wait_all_succeeded(&api, 220, Duration::from_secs(180));
+}
+
+#[test]
+fn a_task_committed_while_the_broker_is_down_still_runs() {
+    let _exclusive = exclusive();
+    let Some(cluster) = Cluster::new("outbox") else {
+        return;
+    };
+    let api = cluster.start("api", "amqp", &[]);
+    let _worker = cluster.start("worker", "amqp", &[]);
+    wait_until("the api to be ready", Duration::from_secs(30), || {
+        api.ready() == 200
+    });
+
+    let _restart = BrokerRestarter;
+    rabbitmqctl(&["stop_app"]);
+    wait_until("the api to notice", Duration::from_secs(15), || {
+        api.ready() == 503
+    });
+    // The commit succeeds and the publish after it fails: 201 all the same.
+    let id = api
+        .taskctl(&["submit", "echo", "-p", "outbox=yes", "-q"])
+        .ok();
+    assert_eq!(api.task(&id)["status"], "queued");
+    rabbitmqctl(&["start_app"]);
+
+    let run = api.taskctl(&["watch", &id, "-o", "json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()[0]["result"], json!({"outbox": "yes"}));
+}
+
+/// Starts PostgreSQL again when dropped.
+struct PostgresRestarter;
+
+fn pg_ctl(action: &str) {
+    let version = std::fs::read_dir("/etc/postgresql")
+        .ok()
+        .and_then(|mut dir| dir.next())
+        .and_then(|entry| entry.ok())
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .expect("a PostgreSQL cluster under /etc/postgresql");
+    let status = Command::new("pg_ctlcluster")
+        .args(["--skip-systemctl-redirect", &version, "main", action])
+        .status()
+        .expect("pg_ctlcluster");
+    assert!(status.success(), "pg_ctlcluster {action}");
+}
+
+impl Drop for PostgresRestarter {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(|| pg_ctl("start"));
+    }
+}
+
+#[test]
+fn a_postgres_restart_mid_run_loses_nothing_and_ready_recovers() {
+    let _exclusive = exclusive();
+    let Some(cluster) = Cluster::new("postgres_restart") else {
+        return;
+    };
+    if !std::path::Path::new("/etc/postgresql").exists() {
+        assert!(
+            std::env::var("TASKPLANE_REQUIRE_SERVICES").is_err(),
+            "pg_ctlcluster is needed to restart PostgreSQL"
+        );
+        eprintln!("SKIPPED postgres_restart: no local cluster to restart");
+        return;
+    }
+    let api = cluster.start("api", "amqp", &[]);
+    let worker = cluster.start("worker", "amqp", &["--concurrency", "8"]);
+    wait_until("the api to be ready", Duration::from_secs(30), || {
+        api.ready() == 200
+    });
+    api.submit_batch(&sleeps(150, 30));
+    wait_until("work to start", Duration::from_secs(30), || {
+        api.count("succeeded") > 10
+    });
+
+    let _restart = PostgresRestarter;
+    pg_ctl("stop");
+    wait_until("/ready to fail", Duration::from_secs(15), || {
+        api.ready() == 503 && worker.ready() == 503
+    });
+    let (status, answer) = api.http("POST", "/api/v1/tasks", br#"{"kind":"noop"}"#);
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "store_unavailable");
+    let line = api.taskctl(&["list"]).fails_with(1);
+    assert!(line.contains("unavailable"), "{line}");
+    pg_ctl("start");
+    wait_until("/ready to recover", Duration::from_secs(60), || {
+        api.ready() == 200 && worker.ready() == 200
+    });
+
+    wait_all_succeeded(&api, 150, Duration::from_secs(180));
+}
