@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::types::{
-    BatchSubmit, ErrorBody, Health, ListQuery, LogPage, LogQuery, SubmitTask, Task, TaskList,
+    BatchSubmit, BulkResult, DlqPurge, DlqRetry, ErrorBody, Health, ListQuery, LogPage, LogQuery,
+    SubmitTask, Task, TaskList,
 };
 
 /// A cheap-to-clone handle on one taskd server.
@@ -107,6 +108,22 @@ impl Client {
                 None::<&()>,
                 Some(query),
             )
+            .await?;
+        decode(response).await
+    }
+
+    /// Requeues failed tasks (all, or of one kind or queue); answers how many.
+    pub async fn dlq_retry(&self, filter: &DlqRetry) -> Result<BulkResult, Error> {
+        let response = self
+            .send(Method::POST, "/api/v1/dlq/retry", Some(filter), None::<&()>)
+            .await?;
+        decode(response).await
+    }
+
+    /// Deletes failed tasks that finished long enough ago; answers how many.
+    pub async fn dlq_purge(&self, filter: &DlqPurge) -> Result<BulkResult, Error> {
+        let response = self
+            .send(Method::POST, "/api/v1/dlq/purge", Some(filter), None::<&()>)
             .await?;
         decode(response).await
     }

@@ -110,6 +110,11 @@ pub struct Task {
     pub labels: BTreeMap<String, String>,
     pub worker: Option<String>,
     pub cancel_requested: bool,
+    /// This task's backoff bounds between attempts; null means the worker's defaults.
+    #[serde(default)]
+    pub retry_base_ms: Option<u64>,
+    #[serde(default)]
+    pub retry_max_ms: Option<u64>,
 }
 
 /// The body of `POST /api/v1/tasks`: everything but `kind` is optional.
@@ -144,6 +149,12 @@ pub struct SubmitTask {
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// The shortest backoff bound between attempts of this task (overrides `--retry-base`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_base_ms: Option<u64>,
+    /// The longest backoff between attempts of this task (overrides `--retry-max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_max_ms: Option<u64>,
 }
 
 /// The body of `POST /api/v1/tasks/batch`.
@@ -233,6 +244,34 @@ pub struct LogQuery {
     /// 1 to 10000; defaults to 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+/// The body of `POST /api/v1/dlq/retry`: every failed task, or those of one kind or queue.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqRetry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+/// The body of `POST /api/v1/dlq/purge`: deletes failed tasks (and their output) that
+/// finished at least `older_than_secs` ago.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqPurge {
+    pub older_than_secs: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+/// How many tasks a bulk operation changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BulkResult {
+    pub count: u64,
 }
 
 /// Every error the API answers has this shape.

@@ -3,8 +3,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands::{
-    cancel::CancelArgs, list::ListArgs, logs::LogsArgs, retry::RetryArgs, status::StatusArgs,
-    submit::SubmitArgs, watch::WatchArgs,
+    cancel::CancelArgs, dlq::DlqArgs, list::ListArgs, logs::LogsArgs, retry::RetryArgs,
+    status::StatusArgs, submit::SubmitArgs, watch::WatchArgs,
 };
 
 /// Drive and watch a Taskplane server from the terminal.
@@ -69,4 +69,6 @@ pub enum Command {
     Watch(WatchArgs),
     /// Print a task's captured output.
     Logs(LogsArgs),
+    /// The dead-letter set: list, retry or purge the tasks that failed every attempt.
+    Dlq(DlqArgs),
 }

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use common::{Daemon, wait_until};
+use common::{Backend, Daemon, Platform, wait_until};
 use serde_json::{Value, json};
-use taskplane_testkit::{TempDatabase, TempVhost, rabbitmqctl, services_available};
+use taskplane_testkit::rabbitmqctl;
 
 static FAULTS: RwLock<()> = RwLock::new(());
 
@@ -23,44 +23,9 @@ fn exclusive() -> RwLockWriteGuard<'static, ()> {
     FAULTS.write().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A platform: one database, one vhost, and the processes started on them.
-struct Cluster {
-    dir: tempfile::TempDir,
-    db: TempDatabase,
-    vhost: TempVhost,
-}
-
-impl Cluster {
-    fn new(test: &str) -> Option<Cluster> {
-        if !services_available(test, true, true) {
-            return None;
-        }
-        Some(Cluster {
-            dir: tempfile::tempdir().expect("temp dir"),
-            db: TempDatabase::create(),
-            vhost: TempVhost::create(),
-        })
-    }
-
-    fn start(&self, role: &str, broker: &str, extra: &[&str]) -> Daemon {
-        let broker = if broker == "amqp" {
-            self.vhost.url.as_str()
-        } else {
-            "db"
-        };
-        let mut args = vec![
-            "--role",
-            role,
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            &self.db.url,
-            "--broker",
-            broker,
-        ];
-        args.extend_from_slice(extra);
-        Daemon::start_with(self.dir.path(), &args)
-    }
+/// A production platform with no process started: a database and a vhost of its own.
+fn cluster(test: &str) -> Option<Platform> {
+    Platform::empty(Backend::Production, test)
 }
 
 fn noops(n: usize) -> Vec<Value> {
@@ -88,13 +53,13 @@ fn wait_all_succeeded(api: &Daemon, n: usize, timeout: Duration) {
 #[test]
 fn one_api_and_two_workers_drain_3000_tasks_through_rabbitmq() {
     let _shared = shared();
-    let Some(cluster) = Cluster::new("drain_3000") else {
+    let Some(cluster) = cluster("drain_3000") else {
         return;
     };
-    let api = cluster.start("api", "amqp", &[]);
-    let a = cluster.start("worker", "amqp", &["--concurrency", "16"]);
-    let b = cluster.start("worker", "amqp", &["--concurrency", "16"]);
-    cluster.vhost.queues(); // the vhost answers
+    let api = cluster.spawn("api", &[]);
+    let a = cluster.spawn("worker", &["--concurrency", "16"]);
+    let b = cluster.spawn("worker", &["--concurrency", "16"]);
+    cluster.vhost.as_ref().expect("vhost").queues(); // the vhost answers
     wait_until("both workers to be ready", Duration::from_secs(30), || {
         a.ready() == 200 && b.ready() == 200
     });
@@ -120,6 +85,8 @@ fn one_api_and_two_workers_drain_3000_tasks_through_rabbitmq() {
         || {
             cluster
                 .vhost
+                .as_ref()
+                .expect("vhost")
                 .queues()
                 .iter()
                 .all(|(_, messages, _)| *messages == 0)
@@ -130,12 +97,12 @@ fn one_api_and_two_workers_drain_3000_tasks_through_rabbitmq() {
 #[test]
 fn broker_db_on_postgres_with_two_workers() {
     let _shared = shared();
-    let Some(cluster) = Cluster::new("broker_db_on_postgres") else {
+    let Some(cluster) = cluster("broker_db_on_postgres") else {
         return;
     };
-    let api = cluster.start("api", "db", &[]);
-    let a = cluster.start("worker", "db", &["--concurrency", "8"]);
-    let b = cluster.start("worker", "db", &["--concurrency", "8"]);
+    let api = cluster.spawn_with_broker("api", "db", &[]);
+    let a = cluster.spawn_with_broker("worker", "db", &["--concurrency", "8"]);
+    let b = cluster.spawn_with_broker("worker", "db", &["--concurrency", "8"]);
     api.submit_batch(&sleeps(200, 20));
     wait_all_succeeded(&api, 200, Duration::from_secs(120));
     let tasks = api.all_tasks();
@@ -160,12 +127,12 @@ fn broker_db_on_postgres_with_two_workers() {
 #[test]
 fn killing_a_worker_mid_run_loses_nothing() {
     let _shared = shared();
-    let Some(cluster) = Cluster::new("kill_worker") else {
+    let Some(cluster) = cluster("kill_worker") else {
         return;
     };
-    let api = cluster.start("api", "amqp", &[]);
+    let api = cluster.spawn("api", &[]);
     let flags = ["--concurrency", "4", "--lease", "2s"];
-    let mut doomed = cluster.start("worker", "amqp", &flags);
+    let mut doomed = cluster.spawn("worker", &flags);
     let ids = api.submit_batch(&sleeps(24, 400));
     wait_until(
         "the doomed worker to run tasks",
@@ -175,7 +142,7 @@ fn killing_a_worker_mid_run_loses_nothing() {
                 .any(|id| worker_of(&api.task(id), &doomed) && api.task(id)["status"] == "running")
         },
     );
-    let survivor = cluster.start("worker", "amqp", &flags);
+    let survivor = cluster.spawn("worker", &flags);
     doomed.kill9();
 
     wait_all_succeeded(&api, 24, Duration::from_secs(120));
@@ -199,11 +166,11 @@ impl Drop for BrokerRestarter {
 #[test]
 fn a_rabbitmq_restart_mid_run_loses_nothing_and_ready_recovers() {
     let _exclusive = exclusive();
-    let Some(cluster) = Cluster::new("rabbitmq_restart") else {
+    let Some(cluster) = cluster("rabbitmq_restart") else {
         return;
     };
-    let api = cluster.start("api", "amqp", &[]);
-    let worker = cluster.start("worker", "amqp", &["--concurrency", "8"]);
+    let api = cluster.spawn("api", &[]);
+    let worker = cluster.spawn("worker", &["--concurrency", "8"]);
     wait_until("the api to be ready", Duration::from_secs(30), || {
         api.ready() == 200
     });
@@ -238,11 +205,11 @@ fn a_rabbitmq_restart_mid_run_loses_nothing_and_ready_recovers() {
 #[test]
 fn a_task_committed_while_the_broker_is_down_still_runs() {
     let _exclusive = exclusive();
-    let Some(cluster) = Cluster::new("outbox") else {
+    let Some(cluster) = cluster("outbox") else {
         return;
     };
-    let api = cluster.start("api", "amqp", &[]);
-    let _worker = cluster.start("worker", "amqp", &[]);
+    let api = cluster.spawn("api", &[]);
+    let _worker = cluster.spawn("worker", &[]);
     wait_until("the api to be ready", Duration::from_secs(30), || {
         api.ready() == 200
     });
@@ -290,7 +257,7 @@ impl Drop for PostgresRestarter {
 #[test]
 fn a_postgres_restart_mid_run_loses_nothing_and_ready_recovers() {
     let _exclusive = exclusive();
-    let Some(cluster) = Cluster::new("postgres_restart") else {
+    let Some(cluster) = cluster("postgres_restart") else {
         return;
     };
     if !std::path::Path::new("/etc/postgresql").exists() {
@@ -301,8 +268,8 @@ fn a_postgres_restart_mid_run_loses_nothing_and_ready_recovers() {
         eprintln!("SKIPPED postgres_restart: no local cluster to restart");
         return;
     }
-    let api = cluster.start("api", "amqp", &[]);
-    let worker = cluster.start("worker", "amqp", &["--concurrency", "8"]);
+    let api = cluster.spawn("api", &[]);
+    let worker = cluster.spawn("worker", &["--concurrency", "8"]);
     wait_until("the api to be ready", Duration::from_secs(30), || {
         api.ready() == 200
     });

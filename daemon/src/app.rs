@@ -64,7 +64,12 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
 
-    tokio::spawn(watch_signals(shutdown.clone()));
+    let worker_id = worker::worker_id();
+    let releaser = args
+        .role
+        .runs_worker()
+        .then(|| (store.clone(), worker_id.clone()));
+    tokio::spawn(watch_signals(shutdown.clone(), releaser));
 
     let router = if args.role.runs_api() {
         http::api_router(state)
@@ -89,7 +94,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
             store,
             registry,
             config: WorkerConfig {
-                id: worker::worker_id(),
+                id: worker_id,
                 queues: args.queues.clone(),
                 concurrency: args.concurrency,
                 lease: args.lease,
@@ -98,6 +103,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
                     max: args.retry_max,
                 },
                 grace: args.grace,
+                retention: args.retention,
             },
             broker,
         };
@@ -115,8 +121,12 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once.
-async fn watch_signals(shutdown: CancellationToken) {
+/// The first SIGTERM or SIGINT starts a graceful shutdown; a second one exits at once,
+/// killing the processes of running shell tasks and handing this worker's tasks back.
+async fn watch_signals(
+    shutdown: CancellationToken,
+    releaser: Option<(Arc<dyn store::Store>, String)>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -135,6 +145,16 @@ async fn watch_signals(shutdown: CancellationToken) {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    tracing::warn!("second signal: exiting now; running tasks come back when their leases expire");
+    tracing::warn!("second signal: exiting now");
+    crate::executors::kill_all_process_groups();
+    if let Some((store, worker)) = releaser {
+        let release = store.release_leases(&worker, worker::now_ms());
+        match tokio::time::timeout(std::time::Duration::from_secs(1), release).await {
+            Ok(Ok(n)) => tracing::warn!(tasks = n, "handed running tasks back to the queue"),
+            _ => tracing::warn!(
+                "could not hand running tasks back; they return when their leases expire"
+            ),
+        }
+    }
     std::process::exit(1);
 }

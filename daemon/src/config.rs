@@ -129,6 +129,11 @@ pub struct RunArgs {
     #[arg(long, env = "TASKD_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub lease: Duration,
 
+    /// Finished tasks (and their output) are deleted this long after they finish.
+    /// Idempotency keys last as long as their task.
+    #[arg(long, env = "TASKD_RETENTION", default_value = "7days", value_parser = parse_duration)]
+    pub retention: Duration,
+
     /// Log format; text is the default.
     #[arg(long, value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
@@ -196,6 +201,7 @@ mod tests {
         assert_eq!(cli.run.retry_base, Duration::from_secs(1));
         assert_eq!(cli.run.retry_max, Duration::from_secs(600));
         assert_eq!(cli.run.grace, Duration::from_secs(30));
+        assert_eq!(cli.run.retention, Duration::from_secs(7 * 24 * 3600));
         assert!(cli.run.validate().is_ok());
     }
 

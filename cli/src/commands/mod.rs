@@ -1,6 +1,7 @@
 //! One module per subcommand; each has its clap `Args` and one `run` function.
 
 pub mod cancel;
+pub mod dlq;
 pub mod list;
 pub mod logs;
 pub mod retry;
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Retry(args) => retry::run(&client, &ui, args).await,
         Command::Watch(args) => watch::run(&client, &ui, args).await,
         Command::Logs(args) => logs::run(&client, &ui, args).await,
+        Command::Dlq(args) => dlq::run(&client, &ui, args).await,
     }
 }
 

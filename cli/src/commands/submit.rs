@@ -61,6 +61,14 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub at: Option<DateTime<Utc>>,
 
+    /// The shortest backoff between attempts of this task (overrides the daemon's).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub retry_base: Option<Duration>,
+
+    /// The longest backoff between attempts of this task (overrides the daemon's).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub retry_max: Option<Duration>,
+
     /// Submitting again with the same key returns the first task instead of a new one.
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
@@ -176,6 +184,8 @@ fn build(args: SubmitArgs) -> Result<(SubmitTask, bool, bool), CliError> {
         delay_ms: args.delay.map(|d| d.as_millis() as u64),
         idempotency_key: args.idempotency_key,
         labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        retry_base_ms: args.retry_base.map(|d| d.as_millis() as u64),
+        retry_max_ms: args.retry_max.map(|d| d.as_millis() as u64),
     };
     Ok((request, args.wait, args.quiet))
 }
@@ -227,7 +237,7 @@ fn parse_label(text: &str) -> Result<(String, String), String> {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("'{text}' is not a duration ({e}); try 30s, 5m or 1h"))
 }
@@ -318,6 +328,10 @@ mod tests {
             "team=ops",
             "--idempotency-key",
             "k1",
+            "--retry-base",
+            "100ms",
+            "--retry-max",
+            "2s",
         ])
         .expect("valid");
         assert_eq!(request.queue.as_deref(), Some("q1"));
@@ -327,6 +341,10 @@ mod tests {
         assert_eq!(request.delay_ms, Some(2000));
         assert_eq!(request.labels.get("team").map(String::as_str), Some("ops"));
         assert_eq!(request.idempotency_key.as_deref(), Some("k1"));
+        assert_eq!(
+            (request.retry_base_ms, request.retry_max_ms),
+            (Some(100), Some(2000))
+        );
     }
 
     #[test]

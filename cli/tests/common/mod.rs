@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use taskplane_testkit::{TempDatabase, TempVhost, services_available};
 
 /// The `taskd` binary, built beside `taskctl` by `cargo test --workspace`.
 pub fn taskd_bin() -> PathBuf {
@@ -164,7 +165,18 @@ impl Daemon {
 
     /// One raw HTTP request, for inputs the typed client would never send.
     pub fn http(&self, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
-        raw_http(&self.addr, method, path, body)
+        raw_http(&self.addr, method, path, body, None)
+    }
+
+    /// A raw HTTP request with one extra header.
+    pub fn http_with_header(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        header: (&str, &str),
+    ) -> (u16, Value) {
+        raw_http(&self.addr, method, path, body, Some(header))
     }
 
     pub fn task(&self, id: &str) -> Value {
@@ -284,13 +296,22 @@ pub fn wait_child(mut child: Child, timeout: Duration) -> Run {
 }
 
 /// A minimal HTTP/1.1 request over a fresh connection.
-pub fn raw_http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+pub fn raw_http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    header: Option<(&str, &str)>,
+) -> (u16, Value) {
     let mut stream = TcpStream::connect(addr).expect("connect to taskd");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
+    let extra = header
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .unwrap_or_default();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).expect("write");
@@ -345,5 +366,127 @@ impl Daemon {
     /// The HTTP status of `/ready`.
     pub fn ready(&self) -> u16 {
         self.http("GET", "/ready", b"").0
+    }
+}
+
+/// Which platform a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// One `taskd` on SQLite.
+    Embedded,
+    /// `taskd --role api` and `--role worker` on PostgreSQL and RabbitMQ.
+    Production,
+}
+
+/// A running platform: the API to talk to and the process that runs the worker (the same
+/// process when embedded).
+pub struct Platform {
+    pub backend: Backend,
+    api: Option<Daemon>,
+    worker: Option<Daemon>,
+    pub dir: tempfile::TempDir,
+    pub db: Option<TempDatabase>,
+    pub vhost: Option<TempVhost>,
+    api_flags: Vec<String>,
+}
+
+impl Platform {
+    /// Starts the platform, or `None` when its services are missing (and not required).
+    pub fn start(
+        backend: Backend,
+        test: &str,
+        api_flags: &[&str],
+        worker_flags: &[&str],
+    ) -> Option<Platform> {
+        let mut platform = Platform::empty(backend, test)?;
+        platform.api_flags = api_flags.iter().map(|f| f.to_string()).collect();
+        if backend == Backend::Production {
+            platform.api = Some(platform.spawn("api", api_flags));
+        }
+        platform.start_worker(worker_flags);
+        Some(platform)
+    }
+
+    /// The platform's storage (and, in production, its database and vhost) with no process
+    /// started yet.
+    pub fn empty(backend: Backend, test: &str) -> Option<Platform> {
+        let mut platform = Platform {
+            backend,
+            api: None,
+            worker: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+            db: None,
+            vhost: None,
+            api_flags: Vec::new(),
+        };
+        if backend == Backend::Production {
+            if !services_available(test, true, true) {
+                return None;
+            }
+            platform.db = Some(TempDatabase::create());
+            platform.vhost = Some(TempVhost::create());
+        }
+        Some(platform)
+    }
+
+    /// Starts a process with `role` on this platform's database and broker.
+    pub fn spawn(&self, role: &str, flags: &[&str]) -> Daemon {
+        let broker = if self.vhost.is_some() { "amqp" } else { "db" };
+        self.spawn_with_broker(role, broker, flags)
+    }
+
+    /// Starts a process with `role` on this platform's database and the given broker:
+    /// `amqp` (this platform's vhost) or `db`.
+    pub fn spawn_with_broker(&self, role: &str, broker: &str, flags: &[&str]) -> Daemon {
+        let database = match &self.db {
+            Some(db) => db.url.clone(),
+            None => format!("sqlite://{}", self.dir.path().join("taskd.db").display()),
+        };
+        let broker = match (&self.vhost, broker) {
+            (Some(vhost), "amqp") => vhost.url.clone(),
+            _ => "db".to_owned(),
+        };
+        let mut args = vec![
+            "--role",
+            role,
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &database,
+            "--broker",
+            &broker,
+        ];
+        args.extend_from_slice(flags);
+        Daemon::start_with(self.dir.path(), &args)
+    }
+
+    /// Starts (again) the process that runs the worker, with these flags.
+    pub fn start_worker(&mut self, flags: &[&str]) {
+        match self.backend {
+            Backend::Production => self.worker = Some(self.spawn("worker", flags)),
+            Backend::Embedded => {
+                let mut all: Vec<&str> = self.api_flags.iter().map(String::as_str).collect();
+                all.extend_from_slice(flags);
+                self.worker = Some(self.spawn("all", &all));
+            }
+        }
+    }
+
+    /// The API to talk to.
+    pub fn api(&self) -> &Daemon {
+        self.api
+            .as_ref()
+            .or(self.worker.as_ref())
+            .expect("a running API")
+    }
+
+    /// The process that runs the worker.
+    pub fn worker(&mut self) -> &mut Daemon {
+        self.worker.as_mut().expect("a running worker")
+    }
+
+    /// Whether the API survives the worker's exit (it does only in production).
+    pub fn api_outlives_worker(&self) -> bool {
+        self.api.is_some()
     }
 }

@@ -24,6 +24,9 @@ CREATE TABLE tasks (
     lease_owner      TEXT,
     lease_expires_at BIGINT,
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
+    -- This task's backoff bounds; NULL: the worker's --retry-base / --retry-max.
+    retry_base_ms    BIGINT,
+    retry_max_ms     BIGINT,
     -- With a RabbitMQ broker: 0 = its submitter publishes it, NULL = the dispatcher must,
     -- an instant = published then.
     published_at     BIGINT
@@ -38,12 +41,14 @@ CREATE INDEX tasks_leases ON tasks (lease_owner, lease_expires_at) WHERE status 
 -- The dispatcher: ready tasks no one has published yet.
 CREATE INDEX tasks_unpublished ON tasks (created_at)
     WHERE status = 'queued' AND (published_at IS NULL OR published_at = 0);
+-- Retention and the dead-letter purge: finished tasks by age.
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 -- Listing by status, newest first.
 CREATE INDEX tasks_status ON tasks (status, id);
 
 CREATE TABLE task_logs (
     seq     BIGSERIAL PRIMARY KEY,
-    task_id TEXT COLLATE "C" NOT NULL,
+    task_id TEXT COLLATE "C" NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
     attempt BIGINT NOT NULL,
     stream  TEXT NOT NULL,
     ts      BIGINT NOT NULL,

@@ -23,6 +23,9 @@ CREATE TABLE tasks (
     lease_owner      TEXT,
     lease_expires_at INTEGER,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
+    -- This task's backoff bounds; NULL: the worker's --retry-base / --retry-max.
+    retry_base_ms    INTEGER,
+    retry_max_ms     INTEGER,
     -- With a RabbitMQ broker: 0 = its submitter publishes it, NULL = the dispatcher must,
     -- an instant = published then.
     published_at     INTEGER
@@ -37,12 +40,14 @@ CREATE INDEX tasks_leases ON tasks (lease_owner, lease_expires_at) WHERE status 
 -- The dispatcher: ready tasks no one has published yet.
 CREATE INDEX tasks_unpublished ON tasks (created_at)
     WHERE status = 'queued' AND (published_at IS NULL OR published_at = 0);
+-- Retention and the dead-letter purge: finished tasks by age.
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL;
 -- Listing by status, newest first.
 CREATE INDEX tasks_status ON tasks (status, id);
 
 CREATE TABLE task_logs (
     seq     INTEGER PRIMARY KEY AUTOINCREMENT,
-    task_id TEXT NOT NULL,
+    task_id TEXT NOT NULL REFERENCES tasks (id) ON DELETE CASCADE,
     attempt INTEGER NOT NULL,
     stream  TEXT NOT NULL,
     ts      INTEGER NOT NULL,

@@ -36,6 +36,8 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     /// The labels as a JSON object text.
     pub labels: String,
+    pub retry_base_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
 }
 
 /// Why a submit was refused. `code` is the API's error code.
@@ -173,6 +175,23 @@ pub fn submit(
         ));
     }
 
+    for (field, value) in [
+        ("retry_base_ms", request.retry_base_ms),
+        ("retry_max_ms", request.retry_max_ms),
+    ] {
+        if value.is_some_and(|ms| ms > MAX_TIMEOUT_SECS * 1000) {
+            return Err(ValidationError::invalid(field, "more than 7 days"));
+        }
+    }
+    if let (Some(base), Some(max)) = (request.retry_base_ms, request.retry_max_ms)
+        && base > max
+    {
+        return Err(ValidationError::invalid(
+            "retry_base_ms",
+            format!("{base} is more than retry_max_ms ({max})"),
+        ));
+    }
+
     check_labels(&request.labels)?;
     let labels = serde_json::to_string(&request.labels)
         .map_err(|e| ValidationError::invalid("labels", e))?;
@@ -190,6 +209,8 @@ pub fn submit(
         created_at_ms: now_ms,
         idempotency_key: request.idempotency_key,
         labels,
+        retry_base_ms: request.retry_base_ms,
+        retry_max_ms: request.retry_max_ms,
     })
 }
 
@@ -445,6 +466,21 @@ mod tests {
                     ..request("noop", json!({}))
                 },
                 "labels",
+            ),
+            (
+                SubmitTask {
+                    retry_base_ms: Some(5000),
+                    retry_max_ms: Some(100),
+                    ..request("noop", json!({}))
+                },
+                "retry_base_ms",
+            ),
+            (
+                SubmitTask {
+                    retry_max_ms: Some(u64::MAX),
+                    ..request("noop", json!({}))
+                },
+                "retry_max_ms",
             ),
         ];
         for (req, field) in cases {

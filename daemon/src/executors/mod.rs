@@ -5,6 +5,8 @@ mod basic;
 mod http;
 mod shell;
 
+pub use shell::kill_all_process_groups;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -1,7 +1,9 @@
 //! `shell`: runs a program with its own process group, captures stdout and stderr line by
 //! line, and kills the whole group when the task ends, is cancelled or times out.
 
+use std::collections::BTreeSet;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 
 use serde_json::{Value, json};
 use taskplane_api::LogStream;
@@ -54,7 +56,7 @@ async fn run(spec: ShellPayload, log: LogSink) -> Result<Value, ExecError> {
         .map_err(|e| ExecError(format!("cannot start '{program}': {e}")))?;
     // Dropping this guard (the task finished, was cancelled or timed out) kills every
     // process the command started, not only the first one.
-    let group = child.id().map(ProcessGroup);
+    let group = child.id().map(ProcessGroup::track);
 
     let stdout = child.stdout.take().map(|out| {
         let log = log.clone();
@@ -124,10 +126,28 @@ async fn pump(pipe: impl AsyncRead + Unpin, stream: LogStream, log: LogSink) -> 
     last
 }
 
+/// The process groups of running shell tasks, so a forced exit can take them along.
+static LIVE_GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
+
+/// Kills the processes of every running shell task (taskd is exiting without a drain).
+pub fn kill_all_process_groups() {
+    let groups = LIVE_GROUPS.lock().map(|g| g.clone()).unwrap_or_default();
+    for pgid in groups {
+        ProcessGroup::kill(pgid);
+    }
+}
+
 /// A process group to kill with SIGKILL when dropped.
 struct ProcessGroup(u32);
 
 impl ProcessGroup {
+    fn track(pgid: u32) -> ProcessGroup {
+        if let Ok(mut groups) = LIVE_GROUPS.lock() {
+            groups.insert(pgid);
+        }
+        ProcessGroup(pgid)
+    }
+
     fn kill(pgid: u32) {
         let Ok(pgid) = libc::pid_t::try_from(pgid) else {
             return;
@@ -144,5 +164,8 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         ProcessGroup::kill(self.0);
+        if let Ok(mut groups) = LIVE_GROUPS.lock() {
+            groups.remove(&self.0);
+        }
     }
 }

@@ -38,6 +38,8 @@ pub fn task(row: StoredTask) -> Task {
         labels: serde_json::from_str(&row.labels).unwrap_or_default(),
         worker: row.worker,
         cancel_requested: row.cancel_requested,
+        retry_base_ms: row.retry_base_ms,
+        retry_max_ms: row.retry_max_ms,
     }
 }
 

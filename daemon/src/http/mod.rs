@@ -36,6 +36,8 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/api/v1/tasks/{id}/retry", post(tasks::retry))
         .route("/api/v1/tasks/{id}/logs", get(tasks::logs))
+        .route("/api/v1/dlq/retry", post(tasks::dlq_retry))
+        .route("/api/v1/dlq/purge", post(tasks::dlq_purge))
         .merge(probe_routes())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

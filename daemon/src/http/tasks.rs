@@ -5,7 +5,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use taskplane_api::{
-    BatchSubmit, ListQuery, LogPage, LogQuery, MAX_BATCH_TASKS, SubmitTask, TaskList,
+    BatchSubmit, BulkResult, DlqPurge, DlqRetry, ListQuery, LogPage, LogQuery, MAX_BATCH_TASKS,
+    SubmitTask, TaskList, TaskStatus,
 };
 use uuid::Uuid;
 
@@ -14,7 +15,7 @@ use super::convert;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams, TaskId};
 use crate::domain::validate::{self, NewTask};
-use crate::store::{CancelOutcome, ListFilter, RetryOutcome};
+use crate::store::{CancelOutcome, FinishedFilter, ListFilter, RetryOutcome};
 use crate::worker::now_ms;
 
 const DEFAULT_LIST_LIMIT: u32 = 100;
@@ -258,4 +259,37 @@ pub async fn logs(
         lines: lines.into_iter().map(convert::log_line).collect(),
         next_after,
     }))
+}
+
+/// `POST /api/v1/dlq/retry`: every failed task (of a kind or queue) back to queued.
+pub async fn dlq_retry(
+    State(state): State<AppState>,
+    JsonBody(filter): JsonBody<DlqRetry>,
+) -> Result<Json<BulkResult>, ApiError> {
+    let count = state
+        .store
+        .retry_failed(filter.kind, filter.queue, now_ms())
+        .await?;
+    if count > 0 {
+        state.broker.work_ready();
+    }
+    Ok(Json(BulkResult { count }))
+}
+
+/// `POST /api/v1/dlq/purge`: deletes failed tasks that finished `older_than_secs` ago.
+pub async fn dlq_purge(
+    State(state): State<AppState>,
+    JsonBody(filter): JsonBody<DlqPurge>,
+) -> Result<Json<BulkResult>, ApiError> {
+    let age_ms = i64::try_from(filter.older_than_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let count = state
+        .store
+        .delete_finished(FinishedFilter {
+            statuses: vec![TaskStatus::Failed],
+            finished_before: now_ms().saturating_sub(age_ms),
+            kind: filter.kind,
+            queue: filter.queue,
+        })
+        .await?;
+    Ok(Json(BulkResult { count }))
 }

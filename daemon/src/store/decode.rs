@@ -69,6 +69,10 @@ where
     T::try_from(value).map_err(|e| corrupt(id, e))
 }
 
+fn opt_count(id: &str, value: Option<i64>) -> Result<Option<u64>> {
+    value.map(|v| count(id, v)).transpose()
+}
+
 pub fn task<R: TaskRow>(row: &R) -> Result<StoredTask>
 where
     for<'a> &'a str: ColumnIndex<R>,
@@ -96,6 +100,8 @@ where
         labels: row.text("labels")?,
         worker: row.opt_text("worker")?,
         cancel_requested: row.flag("cancel_requested")?,
+        retry_base_ms: opt_count(&id, row.opt_int("retry_base_ms")?)?,
+        retry_max_ms: opt_count(&id, row.opt_int("retry_max_ms")?)?,
     })
 }
 
@@ -114,6 +120,8 @@ where
             attempt: count(&id, row.int("attempts")?)?,
             max_attempts: count(&id, row.int("max_attempts")?)?,
             timeout_secs: count(&id, row.int("timeout_secs")?)?,
+            retry_base_ms: opt_count(&id, row.opt_int("retry_base_ms")?)?,
+            retry_max_ms: opt_count(&id, row.opt_int("retry_max_ms")?)?,
         },
     ))
 }

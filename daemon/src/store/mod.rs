@@ -95,6 +95,8 @@ pub struct StoredTask {
     pub labels: String,
     pub worker: Option<String>,
     pub cancel_requested: bool,
+    pub retry_base_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
 }
 
 impl StoredTask {
@@ -121,6 +123,8 @@ impl StoredTask {
             labels: task.labels.clone(),
             worker: None,
             cancel_requested: false,
+            retry_base_ms: task.retry_base_ms,
+            retry_max_ms: task.retry_max_ms,
         }
     }
 }
@@ -161,6 +165,19 @@ pub struct ClaimedTask {
     pub attempt: u32,
     pub max_attempts: u32,
     pub timeout_secs: u64,
+    /// The task's own backoff bounds, if it has them.
+    pub retry_base_ms: Option<u64>,
+    pub retry_max_ms: Option<u64>,
+}
+
+/// Which finished tasks a bulk delete removes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedFilter {
+    pub statuses: Vec<TaskStatus>,
+    /// Only tasks that finished before this instant.
+    pub finished_before: i64,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
 }
 
 /// A page of the task listing, newest first.
@@ -235,6 +252,17 @@ pub trait Store: Send + Sync + 'static {
 
     fn retry(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<RetryOutcome>>;
 
+    /// Requeues every failed task (of `kind` and `queue`, when given); answers how many.
+    fn retry_failed(
+        &self,
+        kind: Option<String>,
+        queue: Option<String>,
+        now: i64,
+    ) -> BoxFuture<'_, Result<u64>>;
+
+    /// Deletes finished tasks (and their output) that match `filter`; answers how many.
+    fn delete_finished(&self, filter: FinishedFilter) -> BoxFuture<'_, Result<u64>>;
+
     /// Claims up to `limit` ready tasks of `queues` for `worker`, highest priority first,
     /// holding a lease until `lease_until`.
     fn claim<'a>(
@@ -268,6 +296,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Extends the leases of every task `worker` is running.
     fn renew_leases<'a>(&'a self, worker: &'a str, until: i64) -> BoxFuture<'a, Result<u64>>;
+
+    /// Hands every task `worker` is running back (it is exiting without a drain).
+    fn release_leases<'a>(&'a self, worker: &'a str, now: i64) -> BoxFuture<'a, Result<u64>>;
 
     /// The tasks `worker` runs whose cancellation was requested.
     fn cancel_requests<'a>(&'a self, worker: &'a str) -> BoxFuture<'a, Result<Vec<Uuid>>>;

@@ -42,6 +42,8 @@ macro_rules! impl_store {
                             .bind(task.created_at_ms)
                             .bind(&task.idempotency_key)
                             .bind(&task.labels)
+                            .bind(task.retry_base_ms.map(|ms| ms as i64))
+                            .bind(task.retry_max_ms.map(|ms| ms as i64))
                             .execute(&mut *tx)
                             .await?;
                         if inserted.rows_affected() == 1 {
@@ -131,8 +133,8 @@ macro_rules! impl_store {
                 Box::pin(async move {
                     use $crate::store::{RetryOutcome, decode, sql};
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql::retry()))
-                        .bind(id.to_string())
                         .bind(now)
+                        .bind(id.to_string())
                         .fetch_optional(&self.write)
                         .await?;
                     if let Some(row) = row {
@@ -142,6 +144,50 @@ macro_rules! impl_store {
                         Some(task) => RetryOutcome::NotRetryable(task),
                         None => RetryOutcome::NotFound,
                     })
+                })
+            }
+
+            fn retry_failed(
+                &self,
+                kind: Option<String>,
+                queue: Option<String>,
+                now: i64,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
+                Box::pin(async move {
+                    let done = sqlx::query(sqlx::AssertSqlSafe($crate::store::sql::retry_failed()))
+                        .bind(now)
+                        .bind(kind)
+                        .bind(queue)
+                        .execute(&self.write)
+                        .await?;
+                    Ok(done.rows_affected())
+                })
+            }
+
+            fn delete_finished(
+                &self,
+                filter: $crate::store::FinishedFilter,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
+                Box::pin(async move {
+                    use $crate::store::sql;
+                    let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+                    let statuses = statuses.join(",");
+                    let mut total = 0;
+                    loop {
+                        let mut tx = self.write.begin().await?;
+                        let done = sqlx::query(sqlx::AssertSqlSafe(sql::delete_finished()))
+                            .bind(&statuses)
+                            .bind(filter.finished_before)
+                            .bind(&filter.kind)
+                            .bind(&filter.queue)
+                            .execute(&mut *tx)
+                            .await?;
+                        tx.commit().await?;
+                        total += done.rows_affected();
+                        if done.rows_affected() < 1000 {
+                            return Ok(total);
+                        }
+                    }
                 })
             }
 
@@ -215,6 +261,21 @@ macro_rules! impl_store {
                     let done = sqlx::query($crate::store::sql::RENEW)
                         .bind(worker)
                         .bind(until)
+                        .execute(&self.write)
+                        .await?;
+                    Ok(done.rows_affected())
+                })
+            }
+
+            fn release_leases<'a>(
+                &'a self,
+                worker: &'a str,
+                now: i64,
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<u64>> {
+                Box::pin(async move {
+                    let done = sqlx::query($crate::store::sql::RELEASE_LEASES)
+                        .bind(worker)
+                        .bind(now)
                         .execute(&self.write)
                         .await?;
                     Ok(done.rows_affected())

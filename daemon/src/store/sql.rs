@@ -5,17 +5,18 @@
 /// The columns a [`StoredTask`](super::StoredTask) is decoded from.
 pub const TASK_COLUMNS: &str = "id, kind, queue, priority, payload, status, attempts, max_attempts, \
      timeout_secs, run_at, created_at, updated_at, started_at, finished_at, result, last_error, \
-     idempotency_key, labels, worker, cancel_requested";
+     idempotency_key, labels, worker, cancel_requested, retry_base_ms, retry_max_ms";
 
 /// The columns a [`ClaimedTask`](super::ClaimedTask) is decoded from.
-pub const CLAIM_COLUMNS: &str =
-    "id, kind, queue, payload, attempts, max_attempts, timeout_secs, priority";
+pub const CLAIM_COLUMNS: &str = "id, kind, queue, payload, attempts, max_attempts, timeout_secs, \
+     priority, retry_base_ms, retry_max_ms";
 
 /// `published_at = 0`: the submitter publishes it (see the schema).
 pub const INSERT: &str =
     "INSERT INTO tasks (id, kind, queue, priority, payload, status, max_attempts,
-         timeout_secs, run_at, created_at, updated_at, idempotency_key, labels, published_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, 0)
+         timeout_secs, run_at, created_at, updated_at, idempotency_key, labels, retry_base_ms,
+         retry_max_ms, published_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, 0)
      ON CONFLICT (idempotency_key) DO NOTHING";
 
 pub fn select_by_id() -> String {
@@ -51,14 +52,39 @@ pub fn cancel() -> String {
     )
 }
 
+/// What a manual retry resets: a fresh set of attempts, ready now (`$1`).
+const REQUEUE: &str = "status = 'queued', attempts = 0, run_at = $1, updated_at = $1,
+     started_at = NULL, finished_at = NULL, result = NULL, worker = NULL,
+     cancel_requested = FALSE, published_at = NULL";
+
 pub fn retry() -> String {
     format!(
-        "UPDATE tasks SET status = 'queued', attempts = 0, run_at = $2, updated_at = $2,
-             started_at = NULL, finished_at = NULL, result = NULL, worker = NULL,
-             cancel_requested = FALSE, published_at = NULL
-         WHERE id = $1 AND status IN ('failed', 'cancelled')
+        "UPDATE tasks SET {REQUEUE}
+         WHERE id = $2 AND status IN ('failed', 'cancelled')
          RETURNING {TASK_COLUMNS}"
     )
+}
+
+/// Every failed task, or those of one kind (`$2`) or queue (`$3`).
+pub fn retry_failed() -> String {
+    format!(
+        "UPDATE tasks SET {REQUEUE}
+         WHERE status = 'failed' AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR queue = $3)"
+    )
+}
+
+/// Which finished tasks a purge or the retention sweep removes (their output goes with them,
+/// `ON DELETE CASCADE`): `$1` statuses as a
+/// comma-separated list, finished before `$2`, of kind `$3` and queue `$4` when given. At
+/// most 1000 at a time, so no statement holds its locks for long.
+const DOOMED: &str = "SELECT id FROM tasks
+     WHERE finished_at IS NOT NULL AND finished_at < $2
+       AND (',' || $1 || ',') LIKE ('%,' || status || ',%')
+       AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR queue = $4)
+     LIMIT 1000";
+
+pub fn delete_finished() -> String {
+    format!("DELETE FROM tasks WHERE id IN ({DOOMED})")
 }
 
 /// The guard every outcome shares: only the worker holding the lease may settle.
@@ -133,3 +159,14 @@ pub const UNPUBLISHED: &str = "SELECT id, queue, kind, priority, payload, update
 /// publish) is not marked.
 pub const MARK_PUBLISHED: &str = "UPDATE tasks SET published_at = $1
      WHERE id = $2 AND updated_at = $3 AND status = 'queued'";
+
+/// A worker exiting without a drain hands its running tasks back: ready again without
+/// counting the attempt, or cancelled if that was asked for.
+pub const RELEASE_LEASES: &str = "UPDATE tasks SET
+         status = CASE WHEN cancel_requested = TRUE THEN 'cancelled' ELSE 'queued' END,
+         finished_at = CASE WHEN cancel_requested = TRUE THEN $2 ELSE NULL END,
+         attempts = CASE WHEN cancel_requested = TRUE THEN attempts ELSE attempts - 1 END,
+         started_at = CASE WHEN cancel_requested = TRUE THEN started_at ELSE NULL END,
+         run_at = $2, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2,
+         published_at = NULL
+     WHERE lease_owner = $1 AND status = 'running'";

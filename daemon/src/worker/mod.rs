@@ -20,13 +20,17 @@ use crate::broker::Broker;
 use crate::domain::backoff::Backoff;
 use crate::domain::lifecycle::{self, AttemptOutcome};
 use crate::executors::{Registry, TaskContext};
-use crate::store::{ClaimedTask, Store};
+use crate::store::{ClaimedTask, FinishedFilter, Store};
 use intake::AmqpIntake;
 use logs::LogWriter;
+use taskplane_api::TaskStatus;
 
 /// How often the worker looks for cancel requests, due tasks and expired leases, and for
 /// new work when nothing woke it.
 const TICK: Duration = Duration::from_millis(200);
+/// How often finished tasks past their retention are deleted (more often if the retention
+/// itself is shorter).
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -39,6 +43,8 @@ pub struct WorkerConfig {
     pub backoff: Backoff,
     /// How long shutdown waits for running tasks before stopping and requeueing them.
     pub grace: Duration,
+    /// Finished tasks older than this are deleted.
+    pub retention: Duration,
 }
 
 pub struct Worker {
@@ -68,6 +74,7 @@ impl Worker {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let renew_every = (this.config.lease / 3).max(TICK);
         let mut last_renew = tokio::time::Instant::now();
+        let mut last_retention: Option<tokio::time::Instant> = None;
         let mut grace_deadline: Option<tokio::time::Instant> = None;
         let mut amqp = this.broker.amqp_client().map(|client| {
             AmqpIntake::new(
@@ -168,6 +175,11 @@ impl Worker {
                 }
                 _ = ticker.tick() => {
                     this.maintain(&slots, &mut last_renew, renew_every).await;
+                    let every = this.config.retention.clamp(Duration::from_secs(1), RETENTION_EVERY);
+                    if last_retention.is_none_or(|at| at.elapsed() >= every) {
+                        this.apply_retention().await;
+                        last_retention = Some(tokio::time::Instant::now());
+                    }
                 }
             }
             if running.is_empty() {
@@ -253,6 +265,27 @@ impl Worker {
         }
     }
 
+    /// Deletes finished tasks older than the retention period.
+    async fn apply_retention(&self) {
+        let filter = FinishedFilter {
+            statuses: vec![
+                TaskStatus::Succeeded,
+                TaskStatus::Failed,
+                TaskStatus::Cancelled,
+            ],
+            finished_before: now_ms() - self.config.retention.as_millis() as i64,
+            kind: None,
+            queue: None,
+        };
+        match self.store.delete_finished(filter).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(tasks = n, retention = ?self.config.retention, "deleted finished tasks past their retention")
+            }
+            Err(error) => tracing::warn!(%error, "applying the retention period failed"),
+        }
+    }
+
     /// The periodic chores: cancel requests, lease renewal, due tasks, expired leases.
     async fn maintain(
         &self,
@@ -305,6 +338,17 @@ impl Worker {
         }
     }
 
+    /// The task's own backoff bounds where it has them, this worker's otherwise.
+    fn backoff_for(&self, task: &ClaimedTask) -> Backoff {
+        let ms = Duration::from_millis;
+        let max = task.retry_max_ms.map_or(self.config.backoff.max, ms);
+        let base = task
+            .retry_base_ms
+            .map_or(self.config.backoff.base, ms)
+            .min(max);
+        Backoff { base, max }
+    }
+
     /// Runs one attempt and records its outcome. Returns the task id.
     async fn execute(
         self: Arc<Self>,
@@ -351,7 +395,7 @@ impl Worker {
         };
         log.flush().await;
 
-        let delay = self.config.backoff.delay(task.attempt, fastrand::f64());
+        let delay = self.backoff_for(&task).delay(task.attempt, fastrand::f64());
         let settlement = lifecycle::settle(
             outcome,
             task.attempt,

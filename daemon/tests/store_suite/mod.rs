@@ -46,6 +46,8 @@ pub async fn insert_get_and_idempotency(store: Arc<dyn Store>) {
         t.payload = Some(serde_json::json!({"a": [1, 2]}));
         t.labels = [("team".to_owned(), "ops".to_owned())].into();
         t.idempotency_key = Some("key-1".into());
+        t.retry_base_ms = Some(20);
+        t.retry_max_ms = Some(5000);
     });
     let id = insert_one(store.as_ref(), task.clone()).await;
     let row = store.get(id).await.expect("get").expect("exists");
@@ -54,6 +56,11 @@ pub async fn insert_get_and_idempotency(store: Arc<dyn Store>) {
     assert_eq!(row.payload, r#"{"a":[1,2]}"#);
     assert_eq!(row.labels, r#"{"team":"ops"}"#);
     assert_eq!(row.attempts, 0);
+    assert_eq!(
+        (row.retry_base_ms, row.retry_max_ms),
+        (Some(20), Some(5000))
+    );
+    assert_eq!(row.idempotency_key.as_deref(), Some("key-1"));
 
     // Same key again (and twice in one batch): the first task comes back, nothing new.
     let again = new_task(|t| t.idempotency_key = Some("key-1".into()));
