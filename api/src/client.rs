@@ -8,15 +8,18 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::error::Error;
+use crate::stream::{EventStream, LogTail};
 use crate::types::{
-    BatchSubmit, BulkResult, DlqPurge, DlqRetry, ErrorBody, Health, ListQuery, LogPage, LogQuery,
-    SubmitTask, Task, TaskList,
+    BatchSubmit, BulkResult, DlqPurge, DlqRetry, ErrorBody, EventQuery, Health, ListQuery, LogPage,
+    LogQuery, QueueList, SubmitTask, Task, TaskList, WorkerList,
 };
 
 /// A cheap-to-clone handle on one taskd server.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Without an overall timeout, for responses that stream for as long as they last.
+    streaming: reqwest::Client,
     base: String,
     token: Option<String>,
 }
@@ -36,14 +39,19 @@ impl Client {
         if parsed.host_str().is_none() {
             return Err(invalid("no host"));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .user_agent(concat!("taskplane-api/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = builder()
             .timeout(Duration::from_secs(60))
-            .user_agent(concat!("taskplane-api/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| invalid(&error_chain(&e)))?;
+        let streaming = builder().build().map_err(|e| invalid(&error_chain(&e)))?;
         Ok(Client {
             http,
+            streaming,
             base: base.trim_end_matches('/').to_owned(),
             token,
         })
@@ -128,6 +136,83 @@ impl Client {
         decode(response).await
     }
 
+    /// Live task events, resuming after `last_seq` when given.
+    pub async fn events(
+        &self,
+        query: &EventQuery,
+        last_seq: Option<i64>,
+    ) -> Result<EventStream, Error> {
+        let url = format!("{}/api/v1/events", self.base);
+        let mut request = self.authorize(self.streaming.get(&url)).query(query);
+        if let Some(seq) = last_seq {
+            request = request.header("Last-Event-ID", seq.to_string());
+        }
+        let response = self.open_stream(request).await?;
+        Ok(EventStream {
+            response,
+            parser: Default::default(),
+            pending: Default::default(),
+            url,
+            last_seq,
+            closed: false,
+        })
+    }
+
+    /// A task's output from line `after` on, as it is produced, until the task finishes.
+    pub async fn follow_logs(&self, id: Uuid, after: i64) -> Result<LogTail, Error> {
+        let url = format!("{}/api/v1/tasks/{id}/logs", self.base);
+        let query = LogQuery {
+            follow: true,
+            after: Some(after),
+            limit: None,
+        };
+        let request = self.authorize(self.streaming.get(&url)).query(&query);
+        let response = self.open_stream(request).await?;
+        Ok(LogTail {
+            response,
+            parser: Default::default(),
+            pending: Default::default(),
+            url,
+        })
+    }
+
+    pub async fn queues(&self) -> Result<QueueList, Error> {
+        self.call(Method::GET, "/api/v1/queues").await
+    }
+
+    pub async fn workers(&self) -> Result<WorkerList, Error> {
+        self.call(Method::GET, "/api/v1/workers").await
+    }
+
+    fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    /// Sends a streaming request; an error status is decoded like any other answer.
+    async fn open_stream(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let response = request.send().await.map_err(|e| Error::Unreachable {
+            url: self.base.clone(),
+            reason: error_chain(&e),
+        })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        match decode::<serde_json::Value>(response).await {
+            Err(error) => Err(error),
+            Ok(_) => Err(Error::BadResponse {
+                url: self.base.clone(),
+                status: 0,
+                detail: "an error status with a success body".into(),
+            }),
+        }
+    }
+
     pub async fn health(&self) -> Result<Health, Error> {
         self.call(Method::GET, "/health").await
     }
@@ -145,10 +230,7 @@ impl Client {
         query: Option<&Q>,
     ) -> Result<reqwest::Response, Error> {
         let url = format!("{}{}", self.base, path);
-        let mut request = self.http.request(method, &url);
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
+        let mut request = self.authorize(self.http.request(method, &url));
         if let Some(query) = query {
             request = request.query(query);
         }

@@ -7,10 +7,12 @@
 mod client;
 mod error;
 pub mod kinds;
+mod stream;
 mod types;
 
 pub use client::Client;
 pub use error::Error;
+pub use stream::{EventStream, LogTail, SseMessage, SseParser};
 pub use types::*;
 
 /// The largest serialized payload a single task may carry (1 MiB).

@@ -238,6 +238,10 @@ pub struct LogPage {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
+    /// Stream the output as it is produced, one JSON [`LogLine`] per line
+    /// (`application/x-ndjson`), until the task finishes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
     /// Only lines with a greater `seq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<i64>,
@@ -272,6 +276,134 @@ pub struct DlqPurge {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BulkResult {
     pub count: u64,
+}
+
+/// What happened to a task, as `/api/v1/events` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Submitted (now `queued` or `scheduled`).
+    Created,
+    /// Ready again: its time came, it was retried, or it came back from a stopped worker.
+    Queued,
+    /// A worker started an attempt.
+    Started,
+    /// An attempt failed; another follows after the backoff.
+    Retrying,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Something this version does not know (a newer server).
+    #[serde(other)]
+    Other,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Created => "created",
+            EventKind::Queued => "queued",
+            EventKind::Started => "started",
+            EventKind::Retrying => "retrying",
+            EventKind::Succeeded => "succeeded",
+            EventKind::Failed => "failed",
+            EventKind::Cancelled => "cancelled",
+            EventKind::Other => "other",
+        }
+    }
+}
+
+/// A task as an event shows it: its state right after the change, without payload or result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub priority: i32,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub worker: Option<String>,
+}
+
+/// One task state change. Sent as a Server-Sent Event whose `id` is `seq` and whose `event`
+/// is the kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// Increases with every change; pass the last one seen as `Last-Event-ID` to resume.
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    /// When the change happened.
+    pub at: DateTime<Utc>,
+    pub task: TaskSummary,
+}
+
+/// Query parameters of `GET /api/v1/events`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventQuery {
+    /// Only events of tasks in this queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// Only events of tasks of this kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Only events of these tasks (comma-separated ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<String>,
+}
+
+/// The broker's view of a queue (RabbitMQ only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerQueue {
+    /// Messages ready for delivery.
+    pub messages: u64,
+    pub consumers: u64,
+}
+
+/// One queue's state, as `GET /api/v1/queues` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Tasks by status (every status is present, zero or not).
+    pub counts: BTreeMap<TaskStatus, u64>,
+    /// Tasks ready to run now (`queued`).
+    pub depth: u64,
+    /// How long the oldest ready task has been ready, in seconds.
+    pub oldest_ready_secs: Option<f64>,
+    /// Tasks that finished in the last minute, successfully or not.
+    pub finished_last_minute: u64,
+    pub failed_last_minute: u64,
+    /// Tasks finished per second over the last minute.
+    pub throughput_per_sec: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerQueue>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QueueList {
+    pub queues: Vec<QueueStats>,
+}
+
+/// A live worker process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub queues: Vec<String>,
+    pub concurrency: u32,
+    /// Slots running a task at the last heartbeat.
+    pub busy: u32,
+    pub started_at: DateTime<Utc>,
+    pub last_heartbeat: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerList {
+    pub workers: Vec<WorkerInfo>,
 }
 
 /// Every error the API answers has this shape.

@@ -3,8 +3,9 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands::{
-    cancel::CancelArgs, dlq::DlqArgs, list::ListArgs, logs::LogsArgs, retry::RetryArgs,
-    status::StatusArgs, submit::SubmitArgs, watch::WatchArgs,
+    cancel::CancelArgs, dlq::DlqArgs, events::EventsArgs, list::ListArgs, logs::LogsArgs,
+    queues::QueuesArgs, retry::RetryArgs, status::StatusArgs, submit::SubmitArgs, watch::WatchArgs,
+    workers::WorkersArgs,
 };
 
 /// Drive and watch a Taskplane server from the terminal.
@@ -37,8 +38,9 @@ pub struct GlobalArgs {
     #[arg(long, env = "TASKCTL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
-    /// Output format: `table` for people, `json` for scripts. Defaults to table on a
-    /// terminal and json otherwise.
+    /// Output format: `table` for people; `json` for scripts (one document); `jsonl` for
+    /// streams (one compact object per line). Defaults to table on a terminal and json
+    /// otherwise. Streaming commands (events, logs, watch -o jsonl) write one object per line.
     #[arg(short = 'o', long, value_enum, global = true)]
     pub output: Option<OutputFormat>,
 
@@ -51,6 +53,7 @@ pub struct GlobalArgs {
 pub enum OutputFormat {
     Table,
     Json,
+    Jsonl,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,4 +74,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// The dead-letter set: list, retry or purge the tasks that failed every attempt.
     Dlq(DlqArgs),
+    /// Tail task events as they happen.
+    Events(EventsArgs),
+    /// Queue depth, counts by status and throughput.
+    Queues(QueuesArgs),
+    /// Live worker processes and how busy they are.
+    Workers(WorkersArgs),
 }

@@ -36,13 +36,40 @@ impl Ui {
         }
     }
 
+    /// True for the machine formats (`json` and `jsonl`).
     pub fn json(&self) -> bool {
-        self.format == OutputFormat::Json
+        matches!(self.format, OutputFormat::Json | OutputFormat::Jsonl)
     }
 
-    /// Pretty JSON on stdout.
+    /// One document on stdout: pretty with `json`, one compact line with `jsonl`.
     pub fn print_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), CliError> {
-        let text = serde_json::to_string_pretty(value)
+        let text = if self.format == OutputFormat::Jsonl {
+            serde_json::to_string(value)
+        } else {
+            serde_json::to_string_pretty(value)
+        }
+        .map_err(|e| CliError::Other(format!("cannot encode the output: {e}")))?;
+        self.line(&text)
+    }
+
+    /// A collection: the whole `document` with `json`, one compact line per item with `jsonl`.
+    pub fn print_collection<D: Serialize + ?Sized, T: Serialize>(
+        &self,
+        document: &D,
+        items: &[T],
+    ) -> Result<(), CliError> {
+        if self.format != OutputFormat::Jsonl {
+            return self.print_json(document);
+        }
+        for item in items {
+            self.json_line(item)?;
+        }
+        Ok(())
+    }
+
+    /// One compact JSON object on its own line (streams use this whatever the format).
+    pub fn json_line<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), CliError> {
+        let text = serde_json::to_string(value)
             .map_err(|e| CliError::Other(format!("cannot encode the output: {e}")))?;
         self.line(&text)
     }

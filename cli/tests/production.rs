@@ -79,6 +79,12 @@ fn one_api_and_two_workers_drain_3000_tasks_through_rabbitmq() {
         by_a > 0 && by_b > 0,
         "both workers took work: {by_a} + {by_b}"
     );
+    for process in [&api, &a, &b] {
+        assert!(
+            !process.log().contains(":guest@"),
+            "a password reached the log"
+        );
+    }
     wait_until(
         "every message to be acknowledged",
         Duration::from_secs(10),

@@ -9,6 +9,7 @@ use crate::broker::Broker;
 use crate::config::RunArgs;
 use crate::domain::backoff::Backoff;
 use crate::domain::validate::Kinds;
+use crate::events::EventHub;
 use crate::executors::Registry;
 use crate::worker::{self, Worker, WorkerConfig};
 use crate::{http, store};
@@ -47,7 +48,12 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         // Submits by other processes (PostgreSQL) wake this worker at once.
         tokio::spawn(store.listen_ready(broker.ready_wake.clone()));
     }
+    let events = EventHub::new(store.clone());
+    if args.role.runs_api() {
+        tokio::spawn(events.clone().run(shutdown.clone()));
+    }
     let state = http::AppState {
+        events,
         store: store.clone(),
         kinds: Arc::new(Kinds {
             known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),

@@ -5,6 +5,7 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod executors;
 pub mod http;
 pub mod store;

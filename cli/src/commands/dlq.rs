@@ -112,7 +112,7 @@ async fn list(client: &Client, ui: &Ui, args: DlqListArgs) -> Result<(), CliErro
         })
         .await?;
     if ui.json() {
-        return ui.print_json(&page);
+        return ui.print_collection(&page, &page.tasks);
     }
     if page.tasks.is_empty() {
         eprintln!("no failed tasks");

@@ -54,7 +54,7 @@ pub async fn run(client: &Client, ui: &Ui, args: ListArgs) -> Result<(), CliErro
         }
     }
     if ui.json() {
-        return ui.print_json(&all);
+        return ui.print_collection(&all, &all.tasks);
     }
     if all.tasks.is_empty() {
         eprintln!("no tasks");

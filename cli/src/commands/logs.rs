@@ -1,14 +1,16 @@
 //! `taskctl logs ID [-f]`
 
-use std::time::Duration;
-
 use clap::Args;
-use taskplane_api::{Client, LogQuery, LogStream};
+use taskplane_api::{Client, LogLine, LogQuery, LogTail};
 use uuid::Uuid;
 
 use crate::error::CliError;
 use crate::output::Ui;
 
+/// Print a task's captured output (stdout and stderr, in order).
+///
+/// With -f, keep printing as the task produces output, and exit when it finishes. With
+/// -o json or -o jsonl, each line is a JSON object with its stream, timestamp and attempt.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The task id.
@@ -22,61 +24,64 @@ pub struct LogsArgs {
     pub timestamps: bool,
 }
 
+/// Prints lines, marking where a new attempt starts.
+struct Printer<'a> {
+    ui: &'a Ui,
+    timestamps: bool,
+    attempt: u32,
+}
+
+impl Printer<'_> {
+    fn print(&mut self, line: &LogLine) -> Result<(), CliError> {
+        if self.ui.json() {
+            return self.ui.json_line(line);
+        }
+        if line.attempt != self.attempt {
+            if self.attempt != 0 || line.attempt > 1 {
+                eprintln!("--- attempt {} ---", line.attempt);
+            }
+            self.attempt = line.attempt;
+        }
+        let text = match (self.timestamps, line.stream) {
+            (true, stream) => format!(
+                "{} {} {}",
+                line.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                stream.as_str(),
+                line.line
+            ),
+            (false, taskplane_api::LogStream::System) => format!("[taskd] {}", line.line),
+            (false, _) => line.line.clone(),
+        };
+        self.ui.line(&text)
+    }
+}
+
 pub async fn run(client: &Client, ui: &Ui, args: LogsArgs) -> Result<(), CliError> {
+    let mut printer = Printer {
+        ui,
+        timestamps: args.timestamps,
+        attempt: 0,
+    };
+    if args.follow {
+        let mut stream: LogTail = client.follow_logs(args.id, 0).await?;
+        while let Some(line) = stream.next().await {
+            printer.print(&line?)?;
+        }
+        return Ok(());
+    }
     let mut after = 0;
-    let mut attempt_shown = 0;
     loop {
-        let page = client
-            .logs(
-                args.id,
-                &LogQuery {
-                    after: Some(after),
-                    limit: None,
-                },
-            )
-            .await?;
-        let empty = page.lines.is_empty();
+        let query = LogQuery {
+            after: Some(after),
+            ..LogQuery::default()
+        };
+        let page = client.logs(args.id, &query).await?;
         for line in &page.lines {
-            if ui.json() {
-                // One object per line, so a follower can stream it into jq.
-                let text = serde_json::to_string(line)
-                    .map_err(|e| CliError::Other(format!("cannot encode a log line: {e}")))?;
-                ui.line(&text)?;
-                continue;
-            }
-            if line.attempt != attempt_shown {
-                if attempt_shown != 0 || line.attempt > 1 {
-                    eprintln!("--- attempt {} ---", line.attempt);
-                }
-                attempt_shown = line.attempt;
-            }
-            let text = match (args.timestamps, line.stream) {
-                (true, stream) => format!(
-                    "{} {} {}",
-                    line.ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    stream.as_str(),
-                    line.line
-                ),
-                (false, LogStream::System) => format!("[taskd] {}", line.line),
-                (false, _) => line.line.clone(),
-            };
-            ui.line(&text)?;
+            printer.print(line)?;
+        }
+        if page.lines.len() < 1000 {
+            return Ok(());
         }
         after = page.next_after;
-        if !args.follow {
-            if empty || page.lines.len() < 1000 {
-                break;
-            }
-            continue;
-        }
-        // The status was read before the page: terminal then an empty page means every
-        // line is in.
-        if empty && page.task_status.is_terminal() {
-            break;
-        }
-        if empty {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
     }
-    Ok(())
 }

@@ -2,14 +2,18 @@
 
 pub mod cancel;
 pub mod dlq;
+pub mod events;
 pub mod list;
 pub mod logs;
+pub mod queues;
 pub mod retry;
 pub mod status;
 pub mod submit;
 pub mod watch;
+pub mod workers;
 
 use std::future::Future;
+use std::time::Duration;
 
 use taskplane_api::{Client, Error as ApiError, Task};
 use uuid::Uuid;
@@ -37,6 +41,34 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Watch(args) => watch::run(&client, &ui, args).await,
         Command::Logs(args) => logs::run(&client, &ui, args).await,
         Command::Dlq(args) => dlq::run(&client, &ui, args).await,
+        Command::Events(args) => events::run(&client, &ui, args).await,
+        Command::Queues(args) => queues::run(&client, &ui, args).await,
+        Command::Workers(args) => workers::run(&client, &ui, args).await,
+    }
+}
+
+/// Runs `show` once, or with `watch` every `every` until interrupted, redrawing in place on
+/// a terminal (like `watch(1)`).
+pub async fn refresh<F, Fut>(ui: &Ui, watch: bool, every: Duration, show: F) -> Result<(), CliError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<(), CliError>>,
+{
+    if !watch {
+        return show().await;
+    }
+    let in_place =
+        ui.progress && !ui.json() && std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        if in_place {
+            // Clear the screen and go home, then draw.
+            ui.line("\x1b[2J\x1b[H")?;
+        }
+        show().await?;
+        if !in_place && !ui.json() {
+            ui.line("")?;
+        }
+        tokio::time::sleep(every).await;
     }
 }
 
@@ -78,7 +110,7 @@ where
         }
     }
     if ui.json() {
-        ui.print_json(&done)?;
+        ui.print_collection(&done, &done)?;
     }
     if failed {
         Err(CliError::AlreadyReported)

@@ -1,11 +1,11 @@
 //! `taskctl watch ID…`, and the waiting that `submit --wait` shares with it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use taskplane_api::{Client, Task, TaskStatus};
+use taskplane_api::{Client, EventQuery, Task, TaskEvent, TaskStatus};
 use uuid::Uuid;
 
 use crate::error::CliError;
@@ -20,14 +20,22 @@ pub struct WatchArgs {
 
 pub async fn run(client: &Client, ui: &Ui, args: WatchArgs) -> Result<(), CliError> {
     let tasks = follow(client, ui, &args.ids, true).await?;
-    if ui.json() {
+    if ui.format == crate::cli::OutputFormat::Json {
         ui.print_json(&tasks)?;
     }
     outcome(&tasks)
 }
 
-/// Follows `ids` until every task is terminal; returns them in the order given. On a
-/// terminal, a spinner per task on stderr; otherwise (with `lines`) one line per change.
+/// How often the tasks are re-read in full while following events, in case an event was
+/// missed (a reconnect, a server without events).
+const RECONCILE_EVERY: Duration = Duration::from_secs(5);
+/// The most ids a filter on the event stream names; beyond that the client filters.
+const MAX_FILTER_IDS: usize = 200;
+
+/// Follows `ids` until every task is terminal; returns them in the order given. It follows
+/// the event stream (no busy polling), reading a task in full only when it ends, and falls
+/// back to polling if the server offers no events. On a terminal, a spinner per task on
+/// stderr; otherwise (with `lines`) one line per change, or one event per line with jsonl.
 pub async fn follow(
     client: &Client,
     ui: &Ui,
@@ -35,36 +43,83 @@ pub async fn follow(
     lines: bool,
 ) -> Result<Vec<Task>, CliError> {
     let mut display = Display::new(ui, ids, lines);
+    let wanted: HashSet<Uuid> = ids.iter().copied().collect();
+    let query = EventQuery {
+        tasks: (ids.len() <= MAX_FILTER_IDS).then(|| {
+            ids.iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+        ..EventQuery::default()
+    };
+    // Subscribe before the first read, so no change falls between the two.
+    let mut stream = client.events(&query, None).await.ok();
     let mut latest: HashMap<Uuid, Task> = HashMap::new();
-    let started = tokio::time::Instant::now();
-    loop {
-        for &id in ids {
-            if latest.get(&id).is_some_and(|t| t.status.is_terminal()) {
-                continue;
-            }
-            let task = client.get(id).await?;
-            let changed = latest
-                .get(&id)
-                .is_none_or(|old| old.status != task.status || old.attempts != task.attempts);
-            if changed {
-                display.update(&task)?;
-            }
-            latest.insert(id, task);
-        }
-        if ids
-            .iter()
+    for &id in ids {
+        let task = client.get(id).await?;
+        display.update(&task)?;
+        latest.insert(id, task);
+    }
+    let all_done = |latest: &HashMap<Uuid, Task>| {
+        ids.iter()
             .all(|id| latest.get(id).is_some_and(|t| t.status.is_terminal()))
-        {
-            break;
-        }
-        display.tick();
-        // Quick at first, so short tasks return promptly; gentler on the server after.
-        let pause = if started.elapsed() < Duration::from_secs(2) {
-            Duration::from_millis(50)
-        } else {
-            Duration::from_millis(250)
+    };
+    let mut spinner = tokio::time::interval(Duration::from_millis(100));
+    let mut reconcile = tokio::time::interval(RECONCILE_EVERY);
+    reconcile.reset();
+    while !all_done(&latest) {
+        let next_event = async {
+            match stream.as_mut() {
+                Some(stream) => stream.next().await,
+                None => std::future::pending().await,
+            }
         };
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            event = next_event => match event {
+                Some(Ok(event)) if wanted.contains(&event.task.id) => {
+                    display.event(&event)?;
+                    let Some(task) = latest.get_mut(&event.task.id) else { continue };
+                    if task.status.is_terminal() {
+                        continue;
+                    }
+                    if event.task.status.is_terminal() {
+                        // The full task carries the result and the error.
+                        *task = client.get(event.task.id).await?;
+                    } else {
+                        task.status = event.task.status;
+                        task.attempts = event.task.attempts;
+                        task.worker = event.task.worker.clone();
+                    }
+                    display.update(task)?;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    // Reconnect and resume; if that fails, polling takes over.
+                    let last = stream.as_ref().and_then(|s| s.last_seq);
+                    stream = client.events(&query, last).await.ok();
+                    if stream.is_none() {
+                        reconcile = tokio::time::interval(Duration::from_millis(250));
+                    }
+                }
+            },
+            _ = reconcile.tick() => {
+                for &id in ids {
+                    if latest.get(&id).is_some_and(|t| t.status.is_terminal()) {
+                        continue;
+                    }
+                    let task = client.get(id).await?;
+                    let changed = latest
+                        .get(&id)
+                        .is_none_or(|old| old.status != task.status || old.attempts != task.attempts);
+                    if changed {
+                        display.update(&task)?;
+                    }
+                    latest.insert(id, task);
+                }
+            }
+            _ = spinner.tick() => display.tick(),
+        }
     }
     display.finish();
     Ok(ids.iter().filter_map(|id| latest.remove(id)).collect())
@@ -134,13 +189,16 @@ pub fn summary(task: &Task) -> String {
     text
 }
 
-/// Spinners on a terminal, plain lines elsewhere, nothing for JSON output.
+/// Spinners on a terminal, plain lines elsewhere, events with jsonl, nothing for json.
 enum Display {
     Spinners {
         _multi: MultiProgress,
         bars: HashMap<Uuid, ProgressBar>,
     },
-    Lines,
+    Lines {
+        shown: HashMap<Uuid, (TaskStatus, u32)>,
+    },
+    Events,
     Quiet,
 }
 
@@ -163,8 +221,12 @@ impl Display {
                 _multi: multi,
                 bars,
             }
+        } else if lines && ui.format == crate::cli::OutputFormat::Jsonl {
+            Display::Events
         } else if lines && !ui.json() {
-            Display::Lines
+            Display::Lines {
+                shown: HashMap::new(),
+            }
         } else {
             Display::Quiet
         }
@@ -186,11 +248,26 @@ impl Display {
                     }
                 }
             }
-            Display::Lines => {
-                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                println!("{now} {}", summary(task));
+            Display::Lines { shown } => {
+                if shown.insert(task.id, (task.status, task.attempts))
+                    != Some((task.status, task.attempts))
+                {
+                    let now =
+                        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    println!("{now} {}", summary(task));
+                }
             }
-            Display::Quiet => {}
+            Display::Events | Display::Quiet => {}
+        }
+        Ok(())
+    }
+
+    /// An event as it arrives (only `-o jsonl` shows events themselves).
+    fn event(&mut self, event: &TaskEvent) -> Result<(), CliError> {
+        if let Display::Events = self {
+            let text = serde_json::to_string(event)
+                .map_err(|e| CliError::Other(format!("cannot encode an event: {e}")))?;
+            println!("{text}");
         }
         Ok(())
     }

@@ -55,3 +55,46 @@ CREATE TABLE task_logs (
     line    TEXT NOT NULL
 );
 CREATE INDEX task_logs_task ON task_logs (task_id, seq);
+
+-- The change feed: one row per task state change, written by a trigger so that every path
+-- (submits, claims, outcomes, bulk retries, reaping) is covered in the same transaction.
+-- API processes read it to serve /api/v1/events; rows are kept for a few minutes.
+CREATE TABLE task_events (
+    seq      BIGSERIAL PRIMARY KEY,
+    task_id  TEXT COLLATE "C" NOT NULL,
+    kind     TEXT NOT NULL,
+    status   TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    worker   TEXT,
+    at       BIGINT NOT NULL
+);
+CREATE INDEX task_events_at ON task_events (at);
+
+CREATE FUNCTION taskplane_task_event() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO task_events (task_id, kind, status, attempts, worker, at)
+        VALUES (NEW.id, 'created', NEW.status, NEW.attempts, NEW.worker, NEW.updated_at);
+    ELSIF NEW.status IS DISTINCT FROM OLD.status THEN
+        INSERT INTO task_events (task_id, kind, status, attempts, worker, at)
+        VALUES (NEW.id, CASE NEW.status WHEN 'running' THEN 'started' ELSE NEW.status END,
+                NEW.status, NEW.attempts, NEW.worker, NEW.updated_at);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER tasks_events AFTER INSERT OR UPDATE OF status ON tasks
+    FOR EACH ROW EXECUTE FUNCTION taskplane_task_event();
+
+-- Live workers: each upserts its row with every heartbeat.
+CREATE TABLE workers (
+    id           TEXT PRIMARY KEY,
+    host         TEXT NOT NULL,
+    pid          BIGINT NOT NULL,
+    queues       TEXT NOT NULL,
+    concurrency  BIGINT NOT NULL,
+    busy         BIGINT NOT NULL,
+    started_at   BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL
+);

@@ -54,3 +54,41 @@ CREATE TABLE task_logs (
     line    TEXT NOT NULL
 );
 CREATE INDEX task_logs_task ON task_logs (task_id, seq);
+
+-- The change feed: one row per task state change, written by triggers so that every path
+-- (submits, claims, outcomes, bulk retries, reaping) is covered in the same transaction.
+-- API processes read it to serve /api/v1/events; rows are kept for a few minutes.
+CREATE TABLE task_events (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+    task_id  TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    status   TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    worker   TEXT,
+    at       INTEGER NOT NULL
+);
+CREATE INDEX task_events_at ON task_events (at);
+
+CREATE TRIGGER tasks_created AFTER INSERT ON tasks BEGIN
+    INSERT INTO task_events (task_id, kind, status, attempts, worker, at)
+    VALUES (NEW.id, 'created', NEW.status, NEW.attempts, NEW.worker, NEW.updated_at);
+END;
+
+CREATE TRIGGER tasks_changed AFTER UPDATE OF status ON tasks
+WHEN NEW.status <> OLD.status BEGIN
+    INSERT INTO task_events (task_id, kind, status, attempts, worker, at)
+    VALUES (NEW.id, CASE NEW.status WHEN 'running' THEN 'started' ELSE NEW.status END,
+            NEW.status, NEW.attempts, NEW.worker, NEW.updated_at);
+END;
+
+-- Live workers: each upserts its row with every heartbeat.
+CREATE TABLE workers (
+    id           TEXT PRIMARY KEY NOT NULL,
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    queues       TEXT NOT NULL,
+    concurrency  INTEGER NOT NULL,
+    busy         INTEGER NOT NULL,
+    started_at   INTEGER NOT NULL,
+    heartbeat_at INTEGER NOT NULL
+);

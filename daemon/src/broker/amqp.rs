@@ -203,6 +203,29 @@ impl Amqp {
         Ok(confirmed)
     }
 
+    /// The broker's message and consumer counts for a queue.
+    pub async fn queue_stats(
+        &self,
+        queue: &str,
+    ) -> Result<taskplane_api::BrokerQueue, BrokerError> {
+        let channel = self.connection().await?.create_channel().await?;
+        let declared = channel
+            .queue_declare(
+                queue_name(queue).into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                queue_arguments(),
+            )
+            .await?;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(taskplane_api::BrokerQueue {
+            messages: u64::from(declared.message_count()),
+            consumers: u64::from(declared.consumer_count()),
+        })
+    }
+
     /// Starts consuming `queues` with at most `prefetch` unacknowledged deliveries in all.
     pub async fn consume(
         &self,

@@ -4,6 +4,7 @@
 mod convert;
 mod error;
 mod extract;
+mod live;
 mod probes;
 mod tasks;
 
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use crate::broker::Broker;
 use crate::domain::validate::Kinds;
+use crate::events::EventHub;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -23,6 +25,8 @@ pub struct AppState {
     pub kinds: Arc<Kinds>,
     /// Told about new and requeued work.
     pub broker: Arc<Broker>,
+    /// Live events for `/api/v1/events`.
+    pub events: Arc<EventHub>,
     /// The role this process runs, for `/health`.
     pub role: &'static str,
 }
@@ -36,6 +40,9 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/api/v1/tasks/{id}/retry", post(tasks::retry))
         .route("/api/v1/tasks/{id}/logs", get(tasks::logs))
+        .route("/api/v1/events", get(live::events))
+        .route("/api/v1/queues", get(live::queues))
+        .route("/api/v1/workers", get(live::workers))
         .route("/api/v1/dlq/retry", post(tasks::dlq_retry))
         .route("/api/v1/dlq/purge", post(tasks::dlq_purge))
         .merge(probe_routes())

@@ -55,6 +55,7 @@ pub async fn submit(
     })?;
     if created {
         state.broker.submitted(&[&row]);
+        state.events.poke();
     }
     let status = if created {
         StatusCode::CREATED
@@ -110,6 +111,7 @@ pub async fn submit_batch(
     let any_created = !created.is_empty();
     if any_created {
         state.broker.submitted(&created);
+        state.events.poke();
     }
     let list = TaskList {
         tasks: stored
@@ -216,6 +218,7 @@ pub async fn retry(
     match state.store.retry(id, now_ms()).await? {
         RetryOutcome::Requeued(row) => {
             state.broker.work_ready();
+            state.events.poke();
             Ok(Json(convert::task(row)))
         }
         RetryOutcome::NotRetryable(row) => Err(ApiError::new(
@@ -235,7 +238,10 @@ pub async fn logs(
     State(state): State<AppState>,
     TaskId(id): TaskId,
     QueryParams(query): QueryParams<LogQuery>,
-) -> Result<Json<LogPage>, ApiError> {
+) -> Result<Response, ApiError> {
+    if query.follow {
+        return super::live::follow_logs(state, id, query.after.unwrap_or(0)).await;
+    }
     let limit = query.limit.unwrap_or(DEFAULT_LOG_LIMIT);
     if !(1..=MAX_LOG_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -258,7 +264,8 @@ pub async fn logs(
         task_status: task.status,
         lines: lines.into_iter().map(convert::log_line).collect(),
         next_after,
-    }))
+    })
+    .into_response())
 }
 
 /// `POST /api/v1/dlq/retry`: every failed task (of a kind or queue) back to queued.

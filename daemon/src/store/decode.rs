@@ -6,7 +6,10 @@ use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 use taskplane_api::{LogStream, TaskStatus};
 use uuid::Uuid;
 
-use super::{ClaimedTask, Publishable, Result, StoreError, StoredLogLine, StoredTask};
+use super::{
+    ClaimedTask, Publishable, QueueCount, Result, StoreError, StoredEvent, StoredLogLine,
+    StoredTask, WorkerRow,
+};
 
 /// What a row type must decode for the shared code to read it.
 pub trait TaskRow: Row
@@ -166,5 +169,60 @@ where
         stream,
         ts: row.int("ts")?,
         line: row.text("line")?,
+    })
+}
+
+fn status(id: &str, text: &str) -> Result<TaskStatus> {
+    TaskStatus::from_str(text).map_err(|e| corrupt(id, e))
+}
+
+pub fn event<R: TaskRow>(row: &R) -> Result<StoredEvent>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let id = row.text("task_id")?;
+    Ok(StoredEvent {
+        seq: row.int("seq")?,
+        event: row.text("event")?,
+        status: status(&id, &row.text("status")?)?,
+        attempts: count(&id, row.int("attempts")?)?,
+        worker: row.opt_text("worker")?,
+        at: row.int("at")?,
+        task_id: parse_id(&id)?,
+        kind: row.text("kind")?,
+        queue: row.text("queue")?,
+        priority: row.small("priority")?,
+        max_attempts: count(&id, row.int("max_attempts")?)?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub fn queue_count<R: TaskRow>(row: &R) -> Result<QueueCount>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let queue = row.text("queue")?;
+    Ok(QueueCount {
+        status: status(&queue, &row.text("status")?)?,
+        count: count(&queue, row.int("n")?)?,
+        oldest: row.opt_int("oldest")?,
+        queue,
+    })
+}
+
+pub fn worker<R: TaskRow>(row: &R) -> Result<WorkerRow>
+where
+    for<'a> &'a str: ColumnIndex<R>,
+{
+    let id = row.text("id")?;
+    Ok(WorkerRow {
+        host: row.text("host")?,
+        pid: count(&id, row.int("pid")?)?,
+        queues: row.text("queues")?,
+        concurrency: count(&id, row.int("concurrency")?)?,
+        busy: count(&id, row.int("busy")?)?,
+        started_at: row.int("started_at")?,
+        heartbeat_at: row.int("heartbeat_at")?,
+        id,
     })
 }

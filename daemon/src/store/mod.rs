@@ -170,6 +170,48 @@ pub struct ClaimedTask {
     pub retry_max_ms: Option<u64>,
 }
 
+/// One row of the change feed, with its task's unchanging fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    /// `created`, `queued`, `started`, `retrying`, `succeeded`, `failed`, `cancelled`.
+    pub event: String,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub worker: Option<String>,
+    pub at: i64,
+    pub task_id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub created_at: i64,
+}
+
+/// A worker process, as its heartbeat records it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    /// Comma-separated.
+    pub queues: String,
+    pub concurrency: u32,
+    pub busy: u32,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+}
+
+/// How many tasks of a queue are in a status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueCount {
+    pub queue: String,
+    pub status: TaskStatus,
+    pub count: u64,
+    /// The earliest `run_at` (for counts by status) or `finished_at` (for recent finishes).
+    pub oldest: Option<i64>,
+}
+
 /// Which finished tasks a bulk delete removes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinishedFilter {
@@ -313,6 +355,28 @@ pub trait Store: Send + Sync + 'static {
     fn append_logs(&self, lines: Vec<NewLogLine>) -> BoxFuture<'_, Result<()>>;
 
     fn logs(&self, id: Uuid, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<StoredLogLine>>>;
+
+    /// Change-feed rows with `after < seq <= upto`, oldest first.
+    fn events(&self, after: i64, upto: i64, limit: u32) -> BoxFuture<'_, Result<Vec<StoredEvent>>>;
+
+    /// The newest change-feed `seq` (0 when empty).
+    fn latest_event(&self) -> BoxFuture<'_, Result<i64>>;
+
+    /// Deletes change-feed rows older than `before`.
+    fn trim_events(&self, before: i64) -> BoxFuture<'_, Result<u64>>;
+
+    /// Counts by queue and status; with `finished_since`, only tasks that finished since then.
+    fn queue_counts(&self, finished_since: Option<i64>) -> BoxFuture<'_, Result<Vec<QueueCount>>>;
+
+    /// Records a worker's heartbeat (creating its row on the first one).
+    fn heartbeat<'a>(&'a self, worker: &'a WorkerRow) -> BoxFuture<'a, Result<()>>;
+
+    /// Workers whose last heartbeat is at or after `alive_since`.
+    fn workers(&self, alive_since: i64) -> BoxFuture<'_, Result<Vec<WorkerRow>>>;
+
+    /// Forgets a worker (it stopped), or every worker silent since `before` when `id` is None.
+    fn remove_workers<'a>(&'a self, id: Option<&'a str>, before: i64)
+    -> BoxFuture<'a, Result<u64>>;
 
     /// Ready tasks a broker has not been given: those the dispatcher owns (requeued, due,
     /// retried) and those whose submitter should have published them before

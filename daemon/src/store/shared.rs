@@ -357,6 +357,121 @@ macro_rules! impl_store {
                 })
             }
 
+            fn events(
+                &self,
+                after: i64,
+                upto: i64,
+                limit: u32,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::StoredEvent>>>
+            {
+                Box::pin(async move {
+                    let rows = sqlx::query($crate::store::sql::EVENTS)
+                        .bind(after)
+                        .bind(upto)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.read)
+                        .await?;
+                    rows.iter().map($crate::store::decode::event).collect()
+                })
+            }
+
+            fn latest_event(&self) -> $crate::store::BoxFuture<'_, $crate::store::Result<i64>> {
+                Box::pin(async move {
+                    let seq: i64 = sqlx::query_scalar($crate::store::sql::LATEST_EVENT)
+                        .fetch_one(&self.read)
+                        .await?;
+                    Ok(seq)
+                })
+            }
+
+            fn trim_events(&self, before: i64) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
+                Box::pin(async move {
+                    let done = sqlx::query($crate::store::sql::TRIM_EVENTS)
+                        .bind(before)
+                        .execute(&self.write)
+                        .await?;
+                    Ok(done.rows_affected())
+                })
+            }
+
+            fn queue_counts(
+                &self,
+                finished_since: Option<i64>,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::QueueCount>>>
+            {
+                Box::pin(async move {
+                    use $crate::store::sql;
+                    let rows = match finished_since {
+                        Some(since) => {
+                            sqlx::query(sql::FINISHED_SINCE)
+                                .bind(since)
+                                .fetch_all(&self.read)
+                                .await?
+                        }
+                        None => sqlx::query(sql::QUEUE_COUNTS).fetch_all(&self.read).await?,
+                    };
+                    rows.iter().map($crate::store::decode::queue_count).collect()
+                })
+            }
+
+            fn heartbeat<'a>(
+                &'a self,
+                worker: &'a $crate::store::WorkerRow,
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<()>> {
+                Box::pin(async move {
+                    sqlx::query($crate::store::sql::HEARTBEAT)
+                        .bind(&worker.id)
+                        .bind(&worker.host)
+                        .bind(i64::from(worker.pid))
+                        .bind(&worker.queues)
+                        .bind(i64::from(worker.concurrency))
+                        .bind(i64::from(worker.busy))
+                        .bind(worker.started_at)
+                        .bind(worker.heartbeat_at)
+                        .execute(&self.write)
+                        .await?;
+                    Ok(())
+                })
+            }
+
+            fn workers(
+                &self,
+                alive_since: i64,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::WorkerRow>>>
+            {
+                Box::pin(async move {
+                    let rows = sqlx::query($crate::store::sql::WORKERS)
+                        .bind(alive_since)
+                        .fetch_all(&self.read)
+                        .await?;
+                    rows.iter().map($crate::store::decode::worker).collect()
+                })
+            }
+
+            fn remove_workers<'a>(
+                &'a self,
+                id: Option<&'a str>,
+                before: i64,
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<u64>> {
+                Box::pin(async move {
+                    let done = match id {
+                        Some(id) => {
+                            sqlx::query($crate::store::sql::REMOVE_WORKER)
+                                .bind(id)
+                                .execute(&self.write)
+                                .await?
+                        }
+                        None => {
+                            sqlx::query($crate::store::sql::PRUNE_WORKERS)
+                                .bind(before)
+                                .execute(&self.write)
+                                .await?
+                        }
+                    };
+                    Ok(done.rows_affected())
+                })
+            }
+
             fn unpublished(
                 &self,
                 submitted_before: i64,

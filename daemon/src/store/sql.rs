@@ -170,3 +170,36 @@ pub const RELEASE_LEASES: &str = "UPDATE tasks SET
          run_at = $2, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2,
          published_at = NULL
      WHERE lease_owner = $1 AND status = 'running'";
+
+/// Change-feed rows with their task's unchanging fields: `seq` in `($1, $2]`, oldest first.
+pub const EVENTS: &str = "SELECT e.seq, e.kind AS event, e.status, e.attempts, e.worker, e.at,
+         e.task_id, t.kind, t.queue, t.priority, t.max_attempts, t.created_at
+     FROM task_events e JOIN tasks t ON t.id = e.task_id
+     WHERE e.seq > $1 AND e.seq <= $2
+     ORDER BY e.seq
+     LIMIT $3";
+
+pub const LATEST_EVENT: &str = "SELECT COALESCE(MAX(seq), 0) FROM task_events";
+
+pub const TRIM_EVENTS: &str = "DELETE FROM task_events WHERE at < $1";
+
+/// Tasks per queue and status; `oldest` is the earliest `run_at` in the group.
+pub const QUEUE_COUNTS: &str = "SELECT queue, status, COUNT(*) AS n, MIN(run_at) AS oldest
+     FROM tasks GROUP BY queue, status";
+
+/// Tasks per queue and status that finished since `$1`.
+pub const FINISHED_SINCE: &str = "SELECT queue, status, COUNT(*) AS n, MIN(finished_at) AS oldest
+     FROM tasks WHERE finished_at >= $1 GROUP BY queue, status";
+
+pub const HEARTBEAT: &str = "INSERT INTO workers
+         (id, host, pid, queues, concurrency, busy, started_at, heartbeat_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+     ON CONFLICT (id) DO UPDATE SET busy = excluded.busy, heartbeat_at = excluded.heartbeat_at";
+
+pub const WORKERS: &str =
+    "SELECT id, host, pid, queues, concurrency, busy, started_at, heartbeat_at
+     FROM workers WHERE heartbeat_at >= $1 ORDER BY id";
+
+pub const REMOVE_WORKER: &str = "DELETE FROM workers WHERE id = $1";
+
+pub const PRUNE_WORKERS: &str = "DELETE FROM workers WHERE heartbeat_at < $1";

@@ -20,7 +20,7 @@ use crate::broker::Broker;
 use crate::domain::backoff::Backoff;
 use crate::domain::lifecycle::{self, AttemptOutcome};
 use crate::executors::{Registry, TaskContext};
-use crate::store::{ClaimedTask, FinishedFilter, Store};
+use crate::store::{ClaimedTask, FinishedFilter, Store, WorkerRow};
 use intake::AmqpIntake;
 use logs::LogWriter;
 use taskplane_api::TaskStatus;
@@ -28,6 +28,11 @@ use taskplane_api::TaskStatus;
 /// How often the worker looks for cancel requests, due tasks and expired leases, and for
 /// new work when nothing woke it.
 const TICK: Duration = Duration::from_millis(200);
+/// How often a worker records that it is alive; `/api/v1/workers` drops one that misses three.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+/// How long the change feed behind `/api/v1/events` keeps events (the resume window).
+const EVENT_RETENTION: Duration = Duration::from_secs(600);
+
 /// How often finished tasks past their retention are deleted (more often if the retention
 /// itself is shorter).
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -75,6 +80,8 @@ impl Worker {
         let renew_every = (this.config.lease / 3).max(TICK);
         let mut last_renew = tokio::time::Instant::now();
         let mut last_retention: Option<tokio::time::Instant> = None;
+        let mut last_heartbeat: Option<tokio::time::Instant> = None;
+        let started_at = now_ms();
         let mut grace_deadline: Option<tokio::time::Instant> = None;
         let mut amqp = this.broker.amqp_client().map(|client| {
             AmqpIntake::new(
@@ -175,6 +182,10 @@ impl Worker {
                 }
                 _ = ticker.tick() => {
                     this.maintain(&slots, &mut last_renew, renew_every).await;
+                    if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
+                        this.heartbeat(started_at, running.len()).await;
+                        last_heartbeat = Some(tokio::time::Instant::now());
+                    }
                     let every = this.config.retention.clamp(Duration::from_secs(1), RETENTION_EVERY);
                     if last_retention.is_none_or(|at| at.elapsed() >= every) {
                         this.apply_retention().await;
@@ -185,6 +196,9 @@ impl Worker {
             if running.is_empty() {
                 slots.clear();
             }
+        }
+        if let Err(error) = this.store.remove_workers(Some(&this.config.id), 0).await {
+            tracing::debug!(%error, "could not remove this worker from the live list");
         }
         tracing::info!(worker = %this.config.id, "worker stopped");
     }
@@ -265,8 +279,37 @@ impl Worker {
         }
     }
 
-    /// Deletes finished tasks older than the retention period.
+    /// Records that this worker is alive and how busy it is.
+    async fn heartbeat(&self, started_at: i64, busy: usize) {
+        let row = WorkerRow {
+            id: self.config.id.clone(),
+            host: hostname(),
+            pid: std::process::id(),
+            queues: self.config.queues.join(","),
+            concurrency: self.config.concurrency,
+            busy: busy as u32,
+            started_at,
+            heartbeat_at: now_ms(),
+        };
+        if let Err(error) = self.store.heartbeat(&row).await {
+            tracing::warn!(%error, "recording the heartbeat failed");
+        }
+    }
+
+    /// Deletes finished tasks older than the retention period, old events and the rows of
+    /// workers that have long been gone.
     async fn apply_retention(&self) {
+        let now = now_ms();
+        if let Err(error) = self
+            .store
+            .trim_events(now - EVENT_RETENTION.as_millis() as i64)
+            .await
+        {
+            tracing::warn!(%error, "trimming the event feed failed");
+        }
+        if let Err(error) = self.store.remove_workers(None, now - 3_600_000).await {
+            tracing::warn!(%error, "forgetting departed workers failed");
+        }
         let filter = FinishedFilter {
             statuses: vec![
                 TaskStatus::Succeeded,

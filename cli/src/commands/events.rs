@@ -1,0 +1,102 @@
+//! `taskctl events`: tails task state changes.
+
+use std::time::Duration;
+
+use clap::Args;
+use taskplane_api::{Client, EventQuery, TaskEvent};
+use uuid::Uuid;
+
+use crate::error::CliError;
+use crate::output::Ui;
+
+/// Tail task events as they happen: created, queued, started, retrying, succeeded, failed,
+/// cancelled.
+///
+/// Runs until interrupted (or until --count events); reconnects by itself and resumes where
+/// it left off. With -o json or -o jsonl, each event is one JSON object per line.
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Only events of tasks in this queue.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only events of tasks of this kind.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only events of this task. Repeatable.
+    #[arg(long = "task", value_name = "ID", value_parser = super::parse_id)]
+    pub tasks: Vec<Uuid>,
+    /// Exit after this many events.
+    #[arg(short = 'n', long)]
+    pub count: Option<u64>,
+}
+
+pub async fn run(client: &Client, ui: &Ui, args: EventsArgs) -> Result<(), CliError> {
+    let query = EventQuery {
+        queue: args.queue,
+        kind: args.kind,
+        tasks: (!args.tasks.is_empty()).then(|| {
+            args.tasks
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }),
+    };
+    let mut seen = 0u64;
+    let mut last_seq = None;
+    let mut stream = client.events(&query, None).await?;
+    loop {
+        match stream.next().await {
+            Some(Ok(event)) => {
+                print(ui, &event)?;
+                seen += 1;
+                if args.count.is_some_and(|count| seen >= count) {
+                    return Ok(());
+                }
+            }
+            Some(Err(error)) => eprintln!("event stream interrupted ({error}); reconnecting"),
+            None => {}
+        }
+        if stream.last_seq.is_some() {
+            last_seq = stream.last_seq;
+        }
+        if stream.is_closed() {
+            // Reconnect and resume after the last event printed, until taskd answers again.
+            let mut delay = Duration::from_millis(250);
+            stream = loop {
+                match client.events(&query, last_seq).await {
+                    Ok(stream) => break stream,
+                    Err(error) => {
+                        eprintln!("cannot reconnect ({error}); retrying in {delay:?}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                    }
+                }
+            };
+        }
+    }
+}
+
+fn print(ui: &Ui, event: &TaskEvent) -> Result<(), CliError> {
+    if ui.json() {
+        return ui.json_line(event);
+    }
+    ui.line(&format!(
+        "{}  {:<9}  {}  {}  {}  attempt {}/{}{}",
+        event
+            .at
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        event.kind.as_str(),
+        event.task.id,
+        event.task.kind,
+        event.task.queue,
+        event.task.attempts,
+        event.task.max_attempts,
+        event
+            .task
+            .worker
+            .as_deref()
+            .map(|w| format!("  on {w}"))
+            .unwrap_or_default()
+    ))
+}

@@ -1,0 +1,258 @@
+//! The live endpoints: `/api/v1/events` (Server-Sent Events), following a task's output,
+//! `/api/v1/queues` and `/api/v1/workers`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use taskplane_api::{
+    EventQuery, QueueList, QueueStats, TaskEvent, TaskStatus, WorkerInfo, WorkerList,
+};
+use tokio::sync::{broadcast, mpsc};
+use uuid::Uuid;
+
+use super::AppState;
+use super::convert;
+use super::error::ApiError;
+use super::extract::QueryParams;
+use crate::worker::{HEARTBEAT_EVERY, now_ms};
+
+/// How many events a resuming client may be sent from the database.
+const REPLAY_LIMIT: u32 = 10_000;
+/// How often a follower of a task's output looks for more.
+const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+
+/// Turns a channel into the stream a response body wants.
+fn channel_stream<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+struct EventFilter {
+    queue: Option<String>,
+    kind: Option<String>,
+    tasks: Option<HashSet<Uuid>>,
+}
+
+impl EventFilter {
+    fn parse(query: EventQuery) -> Result<EventFilter, ApiError> {
+        let tasks = query
+            .tasks
+            .map(|list| {
+                list.split(',')
+                    .filter(|id| !id.is_empty())
+                    .map(|id| {
+                        Uuid::parse_str(id).map_err(|_| {
+                            ApiError::bad_request(
+                                "invalid_query",
+                                format!("tasks: '{id}' is not a task id"),
+                            )
+                        })
+                    })
+                    .collect::<Result<HashSet<_>, _>>()
+            })
+            .transpose()?;
+        Ok(EventFilter {
+            queue: query.queue,
+            kind: query.kind,
+            tasks,
+        })
+    }
+
+    fn matches(&self, event: &TaskEvent) -> bool {
+        self.queue.as_ref().is_none_or(|q| *q == event.task.queue)
+            && self.kind.as_ref().is_none_or(|k| *k == event.task.kind)
+            && self
+                .tasks
+                .as_ref()
+                .is_none_or(|t| t.contains(&event.task.id))
+    }
+}
+
+fn sse_event(event: &TaskEvent) -> Event {
+    let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
+    Event::default()
+        .id(event.seq.to_string())
+        .event(event.kind.as_str())
+        .data(data)
+}
+
+/// `GET /api/v1/events`: every task state change, live, as Server-Sent Events; `queue`,
+/// `kind` and `tasks` filter; `Last-Event-ID` resumes from the database (events are kept for
+/// ten minutes); a comment every 15 s keeps proxies from closing the stream.
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    QueryParams(query): QueryParams<EventQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let filter = EventFilter::parse(query)?;
+    let resume_after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim().parse::<i64>().map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_request",
+                    "Last-Event-ID must be the seq of an event",
+                )
+            })
+        })
+        .transpose()?;
+    // Subscribe before reading the backlog, so nothing falls between the two.
+    let mut live = state.events.subscribe();
+    let backlog = match resume_after {
+        Some(after) => state.events.replay(after, REPLAY_LIMIT).await?,
+        None => Vec::new(),
+    };
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(256);
+    tokio::spawn(async move {
+        let mut sent: HashSet<i64> = HashSet::new();
+        for event in &backlog {
+            sent.insert(event.seq);
+            if filter.matches(event) && tx.send(Ok(sse_event(event))).await.is_err() {
+                return;
+            }
+        }
+        let replayed_up_to = backlog.last().map(|e| e.seq);
+        loop {
+            match live.recv().await {
+                Ok(event) => {
+                    if replayed_up_to.is_some_and(|up_to| event.seq <= up_to)
+                        && sent.contains(&event.seq)
+                    {
+                        continue;
+                    }
+                    if filter.matches(&event) && tx.send(Ok(sse_event(&event))).await.is_err() {
+                        return;
+                    }
+                }
+                // A client too slow to keep up is cut off; it resumes with Last-Event-ID.
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(Sse::new(channel_stream(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Streams a task's output as NDJSON until the task has finished and every line is out.
+pub async fn follow_logs(state: AppState, id: Uuid, mut after: i64) -> Result<Response, ApiError> {
+    if state.store.get(id).await?.is_none() {
+        return Err(ApiError::task_not_found(id));
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    tokio::spawn(async move {
+        loop {
+            // Status first: terminal, then an empty read, means every line is out.
+            let finished = match state.store.get(id).await {
+                Ok(Some(task)) => task.status.is_terminal(),
+                Ok(None) => true,
+                Err(_) => false,
+            };
+            let lines = state.store.logs(id, after, 1000).await.unwrap_or_default();
+            let empty = lines.is_empty();
+            for line in lines {
+                after = line.seq;
+                let mut text = serde_json::to_vec(&convert::log_line(line)).unwrap_or_default();
+                text.push(b'\n');
+                if tx.send(Ok(Bytes::from(text))).await.is_err() {
+                    return;
+                }
+            }
+            if finished && empty {
+                return;
+            }
+            if empty {
+                tokio::time::sleep(FOLLOW_EVERY).await;
+            }
+        }
+    });
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(channel_stream(rx)),
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/queues`.
+pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, ApiError> {
+    let now = now_ms();
+    let counts = state.store.queue_counts(None).await?;
+    let recent = state.store.queue_counts(Some(now - 60_000)).await?;
+    let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
+    let entry = |queues: &mut BTreeMap<String, QueueStats>, name: &str| {
+        queues
+            .entry(name.to_owned())
+            .or_insert_with(|| QueueStats {
+                queue: name.to_owned(),
+                counts: TaskStatus::ALL.into_iter().map(|s| (s, 0)).collect(),
+                depth: 0,
+                oldest_ready_secs: None,
+                finished_last_minute: 0,
+                failed_last_minute: 0,
+                throughput_per_sec: 0.0,
+                broker: None,
+            })
+            .queue
+            .clone()
+    };
+    for count in counts {
+        let name = entry(&mut queues, &count.queue);
+        let stats = queues.get_mut(&name).expect("inserted above");
+        stats.counts.insert(count.status, count.count);
+        if count.status == TaskStatus::Queued {
+            stats.depth = count.count;
+            stats.oldest_ready_secs = count
+                .oldest
+                .map(|run_at| ((now - run_at).max(0)) as f64 / 1000.0);
+        }
+    }
+    for count in recent {
+        let name = entry(&mut queues, &count.queue);
+        let stats = queues.get_mut(&name).expect("inserted above");
+        stats.finished_last_minute += count.count;
+        if count.status == TaskStatus::Failed {
+            stats.failed_last_minute += count.count;
+        }
+    }
+    for stats in queues.values_mut() {
+        stats.throughput_per_sec = stats.finished_last_minute as f64 / 60.0;
+        if let Some(amqp) = state.broker.amqp_client() {
+            stats.broker = amqp.queue_stats(&stats.queue).await.ok();
+        }
+    }
+    Ok(Json(QueueList {
+        queues: queues.into_values().collect(),
+    }))
+}
+
+/// `GET /api/v1/workers`: workers whose heartbeat is recent; one that misses three drops out.
+pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
+    let alive_since = now_ms() - 3 * HEARTBEAT_EVERY.as_millis() as i64;
+    let rows = state.store.workers(alive_since).await?;
+    let instant = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
+    Ok(Json(WorkerList {
+        workers: rows
+            .into_iter()
+            .map(|row| WorkerInfo {
+                queues: row.queues.split(',').map(str::to_owned).collect(),
+                id: row.id,
+                host: row.host,
+                pid: row.pid,
+                concurrency: row.concurrency,
+                busy: row.busy,
+                started_at: instant(row.started_at),
+                last_heartbeat: instant(row.heartbeat_at),
+            })
+            .collect(),
+    }))
+}
