@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -254,44 +254,47 @@ fn taskctl_command(url: &str, args: &[&str]) -> Command {
     command
 }
 
-/// Runs `taskctl` with a clean environment pointed at `url`.
+/// Runs `taskctl` with a clean environment pointed at `url`. A run that takes longer than
+/// two minutes fails the test instead of hanging it.
 pub fn taskctl(url: &str, args: &[&str]) -> Run {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = taskctl_command(url, args).output().expect("run taskctl");
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    }
+    let child = taskctl_command(url, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run taskctl");
+    wait_child(child, Duration::from_secs(120))
 }
 
-/// Waits for a background taskctl with a deadline.
+/// Waits for a background taskctl with a deadline, reading its output meanwhile (so a large
+/// output cannot fill the pipe and stall it).
 pub fn wait_child(mut child: Child, timeout: Duration) -> Run {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_string(&mut text);
+            }
+            text
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
     let deadline = Instant::now() + timeout;
-    loop {
+    let status = loop {
         if let Some(status) = child.try_wait().expect("wait") {
-            let mut stdout = String::new();
-            let mut stderr = String::new();
-            if let Some(mut out) = child.stdout.take() {
-                let _ = out.read_to_string(&mut stdout);
-            }
-            if let Some(mut err) = child.stderr.take() {
-                let _ = err.read_to_string(&mut stderr);
-            }
-            return Run {
-                code: status.code().unwrap_or(-1),
-                stdout,
-                stderr,
-            };
+            break status;
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("taskctl did not exit within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
     }
 }
 
@@ -465,8 +468,13 @@ impl Platform {
         match self.backend {
             Backend::Production => self.worker = Some(self.spawn("worker", flags)),
             Backend::Embedded => {
-                let mut all: Vec<&str> = self.api_flags.iter().map(String::as_str).collect();
-                all.extend_from_slice(flags);
+                // One process takes both sets of flags; a switch given to both counts once.
+                let mut all: Vec<&str> = flags.to_vec();
+                for flag in &self.api_flags {
+                    if !flags.contains(&flag.as_str()) {
+                        all.push(flag);
+                    }
+                }
                 self.worker = Some(self.spawn("all", &all));
             }
         }
@@ -488,5 +496,85 @@ impl Platform {
     /// Whether the API survives the worker's exit (it does only in production).
     pub fn api_outlives_worker(&self) -> bool {
         self.api.is_some()
+    }
+}
+
+/// A Server-Sent Events subscription read on a thread: each data line arrives with the wall
+/// clock time it was read.
+pub struct EventTail {
+    rx: std::sync::mpsc::Receiver<(std::time::SystemTime, Value)>,
+    stream: TcpStream,
+}
+
+impl EventTail {
+    /// Subscribes to `/api/v1/events` (resuming after `last_seq` when given) and returns once
+    /// the server has answered, so every later change is seen.
+    pub fn open(daemon: &Daemon, query: &str, last_seq: Option<i64>) -> EventTail {
+        let mut stream = TcpStream::connect(&daemon.addr).expect("connect");
+        let resume = last_seq
+            .map(|seq| format!("Last-Event-ID: {seq}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "GET /api/v1/events{query} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n{resume}\r\n",
+            daemon.addr
+        );
+        stream.write_all(request.as_bytes()).expect("write");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut status = String::new();
+        reader.read_line(&mut status).expect("status line");
+        assert!(status.contains(" 200 "), "events answered {status}");
+        loop {
+            let mut header = String::new();
+            reader.read_line(&mut header).expect("header");
+            if header.trim().is_empty() {
+                break;
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                // Chunked framing lines (sizes) and SSE fields other than data are skipped.
+                if let Some(data) = line.strip_prefix("data: ")
+                    && let Ok(value) = serde_json::from_str(data)
+                    && tx.send((std::time::SystemTime::now(), value)).is_err()
+                {
+                    break;
+                }
+            }
+        });
+        EventTail { rx, stream }
+    }
+
+    /// The next event, or a failure after `timeout`.
+    pub fn next(&self, timeout: Duration) -> (std::time::SystemTime, Value) {
+        self.rx
+            .recv_timeout(timeout)
+            .unwrap_or_else(|_| panic!("no event within {timeout:?}"))
+    }
+
+    /// Events until `done` says the last one completes the set.
+    pub fn until(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Vec<(std::time::SystemTime, Value)> {
+        let deadline = Instant::now() + timeout;
+        let mut events = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = self.next(left.max(Duration::from_millis(1)));
+            let finished = done(&event.1);
+            events.push(event);
+            if finished {
+                return events;
+            }
+        }
+    }
+}
+
+impl Drop for EventTail {
+    fn drop(&mut self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
