@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands::top::TopArgs;
 use crate::commands::{
     cancel::CancelArgs, dlq::DlqArgs, events::EventsArgs, list::ListArgs, logs::LogsArgs,
     queues::QueuesArgs, retry::RetryArgs, status::StatusArgs, submit::SubmitArgs, watch::WatchArgs,
@@ -80,4 +81,6 @@ pub enum Command {
     Queues(QueuesArgs),
     /// Live worker processes and how busy they are.
     Workers(WorkersArgs),
+    /// The live dashboard: queues, workers and tasks, with cancel and retry.
+    Top(TopArgs),
 }

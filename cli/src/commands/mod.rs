@@ -9,6 +9,7 @@ pub mod queues;
 pub mod retry;
 pub mod status;
 pub mod submit;
+pub mod top;
 pub mod watch;
 pub mod workers;
 
@@ -42,6 +43,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Logs(args) => logs::run(&client, &ui, args).await,
         Command::Dlq(args) => dlq::run(&client, &ui, args).await,
         Command::Events(args) => events::run(&client, &ui, args).await,
+        Command::Top(args) => {
+            let color = !cli.global.no_color && std::env::var_os("NO_COLOR").is_none();
+            top::run(&client, color, args).await
+        }
         Command::Queues(args) => queues::run(&client, &ui, args).await,
         Command::Workers(args) => workers::run(&client, &ui, args).await,
     }

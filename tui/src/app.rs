@@ -1,0 +1,742 @@
+//! The dashboard's state and the pure `update` that every input goes through: keys, data
+//! from the poller, results of actions. `update` does no I/O; it returns the effects the
+//! runtime must carry out.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use taskplane_api::{LogLine, QueueStats, Task, TaskList, TaskStatus, WorkerInfo};
+use uuid::Uuid;
+
+/// How many depth samples a queue's sparkline keeps (one per refresh).
+pub const HISTORY: usize = 120;
+
+/// What the task table asks the server for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Query {
+    pub status: Option<TaskStatus>,
+    pub queue: Option<String>,
+    pub kind: Option<String>,
+    /// The page: `None` is the newest.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    Connecting,
+    Connected,
+    Disconnected(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    Cancel,
+    Retry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// Typing a `/` filter.
+    Filter(String),
+    /// Typing a `:` command.
+    Command(String),
+    /// Asking y/n before acting on a task.
+    Confirm(Pending, Uuid),
+    Help,
+    /// Looking at one task.
+    Detail(Uuid),
+}
+
+/// Everything that changes the dashboard.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Key(KeyEvent),
+    /// A page of tasks for `query` (pages for an older query are ignored).
+    Tasks(Query, TaskList),
+    Queues(Vec<QueueStats>),
+    Workers(Vec<WorkerInfo>),
+    /// The task shown in the detail view, freshly read.
+    Detail(Task),
+    /// More output of the detail task; `reset` starts over (another task).
+    Logs {
+        task: Uuid,
+        lines: Vec<LogLine>,
+        reset: bool,
+    },
+    Disconnected(String),
+    /// An action on a task finished; the message is shown in the status line.
+    Done(String),
+    Tick(DateTime<Utc>),
+}
+
+/// What the runtime must do after an update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Fetch again now (the query, the page or the detail task changed).
+    Refresh,
+    Cancel(Uuid),
+    Retry(Uuid),
+    Quit,
+}
+
+pub struct App {
+    pub server: String,
+    pub version: String,
+    pub readonly: bool,
+    pub color: bool,
+    pub connection: Connection,
+    pub query: Query,
+    /// Cursors of the pages before this one, for PgUp.
+    pub pages: Vec<Option<String>>,
+    pub tasks: Vec<Task>,
+    pub next_cursor: Option<String>,
+    /// The `/` filter: matches id, kind, queue or a label (`k=v`).
+    pub filter: String,
+    pub selected: usize,
+    pub queues: Vec<QueueStats>,
+    pub history: BTreeMap<String, VecDeque<u64>>,
+    pub workers: Vec<WorkerInfo>,
+    pub mode: Mode,
+    pub paused: bool,
+    pub detail: Option<Task>,
+    pub logs: Vec<LogLine>,
+    pub message: Option<String>,
+    pub now: DateTime<Utc>,
+    pub quit: bool,
+    /// Rows the task table shows, for PgUp/PgDn (set by the view's size).
+    pub page_rows: usize,
+}
+
+impl App {
+    pub fn new(server: &str, readonly: bool, color: bool) -> App {
+        App {
+            server: server.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            readonly,
+            color,
+            connection: Connection::Connecting,
+            query: Query::default(),
+            pages: Vec::new(),
+            tasks: Vec::new(),
+            next_cursor: None,
+            filter: String::new(),
+            selected: 0,
+            queues: Vec::new(),
+            history: BTreeMap::new(),
+            workers: Vec::new(),
+            mode: Mode::Normal,
+            paused: false,
+            detail: None,
+            logs: Vec::new(),
+            message: None,
+            now: Utc::now(),
+            quit: false,
+            page_rows: 10,
+        }
+    }
+
+    /// The tasks the table shows: the page, narrowed by the `/` filter.
+    pub fn visible(&self) -> Vec<&Task> {
+        let needle = self.filter.to_lowercase();
+        self.tasks
+            .iter()
+            .filter(|t| {
+                needle.is_empty()
+                    || t.id.to_string().contains(&needle)
+                    || t.kind.to_lowercase().contains(&needle)
+                    || t.queue.to_lowercase().contains(&needle)
+                    || t.labels
+                        .iter()
+                        .any(|(k, v)| format!("{k}={v}").to_lowercase().contains(&needle))
+            })
+            .collect()
+    }
+
+    pub fn selected_task(&self) -> Option<&Task> {
+        self.visible().get(self.selected).copied()
+    }
+
+    /// The id of the task the poller should read in full, if any.
+    pub fn detail_id(&self) -> Option<Uuid> {
+        match self.mode {
+            Mode::Detail(id) => Some(id),
+            _ => None,
+        }
+    }
+
+    fn clamp_selection(&mut self) {
+        let len = self.visible().len();
+        self.selected = self.selected.min(len.saturating_sub(1));
+    }
+
+    /// Totals over every queue, by status.
+    pub fn totals(&self) -> BTreeMap<TaskStatus, u64> {
+        let mut totals: BTreeMap<TaskStatus, u64> =
+            TaskStatus::ALL.into_iter().map(|s| (s, 0)).collect();
+        for queue in &self.queues {
+            for (status, count) in &queue.counts {
+                *totals.entry(*status).or_default() += count;
+            }
+        }
+        totals
+    }
+
+    pub fn throughput(&self) -> f64 {
+        self.queues.iter().map(|q| q.throughput_per_sec).sum()
+    }
+}
+
+const STATUS_CYCLE: [Option<TaskStatus>; 8] = [
+    None,
+    Some(TaskStatus::Queued),
+    Some(TaskStatus::Running),
+    Some(TaskStatus::Retrying),
+    Some(TaskStatus::Scheduled),
+    Some(TaskStatus::Succeeded),
+    Some(TaskStatus::Failed),
+    Some(TaskStatus::Cancelled),
+];
+
+/// Applies one action; answers the effects to carry out.
+pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    match action {
+        Action::Key(key) => on_key(app, key),
+        Action::Tasks(query, page) => {
+            if query == app.query {
+                app.connection = Connection::Connected;
+                app.tasks = page.tasks;
+                app.next_cursor = page.next_cursor;
+                app.clamp_selection();
+            }
+            Vec::new()
+        }
+        Action::Queues(queues) => {
+            app.connection = Connection::Connected;
+            for queue in &queues {
+                let samples = app.history.entry(queue.queue.clone()).or_default();
+                samples.push_back(queue.depth);
+                while samples.len() > HISTORY {
+                    samples.pop_front();
+                }
+            }
+            app.queues = queues;
+            Vec::new()
+        }
+        Action::Workers(workers) => {
+            app.workers = workers;
+            Vec::new()
+        }
+        Action::Detail(task) => {
+            if app.detail_id() == Some(task.id) {
+                app.detail = Some(task);
+            }
+            Vec::new()
+        }
+        Action::Logs { task, lines, reset } => {
+            if app.detail_id() == Some(task) {
+                if reset {
+                    app.logs.clear();
+                }
+                app.logs.extend(lines);
+                let excess = app.logs.len().saturating_sub(1000);
+                app.logs.drain(..excess);
+            }
+            Vec::new()
+        }
+        Action::Disconnected(reason) => {
+            app.connection = Connection::Disconnected(reason);
+            Vec::new()
+        }
+        Action::Done(message) => {
+            app.message = Some(message);
+            vec![Effect::Refresh]
+        }
+        Action::Tick(now) => {
+            app.now = now;
+            Vec::new()
+        }
+    }
+}
+
+fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
+    if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+        app.quit = true;
+        return vec![Effect::Quit];
+    }
+    match app.mode.clone() {
+        Mode::Filter(text) => edit(app, key, text, true),
+        Mode::Command(text) => edit(app, key, text, false),
+        Mode::Confirm(pending, id) => {
+            app.mode = Mode::Normal;
+            match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => {
+                    app.message = None;
+                    vec![match pending {
+                        Pending::Cancel => Effect::Cancel(id),
+                        Pending::Retry => Effect::Retry(id),
+                    }]
+                }
+                _ => {
+                    app.message = Some("nothing done".to_owned());
+                    Vec::new()
+                }
+            }
+        }
+        Mode::Help => {
+            app.mode = Mode::Normal;
+            Vec::new()
+        }
+        Mode::Detail(id) => match key.code {
+            KeyCode::Esc | KeyCode::Enter | KeyCode::Char('l') => {
+                app.mode = Mode::Normal;
+                app.detail = None;
+                app.logs.clear();
+                vec![Effect::Refresh]
+            }
+            KeyCode::Char('q') => {
+                app.quit = true;
+                vec![Effect::Quit]
+            }
+            KeyCode::Char('c') | KeyCode::Char('r') => ask(app, key.code, id),
+            KeyCode::Char('p') => toggle_pause(app),
+            _ => Vec::new(),
+        },
+        Mode::Normal => normal_key(app, key),
+    }
+}
+
+fn normal_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
+    let len = app.visible().len();
+    match key.code {
+        KeyCode::Char('q') => {
+            app.quit = true;
+            vec![Effect::Quit]
+        }
+        KeyCode::Char('?') => {
+            app.mode = Mode::Help;
+            Vec::new()
+        }
+        KeyCode::Char('j') | KeyCode::Down => {
+            app.selected = (app.selected + 1).min(len.saturating_sub(1));
+            Vec::new()
+        }
+        KeyCode::Char('k') | KeyCode::Up => {
+            app.selected = app.selected.saturating_sub(1);
+            Vec::new()
+        }
+        KeyCode::Char('g') | KeyCode::Home => {
+            app.selected = 0;
+            Vec::new()
+        }
+        KeyCode::Char('G') | KeyCode::End => {
+            app.selected = len.saturating_sub(1);
+            Vec::new()
+        }
+        KeyCode::PageDown => {
+            if app.selected + 1 >= len
+                && let Some(next) = app.next_cursor.clone()
+            {
+                // Past the last row: the next page from the server.
+                app.pages.push(app.query.cursor.take());
+                app.query.cursor = Some(next);
+                app.selected = 0;
+                return vec![Effect::Refresh];
+            }
+            app.selected = (app.selected + app.page_rows).min(len.saturating_sub(1));
+            Vec::new()
+        }
+        KeyCode::PageUp => {
+            if app.selected == 0
+                && let Some(previous) = app.pages.pop()
+            {
+                app.query.cursor = previous;
+                return vec![Effect::Refresh];
+            }
+            app.selected = app.selected.saturating_sub(app.page_rows);
+            Vec::new()
+        }
+        KeyCode::Enter | KeyCode::Char('l') => match app.selected_task() {
+            Some(task) => {
+                let id = task.id;
+                app.detail = Some(task.clone());
+                app.logs.clear();
+                app.mode = Mode::Detail(id);
+                vec![Effect::Refresh]
+            }
+            None => Vec::new(),
+        },
+        KeyCode::Esc => {
+            if !app.filter.is_empty() {
+                app.filter.clear();
+                app.clamp_selection();
+            }
+            app.message = None;
+            Vec::new()
+        }
+        KeyCode::Char('/') => {
+            app.mode = Mode::Filter(app.filter.clone());
+            Vec::new()
+        }
+        KeyCode::Char(':') => {
+            app.mode = Mode::Command(String::new());
+            Vec::new()
+        }
+        KeyCode::Char('s') => {
+            let at = STATUS_CYCLE
+                .iter()
+                .position(|s| *s == app.query.status)
+                .unwrap_or(0);
+            let status = STATUS_CYCLE[(at + 1) % STATUS_CYCLE.len()];
+            set_query(app, |q| q.status = status)
+        }
+        KeyCode::Char('p') => toggle_pause(app),
+        KeyCode::Char(c @ ('c' | 'r')) => match app.selected_task() {
+            Some(task) => {
+                let id = task.id;
+                ask(app, KeyCode::Char(c), id)
+            }
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+fn toggle_pause(app: &mut App) -> Vec<Effect> {
+    app.paused = !app.paused;
+    if app.paused {
+        Vec::new()
+    } else {
+        vec![Effect::Refresh]
+    }
+}
+
+fn ask(app: &mut App, code: KeyCode, id: Uuid) -> Vec<Effect> {
+    if app.readonly {
+        app.message = Some("read-only: actions are disabled (--readonly)".to_owned());
+        return Vec::new();
+    }
+    let pending = if code == KeyCode::Char('c') {
+        Pending::Cancel
+    } else {
+        Pending::Retry
+    };
+    app.mode = Mode::Confirm(pending, id);
+    Vec::new()
+}
+
+/// Changes the server query; the view goes back to the first page.
+fn set_query(app: &mut App, change: impl FnOnce(&mut Query)) -> Vec<Effect> {
+    change(&mut app.query);
+    app.query.cursor = None;
+    app.pages.clear();
+    app.selected = 0;
+    app.tasks.clear();
+    vec![Effect::Refresh]
+}
+
+/// Line editing for the filter and command prompts.
+fn edit(app: &mut App, key: KeyEvent, mut text: String, filter: bool) -> Vec<Effect> {
+    match key.code {
+        KeyCode::Esc => {
+            app.mode = Mode::Normal;
+            Vec::new()
+        }
+        KeyCode::Enter => {
+            app.mode = Mode::Normal;
+            if filter {
+                app.filter = text.trim().to_owned();
+                app.selected = 0;
+                Vec::new()
+            } else {
+                command(app, text.trim())
+            }
+        }
+        KeyCode::Backspace => {
+            text.pop();
+            app.mode = if filter {
+                Mode::Filter(text)
+            } else {
+                Mode::Command(text)
+            };
+            Vec::new()
+        }
+        KeyCode::Char(c) => {
+            text.push(c);
+            if filter {
+                // Filter as you type.
+                app.filter = text.clone();
+                app.selected = 0;
+                app.mode = Mode::Filter(text);
+            } else {
+                app.mode = Mode::Command(text);
+            }
+            Vec::new()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `:queue NAME`, `:kind K`, `:status S` (an empty argument clears), `:clear`, `:q`.
+fn command(app: &mut App, line: &str) -> Vec<Effect> {
+    let (name, arg) = line.split_once(' ').unwrap_or((line, ""));
+    let arg = arg.trim();
+    let value = (!arg.is_empty() && arg != "all" && arg != "*").then(|| arg.to_owned());
+    match name {
+        "queue" => set_query(app, |q| q.queue = value),
+        "kind" => set_query(app, |q| q.kind = value),
+        "status" => match value.as_deref().map(str::parse::<TaskStatus>).transpose() {
+            Ok(status) => set_query(app, |q| q.status = status),
+            Err(e) => {
+                app.message = Some(e.to_string());
+                Vec::new()
+            }
+        },
+        "clear" => {
+            app.filter.clear();
+            set_query(app, |q| *q = Query::default())
+        }
+        "q" | "quit" => {
+            app.quit = true;
+            vec![Effect::Quit]
+        }
+        "" => Vec::new(),
+        other => {
+            app.message = Some(format!(
+                "unknown command :{other} (try :queue NAME, :kind K, :status S, :clear)"
+            ));
+            Vec::new()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ratatui::crossterm::event::KeyEventKind;
+    use serde_json::json;
+
+    pub(crate) fn task(n: u128, status: TaskStatus, kind: &str) -> Task {
+        serde_json::from_value(json!({
+            "id": Uuid::from_u128(n), "kind": kind, "queue": "default", "priority": 0,
+            "payload": {}, "status": status, "attempts": 1, "max_attempts": 3,
+            "timeout_secs": 300, "run_at": "2026-01-01T00:00:00Z",
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
+            "started_at": null, "finished_at": null, "result": null, "last_error": null,
+            "idempotency_key": null, "labels": {"team": "ops"}, "worker": null,
+            "cancel_requested": false
+        }))
+        .expect("a task")
+    }
+
+    fn key(code: KeyCode) -> Action {
+        Action::Key(KeyEvent {
+            code,
+            modifiers: KeyModifiers::NONE,
+            kind: KeyEventKind::Press,
+            state: ratatui::crossterm::event::KeyEventState::NONE,
+        })
+    }
+
+    fn loaded() -> App {
+        let mut app = App::new("http://x", false, true);
+        let page = TaskList {
+            tasks: vec![
+                task(1, TaskStatus::Running, "sleep"),
+                task(2, TaskStatus::Failed, "shell"),
+                task(3, TaskStatus::Succeeded, "echo"),
+            ],
+            next_cursor: Some("cursor-2".into()),
+        };
+        update(&mut app, Action::Tasks(Query::default(), page));
+        app
+    }
+
+    #[test]
+    fn moving_stays_inside_the_list() {
+        let mut app = loaded();
+        update(&mut app, key(KeyCode::Char('k')));
+        assert_eq!(app.selected, 0);
+        update(&mut app, key(KeyCode::Char('j')));
+        update(&mut app, key(KeyCode::Down));
+        update(&mut app, key(KeyCode::Down));
+        assert_eq!(app.selected, 2);
+        update(&mut app, key(KeyCode::Char('g')));
+        assert_eq!(app.selected, 0);
+        update(&mut app, key(KeyCode::Char('G')));
+        assert_eq!(app.selected, 2);
+    }
+
+    #[test]
+    fn page_down_past_the_end_fetches_the_next_page_and_back() {
+        let mut app = loaded();
+        update(&mut app, key(KeyCode::Char('G')));
+        let effects = update(&mut app, key(KeyCode::PageDown));
+        assert_eq!(effects, vec![Effect::Refresh]);
+        assert_eq!(app.query.cursor.as_deref(), Some("cursor-2"));
+        assert_eq!(app.selected, 0);
+        let effects = update(&mut app, key(KeyCode::PageUp));
+        assert_eq!(effects, vec![Effect::Refresh]);
+        assert_eq!(app.query.cursor, None);
+    }
+
+    #[test]
+    fn the_filter_narrows_by_kind_and_label() {
+        let mut app = loaded();
+        update(&mut app, key(KeyCode::Char('/')));
+        for c in "shell".chars() {
+            update(&mut app, key(KeyCode::Char(c)));
+        }
+        assert_eq!(app.visible().len(), 1);
+        update(&mut app, key(KeyCode::Enter));
+        assert_eq!(app.mode, Mode::Normal);
+        assert_eq!(app.filter, "shell");
+        update(&mut app, key(KeyCode::Esc));
+        assert_eq!(app.visible().len(), 3);
+        app.filter = "team=ops".into();
+        assert_eq!(app.visible().len(), 3);
+    }
+
+    #[test]
+    fn s_cycles_the_status_filter_and_asks_the_server() {
+        let mut app = loaded();
+        assert_eq!(
+            update(&mut app, key(KeyCode::Char('s'))),
+            vec![Effect::Refresh]
+        );
+        assert_eq!(app.query.status, Some(TaskStatus::Queued));
+        for _ in 0..7 {
+            update(&mut app, key(KeyCode::Char('s')));
+        }
+        assert_eq!(app.query.status, None, "round the cycle");
+        // A page for an older query is ignored.
+        let stale = Query {
+            status: Some(TaskStatus::Failed),
+            ..Query::default()
+        };
+        update(&mut app, Action::Tasks(stale, TaskList::default()));
+        assert!(!app.tasks.is_empty() || app.query.status.is_none());
+    }
+
+    #[test]
+    fn commands_set_the_query() {
+        let mut app = loaded();
+        for line in [":queue mail", ":kind shell", ":status failed"] {
+            update(&mut app, key(KeyCode::Char(':')));
+            for c in line[1..].chars() {
+                update(&mut app, key(KeyCode::Char(c)));
+            }
+            assert_eq!(update(&mut app, key(KeyCode::Enter)), vec![Effect::Refresh]);
+        }
+        assert_eq!(app.query.queue.as_deref(), Some("mail"));
+        assert_eq!(app.query.kind.as_deref(), Some("shell"));
+        assert_eq!(app.query.status, Some(TaskStatus::Failed));
+        update(&mut app, key(KeyCode::Char(':')));
+        for c in "status bogus".chars() {
+            update(&mut app, key(KeyCode::Char(c)));
+        }
+        assert!(update(&mut app, key(KeyCode::Enter)).is_empty());
+        assert!(
+            app.message
+                .as_deref()
+                .unwrap_or("")
+                .contains("unknown status")
+        );
+        update(&mut app, key(KeyCode::Char(':')));
+        for c in "clear".chars() {
+            update(&mut app, key(KeyCode::Char(c)));
+        }
+        update(&mut app, key(KeyCode::Enter));
+        assert_eq!(app.query, Query::default());
+    }
+
+    #[test]
+    fn cancel_asks_first_and_only_yes_acts() {
+        let mut app = loaded();
+        update(&mut app, key(KeyCode::Char('c')));
+        assert_eq!(app.mode, Mode::Confirm(Pending::Cancel, Uuid::from_u128(1)));
+        assert!(update(&mut app, key(KeyCode::Char('n'))).is_empty());
+        assert_eq!(app.mode, Mode::Normal);
+        update(&mut app, key(KeyCode::Char('r')));
+        assert_eq!(
+            update(&mut app, key(KeyCode::Char('y'))),
+            vec![Effect::Retry(Uuid::from_u128(1))]
+        );
+    }
+
+    #[test]
+    fn readonly_refuses_actions() {
+        let mut app = loaded();
+        app.readonly = true;
+        assert!(update(&mut app, key(KeyCode::Char('c'))).is_empty());
+        assert_eq!(app.mode, Mode::Normal);
+        assert!(app.message.as_deref().unwrap_or("").contains("read-only"));
+    }
+
+    #[test]
+    fn enter_opens_the_detail_and_logs_follow_it() {
+        let mut app = loaded();
+        update(&mut app, key(KeyCode::Enter));
+        let id = Uuid::from_u128(1);
+        assert_eq!(app.mode, Mode::Detail(id));
+        let line: LogLine = serde_json::from_value(json!({
+            "seq": 1, "attempt": 1, "stream": "stdout", "ts": "2026-01-01T00:00:00Z", "line": "hi"
+        }))
+        .expect("a line");
+        update(
+            &mut app,
+            Action::Logs {
+                task: id,
+                lines: vec![line.clone()],
+                reset: true,
+            },
+        );
+        update(
+            &mut app,
+            Action::Logs {
+                task: Uuid::from_u128(9),
+                lines: vec![line],
+                reset: false,
+            },
+        );
+        assert_eq!(app.logs.len(), 1, "lines of another task are ignored");
+        update(&mut app, key(KeyCode::Esc));
+        assert_eq!(app.mode, Mode::Normal);
+        assert!(app.logs.is_empty());
+    }
+
+    #[test]
+    fn quitting_and_pausing() {
+        let mut app = loaded();
+        update(&mut app, key(KeyCode::Char('p')));
+        assert!(app.paused);
+        assert_eq!(
+            update(&mut app, key(KeyCode::Char('p'))),
+            vec![Effect::Refresh]
+        );
+        assert_eq!(
+            update(&mut app, key(KeyCode::Char('q'))),
+            vec![Effect::Quit]
+        );
+        assert!(app.quit);
+        let mut app = loaded();
+        let ctrl_c = Action::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL));
+        assert_eq!(update(&mut app, ctrl_c), vec![Effect::Quit]);
+    }
+
+    #[test]
+    fn queue_depth_history_is_bounded() {
+        let mut app = App::new("http://x", false, false);
+        let stats: QueueStats = serde_json::from_value(json!({
+            "queue": "default", "counts": {"queued": 4}, "depth": 4, "oldest_ready_secs": 1.0,
+            "finished_last_minute": 0, "failed_last_minute": 0, "throughput_per_sec": 0.0
+        }))
+        .expect("stats");
+        for _ in 0..(HISTORY + 10) {
+            update(&mut app, Action::Queues(vec![stats.clone()]));
+        }
+        assert_eq!(app.history["default"].len(), HISTORY);
+        assert_eq!(app.totals()[&TaskStatus::Queued], 4);
+    }
+}

@@ -1,0 +1,481 @@
+//! Drawing: turns the [`App`] into widgets. Pure rendering; no I/O and no state changes.
+
+use chrono::{DateTime, Utc};
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
+use taskplane_api::{Task, TaskStatus};
+
+use crate::app::{App, Connection, Mode, Pending};
+
+const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+
+/// The keys, as `?` lists them.
+pub const HELP: &[(&str, &str)] = &[
+    ("j/k ↑/↓", "move"),
+    (
+        "PgUp/PgDn",
+        "page (past the end: the next page from the server)",
+    ),
+    ("g/G", "first / last row"),
+    ("Enter", "details and live output of the task"),
+    ("Esc", "back; clear the filter"),
+    ("/", "filter by id, kind, queue or label k=v"),
+    ("s", "cycle the status filter"),
+    (":", "command: :queue NAME  :kind K  :status S  :clear  :q"),
+    ("c", "cancel the task (asks y/n)"),
+    ("r", "retry the task (asks y/n)"),
+    ("l", "logs: the detail view with the output"),
+    ("p", "pause or resume updates"),
+    ("q Ctrl-C", "quit"),
+];
+
+/// `values` as a sparkline `width` characters wide (the newest on the right).
+pub fn sparkline<I: IntoIterator<Item = u64>>(values: I, width: usize) -> String {
+    let values: Vec<u64> = values.into_iter().collect();
+    let shown = &values[values.len().saturating_sub(width)..];
+    let max = shown.iter().copied().max().unwrap_or(0).max(1);
+    let mut line: String = shown
+        .iter()
+        .map(|v| SPARKS[((*v * 7) / max).min(7) as usize])
+        .collect();
+    while line.chars().count() < width {
+        line.insert(0, ' ');
+    }
+    line
+}
+
+/// `5s`, `3m`, `2h`, `4d`.
+pub fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - at).num_seconds().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn duration(task: &Task, now: DateTime<Utc>) -> String {
+    let Some(started) = task.started_at else {
+        return "-".to_owned();
+    };
+    let ms = (task.finished_at.unwrap_or(now) - started)
+        .num_milliseconds()
+        .max(0);
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        ago(started, started + chrono::Duration::milliseconds(ms))
+    }
+}
+
+fn status_color(status: TaskStatus) -> Color {
+    match status {
+        TaskStatus::Succeeded => Color::Green,
+        TaskStatus::Failed => Color::Red,
+        TaskStatus::Cancelled => Color::DarkGray,
+        TaskStatus::Running => Color::Cyan,
+        TaskStatus::Retrying => Color::Yellow,
+        TaskStatus::Queued | TaskStatus::Scheduled => Color::Blue,
+    }
+}
+
+struct Palette {
+    color: bool,
+}
+
+impl Palette {
+    fn fg(&self, color: Color) -> Style {
+        if self.color {
+            Style::new().fg(color)
+        } else {
+            Style::new()
+        }
+    }
+    fn bold(&self) -> Style {
+        Style::new().add_modifier(Modifier::BOLD)
+    }
+    fn selected(&self) -> Style {
+        if self.color {
+            Style::new()
+                .bg(Color::DarkGray)
+                .add_modifier(Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::REVERSED)
+        }
+    }
+}
+
+pub fn render(frame: &mut Frame, app: &mut App) {
+    let palette = Palette { color: app.color };
+    let area = frame.area();
+    let side = app.queues.len().max(app.workers.len()).clamp(1, 6) as u16 + 2;
+    let [header, panes, main, footer] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Length(side),
+        Constraint::Min(5),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_header(frame, app, &palette, header);
+    let [queues, workers] =
+        Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(panes);
+    render_queues(frame, app, &palette, queues);
+    render_workers(frame, app, &palette, workers);
+    match app.mode {
+        Mode::Detail(_) => render_detail(frame, app, &palette, main),
+        _ => render_tasks(frame, app, &palette, main),
+    }
+    render_footer(frame, app, &palette, footer);
+    if app.mode == Mode::Help {
+        render_help(frame, &palette, area);
+    }
+}
+
+fn render_header(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
+    let (state, color) = match &app.connection {
+        Connection::Connecting => ("connecting…".to_owned(), Color::Yellow),
+        Connection::Connected => ("● connected".to_owned(), Color::Green),
+        Connection::Disconnected(_) => ("disconnected — retrying".to_owned(), Color::Red),
+    };
+    let mut first = vec![
+        Span::styled("Taskplane ", palette.bold()),
+        Span::raw(format!("{}  ", app.server)),
+        Span::styled(state, palette.fg(color)),
+        Span::raw(format!("  v{}  {:.1} tasks/s", app.version, app.throughput())),
+    ];
+    if app.paused {
+        first.push(Span::styled("  ⏸ paused", palette.fg(Color::Yellow)));
+    }
+    let totals = app.totals();
+    let mut second: Vec<Span> = Vec::new();
+    for status in [
+        TaskStatus::Queued,
+        TaskStatus::Running,
+        TaskStatus::Retrying,
+        TaskStatus::Scheduled,
+        TaskStatus::Succeeded,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ] {
+        if !second.is_empty() {
+            second.push(Span::raw(" "));
+        }
+        second.push(Span::styled(
+            format!("{} {}", status, totals.get(&status).copied().unwrap_or(0)),
+            palette.fg(status_color(status)),
+        ));
+    }
+    frame.render_widget(
+        Paragraph::new(vec![Line::from(first), Line::from(second)]),
+        area,
+    );
+}
+
+fn render_queues(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
+    let block = Block::bordered().title(" Queues ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if app.queues.is_empty() {
+        frame.render_widget(Paragraph::new("no queues yet"), inner);
+        return;
+    }
+    let spark = (inner.width as usize).saturating_sub(36).clamp(3, 30);
+    let lines: Vec<Line> = app
+        .queues
+        .iter()
+        .map(|queue| {
+            let history = app
+                .history
+                .get(&queue.queue)
+                .map(|h| h.iter().copied().collect::<Vec<_>>())
+                .unwrap_or_default();
+            let oldest = queue
+                .oldest_ready_secs
+                .map(|s| format!("{s:.0}s"))
+                .unwrap_or_else(|| "-".to_owned());
+            Line::from(vec![
+                Span::styled(format!("{:<9.9} ", queue.queue), palette.bold()),
+                Span::styled(sparkline(history, spark), palette.fg(Color::Cyan)),
+                Span::raw(format!(" {:>4} ready {:>5} old", queue.depth, oldest)),
+                Span::styled(
+                    format!(" {:>3} ✗/m", queue.failed_last_minute),
+                    palette.fg(if queue.failed_last_minute > 0 {
+                        Color::Red
+                    } else {
+                        Color::Reset
+                    }),
+                ),
+            ])
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn render_workers(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
+    let block = Block::bordered().title(" Workers ");
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    if app.workers.is_empty() {
+        frame.render_widget(Paragraph::new("no live workers"), inner);
+        return;
+    }
+    let lines: Vec<Line> = app
+        .workers
+        .iter()
+        .map(|worker| {
+            let busy_color = if worker.busy >= worker.concurrency {
+                Color::Yellow
+            } else {
+                Color::Green
+            };
+            Line::from(vec![
+                Span::raw(format!("{:<18.18} ", worker.id)),
+                Span::styled(
+                    format!("{}/{} busy", worker.busy, worker.concurrency),
+                    palette.fg(busy_color),
+                ),
+                Span::raw(format!("  hb {}", ago(worker.last_heartbeat, app.now))),
+            ])
+        })
+        .collect();
+    frame.render_widget(Paragraph::new(lines), inner);
+}
+
+fn filters(app: &App) -> String {
+    let mut parts = vec![format!(
+        "status: {}",
+        app.query.status.map_or("all", TaskStatus::as_str)
+    )];
+    if let Some(queue) = &app.query.queue {
+        parts.push(format!("queue: {queue}"));
+    }
+    if let Some(kind) = &app.query.kind {
+        parts.push(format!("kind: {kind}"));
+    }
+    if !app.filter.is_empty() {
+        parts.push(format!("/{}", app.filter));
+    }
+    if !app.pages.is_empty() {
+        parts.push(format!("page {}", app.pages.len() + 1));
+    }
+    format!(" Tasks [{}] ", parts.join("  "))
+}
+
+fn render_tasks(frame: &mut Frame, app: &mut App, palette: &Palette, area: Rect) {
+    let block = Block::bordered().title(filters(app));
+    app.page_rows = (block.inner(area).height as usize).saturating_sub(1).max(1);
+    let now = app.now;
+    let wide = area.width >= 110;
+    let visible = app.visible();
+    let rows: Vec<Row> = visible
+        .iter()
+        .map(|task| {
+            let id = task.id.to_string();
+            let mut cells = vec![
+                // UUIDv7s start with the time, so the tail is what tells them apart.
+                Cell::from(if wide {
+                    id
+                } else {
+                    id[id.len() - 8..].to_owned()
+                }),
+                Cell::from(task.kind.clone()),
+                Cell::from(task.queue.clone()),
+                Cell::from(Span::styled(
+                    task.status.as_str(),
+                    palette.fg(status_color(task.status)),
+                )),
+                Cell::from(format!("{}/{}", task.attempts, task.max_attempts)),
+                Cell::from(ago(task.created_at, now)),
+                Cell::from(duration(task, now)),
+            ];
+            cells.push(Cell::from(task.worker.clone().unwrap_or_default()));
+            Row::new(cells)
+        })
+        .collect();
+    let id_width = if wide { 36 } else { 8 };
+    let widths = [
+        Constraint::Length(id_width),
+        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Length(5),
+        Constraint::Length(5),
+        Constraint::Length(7),
+        Constraint::Min(6),
+    ];
+    let header = Row::new([
+        "ID", "KIND", "QUEUE", "STATUS", "ATT", "AGE", "DUR", "WORKER",
+    ])
+    .style(palette.bold());
+    let empty = visible.is_empty();
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .row_highlight_style(palette.selected());
+    let mut state = TableState::default().with_selected((!empty).then_some(app.selected));
+    frame.render_stateful_widget(table, area, &mut state);
+    if empty {
+        let inner = Block::bordered().inner(area);
+        let text = if app.connection == Connection::Connecting {
+            "loading…"
+        } else {
+            "no tasks match"
+        };
+        let line = Rect {
+            y: inner.y + 1,
+            height: 1,
+            ..inner
+        };
+        frame.render_widget(Paragraph::new(text), line);
+    }
+}
+
+fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
+    let Some(task) = &app.detail else {
+        frame.render_widget(Paragraph::new("loading…").block(Block::bordered()), area);
+        return;
+    };
+    let json = |value: &serde_json::Value| serde_json::to_string(value).unwrap_or_default();
+    let time = |at: Option<DateTime<Utc>>| {
+        at.map(|t| t.format("%H:%M:%S").to_string())
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    let field = |name: &str, value: String| {
+        Line::from(vec![
+            Span::styled(format!("{name:>10}: "), palette.bold()),
+            Span::raw(value),
+        ])
+    };
+    let mut lines = vec![
+        Line::from(vec![
+            Span::styled(format!("{:>10}: ", "status"), palette.bold()),
+            Span::styled(task.status.as_str(), palette.fg(status_color(task.status))),
+            Span::raw(format!(
+                "  attempt {}/{}  {} on {}  priority {}",
+                task.attempts, task.max_attempts, task.kind, task.queue, task.priority
+            )),
+        ]),
+        field(
+            "times",
+            format!(
+                "created {}  started {}  finished {}  ({})",
+                time(Some(task.created_at)),
+                time(task.started_at),
+                time(task.finished_at),
+                duration(task, app.now)
+            ),
+        ),
+        field("worker", task.worker.clone().unwrap_or_else(|| "-".into())),
+        field("payload", json(&task.payload)),
+    ];
+    if let Some(result) = &task.result {
+        lines.push(field("result", json(result)));
+    }
+    if let Some(error) = &task.last_error {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:>10}: ", "error"), palette.bold()),
+            Span::styled(error.clone(), palette.fg(Color::Red)),
+        ]));
+    }
+    let block = Block::bordered().title(format!(" Task {} ", task.id));
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let top = (lines.len() as u16 + 1).min(inner.height / 2);
+    let [fields, output] =
+        Layout::vertical([Constraint::Length(top), Constraint::Min(1)]).areas(inner);
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), fields);
+    let log_block = Block::bordered().title(" Output (live) ");
+    let log_inner = log_block.inner(output);
+    frame.render_widget(log_block, output);
+    let rows = log_inner.height as usize;
+    let start = app.logs.len().saturating_sub(rows);
+    let log_lines: Vec<Line> = app.logs[start..]
+        .iter()
+        .map(|line| {
+            let style = match line.stream {
+                taskplane_api::LogStream::Stderr => palette.fg(Color::Yellow),
+                taskplane_api::LogStream::System => palette.fg(Color::DarkGray),
+                taskplane_api::LogStream::Stdout => Style::new(),
+            };
+            Line::styled(line.line.clone(), style)
+        })
+        .collect();
+    if log_lines.is_empty() {
+        frame.render_widget(Paragraph::new("no output yet"), log_inner);
+    } else {
+        frame.render_widget(Paragraph::new(log_lines), log_inner);
+    }
+}
+
+fn render_footer(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
+    let line = match &app.mode {
+        Mode::Filter(text) => Line::from(format!("/{text}▏  (Enter apply, Esc cancel)")),
+        Mode::Command(text) => Line::from(format!(":{text}▏  (Enter run, Esc cancel)")),
+        Mode::Confirm(pending, id) => {
+            let verb = match pending {
+                Pending::Cancel => "Cancel",
+                Pending::Retry => "Retry",
+            };
+            Line::styled(format!("{verb} task {id}? y/n"), palette.fg(Color::Yellow))
+        }
+        _ => match (&app.message, &app.connection) {
+            (_, Connection::Disconnected(reason)) => {
+                Line::styled(format!("disconnected: {reason}"), palette.fg(Color::Red))
+            }
+            (Some(message), _) => Line::from(message.clone()),
+            (None, _) => Line::styled(
+                if app.readonly {
+                    "? help  / filter  s status  : command  ⏎ details  p pause  q quit  (read-only)"
+                } else {
+                    "? help  / filter  s status  : cmd  ⏎ details  c cancel  r retry  p pause  q quit"
+                },
+                palette.fg(Color::DarkGray),
+            ),
+        },
+    };
+    frame.render_widget(Paragraph::new(line), area);
+}
+
+fn render_help(frame: &mut Frame, palette: &Palette, area: Rect) {
+    let width = area.width.min(72);
+    let height = (HELP.len() as u16 + 3).min(area.height);
+    let popup = Rect {
+        x: area.x + (area.width - width) / 2,
+        y: area.y + (area.height - height) / 2,
+        width,
+        height,
+    };
+    let lines: Vec<Line> = HELP
+        .iter()
+        .map(|(keys, what)| {
+            Line::from(vec![
+                Span::styled(format!(" {keys:<11}"), palette.bold()),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    frame.render_widget(Clear, popup);
+    frame.render_widget(
+        Paragraph::new(lines).block(Block::bordered().title(" Keys (any key closes) ")),
+        popup,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparklines_scale_to_the_maximum() {
+        assert_eq!(sparkline([0, 7, 14], 3), "▁▄█");
+        assert_eq!(sparkline([5, 5], 4), "  ██");
+        assert_eq!(sparkline([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 3), "▆▇█");
+        assert_eq!(sparkline(Vec::<u64>::new(), 2), "  ");
+    }
+}

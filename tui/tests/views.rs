@@ -1,0 +1,206 @@
+//! Snapshot tests of every view at 80×24 and 120×40, drawn on ratatui's `TestBackend`.
+//! The expected screens live in `tests/snapshots/`; after an intended change of the layout,
+//! regenerate them with `UPDATE_SNAPSHOTS=1 cargo test -p taskplane-tui --test views` and
+//! review the diff.
+
+use chrono::{DateTime, Utc};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use serde_json::json;
+use taskplane_api::{QueueStats, Task, TaskList, WorkerInfo};
+use taskplane_tui::app::{self, Action, App, Query};
+use taskplane_tui::view;
+
+fn now() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-23T12:00:00Z")
+        .expect("a time")
+        .with_timezone(&Utc)
+}
+
+fn task(n: u128, status: &str, kind: &str, queue: &str, started: Option<&str>) -> Task {
+    serde_json::from_value(json!({
+        "id": uuid::Uuid::from_u128(0x01a2_0671_0581_71d8_84a1_0000_0000_0000 + n),
+        "kind": kind, "queue": queue, "priority": 0,
+        "payload": {"n": n as u64}, "status": status, "attempts": 1, "max_attempts": 3,
+        "timeout_secs": 300, "run_at": "2026-11-23T11:59:00Z",
+        "created_at": "2026-11-23T11:59:00Z", "updated_at": "2026-11-23T11:59:30Z",
+        "started_at": started, "finished_at": if status == "succeeded" || status == "failed" { Some("2026-11-23T11:59:31Z") } else { None },
+        "result": if status == "succeeded" { Some(json!({"ok": true})) } else { None },
+        "last_error": if status == "failed" { Some("exited with status 2: disk full") } else { None },
+        "idempotency_key": null, "labels": {}, "worker": started.map(|_| "node-1-4242-ab12"),
+        "cancel_requested": false
+    }))
+    .expect("a task")
+}
+
+fn loaded() -> App {
+    let mut app = App::new("http://127.0.0.1:7070", false, false);
+    app.version = "0.1.0".into();
+    app.now = now();
+    let tasks = vec![
+        task(
+            1,
+            "running",
+            "sleep",
+            "default",
+            Some("2026-11-23T11:59:30Z"),
+        ),
+        task(
+            2,
+            "failed",
+            "shell",
+            "default",
+            Some("2026-11-23T11:59:30Z"),
+        ),
+        task(3, "succeeded", "echo", "mail", Some("2026-11-23T11:59:30Z")),
+        task(4, "queued", "http", "default", None),
+        task(5, "scheduled", "noop", "mail", None),
+    ];
+    app::update(
+        &mut app,
+        Action::Tasks(
+            Query::default(),
+            TaskList {
+                tasks,
+                next_cursor: None,
+            },
+        ),
+    );
+    for depth in [0u64, 2, 5, 9, 4, 1] {
+        let queues: Vec<QueueStats> = ["default", "mail"]
+            .iter()
+            .map(|name| {
+                serde_json::from_value(json!({
+                    "queue": name,
+                    "counts": {"queued": depth, "running": 1, "succeeded": 40, "failed": 2,
+                               "scheduled": 1, "retrying": 0, "cancelled": 0},
+                    "depth": depth, "oldest_ready_secs": 3.0, "finished_last_minute": 42,
+                    "failed_last_minute": 2, "throughput_per_sec": 0.7
+                }))
+                .expect("stats")
+            })
+            .collect();
+        app::update(&mut app, Action::Queues(queues));
+    }
+    let workers: Vec<WorkerInfo> =
+        vec![serde_json::from_value(json!({
+        "id": "node-1-4242-ab12", "host": "node-1", "pid": 4242, "queues": ["default", "mail"],
+        "concurrency": 8, "busy": 3, "started_at": "2026-11-23T10:00:00Z",
+        "last_heartbeat": "2026-11-23T11:59:59Z"
+    }))
+    .expect("worker")];
+    app::update(&mut app, Action::Workers(workers));
+    app
+}
+
+fn key(app: &mut App, code: KeyCode) {
+    app::update(app, Action::Key(KeyEvent::new(code, KeyModifiers::NONE)));
+}
+
+fn draw(app: &mut App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).expect("terminal");
+    terminal
+        .draw(|frame| view::render(frame, app))
+        .expect("draw");
+    let buffer = terminal.backend().buffer();
+    let mut text = String::new();
+    for y in 0..buffer.area.height {
+        let mut line = String::new();
+        for x in 0..buffer.area.width {
+            line.push_str(buffer[(x, y)].symbol());
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+fn check(name: &str, screen: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(format!("{name}.txt"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, screen).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}; create it with UPDATE_SNAPSHOTS=1 and review it:\n{screen}",
+            path.display()
+        )
+    });
+    assert_eq!(
+        screen, expected,
+        "{name} changed; if intended, UPDATE_SNAPSHOTS=1"
+    );
+}
+
+fn both_sizes(name: &str, app: &mut App) {
+    check(&format!("{name}_80x24"), &draw(app, 80, 24));
+    check(&format!("{name}_120x40"), &draw(app, 120, 40));
+}
+
+#[test]
+fn the_task_table() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('j'));
+    both_sizes("tasks", &mut app);
+}
+
+#[test]
+fn the_detail_view_with_live_output() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Enter);
+    let id = app.detail_id().expect("a detail");
+    let lines = (1..=3)
+        .map(|n| {
+            serde_json::from_value(json!({
+                "seq": n, "attempt": 1, "stream": if n == 3 { "stderr" } else { "stdout" },
+                "ts": "2026-11-23T11:59:31Z", "line": format!("line {n}")
+            }))
+            .expect("a line")
+        })
+        .collect();
+    app::update(
+        &mut app,
+        Action::Logs {
+            task: id,
+            lines,
+            reset: true,
+        },
+    );
+    both_sizes("detail", &mut app);
+}
+
+#[test]
+fn help_filter_confirm_and_disconnected() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('?'));
+    both_sizes("help", &mut app);
+    key(&mut app, KeyCode::Esc);
+    key(&mut app, KeyCode::Char('/'));
+    for c in "mail".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    check("filter_80x24", &draw(&mut app, 80, 24));
+    key(&mut app, KeyCode::Enter);
+    key(&mut app, KeyCode::Char('c'));
+    check("confirm_80x24", &draw(&mut app, 80, 24));
+    key(&mut app, KeyCode::Char('n'));
+    app::update(&mut app, Action::Disconnected("cannot reach taskd".into()));
+    check("disconnected_80x24", &draw(&mut app, 80, 24));
+}
+
+#[test]
+fn an_empty_server() {
+    let mut app = App::new("http://127.0.0.1:7070", true, false);
+    app.version = "0.1.0".into();
+    app.now = now();
+    app::update(
+        &mut app,
+        Action::Tasks(Query::default(), TaskList::default()),
+    );
+    check("empty_80x24", &draw(&mut app, 80, 24));
+}
