@@ -57,8 +57,8 @@ pub enum Action {
     Tasks(Query, TaskList),
     Queues(Vec<QueueStats>),
     Workers(Vec<WorkerInfo>),
-    /// The task shown in the detail view, freshly read.
-    Detail(Task),
+    /// The task shown in the detail view, freshly read (boxed: a task is large).
+    Detail(Box<Task>),
     /// More output of the detail task; `reset` starts over (another task).
     Logs {
         task: Uuid,
@@ -230,7 +230,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Detail(task) => {
             if app.detail_id() == Some(task.id) {
-                app.detail = Some(task);
+                app.detail = Some(*task);
             }
             Vec::new()
         }

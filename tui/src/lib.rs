@@ -91,10 +91,12 @@ pub async fn run(client: Client, options: Options) -> std::io::Result<()> {
         }
     }
     .await;
-    ratatui::restore();
+    // Stop reading keys before giving the terminal back, so that what the user types at the
+    // shell afterwards is not swallowed.
     stop.store(true, Ordering::Relaxed);
-    poller.abort();
     let _ = keys.join();
+    ratatui::restore();
+    poller.abort();
     result
 }
 

@@ -138,7 +138,7 @@ async fn read(client: &Client, params: &Params) -> Result<Vec<Action>, String> {
     if let Some(id) = params.detail
         && let Ok(task) = client.get(id).await
     {
-        actions.push(Action::Detail(task));
+        actions.push(Action::Detail(Box::new(task)));
     }
     Ok(actions)
 }

@@ -147,7 +147,11 @@ fn render_header(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
         Span::styled("Taskplane ", palette.bold()),
         Span::raw(format!("{}  ", app.server)),
         Span::styled(state, palette.fg(color)),
-        Span::raw(format!("  v{}  {:.1} tasks/s", app.version, app.throughput())),
+        Span::raw(format!(
+            "  v{}  {:.1} tasks/s",
+            app.version,
+            app.throughput()
+        )),
     ];
     if app.paused {
         first.push(Span::styled("  ⏸ paused", palette.fg(Color::Yellow)));
@@ -185,7 +189,7 @@ fn render_queues(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
         frame.render_widget(Paragraph::new("no queues yet"), inner);
         return;
     }
-    let spark = (inner.width as usize).saturating_sub(36).clamp(3, 30);
+    let spark = (inner.width as usize).saturating_sub(40).clamp(3, 30);
     let lines: Vec<Line> = app
         .queues
         .iter()
