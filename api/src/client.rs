@@ -34,7 +34,10 @@ impl Client {
         };
         let parsed = reqwest::Url::parse(base).map_err(|e| invalid(&e.to_string()))?;
         if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(invalid("the scheme must be http or https"));
+            return Err(invalid(&format!(
+                "the scheme must be http or https (did you mean http://{}?)",
+                base.trim_start_matches("//")
+            )));
         }
         if parsed.host_str().is_none() {
             return Err(invalid("no host"));
@@ -289,11 +292,14 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     deepest
 }
 
+/// A one-line excerpt of a body that is not ours (an HTML error page, a proxy's answer).
 fn excerpt(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes);
-    let text = text.trim();
+    let text: Vec<&str> = text.split_whitespace().collect();
     if text.is_empty() {
-        return "empty body".to_owned();
+        return "empty body (is this a taskd server?)".to_owned();
     }
-    text.chars().take(200).collect()
+    let mut line: String = text.join(" ").chars().take(120).collect();
+    line.push_str(" … (is this a taskd server?)");
+    line
 }

@@ -39,9 +39,8 @@ pub struct GlobalArgs {
     #[arg(long, env = "TASKCTL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
-    /// Output format: `table` for people; `json` for scripts (one document); `jsonl` for
-    /// streams (one compact object per line). Defaults to table on a terminal and json
-    /// otherwise. Streaming commands (events, logs, watch -o jsonl) write one object per line.
+    /// Output format: `table` for people (the default, piped or not); `json` for scripts
+    /// (one document); `jsonl` (one compact object per line; streams always are).
     #[arg(short = 'o', long, value_enum, global = true)]
     pub output: Option<OutputFormat>,
 

@@ -57,6 +57,16 @@ pub fn describe(error: &ApiError) -> String {
         ApiError::Unreachable { .. } => format!(
             "{error} (is taskd running? start it with `taskd`, or point --server / TASKCTL_SERVER at it)"
         ),
+        ApiError::Api { code, message, .. } if code == "invalid_payload" => {
+            let hint = if message.contains("invalid type: string") {
+                " (hint: -p key=value sends a string; use -p key:=42 for numbers, booleans and JSON)"
+            } else if message.starts_with("shell:") && message.contains("argv") {
+                " (hint: give the command after --, e.g. taskctl submit shell -- ls -l)"
+            } else {
+                ""
+            };
+            format!("{message}{hint}")
+        }
         _ => error.to_string(),
     }
 }

@@ -23,11 +23,10 @@ pub struct Ui {
 impl Ui {
     pub fn from_args(global: &GlobalArgs) -> Ui {
         let stdout_tty = std::io::stdout().is_terminal();
-        let format = global.output.unwrap_or(if stdout_tty {
-            OutputFormat::Table
-        } else {
-            OutputFormat::Json
-        });
+        // Like kubectl: the same output whether or not stdout is a terminal, so
+        // `taskctl logs ID | grep` and `taskctl list | awk` see what the user sees. Scripts
+        // ask for -o json, jsonl or id.
+        let format = global.output.unwrap_or(OutputFormat::Table);
         let color = stdout_tty && !global.no_color && std::env::var_os("NO_COLOR").is_none();
         Ui {
             format,

@@ -80,7 +80,7 @@ fn fails_three_times_then_lands_in_the_dead_letter_set(backend: Backend) {
         .json();
     assert_eq!(none["count"], 0);
     let again = api.taskctl(&["dlq", "retry", "--all", "-o", "table"]).ok();
-    assert_eq!(again, "1 failed tasks queued again");
+    assert_eq!(again, "1 failed task queued again");
     let run = api.taskctl(&["watch", &id, "-o", "json"]);
     run.fails_with(3);
     assert_eq!(run.json()[0]["attempts"], 3, "a replay gets fresh attempts");

@@ -82,10 +82,13 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     } else {
         http::probe_router(state)
     };
-    let http_shutdown = shutdown.clone();
+    // In the `all` role the API stays up while the worker drains, so clients can follow the
+    // last tasks to the end; it stops once the worker has.
+    let http_shutdown = CancellationToken::new();
+    let server_stop = http_shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .with_graceful_shutdown(async move { server_stop.cancelled().await })
             .await
     });
     tracing::info!(
@@ -117,6 +120,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     } else {
         shutdown.cancelled().await;
     }
+    http_shutdown.cancel();
 
     match server.await {
         Ok(Ok(())) => {}

@@ -36,7 +36,6 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            tracing::error!("{message}");
             eprintln!("taskd: {message}");
             ExitCode::FAILURE
         }

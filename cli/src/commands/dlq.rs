@@ -80,7 +80,10 @@ pub async fn run(client: &Client, ui: &Ui, args: DlqArgs) -> Result<(), CliError
             if ui.json() {
                 return ui.print_json(&result);
             }
-            ui.line(&format!("{} failed tasks queued again", result.count))
+            ui.line(&format!(
+                "{} queued again",
+                plural(result.count, "failed task")
+            ))
         }
         DlqCommand::Retry(args) => {
             super::retry::run(client, ui, super::retry::RetryArgs { ids: args.ids }).await
@@ -96,7 +99,7 @@ pub async fn run(client: &Client, ui: &Ui, args: DlqArgs) -> Result<(), CliError
             if ui.json() {
                 return ui.print_json(&result);
             }
-            ui.line(&format!("{} failed tasks deleted", result.count))
+            ui.line(&format!("{} deleted", plural(result.count, "failed task")))
         }
     }
 }
@@ -138,4 +141,12 @@ async fn list(client: &Client, ui: &Ui, args: DlqListArgs) -> Result<(), CliErro
         ]);
     }
     ui.print_table(&table)
+}
+
+fn plural(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }

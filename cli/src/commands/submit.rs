@@ -50,7 +50,7 @@ pub struct SubmitArgs {
     pub max_attempts: Option<u32>,
 
     /// How long one attempt may run (e.g. 30s, 5m).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
     pub timeout: Option<Duration>,
 
     /// Run no earlier than this long from now (e.g. 10s, 1h).
@@ -242,6 +242,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("'{text}' is not a duration ({e}); try 30s, 5m or 1h"))
 }
 
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be longer than zero".to_owned()),
+        d => Ok(d),
+    }
+}
+
 fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
@@ -353,6 +360,7 @@ mod tests {
             &["echo", "--payload", "{not json"][..],
             &["echo", "--payload", "[1]", "-p", "a=b"][..],
             &["echo", "--timeout", "soon"][..],
+            &["echo", "--timeout", "0s"][..],
             &["echo", "--at", "tomorrow"][..],
             &["echo", "--delay", "1s", "--at", "2030-01-01T00:00:00Z"][..],
             &["echo", "--label", "nokey"][..],
