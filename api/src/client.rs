@@ -42,6 +42,9 @@ impl Client {
         if parsed.host_str().is_none() {
             return Err(invalid("no host"));
         }
+        // reqwest is built without a default TLS provider (one provider, ring, for the whole
+        // workspace); make sure it is installed whoever uses this client.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))

@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands::completions::CompletionsArgs;
 use crate::commands::top::TopArgs;
 use crate::commands::{
     cancel::CancelArgs, dlq::DlqArgs, events::EventsArgs, list::ListArgs, logs::LogsArgs,
@@ -39,21 +40,28 @@ pub struct GlobalArgs {
     #[arg(long, env = "TASKCTL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
-    /// Output format: `table` for people (the default, piped or not); `json` for scripts
-    /// (one document); `jsonl` (one compact object per line; streams always are).
+    /// Output format: `table` for people (the default, piped or not); `wide` (a table with
+    /// more columns); `json` for scripts (one document); `jsonl` (one compact object per
+    /// line; streams always are); `id` (one id per line, for xargs).
     #[arg(short = 'o', long, value_enum, global = true)]
     pub output: Option<OutputFormat>,
 
     /// Never use colour (also when NO_COLOR is set).
     #[arg(long, global = true)]
     pub no_color: bool,
+
+    /// Print tables without their header row.
+    #[arg(long, global = true)]
+    pub no_headers: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Table,
+    Wide,
     Json,
     Jsonl,
+    Id,
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,4 +90,6 @@ pub enum Command {
     Workers(WorkersArgs),
     /// The live dashboard: queues, workers and tasks, with cancel and retry.
     Top(TopArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(CompletionsArgs),
 }

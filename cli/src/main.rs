@@ -3,20 +3,22 @@
 
 mod cli;
 mod commands;
+mod complete;
 mod error;
 mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use cli::Cli;
 use error::CliError;
 
 fn main() -> ExitCode {
     reset_sigpipe();
+    // `COMPLETE=bash taskctl …` is the shell asking for completions; answer and exit.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = Cli::parse();
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -15,6 +15,7 @@ use crate::error::CliError;
 #[derive(Debug, Clone, Copy)]
 pub struct Ui {
     pub format: OutputFormat,
+    pub no_headers: bool,
     pub color: bool,
     /// Progress bars and spinners go to stderr, and only when it is a terminal.
     pub progress: bool,
@@ -30,18 +31,36 @@ impl Ui {
         let color = stdout_tty && !global.no_color && std::env::var_os("NO_COLOR").is_none();
         Ui {
             format,
+            no_headers: global.no_headers,
             color,
             progress: std::io::stderr().is_terminal(),
         }
     }
 
-    /// True for the machine formats (`json` and `jsonl`).
+    /// True for the machine formats (`json`, `jsonl` and `id`).
     pub fn json(&self) -> bool {
-        matches!(self.format, OutputFormat::Json | OutputFormat::Jsonl)
+        matches!(
+            self.format,
+            OutputFormat::Json | OutputFormat::Jsonl | OutputFormat::Id
+        )
     }
 
-    /// One document on stdout: pretty with `json`, one compact line with `jsonl`.
+    /// True for `-o wide`.
+    pub fn wide(&self) -> bool {
+        self.format == OutputFormat::Wide
+    }
+
+    /// One document on stdout: pretty with `json`, one compact line with `jsonl`, its ids
+    /// with `id`.
     pub fn print_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), CliError> {
+        if self.format == OutputFormat::Id {
+            let value = serde_json::to_value(value)
+                .map_err(|e| CliError::Other(format!("cannot encode the output: {e}")))?;
+            for id in ids_of(&value) {
+                self.line(&id)?;
+            }
+            return Ok(());
+        }
         let text = if self.format == OutputFormat::Jsonl {
             serde_json::to_string(value)
         } else {
@@ -57,8 +76,11 @@ impl Ui {
         document: &D,
         items: &[T],
     ) -> Result<(), CliError> {
-        if self.format != OutputFormat::Jsonl {
+        if self.format == OutputFormat::Json {
             return self.print_json(document);
+        }
+        if self.format == OutputFormat::Id {
+            return self.print_json(items);
         }
         for item in items {
             self.json_line(item)?;
@@ -86,7 +108,7 @@ impl Ui {
         table
             .load_style(presets::NOTHING)
             .set_content_arrangement(ContentArrangement::Disabled);
-        if !headers.is_empty() {
+        if !headers.is_empty() && !self.no_headers {
             table.set_header(headers.iter().map(|h| {
                 let cell = Cell::new(h);
                 if self.color {
@@ -119,6 +141,32 @@ impl Ui {
             return cell;
         }
         cell.fg(status_color(status))
+    }
+}
+
+/// The ids in an output document: a task's `id`, an event's task, a queue's name, or those
+/// of every element of an array or of a `tasks`/`queues`/`workers` list.
+pub fn ids_of(value: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => items.iter().flat_map(ids_of).collect(),
+        Value::Object(map) => {
+            for list in ["tasks", "queues", "workers"] {
+                if let Some(Value::Array(items)) = map.get(list) {
+                    return items.iter().flat_map(ids_of).collect();
+                }
+            }
+            for key in ["id", "queue"] {
+                if let Some(Value::String(id)) = map.get(key) {
+                    return vec![id.clone()];
+                }
+            }
+            match map.get("task") {
+                Some(task) => ids_of(task),
+                None => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
     }
 }
 
@@ -192,6 +240,20 @@ mod tests {
         assert_eq!(ago(3 * 3600), "3h");
         assert_eq!(ago(3 * 86400), "3d");
         assert_eq!(ago(-30), "in 30s");
+    }
+
+    #[test]
+    fn ids_come_out_of_every_shape() {
+        use serde_json::json;
+        assert_eq!(ids_of(&json!({"id": "a", "kind": "noop"})), ["a"]);
+        assert_eq!(ids_of(&json!([{"id": "a"}, {"id": "b"}])), ["a", "b"]);
+        assert_eq!(
+            ids_of(&json!({"tasks": [{"id": "a"}], "next_cursor": "x"})),
+            ["a"]
+        );
+        assert_eq!(ids_of(&json!({"queues": [{"queue": "mail"}]})), ["mail"]);
+        assert_eq!(ids_of(&json!({"seq": 1, "task": {"id": "t"}})), ["t"]);
+        assert!(ids_of(&json!({"count": 3})).is_empty());
     }
 
     #[test]

@@ -27,10 +27,10 @@ pub enum DlqCommand {
 #[derive(Debug, Args)]
 pub struct DlqListArgs {
     /// Only tasks of this kind.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::kinds))]
     pub kind: Option<String>,
     /// Only tasks of this queue.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::queues))]
     pub queue: Option<String>,
     /// How many at most.
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -41,7 +41,7 @@ pub struct DlqListArgs {
 #[command(group = clap::ArgGroup::new("which").required(true).args(["ids", "all"]))]
 pub struct DlqRetryArgs {
     /// These failed tasks.
-    #[arg(value_name = "ID", value_parser = super::parse_id)]
+    #[arg(value_name = "ID", value_parser = super::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::task_ids))]
     pub ids: Vec<Uuid>,
     /// Every failed task (narrowed by --kind and --queue).
     #[arg(long, conflicts_with = "ids")]
@@ -50,7 +50,7 @@ pub struct DlqRetryArgs {
     #[arg(long, requires = "all")]
     pub kind: Option<String>,
     /// With --all: only tasks of this queue.
-    #[arg(long, requires = "all")]
+    #[arg(long, requires = "all", add = clap_complete::ArgValueCandidates::new(crate::complete::queues))]
     pub queue: Option<String>,
 }
 
@@ -60,10 +60,10 @@ pub struct DlqPurgeArgs {
     #[arg(long, value_name = "DUR", value_parser = super::submit::parse_duration)]
     pub older_than: std::time::Duration,
     /// Only tasks of this kind.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::kinds))]
     pub kind: Option<String>,
     /// Only tasks of this queue.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::queues))]
     pub queue: Option<String>,
 }
 

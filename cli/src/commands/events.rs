@@ -17,13 +17,13 @@ use crate::output::Ui;
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only events of tasks in this queue.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::queues))]
     pub queue: Option<String>,
     /// Only events of tasks of this kind.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::kinds))]
     pub kind: Option<String>,
     /// Only events of this task. Repeatable.
-    #[arg(long = "task", value_name = "ID", value_parser = super::parse_id)]
+    #[arg(long = "task", value_name = "ID", value_parser = super::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::task_ids))]
     pub tasks: Vec<Uuid>,
     /// Exit after this many events.
     #[arg(short = 'n', long)]
@@ -78,6 +78,9 @@ pub async fn run(client: &Client, ui: &Ui, args: EventsArgs) -> Result<(), CliEr
 }
 
 fn print(ui: &Ui, event: &TaskEvent) -> Result<(), CliError> {
+    if ui.format == crate::cli::OutputFormat::Id {
+        return ui.line(&event.task.id.to_string());
+    }
     if ui.json() {
         return ui.json_line(event);
     }

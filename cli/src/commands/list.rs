@@ -16,10 +16,10 @@ pub struct ListArgs {
     #[arg(long, value_parser = parse_status)]
     pub status: Option<TaskStatus>,
     /// Only tasks of this queue.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::queues))]
     pub queue: Option<String>,
     /// Only tasks of this kind.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::kinds))]
     pub kind: Option<String>,
     /// How many tasks at most (pages are fetched as needed).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
@@ -61,7 +61,7 @@ pub async fn run(client: &Client, ui: &Ui, args: ListArgs) -> Result<(), CliErro
         return Ok(());
     }
     let now = chrono::Utc::now();
-    let mut table = ui.table(&[
+    let mut headers = vec![
         "ID",
         "KIND",
         "QUEUE",
@@ -70,9 +70,13 @@ pub async fn run(client: &Client, ui: &Ui, args: ListArgs) -> Result<(), CliErro
         "AGE",
         "DURATION",
         "LAST ERROR",
-    ]);
+    ];
+    if ui.wide() {
+        headers.extend(["PRIORITY", "RUN AT", "WORKER", "LABELS"]);
+    }
+    let mut table = ui.table(&headers);
     for task in &all.tasks {
-        table.add_row(vec![
+        let mut row = vec![
             Cell::new(task.id),
             Cell::new(&task.kind),
             Cell::new(&task.queue),
@@ -86,7 +90,24 @@ pub async fn run(client: &Client, ui: &Ui, args: ListArgs) -> Result<(), CliErro
                     .map(|e| output::excerpt(e, 60))
                     .unwrap_or_default(),
             ),
-        ]);
+        ];
+        if ui.wide() {
+            let labels: Vec<String> = task
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            row.extend([
+                Cell::new(task.priority),
+                Cell::new(
+                    task.run_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ),
+                Cell::new(task.worker.as_deref().unwrap_or("-")),
+                Cell::new(labels.join(",")),
+            ]);
+        }
+        table.add_row(row);
     }
     ui.print_table(&table)
 }

@@ -14,7 +14,7 @@ use crate::output::Ui;
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The task id.
-    #[arg(value_name = "ID", value_parser = super::parse_id)]
+    #[arg(value_name = "ID", value_parser = super::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::task_ids))]
     pub id: Uuid,
     /// Keep printing new output until the task finishes.
     #[arg(short, long)]
@@ -33,7 +33,10 @@ struct Printer<'a> {
 
 impl Printer<'_> {
     fn print(&mut self, line: &LogLine) -> Result<(), CliError> {
-        if self.ui.json() {
+        if matches!(
+            self.ui.format,
+            crate::cli::OutputFormat::Json | crate::cli::OutputFormat::Jsonl
+        ) {
             return self.ui.json_line(line);
         }
         if line.attempt != self.attempt {

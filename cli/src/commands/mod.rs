@@ -1,6 +1,7 @@
 //! One module per subcommand; each has its clap `Args` and one `run` function.
 
 pub mod cancel;
+pub mod completions;
 pub mod dlq;
 pub mod events;
 pub mod list;
@@ -30,6 +31,9 @@ pub fn parse_id(text: &str) -> Result<Uuid, String> {
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let ui = Ui::from_args(&cli.global);
+    if let Command::Completions(args) = cli.command {
+        return completions::run(args);
+    }
     // Everything about the arguments is checked before the first request.
     let client = Client::new(&cli.global.server, cli.global.token.clone())
         .map_err(|e| CliError::Usage(format!("--server: {e}")))?;
@@ -43,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Logs(args) => logs::run(&client, &ui, args).await,
         Command::Dlq(args) => dlq::run(&client, &ui, args).await,
         Command::Events(args) => events::run(&client, &ui, args).await,
+        Command::Completions(_) => unreachable!("handled before connecting"),
         Command::Top(args) => {
             let color = !cli.global.no_color && std::env::var_os("NO_COLOR").is_none();
             top::run(&client, color, args).await

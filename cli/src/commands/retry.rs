@@ -10,7 +10,7 @@ use crate::output::Ui;
 #[derive(Debug, Args)]
 pub struct RetryArgs {
     /// Ids of failed or cancelled tasks.
-    #[arg(required = true, value_name = "ID", value_parser = super::parse_id)]
+    #[arg(required = true, value_name = "ID", value_parser = super::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::task_ids))]
     pub ids: Vec<Uuid>,
 }
 

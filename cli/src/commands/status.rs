@@ -11,7 +11,7 @@ use crate::output::{self, Ui};
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The task id.
-    #[arg(value_name = "ID", value_parser = super::parse_id)]
+    #[arg(value_name = "ID", value_parser = super::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::task_ids))]
     pub id: Uuid,
 }
 

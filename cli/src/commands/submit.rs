@@ -26,7 +26,7 @@ use crate::output::Ui;
     id=$(taskctl submit noop -q) && taskctl watch \"$id\"")]
 pub struct SubmitArgs {
     /// The task kind.
-    #[arg(value_name = "KIND")]
+    #[arg(value_name = "KIND", add = clap_complete::ArgValueCandidates::new(crate::complete::kinds))]
     pub kind: String,
 
     /// The payload as JSON; `@FILE` reads a file, `-` reads stdin.
@@ -38,7 +38,7 @@ pub struct SubmitArgs {
     pub params: Vec<String>,
 
     /// The queue to submit to.
-    #[arg(long)]
+    #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::queues))]
     pub queue: Option<String>,
 
     /// Higher runs first among ready tasks of a queue (-1000 to 1000).

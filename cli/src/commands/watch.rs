@@ -14,13 +14,16 @@ use crate::output::{self, Ui};
 #[derive(Debug, Args)]
 pub struct WatchArgs {
     /// Task ids.
-    #[arg(required = true, value_name = "ID", value_parser = super::parse_id)]
+    #[arg(required = true, value_name = "ID", value_parser = super::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::task_ids))]
     pub ids: Vec<Uuid>,
 }
 
 pub async fn run(client: &Client, ui: &Ui, args: WatchArgs) -> Result<(), CliError> {
     let tasks = follow(client, ui, &args.ids, true).await?;
-    if ui.format == crate::cli::OutputFormat::Json {
+    if matches!(
+        ui.format,
+        crate::cli::OutputFormat::Json | crate::cli::OutputFormat::Id
+    ) {
         ui.print_json(&tasks)?;
     }
     outcome(&tasks)
