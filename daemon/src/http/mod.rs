@@ -64,4 +64,5 @@ fn probe_routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(probes::health))
         .route("/ready", get(probes::ready))
+        .route("/metrics", get(probes::metrics))
 }

@@ -41,3 +41,50 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) 
     };
     (status, Json(health))
 }
+
+/// `GET /metrics`: Prometheus text. For now the depth of every queue by status and the build;
+/// the full set of counters and histograms is the performance issue's.
+pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use std::fmt::Write;
+    let mut text = String::new();
+    let _ = writeln!(text, "# HELP taskplane_build_info The running taskd.");
+    let _ = writeln!(text, "# TYPE taskplane_build_info gauge");
+    let _ = writeln!(
+        text,
+        "taskplane_build_info{{version=\"{}\",role=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        state.role
+    );
+    let _ = writeln!(
+        text,
+        "# HELP taskplane_queue_depth Tasks per queue and status."
+    );
+    let _ = writeln!(text, "# TYPE taskplane_queue_depth gauge");
+    match state.store.queue_counts(None).await {
+        Ok(counts) => {
+            for count in counts {
+                let _ = writeln!(
+                    text,
+                    "taskplane_queue_depth{{queue=\"{}\",status=\"{}\"}} {}",
+                    count.queue, count.status, count.count
+                );
+            }
+        }
+        Err(error) => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("# store unavailable: {error}\n"),
+            )
+                .into_response();
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        text,
+    )
+        .into_response()
+}
