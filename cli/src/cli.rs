@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::commands::bench::BenchArgs;
 use crate::commands::completions::CompletionsArgs;
 use crate::commands::top::TopArgs;
 use crate::commands::{
@@ -92,4 +93,6 @@ pub enum Command {
     Top(TopArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(CompletionsArgs),
+    /// Load-test a running taskd and report throughput and latency percentiles.
+    Bench(BenchArgs),
 }

@@ -18,7 +18,10 @@ fn main() -> ExitCode {
     reset_sigpipe();
     // `COMPLETE=bash taskctl …` is the shell asking for completions; answer and exit.
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage(error),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -30,6 +33,36 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => report(error),
     }
+}
+
+/// Help and --version print as clap prints them; a usage error becomes one line (clap's own
+/// message, with its tip when it has one) and exit code 2.
+fn usage(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return ExitCode::from(
+            if error.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                error::code::USAGE
+            } else {
+                0
+            },
+        );
+    }
+    let text = error.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("error: invalid arguments");
+    let tip = lines
+        .find(|l| l.starts_with("tip:"))
+        .map(|tip| format!(" ({tip})"))
+        .unwrap_or_default();
+    eprintln!("{first}{tip} (see taskctl --help)");
+    ExitCode::from(error::code::USAGE)
 }
 
 fn report(error: CliError) -> ExitCode {

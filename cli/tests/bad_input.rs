@@ -236,11 +236,9 @@ fn taskctl_prints_one_line_and_the_contract_exit_code() {
         (vec!["frobnicate"], "unrecognized subcommand"),
     ];
     for (args, needle) in usage {
-        let run = taskd.taskctl(&args);
-        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
-        let first = run.stderr.lines().next().unwrap_or("");
-        assert!(first.starts_with("error: "), "{args:?}: {}", run.stderr);
-        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+        let line = taskd.taskctl(&args).fails_with(2);
+        assert!(line.starts_with("error: "), "{args:?}: {line}");
+        assert!(line.contains(needle), "{args:?}: {line}");
     }
     assert_eq!(task_count(&taskd), 0, "nothing was stored");
 }

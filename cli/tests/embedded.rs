@@ -462,3 +462,34 @@ fn list_filters_and_tables() {
         .json();
     assert_eq!(before["tasks"].as_array().map(Vec::len), Some(1));
 }
+
+#[test]
+fn taskd_migrate_and_health_answer_with_their_exit_codes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = format!("sqlite://{}", dir.path().join("m.db").display());
+    for _ in 0..2 {
+        let status = std::process::Command::new(common::taskd_bin())
+            .args(["migrate", "--database", &db])
+            .status()
+            .expect("taskd migrate");
+        assert!(status.success(), "migrating (again) succeeds");
+    }
+    let taskd = Daemon::start_with(dir.path(), &["--listen", "127.0.0.1:0", "--database", &db]);
+    assert_eq!(
+        taskd.taskctl(&["list", "-o", "id"]).ok(),
+        "",
+        "the migrated file serves"
+    );
+    let probe = |url: String| {
+        std::process::Command::new(common::taskd_bin())
+            .args(["health", "--url", &url])
+            .output()
+            .expect("taskd health")
+    };
+    assert!(probe(format!("{}/ready", taskd.url)).status.success());
+    let missing = probe(format!("{}/nope", taskd.url));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    let closed = probe("http://127.0.0.1:1/health".to_owned());
+    assert_eq!(closed.status.code(), Some(1));
+}

@@ -129,7 +129,7 @@ fn a_high_priority_task_overtakes_on_a_single_slot(backend: Backend) {
     };
     let api = platform.api();
     let blocker = api
-        .taskctl(&["submit", "sleep", "-p", "ms:=1500", "-q"])
+        .taskctl(&["submit", "sleep", "-p", "ms:=3000", "-q"])
         .ok();
     wait_until("the blocker to run", Duration::from_secs(15), || {
         api.task(&blocker)["status"] == "running"

@@ -129,7 +129,7 @@ fn taskctl_top_in_tmux() {
         .taskctl(&["submit", "sleep", "-p", "ms:=60000", "-q"])
         .ok();
     let quick = taskd
-        .taskctl(&["submit", "sleep", "-p", "ms:=800", "-q"])
+        .taskctl(&["submit", "sleep", "-p", "ms:=2500", "-q"])
         .ok();
     let sleeper_short = &sleeper[sleeper.len() - 8..];
     let quick_short = &quick[quick.len() - 8..];

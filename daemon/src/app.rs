@@ -66,12 +66,14 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         // Submits by other processes (PostgreSQL) wake this worker at once.
         tokio::spawn(store.listen_ready(broker.ready_wake.clone()));
     }
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     let events = EventHub::new(store.clone());
     if args.role.runs_api() {
         tokio::spawn(events.clone().run(shutdown.clone()));
     }
     let state = http::AppState {
         events,
+        metrics: metrics.clone(),
         store: store.clone(),
         kinds: Arc::new(Kinds {
             known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
@@ -133,6 +135,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
                 retention: args.retention,
             },
             broker,
+            metrics,
         };
         worker.run(shutdown.clone()).await;
     } else {

@@ -8,5 +8,6 @@ pub mod domain;
 pub mod events;
 pub mod executors;
 pub mod http;
+pub mod metrics;
 pub mod store;
 pub mod worker;

@@ -46,4 +46,5 @@ postgres_tests!(
     logs_page_in_order,
     publishing_is_tracked,
     claims_by_id_skip_what_is_not_ready,
+    transitions_agree_with_the_state_machine,
 );

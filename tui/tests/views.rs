@@ -184,13 +184,19 @@ fn help_filter_confirm_and_disconnected() {
     for c in "mail".chars() {
         key(&mut app, KeyCode::Char(c));
     }
-    check("filter_80x24", &draw(&mut app, 80, 24));
+    both_sizes("filter", &mut app);
     key(&mut app, KeyCode::Enter);
     key(&mut app, KeyCode::Char('c'));
-    check("confirm_80x24", &draw(&mut app, 80, 24));
+    both_sizes("confirm", &mut app);
     key(&mut app, KeyCode::Char('n'));
     app::update(&mut app, Action::Disconnected("cannot reach taskd".into()));
-    check("disconnected_80x24", &draw(&mut app, 80, 24));
+    both_sizes("disconnected", &mut app);
+    app::update(&mut app, Action::Done("ok".into()));
+    key(&mut app, KeyCode::Char(':'));
+    for c in "queue mail".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    both_sizes("command", &mut app);
 }
 
 #[test]
@@ -202,5 +208,5 @@ fn an_empty_server() {
         &mut app,
         Action::Tasks(Query::default(), TaskList::default()),
     );
-    check("empty_80x24", &draw(&mut app, 80, 24));
+    both_sizes("empty", &mut app);
 }

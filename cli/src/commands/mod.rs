@@ -1,5 +1,6 @@
 //! One module per subcommand; each has its clap `Args` and one `run` function.
 
+pub mod bench;
 pub mod cancel;
 pub mod completions;
 pub mod dlq;
@@ -47,6 +48,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Logs(args) => logs::run(&client, &ui, args).await,
         Command::Dlq(args) => dlq::run(&client, &ui, args).await,
         Command::Events(args) => events::run(&client, &ui, args).await,
+        Command::Bench(args) => bench::run(&client, &ui, args).await,
         Command::Completions(_) => unreachable!("handled before connecting"),
         Command::Top(args) => {
             let color = !cli.global.no_color && std::env::var_os("NO_COLOR").is_none();

@@ -25,8 +25,15 @@ pub enum Event {
     Stopped,
     /// The worker was shut down before the handler finished: back to ready, attempt not counted.
     Requeue,
-    /// The worker's lease ran out (it died): ready again if attempts remain.
-    LeaseExpired { attempts_left: bool },
+    /// The worker's lease ran out (it died): ready again if attempts remain, cancelled if a
+    /// cancel was pending.
+    LeaseExpired {
+        attempts_left: bool,
+        cancel_requested: bool,
+    },
+    /// The worker exited without a drain (a second signal) and handed the task back:
+    /// ready again without counting the attempt, or cancelled if a cancel was pending.
+    Released { cancel_requested: bool },
     /// A user asked for another round of a failed or cancelled task.
     Retry,
 }
@@ -55,15 +62,31 @@ pub fn transition(from: TaskStatus, event: Event) -> Result<TaskStatus, IllegalT
         (
             Running,
             Event::LeaseExpired {
+                cancel_requested: true,
+                ..
+            },
+        ) => Cancelled,
+        (
+            Running,
+            Event::LeaseExpired {
                 attempts_left: true,
+                ..
             },
         ) => Queued,
         (
             Running,
             Event::LeaseExpired {
                 attempts_left: false,
+                ..
             },
         ) => Failed,
+        (
+            Running,
+            Event::Released {
+                cancel_requested: true,
+            },
+        ) => Cancelled,
+        (Running, Event::Released { .. }) => Queued,
         (Failed | Cancelled, Event::Retry) => Queued,
         _ => return Err(IllegalTransition { from, event }),
     };
@@ -132,7 +155,7 @@ mod tests {
     use super::*;
     use TaskStatus::*;
 
-    const EVENTS: [Event; 11] = [
+    const EVENTS: [Event; 15] = [
         Event::Due,
         Event::Claim,
         Event::Succeed,
@@ -143,9 +166,25 @@ mod tests {
         Event::Requeue,
         Event::LeaseExpired {
             attempts_left: true,
+            cancel_requested: false,
         },
         Event::LeaseExpired {
             attempts_left: false,
+            cancel_requested: false,
+        },
+        Event::LeaseExpired {
+            attempts_left: true,
+            cancel_requested: true,
+        },
+        Event::LeaseExpired {
+            attempts_left: false,
+            cancel_requested: true,
+        },
+        Event::Released {
+            cancel_requested: false,
+        },
+        Event::Released {
+            cancel_requested: true,
         },
         Event::Retry,
     ];
@@ -169,6 +208,7 @@ mod tests {
             Running,
             Event::LeaseExpired {
                 attempts_left: true,
+                cancel_requested: false,
             },
             Queued,
         ),
@@ -176,8 +216,39 @@ mod tests {
             Running,
             Event::LeaseExpired {
                 attempts_left: false,
+                cancel_requested: false,
             },
             Failed,
+        ),
+        (
+            Running,
+            Event::LeaseExpired {
+                attempts_left: true,
+                cancel_requested: true,
+            },
+            Cancelled,
+        ),
+        (
+            Running,
+            Event::LeaseExpired {
+                attempts_left: false,
+                cancel_requested: true,
+            },
+            Cancelled,
+        ),
+        (
+            Running,
+            Event::Released {
+                cancel_requested: false,
+            },
+            Queued,
+        ),
+        (
+            Running,
+            Event::Released {
+                cancel_requested: true,
+            },
+            Cancelled,
         ),
         (Failed, Event::Retry, Queued),
         (Cancelled, Event::Retry, Queued),

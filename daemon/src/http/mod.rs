@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::broker::Broker;
 use crate::domain::validate::Kinds;
 use crate::events::EventHub;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub broker: Arc<Broker>,
     /// Live events for `/api/v1/events`.
     pub events: Arc<EventHub>,
+    /// This process's counters and histograms for `/metrics`.
+    pub metrics: Arc<Metrics>,
     /// The role this process runs, for `/health`.
     pub role: &'static str,
 }
@@ -49,7 +52,33 @@ pub fn api_router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(taskplane_api::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
         .with_state(state)
+}
+
+/// Times every request by route template (not by path, which would explode the series).
+async fn record_request(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.metrics.http(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// Only the probes (a worker-only process).

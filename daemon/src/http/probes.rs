@@ -42,8 +42,8 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) 
     (status, Json(health))
 }
 
-/// `GET /metrics`: Prometheus text. For now the depth of every queue by status and the build;
-/// the full set of counters and histograms is the performance issue's.
+/// `GET /metrics`: Prometheus text: this process's counters and histograms, the depth of every
+/// queue by status (from the store), and the build.
 pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     use std::fmt::Write;
@@ -56,6 +56,7 @@ pub async fn metrics(State(state): State<AppState>) -> axum::response::Response 
         env!("CARGO_PKG_VERSION"),
         state.role
     );
+    state.metrics.render(&mut text);
     let _ = writeln!(
         text,
         "# HELP taskplane_queue_depth Tasks per queue and status."

@@ -54,6 +54,7 @@ pub async fn submit(
         )
     })?;
     if created {
+        state.metrics.submitted(&row.queue, &row.kind);
         state.broker.submitted(&[&row]);
         state.events.poke();
     }
@@ -109,6 +110,9 @@ pub async fn submit_batch(
         .map(|(row, _)| row)
         .collect();
     let any_created = !created.is_empty();
+    for row in &created {
+        state.metrics.submitted(&row.queue, &row.kind);
+    }
     if any_created {
         state.broker.submitted(&created);
         state.events.poke();

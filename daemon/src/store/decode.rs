@@ -125,6 +125,7 @@ where
             timeout_secs: count(&id, row.int("timeout_secs")?)?,
             retry_base_ms: opt_count(&id, row.opt_int("retry_base_ms")?)?,
             retry_max_ms: opt_count(&id, row.opt_int("retry_max_ms")?)?,
+            created_at: row.int("created_at")?,
         },
     ))
 }

@@ -168,6 +168,7 @@ pub struct ClaimedTask {
     /// The task's own backoff bounds, if it has them.
     pub retry_base_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
+    pub created_at: i64,
 }
 
 /// One row of the change feed, with its task's unchanging fields.

@@ -9,7 +9,7 @@ pub const TASK_COLUMNS: &str = "id, kind, queue, priority, payload, status, atte
 
 /// The columns a [`ClaimedTask`](super::ClaimedTask) is decoded from.
 pub const CLAIM_COLUMNS: &str = "id, kind, queue, payload, attempts, max_attempts, timeout_secs, \
-     priority, retry_base_ms, retry_max_ms";
+     priority, retry_base_ms, retry_max_ms, created_at";
 
 /// `published_at = 0`: the submitter publishes it (see the schema).
 pub const INSERT: &str =

@@ -58,6 +58,7 @@ pub struct Worker {
     pub config: WorkerConfig,
     /// How work arrives, and whom to tell when work becomes ready.
     pub broker: Arc<Broker>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A running task, as the loop tracks it.
@@ -196,6 +197,7 @@ impl Worker {
             if running.is_empty() {
                 slots.clear();
             }
+            this.metrics.set_busy(running.len());
         }
         if let Err(error) = this.store.remove_workers(Some(&this.config.id), 0).await {
             tracing::debug!(%error, "could not remove this worker from the live list");
@@ -401,7 +403,30 @@ impl Worker {
         log: logs::LogSink,
         delivery: Option<Acker>,
     ) -> Uuid {
+        // Every log line of this attempt carries the task's identity.
+        let span = tracing::info_span!(
+            "task",
+            task_id = %task.id,
+            kind = %task.kind,
+            queue = %task.queue,
+            attempt = task.attempt,
+            worker = %self.config.id
+        );
+        tracing::Instrument::instrument(self.attempt(task, cancel, hard_stop, log, delivery), span)
+            .await
+    }
+
+    async fn attempt(
+        self: Arc<Self>,
+        task: ClaimedTask,
+        cancel: CancellationToken,
+        hard_stop: CancellationToken,
+        log: logs::LogSink,
+        delivery: Option<Acker>,
+    ) -> Uuid {
         let id = task.id;
+        let began = now_ms();
+        tracing::debug!("attempt started");
         let timeout = Duration::from_secs(task.timeout_secs);
         let outcome = match self.registry.get(&task.kind) {
             None => AttemptOutcome::Failed(format!(
@@ -447,6 +472,21 @@ impl Worker {
             delay.as_millis() as u64,
         );
         let status = settlement.status();
+        let ended = now_ms();
+        self.metrics.finished(
+            &task.queue,
+            &task.kind,
+            status.as_str(),
+            (ended - began).max(0) as f64 / 1000.0,
+            (began - task.created_at).max(0) as f64 / 1000.0,
+        );
+        match &settlement {
+            lifecycle::Settlement::Failed { error }
+            | lifecycle::Settlement::Retrying { error, .. } => {
+                tracing::info!(%status, %error, "attempt failed");
+            }
+            _ => tracing::debug!(%status, "attempt ended"),
+        }
         // Keep trying while the lease would still be ours: a database restart should not
         // cost the outcome. Past that, the task runs again elsewhere.
         let give_up = tokio::time::Instant::now() + self.config.lease;

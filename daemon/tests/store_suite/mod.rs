@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use taskd::domain::lifecycle::Settlement;
+use taskd::domain::lifecycle::{Event, Settlement, transition};
 use taskd::domain::validate::{self, Kinds, NewTask};
 use taskd::store::{CancelOutcome, ListFilter, NewLogLine, RetryOutcome, Store};
 use taskplane_api::{LogStream, SubmitTask, TaskStatus};
@@ -523,4 +523,92 @@ pub async fn claims_by_id_skip_what_is_not_ready(store: Arc<dyn Store>) {
             .expect("claim")
             .is_empty()
     );
+}
+
+/// Every statement the store runs moves a task exactly as the state machine says.
+pub async fn transitions_agree_with_the_state_machine(store: Arc<dyn Store>) {
+    let id = insert_one(store.as_ref(), new_task(|t| t.max_attempts = Some(5))).await;
+    let status = |store: Arc<dyn Store>| async move {
+        store.get(id).await.expect("get").expect("exists").status
+    };
+    let mut now = NOW;
+    let step = |before: TaskStatus, event: Event, after: TaskStatus| {
+        assert_eq!(transition(before, event), Ok(after), "{before} + {event:?}");
+    };
+    let before = status(store.clone()).await;
+    store
+        .claim("w", &queues(), 1, now, now + 10)
+        .await
+        .expect("claim");
+    step(before, Event::Claim, status(store.clone()).await);
+
+    let before = status(store.clone()).await;
+    let retry = Settlement::Retrying {
+        error: "e".into(),
+        run_at_ms: now + 5,
+    };
+    store.settle(id, "w", &retry, now).await.expect("settle");
+    step(before, Event::FailRetryable, status(store.clone()).await);
+
+    now += 10;
+    let before = status(store.clone()).await;
+    store.promote_due(now).await.expect("promote");
+    step(before, Event::Due, status(store.clone()).await);
+
+    store
+        .claim("w", &queues(), 1, now, now + 10)
+        .await
+        .expect("claim");
+    let before = status(store.clone()).await;
+    store.cancel(id, now).await.expect("cancel");
+    step(before, Event::Cancel, status(store.clone()).await);
+
+    let before = status(store.clone()).await;
+    store.reap_expired(now + 11).await.expect("reap");
+    let event = Event::LeaseExpired {
+        attempts_left: true,
+        cancel_requested: true,
+    };
+    step(before, event, status(store.clone()).await);
+
+    let before = status(store.clone()).await;
+    store.retry(id, now).await.expect("retry");
+    step(before, Event::Retry, status(store.clone()).await);
+
+    store
+        .claim("w", &queues(), 1, now, now + 10)
+        .await
+        .expect("claim");
+    let before = status(store.clone()).await;
+    store.release_leases("w", now).await.expect("release");
+    step(
+        before,
+        Event::Released {
+            cancel_requested: false,
+        },
+        status(store.clone()).await,
+    );
+
+    store
+        .claim("w", &queues(), 1, now, now + 10)
+        .await
+        .expect("claim");
+    let before = status(store.clone()).await;
+    store.reap_expired(now + 11).await.expect("reap");
+    let event = Event::LeaseExpired {
+        attempts_left: true,
+        cancel_requested: false,
+    };
+    step(before, event, status(store.clone()).await);
+
+    store
+        .claim("w", &queues(), 1, now, now + 10)
+        .await
+        .expect("claim");
+    let before = status(store.clone()).await;
+    store
+        .settle(id, "w", &Settlement::Succeeded { result: "1".into() }, now)
+        .await
+        .expect("settle");
+    step(before, Event::Succeed, status(store.clone()).await);
 }

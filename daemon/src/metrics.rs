@@ -1,0 +1,219 @@
+//! Prometheus metrics of one taskd process: counters, a gauge and histograms kept in memory
+//! and rendered as text on `/metrics`, plus the queue depths read from the store at scrape
+//! time (every process sees the same database, so any of them can report them).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upper bounds of the histogram buckets, in seconds.
+const BUCKETS: [f64; 15] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {}",
+                self.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the text format wants.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    submitted: Mutex<BTreeMap<(String, String), u64>>,
+    finished: Mutex<BTreeMap<(String, String, String), u64>>,
+    duration: Mutex<BTreeMap<(String, String), Histogram>>,
+    queue_wait: Mutex<BTreeMap<(String, String), Histogram>>,
+    http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    busy: AtomicU64,
+}
+
+impl Metrics {
+    pub fn submitted(&self, queue: &str, kind: &str) {
+        if let Ok(mut map) = self.submitted.lock() {
+            *map.entry((queue.to_owned(), kind.to_owned())).or_default() += 1;
+        }
+    }
+
+    /// An attempt ended: its outcome, how long it ran and how long it waited to start.
+    pub fn finished(&self, queue: &str, kind: &str, status: &str, ran: f64, waited: f64) {
+        let key = (queue.to_owned(), kind.to_owned());
+        if let Ok(mut map) = self.finished.lock() {
+            *map.entry((key.0.clone(), key.1.clone(), status.to_owned()))
+                .or_default() += 1;
+        }
+        if let Ok(mut map) = self.duration.lock() {
+            map.entry(key.clone()).or_default().observe(ran);
+        }
+        if let Ok(mut map) = self.queue_wait.lock() {
+            map.entry(key).or_default().observe(waited);
+        }
+    }
+
+    pub fn set_busy(&self, slots: usize) {
+        self.busy.store(slots as u64, Ordering::Relaxed);
+    }
+
+    pub fn http(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        if let Ok(mut map) = self.http.lock() {
+            map.entry((method.to_owned(), route.to_owned(), status))
+                .or_default()
+                .observe(seconds);
+        }
+    }
+
+    /// Everything but the queue depths, in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP taskplane_tasks_submitted_total Tasks accepted by this process."
+        );
+        let _ = writeln!(out, "# TYPE taskplane_tasks_submitted_total counter");
+        if let Ok(map) = self.submitted.lock() {
+            for ((queue, kind), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "taskplane_tasks_submitted_total{{queue=\"{}\",kind=\"{}\"}} {n}",
+                    escape(queue),
+                    escape(kind)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP taskplane_tasks_finished_total Attempts finished by this process, by outcome."
+        );
+        let _ = writeln!(out, "# TYPE taskplane_tasks_finished_total counter");
+        if let Ok(map) = self.finished.lock() {
+            for ((queue, kind, status), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "taskplane_tasks_finished_total{{queue=\"{}\",kind=\"{}\",status=\"{}\"}} {n}",
+                    escape(queue),
+                    escape(kind),
+                    escape(status)
+                );
+            }
+        }
+        for (name, help, map) in [
+            (
+                "taskplane_task_duration_seconds",
+                "How long attempts ran.",
+                &self.duration,
+            ),
+            (
+                "taskplane_queue_wait_seconds",
+                "How long tasks waited from creation to their attempt's start.",
+                &self.queue_wait,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} histogram");
+            if let Ok(map) = map.lock() {
+                for ((queue, kind), histogram) in map.iter() {
+                    let labels = format!("queue=\"{}\",kind=\"{}\"", escape(queue), escape(kind));
+                    histogram.render(out, name, &labels);
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP taskplane_worker_busy_slots Worker slots running a task now."
+        );
+        let _ = writeln!(out, "# TYPE taskplane_worker_busy_slots gauge");
+        let _ = writeln!(
+            out,
+            "taskplane_worker_busy_slots {}",
+            self.busy.load(Ordering::Relaxed)
+        );
+        let name = "taskplane_http_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} HTTP requests by route and status.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        if let Ok(map) = self.http.lock() {
+            for ((method, route, status), histogram) in map.iter() {
+                let labels = format!(
+                    "method=\"{}\",route=\"{}\",status=\"{status}\"",
+                    escape(method),
+                    escape(route)
+                );
+                histogram.render(out, name, &labels);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative() {
+        let mut h = Histogram::default();
+        h.observe(0.003);
+        h.observe(0.2);
+        h.observe(1000.0);
+        let mut out = String::new();
+        h.render(&mut out, "x", "a=\"b\"");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.001\"} 0"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.005\"} 1"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"0.25\"} 2"), "{out}");
+        assert!(out.contains("x_bucket{a=\"b\",le=\"+Inf\"} 3"), "{out}");
+        assert!(out.contains("x_count{a=\"b\"} 3"), "{out}");
+    }
+
+    #[test]
+    fn counters_render_with_escaped_labels() {
+        let metrics = Metrics::default();
+        metrics.submitted("mail", "echo");
+        metrics.submitted("mail", "echo");
+        metrics.finished("mail", "e\"cho", "succeeded", 0.01, 0.002);
+        metrics.set_busy(3);
+        let mut out = String::new();
+        metrics.render(&mut out);
+        assert!(out.contains("taskplane_tasks_submitted_total{queue=\"mail\",kind=\"echo\"} 2"));
+        assert!(
+            out.contains("kind=\"e\\\"cho\",status=\"succeeded\"} 1"),
+            "{out}"
+        );
+        assert!(out.contains("taskplane_worker_busy_slots 3"));
+    }
+}
