@@ -91,12 +91,19 @@ impl PgStore {
         now: i64,
         lease_until: i64,
     ) -> Result<Vec<ClaimedTask>> {
+        // With one queue, `queue = $4` lets PostgreSQL walk the `tasks_ready` index in
+        // priority order and stop at the limit; `= ANY` over several makes it sort them all.
+        let filter = if queues.len() == 1 {
+            "queue = $4[1]"
+        } else {
+            "queue = ANY($4)"
+        };
         // The CTE runs once (a subquery under IN may be evaluated again and claim more than
         // the limit); SKIP LOCKED lets concurrent workers pick different rows.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH picked AS (
                  SELECT id AS picked_id FROM tasks
-                 WHERE status = 'queued' AND queue = ANY($4)
+                 WHERE status = 'queued' AND {filter}
                  ORDER BY priority DESC, run_at, id
                  LIMIT $5
                  FOR UPDATE SKIP LOCKED)

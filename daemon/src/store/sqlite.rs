@@ -105,13 +105,21 @@ impl SqliteStore {
         now: i64,
         lease_until: i64,
     ) -> Result<Vec<ClaimedTask>> {
-        let queues = serde_json::to_string(queues).map_err(|e| decode::corrupt("-", e))?;
+        // With one queue, `queue = $4` lets SQLite walk the `tasks_ready` index in priority
+        // order and stop at the limit; a list (`json_each`) makes it sort every ready task.
+        let (filter, queues) = match queues {
+            [queue] => ("queue = $4", queue.clone()),
+            _ => (
+                "queue IN (SELECT value FROM json_each($4))",
+                serde_json::to_string(queues).map_err(|e| decode::corrupt("-", e))?,
+            ),
+        };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = $1,
                  lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3
              WHERE id IN (
                  SELECT id FROM tasks
-                 WHERE status = 'queued' AND queue IN (SELECT value FROM json_each($4))
+                 WHERE status = 'queued' AND {filter}
                  ORDER BY priority DESC, run_at, id
                  LIMIT $5)
                AND status = 'queued'
