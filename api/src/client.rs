@@ -280,9 +280,9 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, E
     }
 }
 
-/// The innermost causes of an error, which are the informative ones for a human
+/// The innermost cause of an error, which is the informative one for a human
 /// ("connection refused" rather than "error sending request").
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut deepest = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

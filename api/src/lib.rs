@@ -10,7 +10,7 @@ pub mod kinds;
 mod stream;
 mod types;
 
-pub use client::Client;
+pub use client::{Client, error_chain};
 pub use error::Error;
 pub use stream::{EventStream, LogTail, SseMessage, SseParser};
 pub use types::*;

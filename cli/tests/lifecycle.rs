@@ -2,6 +2,7 @@
 //! on the embedded platform and once on PostgreSQL + RabbitMQ (skipped, or failed under
 //! TASKPLANE_REQUIRE_SERVICES=1, when those are missing).
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -350,27 +351,6 @@ fn finished_tasks_are_deleted_after_the_retention_period(backend: Backend) {
         "scheduled",
         "unfinished tasks stay"
     );
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Backend::Embedded);
-                }
-            )*
-        }
-        mod production {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Backend::Production);
-                }
-            )*
-        }
-    };
 }
 
 on_both_backends!(

@@ -1,6 +1,7 @@
 //! The live control plane end to end, on both backends: the event stream, following a
 //! task's output, queue depth and the worker list.
 
+#[macro_use]
 mod common;
 
 use std::collections::{HashMap, HashSet};
@@ -253,27 +254,6 @@ fn taskctl_events_tails_and_counts(backend: Backend) {
             .iter()
             .all(|e| submitted.contains(e["task"]["id"].as_str().unwrap_or("")))
     );
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod embedded {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Backend::Embedded);
-                }
-            )*
-        }
-        mod production {
-            $(
-                #[test]
-                fn $name() {
-                    super::$name(super::Backend::Production);
-                }
-            )*
-        }
-    };
 }
 
 on_both_backends!(

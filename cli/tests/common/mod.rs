@@ -580,3 +580,27 @@ impl Drop for EventTail {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
+
+/// Runs each named test function (`fn(Backend)`) once per backend, as `embedded::NAME` and
+/// `production::NAME`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Backend::Embedded);
+                }
+            )*
+        }
+        mod production {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Backend::Production);
+                }
+            )*
+        }
+    };
+}

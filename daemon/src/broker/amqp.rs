@@ -128,8 +128,10 @@ impl Amqp {
         }
     }
 
-    async fn declare(channel: &Channel, queue: &str) -> Result<(), BrokerError> {
-        channel
+    /// Declares a taskd queue (idempotent: the same arguments everywhere) and answers the
+    /// broker's view of it.
+    async fn declare(channel: &Channel, queue: &str) -> Result<lapin::Queue, BrokerError> {
+        let declared = channel
             .queue_declare(
                 queue_name(queue).into(),
                 QueueDeclareOptions {
@@ -139,7 +141,7 @@ impl Amqp {
                 queue_arguments(),
             )
             .await?;
-        Ok(())
+        Ok(declared)
     }
 
     /// Publishes persistent messages with confirms, many in flight at once. Answers the
@@ -209,16 +211,7 @@ impl Amqp {
         queue: &str,
     ) -> Result<taskplane_api::BrokerQueue, BrokerError> {
         let channel = self.connection().await?.create_channel().await?;
-        let declared = channel
-            .queue_declare(
-                queue_name(queue).into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                queue_arguments(),
-            )
-            .await?;
+        let declared = Self::declare(&channel, queue).await?;
         let _ = channel.close(200, "done".into()).await;
         Ok(taskplane_api::BrokerQueue {
             messages: u64::from(declared.message_count()),

@@ -52,7 +52,7 @@ impl Executor for Http {
                 ExecError(format!(
                     "http: {method} {} failed: {}",
                     spec.url,
-                    root_cause(&e)
+                    taskplane_api::error_chain(&e)
                 ))
             })?;
             let status = response.status();
@@ -63,7 +63,10 @@ impl Executor for Http {
                 )
                 .await;
             let bytes = response.bytes().await.map_err(|e| {
-                ExecError(format!("http: reading the body failed: {}", root_cause(&e)))
+                ExecError(format!(
+                    "http: reading the body failed: {}",
+                    taskplane_api::error_chain(&e)
+                ))
             })?;
             let truncated = bytes.len() > BODY_EXCERPT_BYTES;
             let excerpt =
@@ -83,14 +86,4 @@ impl Executor for Http {
             Ok(json!({ "status": status.as_u16(), "body": body, "truncated": truncated }))
         })
     }
-}
-
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message = cause.to_string();
-        source = cause.source();
-    }
-    message
 }

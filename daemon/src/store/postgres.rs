@@ -107,12 +107,12 @@ impl PgStore {
                  ORDER BY priority DESC, run_at, id
                  LIMIT $5
                  FOR UPDATE SKIP LOCKED)
-             UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = $1,
-                 lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3
+             UPDATE tasks SET {set}
              FROM picked
              WHERE tasks.id = picked.picked_id AND tasks.status = 'queued'
              RETURNING {}",
-            sql::CLAIM_COLUMNS
+            sql::CLAIM_COLUMNS,
+            set = sql::CLAIM_SET
         )))
         .bind(worker)
         .bind(lease_until)
@@ -133,11 +133,11 @@ impl PgStore {
     ) -> Result<Vec<ClaimedTask>> {
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = $1,
-                 lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3
+            "UPDATE tasks SET {set}
              WHERE id = ANY($4) AND status = 'queued'
              RETURNING {}",
-            sql::CLAIM_COLUMNS
+            sql::CLAIM_COLUMNS,
+            set = sql::CLAIM_SET
         )))
         .bind(worker)
         .bind(lease_until)

@@ -11,6 +11,10 @@ pub const TASK_COLUMNS: &str = "id, kind, queue, priority, payload, status, atte
 pub const CLAIM_COLUMNS: &str = "id, kind, queue, payload, attempts, max_attempts, timeout_secs, \
      priority, retry_base_ms, retry_max_ms, created_at";
 
+/// What a claim writes: running under `$1`'s lease until `$2`, started at `$3`.
+pub const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, worker = $1, \
+     lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3";
+
 /// `published_at = 0`: the submitter publishes it (see the schema).
 pub const INSERT: &str =
     "INSERT INTO tasks (id, kind, queue, priority, payload, status, max_attempts,

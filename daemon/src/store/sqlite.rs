@@ -115,8 +115,7 @@ impl SqliteStore {
             ),
         };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = $1,
-                 lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3
+            "UPDATE tasks SET {set}
              WHERE id IN (
                  SELECT id FROM tasks
                  WHERE status = 'queued' AND {filter}
@@ -124,7 +123,8 @@ impl SqliteStore {
                  LIMIT $5)
                AND status = 'queued'
              RETURNING {}",
-            sql::CLAIM_COLUMNS
+            sql::CLAIM_COLUMNS,
+            set = sql::CLAIM_SET
         )))
         .bind(worker)
         .bind(lease_until)
@@ -146,11 +146,11 @@ impl SqliteStore {
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         let ids = serde_json::to_string(&ids).map_err(|e| decode::corrupt("-", e))?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET status = 'running', attempts = attempts + 1, worker = $1,
-                 lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3
+            "UPDATE tasks SET {set}
              WHERE id IN (SELECT value FROM json_each($4)) AND status = 'queued'
              RETURNING {}",
-            sql::CLAIM_COLUMNS
+            sql::CLAIM_COLUMNS,
+            set = sql::CLAIM_SET
         )))
         .bind(worker)
         .bind(lease_until)
