@@ -4,6 +4,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::commands::bench::BenchArgs;
 use crate::commands::completions::CompletionsArgs;
+use crate::commands::config::ConfigArgs;
 use crate::commands::top::TopArgs;
 use crate::commands::{
     cancel::CancelArgs, dlq::DlqArgs, events::EventsArgs, list::ListArgs, logs::LogsArgs,
@@ -28,14 +29,13 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// The taskd to talk to.
-    #[arg(
-        long,
-        env = "TASKCTL_SERVER",
-        default_value = "http://127.0.0.1:7070",
-        global = true
-    )]
-    pub server: String,
+    /// The taskd to talk to [default: the context's server, else http://127.0.0.1:7070].
+    #[arg(long, env = "TASKCTL_SERVER", global = true)]
+    pub server: Option<String>,
+
+    /// A context from the config file (`taskctl config`) instead of the current one.
+    #[arg(long, env = "TASKCTL_CONTEXT", global = true)]
+    pub context: Option<String>,
 
     /// A bearer token for servers that require one.
     #[arg(long, env = "TASKCTL_TOKEN", hide_env_values = true, global = true)]
@@ -95,4 +95,6 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Load-test a running taskd and report throughput and latency percentiles.
     Bench(BenchArgs),
+    /// Named contexts (server and token file), like `kubectl config`.
+    Config(ConfigArgs),
 }

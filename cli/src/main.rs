@@ -4,6 +4,7 @@
 mod cli;
 mod commands;
 mod complete;
+mod config;
 mod error;
 mod output;
 

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cancel;
 pub mod completions;
+pub mod config;
 pub mod dlq;
 pub mod events;
 pub mod list;
@@ -22,8 +23,12 @@ use taskplane_api::{Client, Error as ApiError, Task};
 use uuid::Uuid;
 
 use crate::cli::{Cli, Command};
+use crate::config::Context;
 use crate::error::{CliError, describe};
 use crate::output::Ui;
+
+/// The server when neither a flag, the environment nor a context names one.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
 
 /// Parses a task id argument.
 pub fn parse_id(text: &str) -> Result<Uuid, String> {
@@ -32,12 +37,37 @@ pub fn parse_id(text: &str) -> Result<Uuid, String> {
 
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let ui = Ui::from_args(&cli.global);
-    if let Command::Completions(args) = cli.command {
-        return completions::run(args);
-    }
-    // Everything about the arguments is checked before the first request.
-    let client = Client::new(&cli.global.server, cli.global.token.clone())
-        .map_err(|e| CliError::Usage(format!("--server: {e}")))?;
+    let cli = match cli.command {
+        Command::Completions(args) => return completions::run(args),
+        Command::Config(args) => return config::run(&ui, cli.global.server, args),
+        _ => cli,
+    };
+    // Everything about the arguments is checked before the first request: the flags and
+    // environment win over the context, the context over the defaults.
+    let settings = crate::config::Config::load()?;
+    let context = settings.context(cli.global.context.as_deref())?;
+    let server = cli
+        .global
+        .server
+        .clone()
+        .or_else(|| context.as_ref().map(|(_, c)| c.server.clone()))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    let token = match (&cli.global.token, &context) {
+        (Some(token), _) => Some(token.clone()),
+        (
+            None,
+            Some((
+                _,
+                Context {
+                    token_file: Some(file),
+                    ..
+                },
+            )),
+        ) => Some(crate::config::read_token(file)?),
+        _ => None,
+    };
+    let client =
+        Client::new(&server, token).map_err(|e| CliError::Usage(format!("--server: {e}")))?;
     match cli.command {
         Command::Submit(args) => submit::run(&client, &ui, args).await,
         Command::Status(args) => status::run(&client, &ui, args).await,
@@ -49,7 +79,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dlq(args) => dlq::run(&client, &ui, args).await,
         Command::Events(args) => events::run(&client, &ui, args).await,
         Command::Bench(args) => bench::run(&client, &ui, args).await,
-        Command::Completions(_) => unreachable!("handled before connecting"),
+        Command::Completions(_) | Command::Config(_) => unreachable!("handled before connecting"),
         Command::Top(args) => {
             let color = !cli.global.no_color && std::env::var_os("NO_COLOR").is_none();
             top::run(&client, color, args).await
