@@ -222,6 +222,19 @@ fn cancellation_is_exact_in_every_status(backend: Backend) {
         Duration::from_secs(15),
         || api.task(&retrying)["status"] == "retrying",
     );
+    // Between attempts the task shows its error and when it runs next.
+    let backing_off = api.task(&retrying);
+    assert!(
+        backing_off["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("http:")),
+        "{backing_off}"
+    );
+    assert!(
+        instant(&backing_off, "run_at") > Utc::now() + chrono::Duration::minutes(1),
+        "the next attempt waits for the backoff: {backing_off}"
+    );
+    assert_eq!(backing_off["attempts"], 1);
     assert_eq!(api.task(&queued)["status"], "queued");
     for id in [&scheduled, &queued, &retrying] {
         let out = api.taskctl(&["cancel", id, "-o", "table"]).ok();
@@ -353,7 +366,46 @@ fn finished_tasks_are_deleted_after_the_retention_period(backend: Backend) {
     );
 }
 
+fn cancelling_a_shell_task_kills_its_processes(backend: Backend) {
+    let Some(platform) = Platform::start(
+        backend,
+        "shell_kill",
+        &["--enable-shell"],
+        &["--enable-shell"],
+    ) else {
+        return;
+    };
+    let api = platform.api();
+    let pidfile = platform.dir.path().join("child.pid");
+    let script = format!("sleep 600 & echo $! > {}; wait", pidfile.display());
+    let id = api
+        .taskctl(&["submit", "shell", "-q", "--", "sh", "-c", &script])
+        .ok();
+    wait_until("the grandchild to start", Duration::from_secs(15), || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.trim().is_empty())
+    });
+    let pid = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .to_owned();
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    api.taskctl(&["cancel", &id]).ok();
+    let run = api.taskctl(&["watch", &id]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    wait_until(
+        "the grandchild to be killed",
+        Duration::from_secs(5),
+        || {
+            // A killed child lingers as a zombie until init reaps it; both mean it is not running.
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|stat| stat.split_whitespace().nth(2) == Some("Z"))
+                .unwrap_or(true)
+        },
+    );
+}
+
 on_both_backends!(
+    cancelling_a_shell_task_kills_its_processes,
     fails_three_times_then_lands_in_the_dead_letter_set,
     a_delayed_task_starts_within_a_second_of_its_time,
     a_high_priority_task_overtakes_on_a_single_slot,
