@@ -99,7 +99,7 @@ impl EventHub {
             }
             if now.duration_since(last_gap_check) >= GAP_CHECK_EVERY {
                 last_gap_check = now;
-                let low = feed.window_start(now);
+                let low = feed.window_start();
                 if low < feed.high {
                     match self.store.events(low, feed.high, BATCH * 4).await {
                         Ok(rows) => {
@@ -139,19 +139,17 @@ impl Feed {
         {
             self.marks.pop_front();
         }
-        let start = self.marks.front().map_or(self.high, |(_, high)| *high);
-        self.seen = self.seen.split_off(&(start + 1));
+        self.seen = self.seen.split_off(&(self.window_start() + 1));
     }
 
     /// The `seq` after which rows may still appear late.
-    fn window_start(&self, _now: Instant) -> i64 {
+    fn window_start(&self) -> i64 {
         self.marks.front().map_or(self.high, |(_, high)| *high)
     }
 
     /// True the first time `seq` is offered.
     fn accept(&mut self, seq: i64) -> bool {
-        let start = self.marks.front().map_or(self.high, |(_, high)| *high);
-        if seq <= start && !self.marks.is_empty() {
+        if seq <= self.window_start() && !self.marks.is_empty() {
             return false;
         }
         if !self.seen.insert(seq) {
@@ -218,7 +216,7 @@ mod tests {
         assert!(feed.accept(1));
         assert!(feed.accept(3)); // 2 is not committed yet
         feed.mark(t0 + Duration::from_millis(500));
-        assert_eq!(feed.window_start(t0), 0);
+        assert_eq!(feed.window_start(), 0);
         assert!(feed.accept(2), "2 committed late but inside the window");
         assert!(!feed.accept(2));
     }
@@ -232,7 +230,7 @@ mod tests {
         feed.mark(t0 + Duration::from_secs(1));
         feed.mark(t0 + GAP_WINDOW + Duration::from_secs(2));
         // Only the last mark is left: the window starts at 5 now.
-        assert_eq!(feed.window_start(t0), 5);
+        assert_eq!(feed.window_start(), 5);
         assert!(!feed.accept(4), "too late");
         assert!(feed.accept(6));
     }

@@ -108,7 +108,7 @@ impl Amqp {
     /// Forgets a connection that failed, so the next use reconnects.
     pub async fn reset(&self) {
         let mut slot = self.connection.lock().await;
-        if slot.as_ref().is_some_and(|c| !c.status().connected()) || slot.is_some() {
+        if slot.is_some() {
             tracing::warn!(broker = %self.redacted, "lost the RabbitMQ connection; reconnecting");
         }
         *slot = None;

@@ -183,31 +183,28 @@ pub async fn follow_logs(state: AppState, id: Uuid, mut after: i64) -> Result<Re
         .into_response())
 }
 
+/// The stats of `name`, starting from zero for every status.
+fn queue_entry(queues: &mut BTreeMap<String, QueueStats>, name: String) -> &mut QueueStats {
+    queues.entry(name).or_insert_with_key(|name| QueueStats {
+        queue: name.clone(),
+        counts: TaskStatus::ALL.into_iter().map(|s| (s, 0)).collect(),
+        depth: 0,
+        oldest_ready_secs: None,
+        finished_last_minute: 0,
+        failed_last_minute: 0,
+        throughput_per_sec: 0.0,
+        broker: None,
+    })
+}
+
 /// `GET /api/v1/queues`.
 pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, ApiError> {
     let now = now_ms();
     let counts = state.store.queue_counts(None).await?;
     let recent = state.store.queue_counts(Some(now - 60_000)).await?;
     let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
-    let entry = |queues: &mut BTreeMap<String, QueueStats>, name: &str| {
-        queues
-            .entry(name.to_owned())
-            .or_insert_with(|| QueueStats {
-                queue: name.to_owned(),
-                counts: TaskStatus::ALL.into_iter().map(|s| (s, 0)).collect(),
-                depth: 0,
-                oldest_ready_secs: None,
-                finished_last_minute: 0,
-                failed_last_minute: 0,
-                throughput_per_sec: 0.0,
-                broker: None,
-            })
-            .queue
-            .clone()
-    };
     for count in counts {
-        let name = entry(&mut queues, &count.queue);
-        let stats = queues.get_mut(&name).expect("inserted above");
+        let stats = queue_entry(&mut queues, count.queue);
         stats.counts.insert(count.status, count.count);
         if count.status == TaskStatus::Queued {
             stats.depth = count.count;
@@ -217,8 +214,7 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
         }
     }
     for count in recent {
-        let name = entry(&mut queues, &count.queue);
-        let stats = queues.get_mut(&name).expect("inserted above");
+        let stats = queue_entry(&mut queues, count.queue);
         stats.finished_last_minute += count.count;
         if count.status == TaskStatus::Failed {
             stats.failed_last_minute += count.count;

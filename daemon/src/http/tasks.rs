@@ -23,6 +23,16 @@ const MAX_LIST_LIMIT: u32 = 1000;
 const DEFAULT_LOG_LIMIT: u32 = 1000;
 const MAX_LOG_LIMIT: u32 = 10_000;
 
+/// What follows a committed submit: count it, hand it to the broker, and read the event feed
+/// now rather than at the next tick.
+fn accepted(state: &AppState, created: &[&crate::store::StoredTask]) {
+    for row in created {
+        state.metrics.submitted(&row.queue, &row.kind);
+    }
+    state.broker.submitted(created);
+    state.events.poke();
+}
+
 /// `POST /api/v1/tasks`: 201 with the new task, or 200 with the task an idempotency key names.
 pub async fn submit(
     State(state): State<AppState>,
@@ -54,9 +64,7 @@ pub async fn submit(
         )
     })?;
     if created {
-        state.metrics.submitted(&row.queue, &row.kind);
-        state.broker.submitted(&[&row]);
-        state.events.poke();
+        accepted(&state, &[&row]);
     }
     let status = if created {
         StatusCode::CREATED
@@ -110,12 +118,8 @@ pub async fn submit_batch(
         .map(|(row, _)| row)
         .collect();
     let any_created = !created.is_empty();
-    for row in &created {
-        state.metrics.submitted(&row.queue, &row.kind);
-    }
     if any_created {
-        state.broker.submitted(&created);
-        state.events.poke();
+        accepted(&state, &created);
     }
     let list = TaskList {
         tasks: stored

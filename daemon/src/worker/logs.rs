@@ -98,8 +98,12 @@ impl LogSink {
         let _ = self.tx.send(message).await;
     }
 
-    /// Waits until every line sent so far is stored (or the writer gave up on it).
+    /// Waits until every line sent so far is stored (or the writer gave up on it). An
+    /// attempt that wrote nothing (most tasks) skips the round trip to the writer.
     pub async fn flush(&self) {
+        if self.bytes.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let (done, wait) = oneshot::channel();
         if self.tx.send(Message::Flush(done)).await.is_ok() {
             let _ = wait.await;
