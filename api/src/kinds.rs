@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// The built-in kinds, in the order the help text lists them.
-pub const BUILTIN_KINDS: [&str; 5] = ["noop", "echo", "sleep", "shell", "http"];
+pub const BUILTIN_KINDS: [&str; 7] = ["noop", "echo", "sleep", "shell", "http", "salt", "kubectl"];
 
 /// `sleep`: wait `ms` milliseconds, then succeed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,4 +42,97 @@ pub struct HttpPayload {
     /// A string is sent as it is; any other JSON value is sent as JSON.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+}
+
+/// `salt`: a SaltStack run, through the same wrapper as `taskctl provision salt`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaltPayload {
+    #[serde(default)]
+    pub action: SaltAction,
+    #[serde(default)]
+    pub mode: SaltMode,
+    /// Which minions (`salt` and `salt-ssh`; ignored by `local`). Defaults to `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The states to apply, comma-separated; none means the highstate (`top.sls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// `local` only: the state tree (`file_roots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_root: Option<String>,
+    /// `local` only: a pillar tree (`pillar_roots`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pillar_root: Option<String>,
+    /// A dry run: report what would change.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
+    /// Pillar data given on the command line, merged over the pillar tree.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub pillar: serde_json::Map<String, Value>,
+}
+
+/// What a `salt` task does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaltAction {
+    /// `state.apply`.
+    #[default]
+    Apply,
+    /// `test.ping`.
+    Ping,
+}
+
+/// How Salt is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaltMode {
+    /// `salt` on a master.
+    #[default]
+    Master,
+    /// `salt-ssh` from this host.
+    Ssh,
+    /// Masterless `salt-call --local` on this host.
+    Local,
+}
+
+/// `kubectl`: one operation on the platform's Kubernetes deployment, through the same
+/// wrapper as `taskctl provision k8s`. Which fields apply depends on `action`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubectlPayload {
+    pub action: KubectlAction,
+    /// `apply`, `diff`: the kustomize directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `status`, `rollout`: a label selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// `scale`: the deployment (`worker`, `api` or a full name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<String>,
+    /// `scale`: the replica count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    /// `rollout`: how long to wait.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// `apply`: a server-side dry run.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+}
+
+/// What a `kubectl` task does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KubectlAction {
+    Apply,
+    Diff,
+    Status,
+    Rollout,
+    Scale,
 }

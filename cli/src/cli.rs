@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::commands::bench::BenchArgs;
 use crate::commands::completions::CompletionsArgs;
 use crate::commands::config::ConfigArgs;
+use crate::commands::provision::ProvisionArgs;
 use crate::commands::top::TopArgs;
 use crate::commands::{
     cancel::CancelArgs, dlq::DlqArgs, events::EventsArgs, list::ListArgs, logs::LogsArgs,
@@ -97,4 +98,7 @@ pub enum Command {
     Bench(BenchArgs),
     /// Named contexts (server and token file), like `kubectl config`.
     Config(ConfigArgs),
+    /// Drive SaltStack and kubectl: apply states, ping minions, apply/diff/roll out/scale
+    /// the Kubernetes deployment.
+    Provision(ProvisionArgs),
 }

@@ -20,6 +20,7 @@ fn kinds() -> Kinds {
     Kinds {
         known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
         shell_enabled: false,
+        provisioning_enabled: false,
     }
 }
 

@@ -52,7 +52,7 @@ pub async fn health(url: &str) -> Result<(), String> {
 
 pub async fn serve(args: RunArgs) -> Result<(), String> {
     let store = open_store(&args).await?;
-    let registry = Registry::builtin(args.enable_shell);
+    let registry = Registry::builtin(args.enable_shell, args.enable_provisioning);
     let shutdown = CancellationToken::new();
     let broker = if args.broker == "db" {
         Broker::db()
@@ -78,6 +78,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         kinds: Arc::new(Kinds {
             known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
             shell_enabled: args.enable_shell,
+            provisioning_enabled: args.enable_provisioning,
         }),
         broker: broker.clone(),
         role: args.role.as_str(),

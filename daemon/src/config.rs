@@ -119,6 +119,11 @@ pub struct RunArgs {
     #[arg(long, env = "TASKD_ENABLE_SHELL")]
     pub enable_shell: bool,
 
+    /// Allow the `salt` and `kubectl` kinds (they run salt-call/salt/salt-ssh and kubectl
+    /// as the taskd user).
+    #[arg(long, env = "TASKD_ENABLE_PROVISIONING")]
+    pub enable_provisioning: bool,
+
     /// The shortest backoff bound between attempts.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub retry_base: Duration,
@@ -128,7 +133,7 @@ pub struct RunArgs {
     pub retry_max: Duration,
 
     /// How long SIGTERM waits for running tasks before stopping and requeueing them.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "TASKD_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub grace: Duration,
 
     /// How long a worker's claim on a task lasts without renewal. A worker renews its leases
@@ -142,11 +147,17 @@ pub struct RunArgs {
     pub retention: Duration,
 
     /// Log format; text is the default.
-    #[arg(long, value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "TASKD_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 
     /// Log level or filter (e.g. `debug`, `taskd=debug,sqlx=warn`); overrides RUST_LOG.
-    #[arg(long, global = true)]
+    #[arg(long, env = "TASKD_LOG_LEVEL", global = true)]
     pub log_level: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 //! missing (skip with a message, or fail when `TASKPLANE_REQUIRE_SERVICES=1`, as in CI).
 
 use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -41,6 +42,40 @@ fn reachable(addr: &str) -> bool {
         .ok()
         .and_then(|mut a| a.next())
         .is_some_and(|addr| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())
+}
+
+/// The venv of test tools that `scripts/install-test-tools.sh` makes (`TASKPLANE_VENV`, or
+/// `~/.cache/taskplane/venv`).
+pub fn tools_venv() -> PathBuf {
+    std::env::var("TASKPLANE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/taskplane/venv")
+        })
+}
+
+/// The venv's `bin` directory when it holds every one of `tools`. Otherwise: fails the test
+/// when services are required (CI), or prints why it is skipped and answers `None`.
+pub fn venv_tools(test: &str, tools: &[&str]) -> Option<PathBuf> {
+    let bin = tools_venv().join("bin");
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| !bin.join(tool).exists())
+        .collect();
+    if missing.is_empty() {
+        return Some(bin);
+    }
+    let message = format!(
+        "{test}: {} missing from {} (run scripts/install-test-tools.sh)",
+        missing.join(", "),
+        bin.display()
+    );
+    if required() {
+        panic!("{message}; TASKPLANE_REQUIRE_SERVICES=1 makes this a failure");
+    }
+    eprintln!("SKIPPED {message}");
+    None
 }
 
 /// Whether the services a test needs are up. When they are not: fails the test if services

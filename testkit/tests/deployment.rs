@@ -13,24 +13,16 @@ fn deployment_artifacts_render_and_validate() {
         .parent()
         .expect("the workspace")
         .to_path_buf();
-    let venv = std::env::var("TASKPLANE_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/taskplane/venv")
-        });
-    let python = venv.join("bin/python");
-    if !venv.join("bin/kubernetes-validate").exists() || !venv.join("bin/kubectl").exists() {
-        assert!(
-            std::env::var("TASKPLANE_REQUIRE_SERVICES").is_err(),
-            "the deployment checks need {}: run scripts/install-test-tools.sh",
-            venv.display()
-        );
-        eprintln!("SKIPPED deployment checks: run scripts/install-test-tools.sh to get the tools");
+    let Some(bin) = taskplane_testkit::venv_tools(
+        "deployment checks",
+        &["python", "kubernetes-validate", "kubectl"],
+    ) else {
         return;
-    }
+    };
+    let python = bin.join("python");
     let path = format!(
         "{}:{}",
-        venv.join("bin").display(),
+        bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
     let output = Command::new(python)

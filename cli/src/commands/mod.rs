@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod events;
 pub mod list;
 pub mod logs;
+pub mod provision;
 pub mod queues;
 pub mod retry;
 pub mod status;
@@ -86,6 +87,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Queues(args) => queues::run(&client, &ui, args).await,
         Command::Workers(args) => workers::run(&client, &ui, args).await,
+        Command::Provision(args) => provision::run(&client, &ui, args).await,
     }
 }
 

@@ -92,7 +92,19 @@ pub struct SubmitArgs {
 
 pub async fn run(client: &Client, ui: &Ui, args: SubmitArgs) -> Result<(), CliError> {
     let (request, wait, quiet) = build(args)?;
-    let (task, created) = client.submit(&request).await?;
+    send(client, ui, &request, wait, quiet).await
+}
+
+/// Submits `request`, then reports it, or with `wait` follows it to the end and exits as
+/// it ended (`taskctl provision … --submit` shares this).
+pub async fn send(
+    client: &Client,
+    ui: &Ui,
+    request: &SubmitTask,
+    wait: bool,
+    quiet: bool,
+) -> Result<(), CliError> {
+    let (task, created) = client.submit(request).await?;
     if !wait {
         return report(ui, &task, created, quiet);
     }
@@ -148,7 +160,7 @@ fn build(args: SubmitArgs) -> Result<(SubmitTask, bool, bool), CliError> {
             ));
         };
         for param in &args.params {
-            let (key, value) = parse_param(param).map_err(usage)?;
+            let (key, value) = parse_param("-p", param).map_err(usage)?;
             map.insert(key, value);
         }
         if !args.command.is_empty() {
@@ -209,23 +221,23 @@ fn parse_payload(text: &str) -> Result<Value, CliError> {
 }
 
 /// `key=value` → a string; `key:=json` → raw JSON.
-fn parse_param(text: &str) -> Result<(String, Value), String> {
+pub fn parse_param(flag: &str, text: &str) -> Result<(String, Value), String> {
     let Some(eq) = text.find('=') else {
         return Err(format!(
-            "-p {text}: expected key=value (a string) or key:=JSON"
+            "{flag} {text}: expected key=value (a string) or key:=JSON"
         ));
     };
     let (key, raw) = if text[..eq].ends_with(':') {
         let key = &text[..eq - 1];
         let raw = &text[eq + 1..];
         let value = serde_json::from_str(raw)
-            .map_err(|e| format!("-p {text}: the value after := is not JSON ({e})"))?;
+            .map_err(|e| format!("{flag} {text}: the value after := is not JSON ({e})"))?;
         (key, value)
     } else {
         (&text[..eq], Value::String(text[eq + 1..].to_owned()))
     };
     if key.is_empty() {
-        return Err(format!("-p {text}: the key is empty"));
+        return Err(format!("{flag} {text}: the key is empty"));
     }
     Ok((key.to_owned(), raw))
 }
@@ -276,17 +288,20 @@ mod tests {
 
     #[test]
     fn params_work_like_httpie() {
-        assert_eq!(parse_param("a=1"), Ok(("a".into(), json!("1"))));
-        assert_eq!(parse_param("a:=1"), Ok(("a".into(), json!(1))));
-        assert_eq!(parse_param("a:=[1,2]"), Ok(("a".into(), json!([1, 2]))));
+        assert_eq!(parse_param("-p", "a=1"), Ok(("a".into(), json!("1"))));
+        assert_eq!(parse_param("-p", "a:=1"), Ok(("a".into(), json!(1))));
         assert_eq!(
-            parse_param("url=http://x/?q=1"),
+            parse_param("-p", "a:=[1,2]"),
+            Ok(("a".into(), json!([1, 2])))
+        );
+        assert_eq!(
+            parse_param("-p", "url=http://x/?q=1"),
             Ok(("url".into(), json!("http://x/?q=1")))
         );
-        assert_eq!(parse_param("empty="), Ok(("empty".into(), json!(""))));
-        assert!(parse_param("novalue").is_err());
-        assert!(parse_param("=x").is_err());
-        assert!(parse_param("a:=not json").is_err());
+        assert_eq!(parse_param("-p", "empty="), Ok(("empty".into(), json!(""))));
+        assert!(parse_param("-p", "novalue").is_err());
+        assert!(parse_param("-p", "=x").is_err());
+        assert!(parse_param("-p", "a:=not json").is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -55,12 +56,19 @@ impl Daemon {
 
     /// Starts `taskd` with exactly these arguments.
     pub fn start_with(dir: &Path, args: &[&str]) -> Daemon {
+        Daemon::start_with_env(dir, args, &[])
+    }
+
+    /// Starts `taskd` with exactly these arguments and these variables added to its clean
+    /// environment (a PATH here replaces the test's own).
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, OsString)]) -> Daemon {
         let mut child = Command::new(taskd_bin())
             .args(args)
             .current_dir(dir)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -260,6 +268,19 @@ fn taskctl_command(url: &str, args: &[&str]) -> Command {
 /// two minutes fails the test instead of hanging it.
 pub fn taskctl(url: &str, args: &[&str]) -> Run {
     let child = taskctl_command(url, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run taskctl");
+    wait_child(child, Duration::from_secs(120))
+}
+
+/// Runs `taskctl` like [`taskctl`], in `cwd`, with these variables added to its clean
+/// environment (a PATH here replaces the test's own).
+pub fn taskctl_env(url: &str, args: &[&str], cwd: &Path, env: &[(&str, OsString)]) -> Run {
+    let child = taskctl_command(url, args)
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

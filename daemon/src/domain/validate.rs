@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use taskplane_api::kinds::{HttpPayload, ShellPayload, SleepPayload};
+use taskplane_api::kinds::{HttpPayload, KubectlPayload, SaltPayload, ShellPayload, SleepPayload};
 use taskplane_api::{MAX_PAYLOAD_BYTES, SubmitTask, TaskStatus};
 use uuid::Uuid;
 
@@ -66,6 +66,8 @@ impl ValidationError {
 pub struct Kinds {
     pub known: Vec<&'static str>,
     pub shell_enabled: bool,
+    /// `salt` and `kubectl`.
+    pub provisioning_enabled: bool,
 }
 
 impl Kinds {
@@ -83,6 +85,14 @@ impl Kinds {
             return Err(ValidationError::new(
                 "kind_disabled",
                 "the shell kind is disabled on this taskd; start it with --enable-shell",
+            ));
+        }
+        if matches!(kind, "salt" | "kubectl") && !self.provisioning_enabled {
+            return Err(ValidationError::new(
+                "kind_disabled",
+                format!(
+                    "the {kind} kind is disabled on this taskd; start it with --enable-provisioning"
+                ),
             ));
         }
         Ok(())
@@ -229,6 +239,16 @@ fn check_payload(kind: &str, payload: &Value) -> Result<(), ValidationError> {
                 ));
             }
         }
+        "salt" => {
+            let salt: SaltPayload = parse_payload(kind, payload)?;
+            taskplane_provisioning::salt::validate(&salt)
+                .map_err(|e| ValidationError::new("invalid_payload", e.to_string()))?;
+        }
+        "kubectl" => {
+            let kubectl: KubectlPayload = parse_payload(kind, payload)?;
+            taskplane_provisioning::kubectl::plan(&kubectl)
+                .map_err(|e| ValidationError::new("invalid_payload", e.to_string()))?;
+        }
         "http" => {
             let http: HttpPayload = parse_payload(kind, payload)?;
             if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
@@ -317,6 +337,7 @@ mod tests {
         Kinds {
             known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
             shell_enabled: shell,
+            provisioning_enabled: shell,
         }
     }
 

@@ -3,14 +3,17 @@
 
 mod basic;
 mod http;
+mod provision;
 mod shell;
 
-pub use shell::kill_all_process_groups;
+pub use taskplane_provisioning::runner::kill_all_process_groups;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::Value;
+use taskplane_api::LogStream;
+use taskplane_provisioning::runner::Stream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -53,8 +56,9 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in kinds. `shell` refuses to run unless `shell_enabled`.
-    pub fn builtin(shell_enabled: bool) -> Registry {
+    /// The built-in kinds. `shell` refuses to run unless `shell_enabled`, `salt` and
+    /// `kubectl` unless `provisioning_enabled`.
+    pub fn builtin(shell_enabled: bool, provisioning_enabled: bool) -> Registry {
         let mut executors: BTreeMap<&'static str, Arc<dyn Executor>> = BTreeMap::new();
         executors.insert("noop", Arc::new(basic::Noop));
         executors.insert("echo", Arc::new(basic::Echo));
@@ -66,6 +70,18 @@ impl Registry {
             }),
         );
         executors.insert("http", Arc::new(http::Http::new()));
+        executors.insert(
+            "salt",
+            Arc::new(provision::Salt {
+                enabled: provisioning_enabled,
+            }),
+        );
+        executors.insert(
+            "kubectl",
+            Arc::new(provision::Kubectl {
+                enabled: provisioning_enabled,
+            }),
+        );
         Registry { executors }
     }
 
@@ -77,4 +93,17 @@ impl Registry {
 /// Parses a payload into the shape a kind expects.
 fn parse<T: serde::de::DeserializeOwned>(kind: &str, payload: &str) -> Result<T, ExecError> {
     serde_json::from_str(payload).map_err(|e| ExecError(format!("{kind}: bad payload: {e}")))
+}
+
+/// The line callback of the provisioning runner, writing into a task's log.
+fn log_line(log: &LogSink) -> impl FnMut(Stream, String) -> BoxFuture<'static, ()> + use<> {
+    let log = log.clone();
+    move |stream, line| {
+        let log = log.clone();
+        let stream = match stream {
+            Stream::Stdout => LogStream::Stdout,
+            Stream::Stderr => LogStream::Stderr,
+        };
+        Box::pin(async move { log.line(stream, line).await })
+    }
 }

@@ -17,6 +17,7 @@ fn kinds() -> Kinds {
     Kinds {
         known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
         shell_enabled: true,
+        provisioning_enabled: true,
     }
 }
 

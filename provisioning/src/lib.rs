@@ -1,0 +1,14 @@
+//! Drives SaltStack and kubectl for `taskctl provision` and for the daemon's `salt` and
+//! `kubectl` kinds: one wrapper serves both, so a provisioning run behaves the same at a
+//! prompt and as a queued task.
+//!
+//! - [`runner`]: runs a program in its own process group and streams its output.
+//! - [`salt`]: `salt-call --local` / `salt` / `salt-ssh` argv, minion config, result parser.
+//! - [`kubectl`]: apply/diff/status/rollout/scale/logs argv, JSON parsers, the operations.
+//!
+//! The argv builders and parsers are pure and unit-tested here; the runs are tested end to
+//! end through `taskctl provision` and the daemon.
+
+pub mod kubectl;
+pub mod runner;
+pub mod salt;
