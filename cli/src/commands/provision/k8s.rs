@@ -251,8 +251,10 @@ async fn operate(
             .map_err(|e| CliError::Other(format!("cannot encode the task: {e}")))?;
         return submit.send(client, ui, "kubectl", value).await;
     }
-    let activity = Activity::start(ui, spinner_text(&op));
-    let mut progress = RolloutProgress::new(ui, matches!(op, kubectl::Op::Rollout { .. }));
+    // A rollout shows a bar per deployment; a spinner beside them would fight for the lines.
+    let rollout = matches!(op, kubectl::Op::Rollout { .. });
+    let activity = Activity::start(ui, spinner_text(&op), !rollout);
+    let mut progress = RolloutProgress::new(ui, rollout);
     let result = kubectl::run(
         target,
         &op,

@@ -106,8 +106,9 @@ struct Activity {
 }
 
 impl Activity {
-    fn start(ui: &Ui, what: String) -> Activity {
-        let bar = ui.progress.then(|| {
+    /// Starts the spinner (when `spin` and stderr is a terminal).
+    fn start(ui: &Ui, what: String, spin: bool) -> Activity {
+        let bar = (spin && ui.progress).then(|| {
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")

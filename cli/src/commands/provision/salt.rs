@@ -106,7 +106,7 @@ pub async fn run(client: &Client, ui: &Ui, args: SaltArgs) -> Result<(), CliErro
     }
 
     let what = describe(&payload);
-    let activity = Activity::start(ui, what);
+    let activity = Activity::start(ui, what, true);
     let result = salt::run(&payload, |_, line| {
         activity.line(&line);
         async {}
