@@ -124,6 +124,9 @@ pub struct KubectlPayload {
     /// `apply`: a server-side dry run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// `status`, `rollout`: every namespace (without `namespace`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_namespaces: bool,
 }
 
 /// What a `kubectl` task does.

@@ -18,8 +18,5 @@ pub use types::*;
 /// The largest serialized payload a single task may carry (1 MiB).
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 
-/// The largest request body the API accepts (2 MiB). A batch must fit in it.
-pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
-
 /// The most tasks a single batch request may carry.
 pub const MAX_BATCH_TASKS: usize = 10_000;

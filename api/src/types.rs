@@ -10,7 +10,19 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// Where a task is in its life. `succeeded`, `failed` and `cancelled` are terminal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     /// Waiting for its `run_at`.
@@ -88,7 +100,7 @@ impl FromStr for TaskStatus {
 }
 
 /// A task as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: Uuid,
     pub kind: String,
@@ -118,7 +130,7 @@ pub struct Task {
 }
 
 /// The body of `POST /api/v1/tasks`: everything but `kind` is optional.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
     pub kind: String,
@@ -158,14 +170,14 @@ pub struct SubmitTask {
 }
 
 /// The body of `POST /api/v1/tasks/batch`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchSubmit {
     pub tasks: Vec<SubmitTask>,
 }
 
 /// The answer to a batch submit and to a list: tasks in request (or listing) order.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskList {
     pub tasks: Vec<Task>,
     /// Pass as `cursor` to get the next page; absent on the last page.
@@ -174,7 +186,9 @@ pub struct TaskList {
 }
 
 /// Query parameters of `GET /api/v1/tasks`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -192,7 +206,7 @@ pub struct ListQuery {
 }
 
 /// Which stream a captured log line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LogStream {
     Stdout,
@@ -212,7 +226,7 @@ impl LogStream {
 }
 
 /// One captured line of a task's output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogLine {
     /// Increases with every line the daemon stores; use it as `after` to page.
     pub seq: i64,
@@ -223,7 +237,7 @@ pub struct LogLine {
 }
 
 /// The answer to `GET /api/v1/tasks/{id}/logs`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LogPage {
     pub task_id: Uuid,
     /// The task's status when the page was read: a follower stops once it is terminal and
@@ -235,7 +249,9 @@ pub struct LogPage {
 }
 
 /// Query parameters of `GET /api/v1/tasks/{id}/logs`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {
     /// Stream the output as it is produced, one JSON [`LogLine`] per line
@@ -251,7 +267,7 @@ pub struct LogQuery {
 }
 
 /// The body of `POST /api/v1/dlq/retry`: every failed task, or those of one kind or queue.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DlqRetry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -262,7 +278,7 @@ pub struct DlqRetry {
 
 /// The body of `POST /api/v1/dlq/purge`: deletes failed tasks (and their output) that
 /// finished at least `older_than_secs` ago.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DlqPurge {
     pub older_than_secs: u64,
@@ -273,13 +289,13 @@ pub struct DlqPurge {
 }
 
 /// How many tasks a bulk operation changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BulkResult {
     pub count: u64,
 }
 
 /// What happened to a task, as `/api/v1/events` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// Submitted (now `queued` or `scheduled`).
@@ -314,7 +330,7 @@ impl EventKind {
 }
 
 /// A task as an event shows it: its state right after the change, without payload or result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskSummary {
     pub id: Uuid,
     pub kind: String,
@@ -329,7 +345,7 @@ pub struct TaskSummary {
 
 /// One task state change. Sent as a Server-Sent Event whose `id` is `seq` and whose `event`
 /// is the kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskEvent {
     /// Increases with every change; pass the last one seen as `Last-Event-ID` to resume.
     pub seq: i64,
@@ -341,7 +357,9 @@ pub struct TaskEvent {
 }
 
 /// Query parameters of `GET /api/v1/events`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Only events of tasks in this queue.
@@ -356,7 +374,7 @@ pub struct EventQuery {
 }
 
 /// The broker's view of a queue (RabbitMQ only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BrokerQueue {
     /// Messages ready for delivery.
     pub messages: u64,
@@ -364,7 +382,7 @@ pub struct BrokerQueue {
 }
 
 /// One queue's state, as `GET /api/v1/queues` reports it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueStats {
     pub queue: String,
     /// Tasks by status (every status is present, zero or not).
@@ -382,13 +400,13 @@ pub struct QueueStats {
     pub broker: Option<BrokerQueue>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueList {
     pub queues: Vec<QueueStats>,
 }
 
 /// A live worker process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerInfo {
     pub id: String,
     pub host: String,
@@ -401,18 +419,18 @@ pub struct WorkerInfo {
     pub last_heartbeat: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkerList {
     pub workers: Vec<WorkerInfo>,
 }
 
 /// Every error the API answers has this shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
     /// Stable, snake_case: scripts may match on it.
     pub code: String,
@@ -421,7 +439,7 @@ pub struct ErrorDetail {
 }
 
 /// The answer of `/health` and `/ready`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ok`, or `unavailable` when a dependency is down.
     pub status: String,

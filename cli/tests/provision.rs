@@ -400,6 +400,19 @@ fn salt_ping_local_answers() {
     );
     let out = run.ok();
     assert!(out.contains("local  yes"), "{out}");
+    // ping needs no state tree.
+    let out = salt(&["ping", "--local"], dir.path(), &bin).ok();
+    assert!(out.contains("local  yes"), "{out}");
+    // salt-ssh with no roster answers for no host: an error naming Salt's reason, not an
+    // empty table.
+    let run = salt(&["ping", "--ssh", "--target", "nowhere"], dir.path(), &bin);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: salt-ssh returned no host:"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -538,7 +551,7 @@ fn k8s_status_shows_deployments_and_pods() {
     assert_eq!(cols.last(), Some(&"node-b"), "wide adds the node");
     assert_eq!(
         kubectl.calls(),
-        ["--namespace=taskplane get deployments,pods -l app.kubernetes.io/name=taskplane -o json"]
+        ["get deployments,pods -l app.kubernetes.io/name=taskplane -o json"]
     );
 
     let json = kubectl
@@ -559,6 +572,11 @@ fn k8s_status_shows_deployments_and_pods() {
         "{:?}",
         kubectl.calls()
     );
+    // Every namespace: kubectl's flag, and a NAMESPACE column.
+    let out = kubectl.run(&["status", "-A"]).ok();
+    assert!(out.starts_with("NAMESPACE  DEPLOYMENT"), "{out}");
+    assert!(out.contains("\ntaskplane  taskplane-worker"), "{out}");
+    assert!(kubectl.calls()[2].ends_with("-o json --all-namespaces"));
 }
 
 #[test]
@@ -582,15 +600,12 @@ fn k8s_apply_streams_and_counts() {
     );
     assert_eq!(
         kubectl.calls(),
-        ["--namespace=taskplane apply -k k8s/overlays/prod --dry-run=server"]
+        ["apply -k k8s/overlays/prod --dry-run=server"]
     );
     let json = kubectl.run(&["apply", "-o", "json"]).json();
     assert_eq!(json["applied"].as_array().map(Vec::len), Some(9));
     assert_eq!(json["applied"][8]["action"], "created");
-    assert_eq!(
-        kubectl.calls()[1],
-        "--namespace=taskplane apply -k k8s/overlays/dev"
-    );
+    assert_eq!(kubectl.calls()[1], "apply -k k8s/overlays/dev");
 }
 
 #[test]
@@ -609,10 +624,7 @@ fn k8s_diff_renders_the_manifests_with_the_real_kubectl() {
     );
     assert_eq!(
         kubectl.calls(),
-        [
-            "kustomize k8s/overlays/prod",
-            "--namespace=taskplane diff -f -"
-        ]
+        ["kustomize k8s/overlays/prod", "diff -f -"]
     );
     // What reached `kubectl diff` is what the real kustomize rendered from the repo.
     let rendered =
@@ -676,8 +688,8 @@ fn k8s_scale_and_logs() {
     assert_eq!(
         kubectl.calls(),
         [
-            "--namespace=taskplane scale deployment/taskplane-worker --replicas=5",
-            "--namespace=taskplane scale deployment/taskplane-api --replicas=3"
+            "scale deployment/taskplane-worker --replicas=5",
+            "scale deployment/taskplane-api --replicas=3"
         ]
     );
     let out = kubectl.run(&["logs", "worker", "--tail", "20"]).ok();
@@ -685,7 +697,7 @@ fn k8s_scale_and_logs() {
     assert!(out.starts_with("[pod/taskplane-worker-"), "{out}");
     assert_eq!(
         kubectl.calls()[2],
-        "--namespace=taskplane logs -l app.kubernetes.io/name=taskplane,app.kubernetes.io/component=worker --prefix --all-containers --max-log-requests=20 --tail=20"
+        "logs -l app.kubernetes.io/name=taskplane,app.kubernetes.io/component=worker --prefix --all-containers --max-log-requests=20 --tail=20"
     );
 }
 
@@ -805,7 +817,7 @@ fn provisioning_runs_as_tasks_on_a_worker() {
     );
     assert_eq!(
         kubectl.calls(),
-        ["--namespace=taskplane scale deployment/taskplane-worker --replicas=4"]
+        ["scale deployment/taskplane-worker --replicas=4"]
     );
 }
 

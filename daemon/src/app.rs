@@ -51,6 +51,31 @@ pub async fn health(url: &str) -> Result<(), String> {
 }
 
 pub async fn serve(args: RunArgs) -> Result<(), String> {
+    // Settle who may call the API before opening anything.
+    let auth = crate::auth::Verifier::from_args(&args.auth)?;
+    if args.role.runs_api()
+        && auth.is_none()
+        && !args.insecure_no_auth
+        && !args.listen.ip().is_loopback()
+    {
+        return Err(format!(
+            "refusing to listen on {} without auth: anyone who can reach it could submit and cancel tasks. \
+             Turn auth on with --jwt-secret-file (or TASKD_JWT_SECRET, or --jwt-public-key-file), \
+             or pass --insecure-no-auth if something in front of taskd authenticates",
+            args.listen
+        ));
+    }
+    match &auth {
+        Some(verifier) => tracing::info!(?verifier, "auth is on"),
+        None => tracing::info!("auth is off: the API answers anyone who can reach it"),
+    }
+    let guard = Arc::new(http::guard::Guard {
+        auth,
+        private_probes: args.private_probes,
+        limiter: args.write_rate_limit.map(http::guard::RateLimiter::new),
+        timeout: args.request_timeout,
+        cors_origins: args.cors_origin.clone(),
+    });
     let store = open_store(&args).await?;
     let registry = Registry::builtin(args.enable_shell, args.enable_provisioning);
     let shutdown = CancellationToken::new();
@@ -99,7 +124,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     tokio::spawn(watch_signals(shutdown.clone(), releaser));
 
     let router = if args.role.runs_api() {
-        http::api_router(state)
+        http::api_router(state, guard, args.max_body)
     } else {
         http::probe_router(state)
     };
@@ -108,9 +133,13 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     let http_shutdown = CancellationToken::new();
     let server_stop = http_shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { server_stop.cancelled().await })
-            .await
+        // The peer address keys the write rate limit when there is no token.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { server_stop.cancelled().await })
+        .await
     });
     tracing::info!(
         role = args.role.as_str(),

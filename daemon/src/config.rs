@@ -1,6 +1,7 @@
 //! Command-line flags and environment variables of `taskd`, checked before anything starts.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -30,6 +31,83 @@ pub enum Command {
         #[arg(long, default_value = "http://127.0.0.1:7070/health")]
         url: String,
     },
+    /// Bearer tokens for a taskd with auth on.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token with this taskd's key settings (the same --jwt-* flags and variables) and
+    /// print only the token.
+    #[command(after_help = "Example:\n  \
+        TASKD_JWT_SECRET_FILE=/etc/taskplane/jwt.secret taskd token issue --scope tasks.read,tasks.write --ttl 30d --subject ci")]
+    Issue {
+        /// Comma-separated: tasks.read (reads, streams), tasks.write (submit, cancel, retry),
+        /// admin (everything, including the shell, salt and kubectl kinds and dlq purge).
+        #[arg(long, required = true, value_delimiter = ',', value_parser = parse_scope)]
+        scope: Vec<crate::auth::Scope>,
+
+        /// How long the token is valid.
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        ttl: Duration,
+
+        /// Who the token is for (the `sub` claim), e.g. a person or a CI job.
+        #[arg(long, default_value = "taskctl")]
+        subject: String,
+    },
+}
+
+fn parse_scope(text: &str) -> Result<crate::auth::Scope, String> {
+    crate::auth::Scope::parse(text.trim())
+        .ok_or_else(|| format!("'{text}' is not a scope; use tasks.read, tasks.write or admin"))
+}
+
+/// The JWT settings, shared by the server and `taskd token issue`. The HS256 secret comes
+/// from a file or the `TASKD_JWT_SECRET` variable (never a flag: argv is visible to every
+/// user of the host).
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuthArgs {
+    /// Turn auth on with HS256: a file holding the shared secret (at least 32 bytes). The
+    /// TASKD_JWT_SECRET variable can hold the secret itself instead.
+    #[arg(
+        long,
+        env = "TASKD_JWT_SECRET_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// From TASKD_JWT_SECRET (read in main).
+    #[arg(skip)]
+    pub jwt_secret: Option<String>,
+
+    /// Turn auth on with RS256 or EdDSA: the public key (PEM) tokens are checked with. The
+    /// key type picks the one algorithm accepted.
+    #[arg(
+        long,
+        env = "TASKD_JWT_PUBLIC_KEY_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub jwt_public_key_file: Option<PathBuf>,
+
+    /// `taskd token issue` with RS256 or EdDSA: the private key (PEM) to sign with.
+    #[arg(
+        long,
+        env = "TASKD_JWT_PRIVATE_KEY_FILE",
+        value_name = "PATH",
+        global = true
+    )]
+    pub jwt_private_key_file: Option<PathBuf>,
+
+    /// Accept only tokens with this `iss` (and mint them with it).
+    #[arg(long, env = "TASKD_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Accept only tokens with this `aud` (and mint them with it).
+    #[arg(long, env = "TASKD_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -115,6 +193,41 @@ pub struct RunArgs {
     )]
     pub queues: Vec<String>,
 
+    #[command(flatten)]
+    pub auth: AuthArgs,
+
+    /// Listen on a non-loopback address without auth. Anyone who can reach the port can then
+    /// submit and cancel tasks; use it only behind something that authenticates.
+    #[arg(long, env = "TASKD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// With auth on, also require a token (any scope) for /ready, /metrics and
+    /// /api/v1/openapi.json. /health always stays open.
+    #[arg(long, env = "TASKD_PRIVATE_PROBES")]
+    pub private_probes: bool,
+
+    /// Writes (POST) per second per client (token subject, else address); past it, 429 with
+    /// Retry-After. Off by default.
+    #[arg(long, env = "TASKD_WRITE_RATE_LIMIT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub write_rate_limit: Option<u32>,
+
+    /// Longest time a request may take before it is answered 503 (streams are not limited).
+    #[arg(long, env = "TASKD_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Browser origins allowed to call the API (CORS), comma-separated; none by default.
+    #[arg(
+        long,
+        env = "TASKD_CORS_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origin: Vec<String>,
+
+    /// The largest request body, e.g. 1MiB, 512KiB, 4MiB (413 past it).
+    #[arg(long, env = "TASKD_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
+    pub max_body: usize,
+
     /// Allow the `shell` kind (it runs commands as the taskd user).
     #[arg(long, env = "TASKD_ENABLE_SHELL")]
     pub enable_shell: bool,
@@ -188,6 +301,16 @@ impl RunArgs {
         if self.lease < Duration::from_secs(1) {
             return Err("--lease must be at least 1s".into());
         }
+        if self.request_timeout < Duration::from_millis(100) {
+            return Err("--request-timeout must be at least 100ms".into());
+        }
+        for origin in &self.cors_origin {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "--cors-origin {origin}: give origins like https://ops.example.com (or *)"
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -195,6 +318,29 @@ impl RunArgs {
 fn default_concurrency() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     (cores * 4).clamp(4, 64) as u32
+}
+
+/// Parses `1048576`, `512KiB`, `1MiB` (binary units; KB and MB are read the same).
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(digits);
+    let number: usize = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size; try 1MiB or 512KiB"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err(format!("'{text}' is not a size; try 1MiB or 512KiB")),
+    };
+    let size = number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("'{text}' is too large"))?;
+    if size < 1024 {
+        return Err(format!("'{text}': the body limit must be at least 1KiB"));
+    }
+    Ok(size)
 }
 
 /// Parses `500ms`, `30s`, `10m`, `1h30m`.
@@ -220,7 +366,39 @@ mod tests {
         assert_eq!(cli.run.retry_max, Duration::from_secs(600));
         assert_eq!(cli.run.grace, Duration::from_secs(30));
         assert_eq!(cli.run.retention, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(cli.run.max_body, 1024 * 1024);
+        assert_eq!(cli.run.request_timeout, Duration::from_secs(30));
+        assert!(cli.run.write_rate_limit.is_none() && cli.run.cors_origin.is_empty());
         assert!(cli.run.validate().is_ok());
+    }
+
+    #[test]
+    fn sizes_and_scopes_parse() {
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("4MiB"), Ok(4 * 1024 * 1024));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert!(
+            parse_size("1GiB").is_err() && parse_size("10").is_err() && parse_size("x").is_err()
+        );
+        let cli = Cli::try_parse_from([
+            "taskd",
+            "token",
+            "issue",
+            "--scope",
+            "tasks.read,admin",
+            "--ttl",
+            "1h",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Some(Command::Token(TokenCommand::Issue { ref scope, .. }))
+                if scope == &[crate::auth::Scope::Read, crate::auth::Scope::Admin]
+        ));
+        assert!(Cli::try_parse_from(["taskd", "token", "issue", "--scope", "root"]).is_err());
+        let cli =
+            Cli::try_parse_from(["taskd", "--cors-origin", "ops.example.com"]).expect("parses");
+        assert!(cli.run.validate().is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! integration tests reach the store and the domain through here.
 
 pub mod app;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod domain;

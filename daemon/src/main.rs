@@ -5,10 +5,36 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use taskd::app;
-use taskd::config::{Cli, Command, LogFormat, RunArgs};
+use taskd::config::{Cli, Command, LogFormat, RunArgs, TokenCommand};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // The HS256 secret may come from the environment; never from argv (see AuthArgs).
+    cli.run.auth.jwt_secret = std::env::var("TASKD_JWT_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
+    if let Some(Command::Token(TokenCommand::Issue {
+        scope,
+        ttl,
+        subject,
+    })) = &cli.command
+    {
+        let request = taskd::auth::TokenRequest {
+            scopes: scope.clone(),
+            ttl: *ttl,
+            subject: subject.clone(),
+        };
+        return match taskd::auth::issue(&cli.run.auth, &request) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("taskd: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Err(message) = cli.run.validate() {
         eprintln!("taskd: {message}");
         return ExitCode::from(2);
@@ -31,6 +57,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Migrate) => app::migrate(&cli.run).await,
             Some(Command::Health { url }) => app::health(&url).await,
+            Some(Command::Token(_)) => Ok(()),
             None => app::serve(cli.run).await,
         }
     });

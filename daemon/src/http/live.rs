@@ -12,6 +12,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
+#[allow(unused_imports)]
+use taskplane_api::ErrorBody;
 use taskplane_api::{
     EventQuery, QueueList, QueueStats, TaskEvent, TaskStatus, WorkerInfo, WorkerList,
 };
@@ -88,6 +90,17 @@ fn sse_event(event: &TaskEvent) -> Event {
 /// `GET /api/v1/events`: every task state change, live, as Server-Sent Events; `queue`,
 /// `kind` and `tasks` filter; `Last-Event-ID` resumes from the database (events are kept for
 /// ten minutes); a comment every 15 s keeps proxies from closing the stream.
+#[utoipa::path(get, path = "/api/v1/events", tag = "live",
+    params(EventQuery, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
+    responses(
+        (status = 200, description = "Server-Sent Events; each `data:` is a TaskEvent", body = TaskEvent,
+            content_type = "text/event-stream"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.read"])))]
 pub async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -198,6 +211,14 @@ fn queue_entry(queues: &mut BTreeMap<String, QueueStats>, name: String) -> &mut 
 }
 
 /// `GET /api/v1/queues`.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "live",
+    responses(
+        (status = 200, description = "every queue", body = QueueList),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.read"])))]
 pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, ApiError> {
     let now = now_ms();
     let counts = state.store.queue_counts(None).await?;
@@ -232,6 +253,14 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
 }
 
 /// `GET /api/v1/workers`: workers whose heartbeat is recent; one that misses three drops out.
+#[utoipa::path(get, path = "/api/v1/workers", tag = "live",
+    responses(
+        (status = 200, description = "live workers", body = WorkerList),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.read"])))]
 pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
     let alive_since = now_ms() - 3 * HEARTBEAT_EVERY.as_millis() as i64;
     let rows = state.store.workers(alive_since).await?;

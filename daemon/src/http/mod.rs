@@ -4,7 +4,9 @@
 mod convert;
 mod error;
 mod extract;
+pub mod guard;
 mod live;
+pub mod openapi;
 mod probes;
 mod tasks;
 
@@ -17,7 +19,9 @@ use crate::metrics::Metrics;
 use crate::store::Store;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
+use guard::Guard;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -34,8 +38,8 @@ pub struct AppState {
     pub role: &'static str,
 }
 
-/// The full API (the `api` role).
-pub fn api_router(state: AppState) -> Router {
+/// The full API (the `api` role), behind `guard`, taking bodies up to `max_body` bytes.
+pub fn api_router(state: AppState, guard: Arc<Guard>, max_body: usize) -> Router {
     Router::new()
         .route("/api/v1/tasks", post(tasks::submit).get(tasks::list))
         .route("/api/v1/tasks/batch", post(tasks::submit_batch))
@@ -48,14 +52,17 @@ pub fn api_router(state: AppState) -> Router {
         .route("/api/v1/workers", get(live::workers))
         .route("/api/v1/dlq/retry", post(tasks::dlq_retry))
         .route("/api/v1/dlq/purge", post(tasks::dlq_purge))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .merge(probe_routes())
+        // Innermost first: the rate limit reads the principal that auth leaves.
+        .route_layer(from_fn_with_state(guard.clone(), guard::rate_limit))
+        .route_layer(from_fn_with_state(guard.clone(), guard::authenticate))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(DefaultBodyLimit::max(taskplane_api::MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            record_request,
-        ))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(from_fn_with_state(guard.clone(), guard::timeout))
+        .layer(from_fn_with_state(state.clone(), record_request))
+        .layer(from_fn_with_state(guard, guard::cors))
         .with_state(state)
 }
 

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use taskplane_api::Health;
+use taskplane_api::{ErrorBody, Health};
 
 use super::AppState;
 
+#[utoipa::path(get, path = "/health", tag = "probes",
+    responses((status = 200, description = "the process is up", body = Health)))]
 pub async fn health(State(state): State<AppState>) -> Json<Health> {
     Json(Health {
         status: "ok".to_owned(),
@@ -18,6 +20,12 @@ pub async fn health(State(state): State<AppState>) -> Json<Health> {
     })
 }
 
+#[utoipa::path(get, path = "/ready", tag = "probes",
+    responses(
+        (status = 200, description = "the store (and broker) answer", body = Health),
+        (status = 503, description = "not ready", body = Health),
+        (status = 401, description = "no or bad token (with --private-probes)", body = ErrorBody)
+    ))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
     let store = match state.store.ping().await {
         Ok(()) => "ok".to_owned(),
@@ -44,6 +52,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Health>) 
 
 /// `GET /metrics`: Prometheus text: this process's counters and histograms, the depth of every
 /// queue by status (from the store), and the build.
+#[utoipa::path(get, path = "/metrics", tag = "probes",
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, description = "no or bad token (with --private-probes)", body = ErrorBody)
+    ))]
 pub async fn metrics(State(state): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     use std::fmt::Write;

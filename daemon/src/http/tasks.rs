@@ -14,9 +14,13 @@ use super::AppState;
 use super::convert;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams, TaskId};
+use super::guard;
+use crate::auth::Principal;
 use crate::domain::validate::{self, NewTask};
 use crate::store::{CancelOutcome, FinishedFilter, ListFilter, RetryOutcome};
 use crate::worker::now_ms;
+use axum::Extension;
+use taskplane_api::{ErrorBody, Task};
 
 const DEFAULT_LIST_LIMIT: u32 = 100;
 const MAX_LIST_LIMIT: u32 = 1000;
@@ -34,11 +38,27 @@ fn accepted(state: &AppState, created: &[&crate::store::StoredTask]) {
 }
 
 /// `POST /api/v1/tasks`: 201 with the new task, or 200 with the task an idempotency key names.
+#[utoipa::path(post, path = "/api/v1/tasks", tag = "tasks",
+    request_body = SubmitTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first task submitted with this key")),
+    responses(
+        (status = 201, description = "created", body = Task),
+        (status = 200, description = "an idempotency key replayed an existing task", body = Task),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 413, description = "body or payload too large", body = ErrorBody),
+        (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.write"])))]
 pub async fn submit(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     headers: HeaderMap,
     JsonBody(mut request): JsonBody<SubmitTask>,
 ) -> Result<Response, ApiError> {
+    guard::check_kind(principal.as_deref(), &request.kind)?;
     if let Some(value) = headers.get("idempotency-key") {
         let key = value.to_str().map_err(|_| {
             ApiError::bad_request("invalid_request", "Idempotency-Key must be visible ASCII")
@@ -81,10 +101,26 @@ pub async fn submit(
 }
 
 /// `POST /api/v1/tasks/batch`: all or nothing; one invalid task refuses the whole batch.
+#[utoipa::path(post, path = "/api/v1/tasks/batch", tag = "tasks",
+    request_body = BatchSubmit,
+    responses(
+        (status = 201, description = "every task, in request order", body = TaskList),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 413, description = "body or payload too large", body = ErrorBody),
+        (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.write"])))]
 pub async fn submit_batch(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     JsonBody(batch): JsonBody<BatchSubmit>,
 ) -> Result<Response, ApiError> {
+    for task in &batch.tasks {
+        guard::check_kind(principal.as_deref(), &task.kind)?;
+    }
     if batch.tasks.len() > MAX_BATCH_TASKS {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -137,6 +173,16 @@ pub async fn submit_batch(
 }
 
 /// `GET /api/v1/tasks`: newest first, keyset-paged by id.
+#[utoipa::path(get, path = "/api/v1/tasks", tag = "tasks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "newest first", body = TaskList),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.read"])))]
 pub async fn list(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<ListQuery>,
@@ -182,6 +228,17 @@ pub async fn list(
 }
 
 /// `GET /api/v1/tasks/{id}`.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}", tag = "tasks",
+    params(("id" = Uuid, Path, description = "task id")),
+    responses(
+        (status = 200, description = "the task", body = Task),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 404, description = "no such task", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.read"])))]
 pub async fn get_one(
     State(state): State<AppState>,
     TaskId(id): TaskId,
@@ -194,6 +251,20 @@ pub async fn get_one(
 
 /// `POST /api/v1/tasks/{id}/cancel`: waiting tasks are cancelled at once (200); a running one
 /// is signalled (202, `cancel_requested: true`); a finished one is a conflict (409).
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/cancel", tag = "tasks",
+    params(("id" = Uuid, Path, description = "task id")),
+    responses(
+        (status = 200, description = "cancelled", body = Task),
+        (status = 202, description = "running: its worker is told to stop it", body = Task),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 404, description = "no such task", body = ErrorBody),
+        (status = 409, description = "not allowed in the task's state", body = ErrorBody),
+        (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.write"])))]
 pub async fn cancel(
     State(state): State<AppState>,
     TaskId(id): TaskId,
@@ -219,6 +290,19 @@ pub async fn cancel(
 
 /// `POST /api/v1/tasks/{id}/retry`: a failed or cancelled task goes back to queued with a
 /// fresh set of attempts.
+#[utoipa::path(post, path = "/api/v1/tasks/{id}/retry", tag = "tasks",
+    params(("id" = Uuid, Path, description = "task id")),
+    responses(
+        (status = 200, description = "queued again with fresh attempts", body = Task),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 404, description = "no such task", body = ErrorBody),
+        (status = 409, description = "not allowed in the task's state", body = ErrorBody),
+        (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.write"])))]
 pub async fn retry(
     State(state): State<AppState>,
     TaskId(id): TaskId,
@@ -242,6 +326,18 @@ pub async fn retry(
 }
 
 /// `GET /api/v1/tasks/{id}/logs?after=SEQ&limit=N`.
+#[utoipa::path(get, path = "/api/v1/tasks/{id}/logs", tag = "tasks",
+    params(("id" = Uuid, Path, description = "task id"), LogQuery),
+    responses(
+        (status = 200, description = "a page of output; with follow=true an NDJSON stream of LogLine until the task has finished", body = LogPage,
+            content_type = "application/json"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 404, description = "no such task", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.read"])))]
 pub async fn logs(
     State(state): State<AppState>,
     TaskId(id): TaskId,
@@ -277,6 +373,18 @@ pub async fn logs(
 }
 
 /// `POST /api/v1/dlq/retry`: every failed task (of a kind or queue) back to queued.
+#[utoipa::path(post, path = "/api/v1/dlq/retry", tag = "dead letters",
+    request_body = DlqRetry,
+    responses(
+        (status = 200, description = "how many tasks were requeued", body = BulkResult),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 413, description = "body or payload too large", body = ErrorBody),
+        (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["tasks.write"])))]
 pub async fn dlq_retry(
     State(state): State<AppState>,
     JsonBody(filter): JsonBody<DlqRetry>,
@@ -292,6 +400,18 @@ pub async fn dlq_retry(
 }
 
 /// `POST /api/v1/dlq/purge`: deletes failed tasks that finished `older_than_secs` ago.
+#[utoipa::path(post, path = "/api/v1/dlq/purge", tag = "dead letters",
+    request_body = DlqPurge,
+    responses(
+        (status = 200, description = "how many tasks were deleted", body = BulkResult),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "no or bad token", body = ErrorBody),
+        (status = 403, description = "the token lacks the scope", body = ErrorBody),
+        (status = 413, description = "body or payload too large", body = ErrorBody),
+        (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
+        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+    ),
+    security(("bearer" = ["admin"])))]
 pub async fn dlq_purge(
     State(state): State<AppState>,
     JsonBody(filter): JsonBody<DlqPurge>,

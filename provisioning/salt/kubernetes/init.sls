@@ -46,11 +46,18 @@ sysctl-{{ key }}:
       - kmod: kernel-module-br_netfilter
 {%- endfor %}
 
-# The kubelet refuses to start with swap on.
+# The kubelet refuses to start with swap on: off now, and off after a reboot.
 swap-off:
   cmd.run:
     - name: swapoff -a
     - onlyif: test -n "$(swapon --noheadings --show)"
+
+swap-off-at-boot:
+  file.replace:
+    - name: /etc/fstab
+    - pattern: '^([^#\s]\S*\s+\S+\s+swap\s.*)$'
+    - repl: '# \1'
+    - ignore_if_missing: True
 
 kubelet:
   service.enabled:

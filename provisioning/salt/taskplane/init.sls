@@ -39,13 +39,18 @@ taskplane-config-dir:
     - mode: '0750'
     - makedirs: True
 
+{%- if not tp.source %}
+{{ raise('set the taskplane:source pillar to where taskd and taskctl are published: salt://…, https://… (with source_hash) or file:///…') }}
+{%- else %}
 {%- for binary in ['taskd', 'taskctl'] %}
+{#- source_hash: the URL of a sums file (one for both), or a mapping binary -> hash. #}
+{%- set hash = tp.source_hash[binary] if tp.source_hash is mapping else tp.source_hash %}
 taskplane-{{ binary }}:
   file.managed:
     - name: {{ root }}/usr/local/bin/{{ binary }}
     - source: {{ tp.source }}/{{ binary }}
-{%- if tp.source_hash %}
-    - source_hash: {{ tp.source_hash }}
+{%- if hash %}
+    - source_hash: {{ hash }}
 {%- else %}
     - skip_verify: True
 {%- endif %}
@@ -54,6 +59,7 @@ taskplane-{{ binary }}:
     - mode: '0755'
     - makedirs: True
 {%- endfor %}
+{%- endif %}
 
 taskplane-env:
   file.managed:
@@ -62,6 +68,7 @@ taskplane-env:
     - template: jinja
     - context:
         config: {{ tp.config | json }}
+    - show_changes: False
     - user: root
     - group: {{ tp.group }}
     - mode: '0640'
@@ -86,7 +93,9 @@ taskd-{{ role }}:
   service.running:
     - enable: True
     - watch:
+{%- if tp.source %}
       - file: taskplane-taskd
+{%- endif %}
       - file: taskplane-env
       - file: taskplane-unit-{{ role }}
 {%- else %}

@@ -26,7 +26,9 @@ pub struct K8sArgs {
     #[arg(long, global = true, value_name = "NAME")]
     pub kube_context: Option<String>,
 
-    /// The namespace [default: taskplane, where the manifests deploy].
+    /// The namespace [default: the kubeconfig context's, as with kubectl]. apply and diff
+    /// need none: the manifests name theirs (taskplane-dev for the dev overlay, taskplane
+    /// for prod).
     #[arg(short, long, global = true)]
     pub namespace: Option<String>,
 
@@ -76,6 +78,10 @@ pub struct StatusArgs {
     /// Which objects, as a label selector.
     #[arg(short = 'l', long, default_value = kubectl::DEFAULT_SELECTOR)]
     pub selector: String,
+
+    /// Look in every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +89,10 @@ pub struct RolloutArgs {
     /// Which deployments, as a label selector.
     #[arg(short = 'l', long, default_value = kubectl::DEFAULT_SELECTOR)]
     pub selector: String,
+
+    /// Wait for the matching deployments of every namespace.
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
 
     /// Give up after this long (exit 3).
     #[arg(long, default_value = "5m", value_parser = crate::commands::submit::parse_duration)]
@@ -145,10 +155,12 @@ pub async fn run(client: &Client, ui: &Ui, args: K8sArgs) -> Result<(), CliError
         replicas: None,
         timeout_secs: None,
         dry_run: false,
+        all_namespaces: false,
     };
-    let target = Target {
+    let mut target = Target {
         context: args.kube_context,
         namespace: args.namespace,
+        all_namespaces: false,
     };
     match args.command {
         K8sCommand::Apply(a) => {
@@ -169,17 +181,21 @@ pub async fn run(client: &Client, ui: &Ui, args: K8sArgs) -> Result<(), CliError
             operate(client, ui, &target, payload, &SubmitOptions::none()).await
         }
         K8sCommand::Status(a) => {
+            target.all_namespaces = a.all_namespaces;
             let payload = KubectlPayload {
                 action: KubectlAction::Status,
                 selector: Some(a.selector),
+                all_namespaces: a.all_namespaces,
                 ..base
             };
             operate(client, ui, &target, payload, &SubmitOptions::none()).await
         }
         K8sCommand::Rollout(a) => {
+            target.all_namespaces = a.all_namespaces;
             let payload = KubectlPayload {
                 action: KubectlAction::Rollout,
                 selector: Some(a.selector),
+                all_namespaces: a.all_namespaces,
                 timeout_secs: Some(a.timeout.as_secs().max(1)),
                 ..base
             };
@@ -316,7 +332,14 @@ async fn operate(
                 eprintln!("no differences: the cluster matches the manifests");
             }
         }
-        Outcome::Status(status) => print_status(ui, &status)?,
+        Outcome::Status(status) => {
+            print_status(ui, &status, target.all_namespaces)?;
+            if status.deployments.is_empty() && status.pods.is_empty() {
+                eprintln!(
+                    "nothing of the platform here; try -n taskplane (prod) or -n taskplane-dev (dev), or -A for every namespace"
+                );
+            }
+        }
         Outcome::RolledOut { deployments } => {
             let names: Vec<&str> = deployments.iter().map(|d| d.name.as_str()).collect();
             ui.line(&format!("rolled out: {}", names.join(", ")))?;
@@ -381,22 +404,38 @@ fn diff_line(ui: &Ui, line: &str) -> String {
     format!("\x1b[{colour}m{line}\x1b[0m")
 }
 
-fn print_status(ui: &Ui, status: &Status) -> Result<(), CliError> {
+fn print_status(ui: &Ui, status: &Status, namespaces: bool) -> Result<(), CliError> {
     let now = Utc::now();
     let when = |t: Option<chrono::DateTime<Utc>>| t.map(|t| age(t, now)).unwrap_or_default();
-    let mut table = ui.table(&["DEPLOYMENT", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    let with_namespace = |mut headers: Vec<&'static str>| {
+        if namespaces {
+            headers.insert(0, "NAMESPACE");
+        }
+        headers
+    };
+    let mut table = ui.table(&with_namespace(vec![
+        "DEPLOYMENT",
+        "READY",
+        "UP-TO-DATE",
+        "AVAILABLE",
+        "AGE",
+    ]));
     for d in &status.deployments {
-        table.add_row(vec![
+        let mut row = vec![
             d.name.clone(),
             format!("{}/{}", d.ready, d.desired),
             d.updated.to_string(),
             d.available.to_string(),
             when(d.created_at),
-        ]);
+        ];
+        if namespaces {
+            row.insert(0, d.namespace.clone());
+        }
+        table.add_row(row);
     }
     ui.print_table(&table)?;
     ui.line("")?;
-    let mut headers = vec!["POD", "READY", "STATUS", "RESTARTS", "AGE"];
+    let mut headers = with_namespace(vec!["POD", "READY", "STATUS", "RESTARTS", "AGE"]);
     if ui.wide() {
         headers.push("NODE");
     }
@@ -416,6 +455,9 @@ fn print_status(ui: &Ui, status: &Status) -> Result<(), CliError> {
             Cell::new(p.restarts),
             Cell::new(when(p.created_at)),
         ];
+        if namespaces {
+            row.insert(0, Cell::new(&p.namespace));
+        }
         if ui.wide() {
             row.push(Cell::new(p.node.as_deref().unwrap_or("<none>")));
         }

@@ -30,8 +30,8 @@ pub use salt::SaltArgs;
 /// could not run (not installed, a kubectl error); 2 for bad arguments.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-    taskctl provision salt apply --local --state taskplane --test\n  \
-    taskctl provision salt apply --target 'web*' --state taskplane --pillar taskplane.version=0.1.0\n  \
+    taskctl provision salt apply --local --state taskplane --test --pillar taskplane.source=file:///opt/taskplane/dist\n  \
+    taskctl provision salt apply --target 'web*' --state taskplane --pillar taskplane.source=https://example.com/taskplane/0.1.0\n  \
     taskctl provision salt ping --target '*'\n  \
     taskctl provision k8s diff k8s/overlays/prod\n  \
     taskctl provision k8s apply k8s/overlays/prod && taskctl provision k8s rollout\n  \

@@ -42,21 +42,22 @@ pub struct Reach {
     #[arg(long, conflicts_with = "local")]
     pub ssh: bool,
 
-    /// With --local: the state tree [default: ./provisioning/salt].
+    /// With --local: the state tree [default: ./provisioning/salt for apply].
     #[arg(long, value_name = "DIR", requires = "local")]
     pub file_root: Option<PathBuf>,
 
-    /// With --local: the pillar tree [default: ./provisioning/pillar, when the state tree
-    /// is the default one].
+    /// With --local: a pillar tree (e.g. ./provisioning/pillar, the example) [default:
+    /// none; --pillar values and the states' defaults apply].
     #[arg(long, value_name = "DIR", requires = "local")]
     pub pillar_root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-    taskctl provision salt apply --local --state taskplane --test\n  \
+    taskctl provision salt apply --local --state taskplane --test --pillar taskplane.source=file:///opt/taskplane/dist\n  \
     taskctl provision salt apply --target 'db*' --state postgresql\n  \
-    taskctl provision salt apply --local --pillar taskplane.source=https://example.com/taskplane/0.1.0 --pillar taskplane.roles:='[\"api\",\"worker\"]'")]
+    taskctl provision salt apply --local --state taskplane --pillar taskplane.source=https://example.com/taskplane/0.1.0 --pillar taskplane.source_hash=https://example.com/taskplane/0.1.0/SHA256SUMS\n  \
+    taskctl provision salt apply --local --pillar-root provisioning/pillar --test")]
 pub struct ApplyArgs {
     #[command(flatten)]
     pub reach: Reach,
@@ -69,7 +70,7 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub test: bool,
 
-    /// Pillar data: `key=value` (a string) or `key:=JSON`; dots nest (`taskplane.version=1`).
+    /// Pillar data: `key=value` (a string) or `key:=JSON`; dots nest (`taskplane.config.listen=0.0.0.0:7070`).
     /// Repeatable.
     #[arg(long = "pillar", value_name = "KEY=VALUE")]
     pub pillar: Vec<String>,
@@ -152,9 +153,11 @@ fn base_payload(reach: &Reach, action: SaltAction) -> Result<SaltPayload, CliErr
         ..SaltPayload::default()
     };
     if mode == SaltMode::Local {
-        let (file_root, pillar_root) = match &reach.file_root {
-            Some(dir) => (dir.clone(), reach.pillar_root.clone()),
-            None => {
+        let file_root = match (&reach.file_root, action) {
+            (Some(dir), _) => Some(dir.clone()),
+            // ping needs no states.
+            (None, SaltAction::Ping) => None,
+            (None, SaltAction::Apply) => {
                 let root = Path::new("provisioning/salt");
                 if !root.is_dir() {
                     return Err(CliError::Usage(
@@ -162,17 +165,14 @@ fn base_payload(reach: &Reach, action: SaltAction) -> Result<SaltPayload, CliErr
                             .to_owned(),
                     ));
                 }
-                let pillar = Path::new("provisioning/pillar");
-                let pillar = reach
-                    .pillar_root
-                    .clone()
-                    .or_else(|| pillar.is_dir().then(|| pillar.to_path_buf()));
-                (root.to_path_buf(), pillar)
+                Some(root.to_path_buf())
             }
         };
-        payload.file_root = Some(absolute(&file_root, "--file-root")?);
-        payload.pillar_root = pillar_root
-            .map(|p| absolute(&p, "--pillar-root"))
+        payload.file_root = file_root.map(|d| absolute(&d, "--file-root")).transpose()?;
+        payload.pillar_root = reach
+            .pillar_root
+            .as_ref()
+            .map(|p| absolute(p, "--pillar-root"))
             .transpose()?;
     }
     Ok(payload)
@@ -290,7 +290,13 @@ fn print_apply(ui: &Ui, report: &ApplyReport) -> Result<(), CliError> {
             first = false;
         }
         for error in &host.errors {
-            ui.line(&format!("FAILED       {}  {error}", host.host))?;
+            // A render error carries Salt's whole traceback; -o wide shows it.
+            let shown = if ui.wide() {
+                error.clone()
+            } else {
+                salt::brief(error)
+            };
+            ui.line(&format!("FAILED       {}  {shown}", host.host))?;
         }
         for state in host
             .states

@@ -1,0 +1,321 @@
+//! What stands between the network and the handlers: CORS, bearer-token auth with scopes,
+//! the write rate limit and the request timeout. Each is a small axum middleware over one
+//! shared [`Guard`]; every refusal is the API's JSON error.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use crate::auth::{AuthError, Principal, Scope, Verifier, kind_needs_admin};
+
+/// The security settings of the API, from the flags.
+pub struct Guard {
+    pub auth: Option<Verifier>,
+    /// With auth on, /ready, /metrics and the OpenAPI document need a token too.
+    pub private_probes: bool,
+    pub limiter: Option<RateLimiter>,
+    pub timeout: Duration,
+    /// Allowed browser origins; `*` allows any.
+    pub cors_origins: Vec<String>,
+}
+
+/// The scope a route needs, or `None` for the routes that stay open (the probes and the
+/// OpenAPI document, unless `private_probes`).
+pub fn required_scope(method: &Method, route: &str, private_probes: bool) -> Option<Scope> {
+    match route {
+        "/health" => None,
+        "/ready" | "/metrics" | "/api/v1/openapi.json" => private_probes.then_some(Scope::Read),
+        "/api/v1/dlq/purge" => Some(Scope::Admin),
+        _ if *method == Method::GET || *method == Method::HEAD => Some(Scope::Read),
+        _ => Some(Scope::Write),
+    }
+}
+
+/// Checks the bearer token against the route's scope and leaves the [`Principal`] in the
+/// request for handlers that check more (the privileged kinds).
+pub async fn authenticate(
+    State(guard): State<Arc<Guard>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(verifier) = &guard.auth else {
+        return next.run(request).await;
+    };
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |p| p.as_str().to_owned(),
+    );
+    let Some(needed) = required_scope(request.method(), &route, guard.private_probes) else {
+        return next.run(request).await;
+    };
+    let principal = match bearer(&request).and_then(|token| verifier.verify(token)) {
+        Ok(principal) => principal,
+        Err(error) => return unauthorized(&error),
+    };
+    if !principal.allows(needed) {
+        return forbidden(needed, &format!("{} {route}", request.method()));
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}
+
+fn bearer(request: &Request) -> Result<&str, AuthError> {
+    let value = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::NotBearer)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthError::NotBearer);
+    }
+    Ok(token.trim())
+}
+
+fn unauthorized(error: &AuthError) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", error.to_string()).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"taskd\""),
+    );
+    response
+}
+
+fn forbidden(needed: Scope, what: &str) -> Response {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!(
+            "{what} needs the {} scope, which this token lacks",
+            needed.as_str()
+        ),
+    )
+    .into_response()
+}
+
+/// For handlers: refuses a privileged kind (shell, salt, kubectl) to a token without
+/// `admin`. Without auth there is no principal and nothing to check.
+pub fn check_kind(principal: Option<&Principal>, kind: &str) -> Result<(), ApiError> {
+    match principal {
+        Some(p) if kind_needs_admin(kind) && !p.allows(Scope::Admin) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the {kind} kind needs the admin scope, which this token lacks"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A token bucket per client: `rate` writes per second, bursts of up to `rate`.
+pub struct RateLimiter {
+    rate: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: u32) -> RateLimiter {
+        RateLimiter {
+            rate: f64::from(rate),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one write for `client` at `now`: `Ok` or the wait until the next one.
+    pub fn take(&self, client: &str, now: Instant) -> Result<(), Duration> {
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return Ok(());
+        };
+        // Forget idle clients now and then so the map cannot grow without bound.
+        if buckets.len() > 10_000 {
+            buckets.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(60));
+        }
+        let (tokens, at) = buckets.entry(client.to_owned()).or_insert((self.rate, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.rate);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+        }
+    }
+}
+
+/// Limits writes per client: the token's subject when auth is on, else the peer address.
+pub async fn rate_limit(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let Some(limiter) = &guard.limiter else {
+        return next.run(request).await;
+    };
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let client = match request.extensions().get::<Principal>() {
+        Some(p) => format!("sub:{}", p.subject),
+        None => request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "unknown".to_owned(), |c| format!("ip:{}", c.0.ip())),
+    };
+    match limiter.take(&client, Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many writes from this client; retry in {seconds}s"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            response
+        }
+    }
+}
+
+/// Answers 503 when a handler takes longer than the timeout. Streams (events, log follow)
+/// answer their headers at once, so only their setup is timed.
+pub async fn timeout(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(guard.timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!(
+                "the request took longer than {}s; try again",
+                guard.timeout.as_secs_f64()
+            ),
+        )
+        .into_response(),
+    }
+}
+
+/// CORS: nothing unless the request's Origin is allowed; then the allow headers, and
+/// preflights answered here (before auth: browsers send no token on a preflight).
+pub async fn cors(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_owned);
+    let allowed = origin.filter(|o| {
+        guard
+            .cors_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed == o)
+    });
+    let Some(origin) = allowed else {
+        return next.run(request).await;
+    };
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, idempotency-key, last-event-id"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        response
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("location, retry-after"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_need_the_scopes_of_what_they_do() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(required_scope(&get, "/health", true), None);
+        assert_eq!(required_scope(&get, "/metrics", false), None);
+        assert_eq!(required_scope(&get, "/metrics", true), Some(Scope::Read));
+        assert_eq!(required_scope(&get, "/api/v1/openapi.json", false), None);
+        assert_eq!(
+            required_scope(&get, "/api/v1/tasks", false),
+            Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&get, "/api/v1/events", false),
+            Some(Scope::Read)
+        );
+        assert_eq!(
+            required_scope(&post, "/api/v1/tasks", false),
+            Some(Scope::Write)
+        );
+        assert_eq!(
+            required_scope(&post, "/api/v1/tasks/{id}/cancel", false),
+            Some(Scope::Write)
+        );
+        assert_eq!(
+            required_scope(&post, "/api/v1/dlq/retry", false),
+            Some(Scope::Write)
+        );
+        assert_eq!(
+            required_scope(&post, "/api/v1/dlq/purge", false),
+            Some(Scope::Admin)
+        );
+    }
+
+    #[test]
+    fn the_bucket_refills_at_the_rate() {
+        let limiter = RateLimiter::new(2);
+        let t0 = Instant::now();
+        assert!(limiter.take("a", t0).is_ok());
+        assert!(limiter.take("a", t0).is_ok());
+        let wait = limiter.take("a", t0).expect_err("burst used up");
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert!(limiter.take("b", t0).is_ok(), "clients are apart");
+        assert!(limiter.take("a", t0 + Duration::from_millis(500)).is_ok());
+    }
+
+    #[test]
+    fn privileged_kinds_need_admin() {
+        let writer = Principal {
+            subject: "ci".into(),
+            scopes: [Scope::Write].into(),
+        };
+        assert!(check_kind(Some(&writer), "echo").is_ok());
+        assert_eq!(
+            check_kind(Some(&writer), "shell").map_err(|e| e.status),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert!(check_kind(None, "shell").is_ok(), "auth off");
+    }
+}

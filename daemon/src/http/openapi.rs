@@ -1,0 +1,76 @@
+//! `GET /api/v1/openapi.json`: the OpenAPI 3.1 document, generated from the handlers'
+//! `#[utoipa::path]` annotations and the `api` crate's types. A committed copy
+//! (`api/openapi.json`) is compared with it by a test, so a change to the API shows in review.
+
+use axum::Json;
+use taskplane_api::{
+    BatchSubmit, BrokerQueue, BulkResult, DlqPurge, DlqRetry, ErrorBody, ErrorDetail, EventKind,
+    Health, LogLine, LogPage, LogStream, QueueList, QueueStats, SubmitTask, Task, TaskEvent,
+    TaskList, TaskStatus, TaskSummary, WorkerInfo, WorkerList,
+};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{live, probes, tasks};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Taskplane API",
+        description = "Submit, follow and control background tasks. Errors are `{\"error\": {\"code\", \"message\"}}`. With auth on, every /api/v1 route needs `Authorization: Bearer <JWT>` with the scope listed on it (`admin` includes every scope).",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        tasks::submit,
+        tasks::submit_batch,
+        tasks::list,
+        tasks::get_one,
+        tasks::cancel,
+        tasks::retry,
+        tasks::logs,
+        tasks::dlq_retry,
+        tasks::dlq_purge,
+        live::events,
+        live::queues,
+        live::workers,
+        probes::health,
+        probes::ready,
+        probes::metrics,
+    ),
+    components(schemas(
+        Task, TaskStatus, SubmitTask, BatchSubmit, TaskList, LogLine, LogPage, LogStream,
+        DlqRetry, DlqPurge, BulkResult, EventKind, TaskSummary, TaskEvent, BrokerQueue,
+        QueueStats, QueueList, WorkerInfo, WorkerList, ErrorBody, ErrorDetail, Health
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme the paths refer to.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document as JSON text, exactly as served and committed.
+pub fn json() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
