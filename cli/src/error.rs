@@ -67,6 +67,12 @@ pub fn describe(error: &ApiError) -> String {
             };
             format!("{message}{hint}")
         }
+        ApiError::Api { code, message, .. } if code == "unauthorized" => format!(
+            "{message} (hint: pass --token, set TASKCTL_TOKEN, or give a context a token file: taskctl config set-context NAME --server URL --token-file FILE)"
+        ),
+        ApiError::Api { code, message, .. } if code == "forbidden" || code == "rate_limited" => {
+            message.clone()
+        }
         _ => error.to_string(),
     }
 }

@@ -329,13 +329,28 @@ pub fn raw_http(
     body: &[u8],
     header: Option<(&str, &str)>,
 ) -> (u16, Value) {
+    let headers: Vec<(&str, &str)> = header.into_iter().collect();
+    let (status, _, json) = raw_http_full(addr, method, path, body, &headers);
+    (status, json)
+}
+
+/// A raw HTTP request with any extra headers; answers the status, the response's header
+/// block (lower-cased) and its body as JSON (or a JSON string when it is not JSON).
+pub fn raw_http_full(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, String, Value) {
     let mut stream = TcpStream::connect(addr).expect("connect to taskd");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .expect("timeout");
-    let extra = header
+    let extra: String = headers
+        .iter()
         .map(|(name, value)| format!("{name}: {value}\r\n"))
-        .unwrap_or_default();
+        .collect();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
@@ -351,9 +366,9 @@ pub fn raw_http(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no HTTP status in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let json = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
-    (status, json)
+    (status, head.to_ascii_lowercase(), json)
 }
 
 impl Daemon {

@@ -1,0 +1,648 @@
+//! Security end to end: JWT auth on every route (bad tokens of every sort answer 401/403
+//! with a JSON error), `taskd token issue`, EdDSA keys and algorithm pinning, the refusal to
+//! listen openly without auth, the write rate limit, the body limit, CORS, and taskctl
+//! against an auth-enabled daemon.
+
+mod common;
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{Daemon, raw_http_full, taskctl_env};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+
+const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// A token signed with `SECRET`, with these claims over sensible defaults.
+fn token(claims: Value) -> String {
+    let mut all = json!({"sub": "test", "scope": "tasks.read", "exp": now() + 600,
+        "iss": "taskplane", "aud": "prod"});
+    if let (Some(all), Some(extra)) = (all.as_object_mut(), claims.as_object()) {
+        for (k, v) in extra {
+            all.insert(k.clone(), v.clone());
+        }
+    }
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &all,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// An unsigned token (`alg: none`) with admin claims: must never pass.
+fn alg_none() -> String {
+    let header = b64url(br#"{"alg":"none","typ":"JWT"}"#);
+    let claims = b64url(
+        json!({"sub": "x", "scope": "admin", "exp": now() + 600, "iss": "taskplane", "aud": "prod"})
+            .to_string()
+            .as_bytes(),
+    );
+    format!("{header}.{claims}.")
+}
+
+/// A valid admin token with one character of its signature changed.
+fn tampered() -> String {
+    let good = token(json!({"scope": "admin"}));
+    let (head, sig) = good.rsplit_once('.').expect("three parts");
+    let mut sig: Vec<char> = sig.chars().collect();
+    sig[5] = if sig[5] == 'A' { 'B' } else { 'A' };
+    format!("{head}.{}", sig.into_iter().collect::<String>())
+}
+
+fn start_with_auth(dir: &Path, extra: &[&str]) -> Daemon {
+    let secret = dir.join("jwt.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("write secret");
+    let db = format!("sqlite://{}", dir.join("taskd.db").display());
+    let secret = secret.display().to_string();
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        &db,
+        "--jwt-secret-file",
+        &secret,
+        "--jwt-issuer",
+        "taskplane",
+        "--jwt-audience",
+        "prod",
+    ];
+    args.extend_from_slice(extra);
+    Daemon::start_with(dir, &args)
+}
+
+fn call(
+    daemon: &Daemon,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (u16, String, Value) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    raw_http_full(&daemon.addr, method, path, body.as_bytes(), &headers)
+}
+
+#[test]
+fn every_route_refuses_missing_expired_premature_foreign_unsigned_and_tampered_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = start_with_auth(dir.path(), &["--enable-shell"]);
+    let admin = token(json!({"scope": "admin"}));
+    let (status, _, task) = call(
+        &daemon,
+        "POST",
+        "/api/v1/tasks",
+        r#"{"kind":"noop"}"#,
+        Some(&admin),
+    );
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().expect("id").to_owned();
+
+    // Every /api/v1 route, the scope it needs, and a token with every scope but that one.
+    let reader = token(json!({"scope": "tasks.read"}));
+    let writer = token(json!({"scope": "tasks.write"}));
+    let routes: Vec<(&str, String, &str, &String)> = vec![
+        ("GET", "/api/v1/tasks".into(), "", &writer),
+        ("GET", format!("/api/v1/tasks/{id}"), "", &writer),
+        ("GET", format!("/api/v1/tasks/{id}/logs"), "", &writer),
+        ("GET", "/api/v1/events".into(), "", &writer),
+        ("GET", "/api/v1/queues".into(), "", &writer),
+        ("GET", "/api/v1/workers".into(), "", &writer),
+        (
+            "POST",
+            "/api/v1/tasks".into(),
+            r#"{"kind":"noop"}"#,
+            &reader,
+        ),
+        (
+            "POST",
+            "/api/v1/tasks/batch".into(),
+            r#"{"tasks":[{"kind":"noop"}]}"#,
+            &reader,
+        ),
+        ("POST", format!("/api/v1/tasks/{id}/cancel"), "", &reader),
+        ("POST", format!("/api/v1/tasks/{id}/retry"), "", &reader),
+        ("POST", "/api/v1/dlq/retry".into(), "{}", &reader),
+        (
+            "POST",
+            "/api/v1/dlq/purge".into(),
+            r#"{"older_than_secs":0}"#,
+            &writer,
+        ),
+    ];
+    let bad: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        (
+            "expired",
+            Some(token(json!({"scope": "admin", "exp": now() - 3600}))),
+        ),
+        (
+            "not yet valid",
+            Some(token(json!({"scope": "admin", "nbf": now() + 3600}))),
+        ),
+        (
+            "wrong audience",
+            Some(token(json!({"scope": "admin", "aud": "staging"}))),
+        ),
+        (
+            "wrong issuer",
+            Some(token(json!({"scope": "admin", "iss": "someone"}))),
+        ),
+        ("alg none", Some(alg_none())),
+        ("tampered signature", Some(tampered())),
+        ("not a JWT", Some("hello".to_owned())),
+    ];
+    for (method, path, body, wrong_scope) in &routes {
+        for (what, bad_token) in &bad {
+            let (status, head, error) = call(&daemon, method, path, body, bad_token.as_deref());
+            assert_eq!(status, 401, "{method} {path} with {what}: {error}");
+            assert_eq!(
+                error["error"]["code"], "unauthorized",
+                "{method} {path} {what}"
+            );
+            assert!(head.contains("www-authenticate: bearer"), "{head}");
+        }
+        let (status, _, error) = call(&daemon, method, path, body, Some(wrong_scope));
+        assert_eq!(status, 403, "{method} {path} with the wrong scope: {error}");
+        assert_eq!(error["error"]["code"], "forbidden");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("scope")),
+            "{error}"
+        );
+    }
+    // Messages say what was wrong.
+    let (_, _, error) = call(&daemon, "GET", "/api/v1/tasks", "", bad[1].1.as_deref());
+    assert_eq!(error["error"]["message"], "the token has expired");
+    let (_, _, error) = call(&daemon, "GET", "/api/v1/tasks", "", bad[2].1.as_deref());
+    assert_eq!(
+        error["error"]["message"],
+        "the token is not valid yet (nbf)"
+    );
+
+    // The right scopes pass; the privileged kinds and dlq purge need admin.
+    assert_eq!(
+        call(&daemon, "GET", "/api/v1/tasks", "", Some(&reader)).0,
+        200
+    );
+    assert_eq!(
+        call(
+            &daemon,
+            "POST",
+            "/api/v1/tasks",
+            r#"{"kind":"echo"}"#,
+            Some(&writer)
+        )
+        .0,
+        201
+    );
+    let shell = r#"{"kind":"shell","payload":{"argv":["true"]}}"#;
+    let (status, _, error) = call(&daemon, "POST", "/api/v1/tasks", shell, Some(&writer));
+    assert_eq!(status, 403, "{error}");
+    assert_eq!(
+        error["error"]["message"],
+        "the shell kind needs the admin scope, which this token lacks"
+    );
+    let batch = r#"{"tasks":[{"kind":"noop"},{"kind":"shell","payload":{"argv":["true"]}}]}"#;
+    assert_eq!(
+        call(&daemon, "POST", "/api/v1/tasks/batch", batch, Some(&writer)).0,
+        403
+    );
+    assert_eq!(
+        call(&daemon, "POST", "/api/v1/tasks", shell, Some(&admin)).0,
+        201
+    );
+    assert_eq!(
+        call(
+            &daemon,
+            "POST",
+            "/api/v1/dlq/purge",
+            r#"{"older_than_secs":0}"#,
+            Some(&admin)
+        )
+        .0,
+        200
+    );
+
+    // The probes and the API document stay open.
+    for path in ["/health", "/ready", "/metrics", "/api/v1/openapi.json"] {
+        assert_eq!(call(&daemon, "GET", path, "", None).0, 200, "{path}");
+    }
+}
+
+#[test]
+fn private_probes_need_a_token_but_health_never_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = start_with_auth(dir.path(), &["--private-probes"]);
+    for path in ["/ready", "/metrics", "/api/v1/openapi.json"] {
+        assert_eq!(call(&daemon, "GET", path, "", None).0, 401, "{path}");
+        let reader = token(json!({"scope": "tasks.read"}));
+        assert_eq!(
+            call(&daemon, "GET", path, "", Some(&reader)).0,
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(call(&daemon, "GET", "/health", "", None).0, 200);
+}
+
+#[test]
+fn taskd_token_issue_mints_what_the_daemon_accepts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = start_with_auth(dir.path(), &[]);
+    let issue = |args: &[&str], env: &[(&str, &str)]| {
+        std::process::Command::new(common::taskd_bin())
+            .args(["token", "issue"])
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .expect("run taskd token issue")
+    };
+    let secret_file = dir.path().join("jwt.secret").display().to_string();
+    let out = issue(
+        &[
+            "--scope",
+            "tasks.read,tasks.write",
+            "--ttl",
+            "10m",
+            "--subject",
+            "ci",
+            "--jwt-secret-file",
+            &secret_file,
+            "--jwt-issuer",
+            "taskplane",
+            "--jwt-audience",
+            "prod",
+        ],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "only the token: {stdout}");
+    let minted = stdout.trim();
+    assert_eq!(minted.split('.').count(), 3, "{minted}");
+    assert_eq!(
+        call(
+            &daemon,
+            "POST",
+            "/api/v1/tasks",
+            r#"{"kind":"noop"}"#,
+            Some(minted)
+        )
+        .0,
+        201
+    );
+    // The secret can come from the environment too.
+    let out = issue(
+        &[
+            "--scope",
+            "admin",
+            "--jwt-issuer",
+            "taskplane",
+            "--jwt-audience",
+            "prod",
+        ],
+        &[("TASKD_JWT_SECRET", SECRET)],
+    );
+    assert!(out.status.success());
+    let admin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        call(
+            &daemon,
+            "POST",
+            "/api/v1/dlq/purge",
+            r#"{"older_than_secs":0}"#,
+            Some(&admin)
+        )
+        .0,
+        200
+    );
+    // No key: one clear line, exit 1.
+    let out = issue(&["--scope", "admin"], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("taskd: no signing key"), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1);
+}
+
+#[test]
+fn eddsa_keys_pin_the_algorithm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let private = dir.path().join("ed25519.pem");
+    let public = dir.path().join("ed25519.pub.pem");
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let private_s = private.display().to_string();
+    let public_s = public.display().to_string();
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", &private_s]);
+    openssl(&["pkey", "-in", &private_s, "-pubout", "-out", &public_s]);
+    let db = format!("sqlite://{}", dir.path().join("taskd.db").display());
+    let daemon = Daemon::start_with(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &db,
+            "--jwt-public-key-file",
+            &public_s,
+        ],
+    );
+    let out = std::process::Command::new(common::taskd_bin())
+        .args([
+            "token",
+            "issue",
+            "--scope",
+            "tasks.read",
+            "--jwt-private-key-file",
+            &private_s,
+        ])
+        .env_clear()
+        .output()
+        .expect("issue");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let good = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(
+        call(&daemon, "GET", "/api/v1/tasks", "", Some(&good)).0,
+        200
+    );
+
+    // HS256 signed with the public key as the "secret": the classic confusion attack.
+    let pem = std::fs::read(&public).expect("read public key");
+    let confused = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "x", "scope": "admin", "exp": now() + 600}),
+        &EncodingKey::from_secret(&pem),
+    )
+    .expect("sign");
+    let (status, _, error) = call(&daemon, "GET", "/api/v1/tasks", "", Some(&confused));
+    assert_eq!(status, 401, "{error}");
+    assert_eq!(
+        error["error"]["message"],
+        "the token's algorithm is not the one this taskd accepts (EdDSA)"
+    );
+    assert_eq!(
+        call(&daemon, "GET", "/api/v1/tasks", "", Some(&alg_none())).0,
+        401
+    );
+}
+
+#[test]
+fn taskctl_without_a_token_says_so_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = start_with_auth(dir.path(), &[]);
+    let run = taskctl_env(&daemon.url, &["list"], dir.path(), &[]);
+    let line = run.fails_with(1);
+    assert!(
+        line.starts_with("error: this taskd requires a bearer token"),
+        "{line}"
+    );
+    assert!(line.contains("--token"), "the hint says how: {line}");
+
+    let reader = token(json!({"scope": "tasks.read"}));
+    let run = taskctl_env(
+        &daemon.url,
+        &["list"],
+        dir.path(),
+        &[("TASKCTL_TOKEN", reader.clone().into())],
+    );
+    run.ok();
+    let run = taskctl_env(
+        &daemon.url,
+        &["submit", "noop", "--token", &reader],
+        dir.path(),
+        &[],
+    );
+    let line = run.fails_with(1);
+    assert!(line.contains("needs the tasks.write scope"), "{line}");
+    // A token in a context's token file (never printed).
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{reader}\n")).expect("write token");
+    let config = dir.path().join("taskctl.toml").into_os_string();
+    let env = [("TASKCTL_CONFIG", config)];
+    taskctl_env(
+        &daemon.url,
+        &[
+            "config",
+            "set-context",
+            "prod",
+            "--server",
+            &daemon.url,
+            "--token-file",
+            file.to_str().expect("utf-8"),
+        ],
+        dir.path(),
+        &env,
+    )
+    .ok();
+    taskctl_env(
+        &daemon.url,
+        &["config", "use-context", "prod"],
+        dir.path(),
+        &env,
+    )
+    .ok();
+    let run = common::wait_child(
+        {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_taskctl"));
+            cmd.args(["list", "-o", "json"])
+                .env_clear()
+                .env("TASKCTL_CONFIG", dir.path().join("taskctl.toml"))
+                .env("HOME", dir.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().expect("taskctl")
+        },
+        std::time::Duration::from_secs(60),
+    );
+    run.ok();
+    assert!(!run.stdout.contains(&reader) && !run.stderr.contains(&reader));
+}
+
+#[test]
+fn listening_openly_without_auth_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = format!("sqlite://{}", dir.path().join("taskd.db").display());
+    let out = std::process::Command::new(common::taskd_bin())
+        .args(["--listen", "0.0.0.0:0", "--database", &db])
+        .env_clear()
+        .output()
+        .expect("run taskd");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("taskd: refusing to listen on 0.0.0.0:0 without auth")
+            && last.contains("--insecure-no-auth"),
+        "{stderr}"
+    );
+    // A worker-only process serves no API, so it may listen anywhere for its probes.
+    let worker = Daemon::start_with(
+        dir.path(),
+        &[
+            "--role",
+            "worker",
+            "--listen",
+            "0.0.0.0:0",
+            "--database",
+            &db,
+        ],
+    );
+    assert!(worker.url.contains(":"));
+    drop(worker);
+    let open = Daemon::start_with(
+        dir.path(),
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--database",
+            &db,
+            "--insecure-no-auth",
+        ],
+    );
+    let port = open.addr.rsplit(':').next().expect("port");
+    let (status, _, _) = raw_http_full(&format!("127.0.0.1:{port}"), "GET", "/health", b"", &[]);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn writes_past_the_rate_limit_get_429_with_retry_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &["--write-rate-limit", "2"]);
+    let mut limited = None;
+    for _ in 0..20 {
+        let (status, head, body) =
+            call(&daemon, "POST", "/api/v1/tasks", r#"{"kind":"noop"}"#, None);
+        if status == 429 {
+            limited = Some((head, body));
+            break;
+        }
+        assert_eq!(status, 201, "{body}");
+    }
+    let (head, body) = limited.expect("20 writes at once exceed 2 per second");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let retry_after: u64 = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Retry-After in {head}"));
+    assert!(retry_after >= 1, "{retry_after}");
+    // Reads are not limited.
+    for _ in 0..10 {
+        assert_eq!(call(&daemon, "GET", "/api/v1/tasks", "", None).0, 200);
+    }
+}
+
+#[test]
+fn a_3_mib_body_is_refused_with_413() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &[]);
+    let big = format!(
+        r#"{{"kind":"echo","payload":"{}"}}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let (status, _, body) = call(&daemon, "POST", "/api/v1/tasks", &big, None);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+    // Nothing was stored.
+    assert_eq!(daemon.all_tasks().len(), 0);
+}
+
+#[test]
+fn cors_answers_only_the_listed_origins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &["--cors-origin", "https://ops.example.com"]);
+    let preflight = [
+        ("Origin", "https://ops.example.com"),
+        ("Access-Control-Request-Method", "POST"),
+        (
+            "Access-Control-Request-Headers",
+            "authorization, content-type",
+        ),
+    ];
+    let (status, head, _) =
+        raw_http_full(&daemon.addr, "OPTIONS", "/api/v1/tasks", b"", &preflight);
+    assert_eq!(status, 204, "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: https://ops.example.com"),
+        "{head}"
+    );
+    assert!(
+        head.contains("access-control-allow-headers: authorization"),
+        "{head}"
+    );
+    let (status, head, _) = raw_http_full(
+        &daemon.addr,
+        "GET",
+        "/api/v1/tasks",
+        b"",
+        &[("Origin", "https://ops.example.com")],
+    );
+    assert_eq!(status, 200);
+    assert!(head.contains("access-control-allow-origin: https://ops.example.com"));
+    let (_, head, _) = raw_http_full(
+        &daemon.addr,
+        "GET",
+        "/api/v1/tasks",
+        b"",
+        &[("Origin", "https://evil.example.net")],
+    );
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+
+    // Off by default.
+    let other = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(other.path(), &[]);
+    let (_, head, _) = raw_http_full(
+        &daemon.addr,
+        "GET",
+        "/api/v1/tasks",
+        b"",
+        &[("Origin", "https://ops.example.com")],
+    );
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+}
