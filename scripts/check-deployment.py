@@ -50,6 +50,9 @@ def check_compose(repo):
     api = services.get("api", {})
     check(any("7070" in str(p) for p in api.get("ports", [])), "compose: api must publish 7070")
     check(api.get("command", [])[:2] == ["--role", "api"], "compose: api role")
+    # taskd refuses a non-loopback listen without auth: the API must get a JWT secret.
+    check("TASKD_JWT_SECRET" in api.get("environment", {}) and "--insecure-no-auth" not in str(api),
+          "compose: the API has auth on (TASKD_JWT_SECRET)")
     check("15672" in str(services.get("rabbitmq", {}).get("ports", [])),
           "compose: the RabbitMQ management UI is published")
     for name in ("prometheus", "grafana"):
@@ -116,6 +119,10 @@ def check_overlay(repo, overlay):
                 check("ALL" in csc.get("capabilities", {}).get("drop", []), f"{cname}: drops all capabilities")
             for c in pod.get("containers", []):
                 cname = f"{name} container {c['name']}"
+                if "api" in c.get("args", []):
+                    env = {e["name"] for e in c.get("env", [])}
+                    check("TASKD_JWT_SECRET" in env and "--insecure-no-auth" not in c.get("args", []),
+                          f"{cname}: the API has auth on (TASKD_JWT_SECRET)")
                 check((c.get("livenessProbe") or {}).get("httpGet", {}).get("path") == "/health",
                       f"{cname}: liveness probe on /health")
                 check((c.get("readinessProbe") or {}).get("httpGet", {}).get("path") == "/ready",

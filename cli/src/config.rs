@@ -26,6 +26,9 @@ pub struct Context {
     /// A file holding the bearer token (the token itself is never stored here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// A PEM file of extra CA certificates to trust for this server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Where the configuration file is.
@@ -133,6 +136,7 @@ mod tests {
             Context {
                 server: "https://taskd.example.com".into(),
                 token_file: Some("/etc/taskctl/prod.token".into()),
+                ca_cert: Some("/etc/taskctl/ca.pem".into()),
             },
         );
         config.current_context = Some("prod".into());

@@ -646,3 +646,133 @@ fn cors_answers_only_the_listed_origins() {
     );
     assert!(!head.contains("access-control-allow-origin"), "{head}");
 }
+
+/// A private CA and a certificate for localhost signed by it, made with openssl.
+fn private_ca(dir: &Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Taskplane test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+    (path("ca.pem"), path("server.pem"), path("server.key"))
+}
+
+#[test]
+fn taskctl_trusts_a_private_ca_only_when_told() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = private_ca(dir.path());
+    // A TLS endpoint answering like taskd's list (as a TLS-terminating proxy would).
+    let server = r#"
+import http.server, json, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"tasks": [], "next_cursor": None}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+httpd = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+print(httpd.server_address[1], flush=True)
+httpd.serve_forever()
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", server, &cert, &key])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("port");
+    let url = format!("https://localhost:{}", line.trim());
+
+    let run = taskctl_env(&url, &["list"], dir.path(), &[]);
+    let refused = run.fails_with(1);
+    assert!(refused.contains("certificate"), "{refused}");
+    let run = taskctl_env(&url, &["list", "--ca-cert", &ca], dir.path(), &[]);
+    run.ok();
+    let run = taskctl_env(
+        &url,
+        &["list", "-o", "json"],
+        dir.path(),
+        &[("TASKCTL_CA_CERT", ca.clone().into())],
+    );
+    assert_eq!(run.json()["tasks"], json!([]));
+    let run = taskctl_env(
+        &url,
+        &["list", "--ca-cert", &key.replace("server.key", "san.ext")],
+        dir.path(),
+        &[],
+    );
+    assert_eq!(
+        run.fails_with(2),
+        "error: --ca-cert: no PEM certificate found"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -19,8 +19,9 @@ pub struct ConfigArgs {
 pub enum ConfigCommand {
     /// Create or change a context.
     ///
-    /// The server is the global --server (or TASKCTL_SERVER): `taskctl config set-context
-    /// prod --server https://taskd.example.com --token-file ~/.taskplane/prod.token`.
+    /// The server is the global --server (or TASKCTL_SERVER), and a private CA the global
+    /// --ca-cert: `taskctl config set-context prod --server https://taskd.example.com
+    /// --token-file ~/.taskplane/prod.token [--ca-cert ca.pem]`.
     SetContext {
         /// The context's name.
         name: String,
@@ -38,7 +39,12 @@ pub enum ConfigCommand {
     DeleteContext { name: String },
 }
 
-pub fn run(ui: &Ui, server: Option<String>, args: ConfigArgs) -> Result<(), CliError> {
+pub fn run(
+    ui: &Ui,
+    server: Option<String>,
+    ca_cert: Option<PathBuf>,
+    args: ConfigArgs,
+) -> Result<(), CliError> {
     let mut config = Config::load()?;
     match args.command {
         ConfigCommand::SetContext { name, token_file } => {
@@ -47,10 +53,16 @@ pub fn run(ui: &Ui, server: Option<String>, args: ConfigArgs) -> Result<(), CliE
             taskplane_api::Client::new(&server, None)
                 .map_err(|e| CliError::Usage(format!("--server: {e}")))?;
             let token_file = token_file.map(|path| std::path::absolute(&path).unwrap_or(path));
+            let ca_cert = ca_cert.map(|path| std::path::absolute(&path).unwrap_or(path));
             let created = !config.contexts.contains_key(&name);
-            config
-                .contexts
-                .insert(name.clone(), Context { server, token_file });
+            config.contexts.insert(
+                name.clone(),
+                Context {
+                    server,
+                    token_file,
+                    ca_cert,
+                },
+            );
             if config.current_context.is_none() {
                 config.current_context = Some(name.clone());
             }

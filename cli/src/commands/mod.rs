@@ -40,7 +40,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
     let ui = Ui::from_args(&cli.global);
     let cli = match cli.command {
         Command::Completions(args) => return completions::run(args),
-        Command::Config(args) => return config::run(&ui, cli.global.server, args),
+        Command::Config(args) => {
+            return config::run(&ui, cli.global.server, cli.global.ca_cert, args);
+        }
         _ => cli,
     };
     // Everything about the arguments is checked before the first request: the flags and
@@ -67,8 +69,21 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         ) => Some(crate::config::read_token(file)?),
         _ => None,
     };
-    let client =
-        Client::new(&server, token).map_err(|e| CliError::Usage(format!("--server: {e}")))?;
+    let ca_cert = cli
+        .global
+        .ca_cert
+        .clone()
+        .or_else(|| context.as_ref().and_then(|(_, c)| c.ca_cert.clone()));
+    let ca_pem = ca_cert
+        .map(|path| {
+            std::fs::read(&path)
+                .map_err(|e| CliError::Usage(format!("--ca-cert {}: {e}", path.display())))
+        })
+        .transpose()?;
+    let client = Client::with_ca(&server, token, ca_pem.as_deref()).map_err(|e| match e {
+        taskplane_api::Error::Certificate(_) => CliError::Usage(e.to_string()),
+        other => CliError::Usage(format!("--server: {other}")),
+    })?;
     match cli.command {
         Command::Submit(args) => submit::run(&client, &ui, args).await,
         Command::Status(args) => status::run(&client, &ui, args).await,

@@ -28,10 +28,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::bad_request("invalid_body", rejection.body_text())
             }
         })?;
-        if bytes.is_empty() {
+        // Every body of this API is an object; serde would also read a struct from an array.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
             return Err(ApiError::bad_request(
                 "invalid_json",
-                "the request body is empty; send a JSON object",
+                if bytes.trim_ascii().is_empty() {
+                    "the request body is empty; send a JSON object"
+                } else {
+                    "the request body must be a JSON object"
+                },
             ));
         }
         serde_json::from_slice(&bytes)

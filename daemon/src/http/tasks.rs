@@ -104,7 +104,8 @@ pub async fn submit(
 #[utoipa::path(post, path = "/api/v1/tasks/batch", tag = "tasks",
     request_body = BatchSubmit,
     responses(
-        (status = 201, description = "every task, in request order", body = TaskList),
+        (status = 201, description = "every task, in request order (at least one created)", body = TaskList),
+        (status = 200, description = "every task was an idempotent replay", body = TaskList),
         (status = 400, description = "bad input", body = ErrorBody),
         (status = 401, description = "no or bad token", body = ErrorBody),
         (status = 403, description = "the token lacks the scope", body = ErrorBody),
