@@ -21,13 +21,18 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// A token signed with `SECRET`, with these claims over sensible defaults.
+/// A token signed with `SECRET`, with these claims over sensible defaults (null removes one).
 fn token(claims: Value) -> String {
     let mut all = json!({"sub": "test", "scope": "tasks.read", "exp": now() + 600,
         "iss": "taskplane", "aud": "prod"});
     if let (Some(all), Some(extra)) = (all.as_object_mut(), claims.as_object()) {
+        // A null drops the claim.
         for (k, v) in extra {
-            all.insert(k.clone(), v.clone());
+            if v.is_null() {
+                all.remove(k);
+            } else {
+                all.insert(k.clone(), v.clone());
+            }
         }
     }
     jsonwebtoken::encode(
@@ -177,6 +182,18 @@ fn every_route_refuses_missing_expired_premature_foreign_unsigned_and_tampered_t
         ("alg none", Some(alg_none())),
         ("tampered signature", Some(tampered())),
         ("not a JWT", Some("hello".to_owned())),
+        (
+            "no issuer",
+            Some(token(json!({"scope": "admin", "iss": null}))),
+        ),
+        (
+            "no audience",
+            Some(token(json!({"scope": "admin", "aud": null}))),
+        ),
+        (
+            "no expiry",
+            Some(token(json!({"scope": "admin", "exp": null}))),
+        ),
     ];
     for (method, path, body, wrong_scope) in &routes {
         for (what, bad_token) in &bad {

@@ -172,15 +172,23 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = 30;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured issuer or audience must be present, not only right when present.
+        let mut required = vec!["exp"];
         match &args.jwt_issuer {
-            Some(issuer) => validation.set_issuer(&[issuer]),
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
             None => validation.iss = None,
         }
         match &args.jwt_audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Ok(Some(Verifier {
             key,
             validation,
@@ -199,6 +207,10 @@ impl Verifier {
                 ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
                     AuthError::WrongAlgorithm(algorithm_name(self.algorithm))
+                }
+                ErrorKind::MissingRequiredClaim(claim) if claim == "iss" => AuthError::WrongIssuer,
+                ErrorKind::MissingRequiredClaim(claim) if claim == "aud" => {
+                    AuthError::WrongAudience
                 }
                 ErrorKind::MissingRequiredClaim(claim) => {
                     AuthError::Malformed(format!("the {claim} claim is missing"))

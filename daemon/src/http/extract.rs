@@ -22,7 +22,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "payload_too_large",
-                    "the request body is larger than this taskd accepts (--max-body, 1MiB by default)",
+                    "the request body is over this taskd's size limit (--max-body, 1MiB by default)",
                 )
             } else {
                 ApiError::bad_request("invalid_body", rejection.body_text())
