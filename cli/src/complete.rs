@@ -1,6 +1,7 @@
 //! Dynamic shell completion: task ids, queue names and kinds come from the current server
-//! (TASKCTL_SERVER, else the default), read with a short timeout; on any failure a
-//! completion offers nothing rather than an error.
+//! (TASKCTL_SERVER / TASKCTL_TOKEN / TASKCTL_CONTEXT, else the current context, else the
+//! default), read with a short timeout; on any failure a completion offers nothing rather
+//! than an error.
 
 use std::time::Duration;
 
@@ -14,10 +15,13 @@ where
     F: FnOnce(Client) -> Fut,
     Fut: std::future::Future<Output = Result<Vec<CompletionCandidate>, taskplane_api::Error>>,
 {
-    let server =
-        std::env::var("TASKCTL_SERVER").unwrap_or_else(|_| "http://127.0.0.1:7070".to_owned());
-    let token = std::env::var("TASKCTL_TOKEN").ok();
-    let Ok(client) = Client::new(&server, token) else {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let Ok(client) = crate::commands::connect(
+        env("TASKCTL_SERVER"),
+        env("TASKCTL_CONTEXT").as_deref(),
+        env("TASKCTL_TOKEN"),
+        env("TASKCTL_CA_CERT").map(Into::into),
+    ) else {
         return Vec::new();
     };
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()

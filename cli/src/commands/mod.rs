@@ -45,45 +45,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         _ => cli,
     };
-    // Everything about the arguments is checked before the first request: the flags and
-    // environment win over the context, the context over the defaults.
-    let settings = crate::config::Config::load()?;
-    let context = settings.context(cli.global.context.as_deref())?;
-    let server = cli
-        .global
-        .server
-        .clone()
-        .or_else(|| context.as_ref().map(|(_, c)| c.server.clone()))
-        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
-    let token = match (&cli.global.token, &context) {
-        (Some(token), _) => Some(token.clone()),
-        (
-            None,
-            Some((
-                _,
-                Context {
-                    token_file: Some(file),
-                    ..
-                },
-            )),
-        ) => Some(crate::config::read_token(file)?),
-        _ => None,
-    };
-    let ca_cert = cli
-        .global
-        .ca_cert
-        .clone()
-        .or_else(|| context.as_ref().and_then(|(_, c)| c.ca_cert.clone()));
-    let ca_pem = ca_cert
-        .map(|path| {
-            std::fs::read(&path)
-                .map_err(|e| CliError::Usage(format!("--ca-cert {}: {e}", path.display())))
-        })
-        .transpose()?;
-    let client = Client::with_ca(&server, token, ca_pem.as_deref()).map_err(|e| match e {
-        taskplane_api::Error::Certificate(_) => CliError::Usage(e.to_string()),
-        other => CliError::Usage(format!("--server: {other}")),
-    })?;
+    let client = connect(
+        cli.global.server.clone(),
+        cli.global.context.as_deref(),
+        cli.global.token.clone(),
+        cli.global.ca_cert.clone(),
+    )?;
     match cli.command {
         Command::Submit(args) => submit::run(&client, &ui, args).await,
         Command::Status(args) => status::run(&client, &ui, args).await,
@@ -104,6 +71,47 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Workers(args) => workers::run(&client, &ui, args).await,
         Command::Provision(args) => provision::run(&client, &ui, args).await,
     }
+}
+
+/// The client for these settings. Everything is checked before the first request: flags and
+/// environment win over the context, the context over the defaults. Shell completion uses
+/// it too, with the environment's values.
+pub fn connect(
+    server: Option<String>,
+    context: Option<&str>,
+    token: Option<String>,
+    ca_cert: Option<std::path::PathBuf>,
+) -> Result<Client, CliError> {
+    let settings = crate::config::Config::load()?;
+    let context = settings.context(context)?;
+    let server = server
+        .or_else(|| context.as_ref().map(|(_, c)| c.server.clone()))
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    let token = match (token, &context) {
+        (Some(token), _) => Some(token),
+        (
+            None,
+            Some((
+                _,
+                Context {
+                    token_file: Some(file),
+                    ..
+                },
+            )),
+        ) => Some(crate::config::read_token(file)?),
+        _ => None,
+    };
+    let ca_cert = ca_cert.or_else(|| context.as_ref().and_then(|(_, c)| c.ca_cert.clone()));
+    let ca_pem = ca_cert
+        .map(|path| {
+            std::fs::read(&path)
+                .map_err(|e| CliError::Usage(format!("--ca-cert {}: {e}", path.display())))
+        })
+        .transpose()?;
+    Client::with_ca(&server, token, ca_pem.as_deref()).map_err(|e| match e {
+        taskplane_api::Error::Certificate(_) => CliError::Usage(e.to_string()),
+        other => CliError::Usage(format!("--server: {other}")),
+    })
 }
 
 /// Runs `show` once, or with `watch` every `every` until interrupted, redrawing in place on
