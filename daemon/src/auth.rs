@@ -352,8 +352,13 @@ mod tests {
             jwt_audience: Some("prod".to_owned()),
             ..args.clone()
         };
+        // A token without the required iss (its aud is right).
+        let no_issuer = AuthArgs {
+            jwt_audience: Some("prod".to_owned()),
+            ..args.clone()
+        };
         assert_eq!(
-            verifier(&strict).verify(&token(&args, &[Scope::Read])),
+            verifier(&strict).verify(&token(&no_issuer, &[Scope::Read])),
             Err(AuthError::WrongIssuer)
         );
         let wrong_aud = AuthArgs {

@@ -327,15 +327,30 @@ pub trait Store: Send + Sync + 'static {
         lease_until: i64,
     ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>>;
 
-    /// Records how an attempt ended, if `worker` still holds the task. False when it does
-    /// not (its lease expired and someone else has it): the report is dropped.
+    /// Records how attempts ended, in one transaction, for the tasks `worker` still holds.
+    /// Each answer is false when the worker no longer holds that task (its lease expired and
+    /// someone else has it): that report is dropped.
+    fn settle_many<'a>(
+        &'a self,
+        worker: &'a str,
+        items: &'a [(Uuid, Settlement)],
+        now: i64,
+    ) -> BoxFuture<'a, Result<Vec<bool>>>;
+
+    /// [`Store::settle_many`] for one task.
     fn settle<'a>(
         &'a self,
         id: Uuid,
         worker: &'a str,
         settlement: &'a Settlement,
         now: i64,
-    ) -> BoxFuture<'a, Result<bool>>;
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            let items = [(id, settlement.clone())];
+            let settled = self.settle_many(worker, &items, now).await?;
+            Ok(settled.first().copied().unwrap_or(false))
+        })
+    }
 
     /// Extends the leases of every task `worker` is running.
     fn renew_leases<'a>(&'a self, worker: &'a str, until: i64) -> BoxFuture<'a, Result<u64>>;

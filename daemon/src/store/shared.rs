@@ -214,41 +214,48 @@ macro_rules! impl_store {
                 Box::pin(self.dialect_claim_ids(worker, ids, now, lease_until))
             }
 
-            fn settle<'a>(
+            fn settle_many<'a>(
                 &'a self,
-                id: uuid::Uuid,
                 worker: &'a str,
-                settlement: &'a $crate::domain::lifecycle::Settlement,
+                items: &'a [(uuid::Uuid, $crate::domain::lifecycle::Settlement)],
                 now: i64,
-            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<bool>> {
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<Vec<bool>>> {
                 Box::pin(async move {
                     use $crate::domain::lifecycle::Settlement;
                     use $crate::store::sql;
-                    let (statement, text, at) = match settlement {
-                        Settlement::Succeeded { result } => {
-                            (sql::settle_succeeded(), Some(result.as_str()), None)
+                    // One transaction for the lot: one commit (one WAL append, one fsync on
+                    // PostgreSQL) however many tasks ended together.
+                    let mut tx = self.write.begin().await?;
+                    let mut settled = Vec::with_capacity(items.len());
+                    for (id, settlement) in items {
+                        let (statement, text, at) = match settlement {
+                            Settlement::Succeeded { result } => {
+                                (sql::settle_succeeded(), Some(result.as_str()), None)
+                            }
+                            Settlement::Retrying { error, run_at_ms } => {
+                                (sql::settle_retrying(), Some(error.as_str()), Some(*run_at_ms))
+                            }
+                            Settlement::Failed { error } => {
+                                (sql::settle_failed(), Some(error.as_str()), None)
+                            }
+                            Settlement::Cancelled => (sql::settle_cancelled(), None, None),
+                            Settlement::Requeued => (sql::settle_requeued(), None, None),
+                        };
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+                            .bind(id.to_string())
+                            .bind(worker)
+                            .bind(now);
+                        if let Some(text) = text {
+                            query = query.bind(text);
                         }
-                        Settlement::Retrying { error, run_at_ms } => {
-                            (sql::settle_retrying(), Some(error.as_str()), Some(*run_at_ms))
+                        if let Some(at) = at {
+                            query = query.bind(at);
                         }
-                        Settlement::Failed { error } => {
-                            (sql::settle_failed(), Some(error.as_str()), None)
-                        }
-                        Settlement::Cancelled => (sql::settle_cancelled(), None, None),
-                        Settlement::Requeued => (sql::settle_requeued(), None, None),
-                    };
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
-                        .bind(id.to_string())
-                        .bind(worker)
-                        .bind(now);
-                    if let Some(text) = text {
-                        query = query.bind(text);
+                        let done = query.execute(&mut *tx).await?;
+                        settled.push(done.rows_affected() == 1);
                     }
-                    if let Some(at) = at {
-                        query = query.bind(at);
-                    }
-                    let done = query.execute(&self.write).await?;
-                    Ok(done.rows_affected() == 1)
+                    tx.commit().await?;
+                    Ok(settled)
                 })
             }
 

@@ -4,6 +4,7 @@
 
 mod intake;
 pub mod logs;
+mod settle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +73,7 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) {
         let this = Arc::new(self);
         let logs = LogWriter::start(this.store.clone());
+        let settler = settle::Settler::start(this.store.clone(), this.config.id.clone());
         // Fires when the grace period is over: every handler still running is stopped.
         let hard_stop = CancellationToken::new();
         let mut running: JoinSet<Uuid> = JoinSet::new();
@@ -134,6 +136,7 @@ impl Worker {
                                 cancel,
                                 hard_stop.clone(),
                                 sink,
+                                settler.clone(),
                                 None,
                             ));
                         }
@@ -172,7 +175,7 @@ impl Worker {
                         let cancel = CancellationToken::new();
                         slots.insert(task.id, Slot { cancel: cancel.clone() });
                         let sink = logs.sink(task.id, task.attempt);
-                        running.spawn(this.clone().execute(task, cancel, hard_stop.clone(), sink, Some(acker)));
+                        running.spawn(this.clone().execute(task, cancel, hard_stop.clone(), sink, settler.clone(), Some(acker)));
                     }
                 }
                 _ = this.broker.ready_wake.notified(), if from_db && !draining && running.len() < this.config.concurrency as usize => {}
@@ -401,6 +404,7 @@ impl Worker {
         cancel: CancellationToken,
         hard_stop: CancellationToken,
         log: logs::LogSink,
+        settler: settle::Settler,
         delivery: Option<Acker>,
     ) -> Uuid {
         // Every log line of this attempt carries the task's identity.
@@ -412,8 +416,11 @@ impl Worker {
             attempt = task.attempt,
             worker = %self.config.id
         );
-        tracing::Instrument::instrument(self.attempt(task, cancel, hard_stop, log, delivery), span)
-            .await
+        tracing::Instrument::instrument(
+            self.attempt(task, cancel, hard_stop, log, settler, delivery),
+            span,
+        )
+        .await
     }
 
     async fn attempt(
@@ -422,6 +429,7 @@ impl Worker {
         cancel: CancellationToken,
         hard_stop: CancellationToken,
         log: logs::LogSink,
+        settler: settle::Settler,
         delivery: Option<Acker>,
     ) -> Uuid {
         let id = task.id;
@@ -492,11 +500,7 @@ impl Worker {
         let give_up = tokio::time::Instant::now() + self.config.lease;
         let mut wait = Duration::from_millis(100);
         let settled = loop {
-            match self
-                .store
-                .settle(id, &self.config.id, &settlement, now_ms())
-                .await
-            {
+            match settler.settle(id, settlement.clone()).await {
                 Ok(true) => {
                     tracing::debug!(task_id = %id, kind = %task.kind, %status, "task settled");
                     break true;
