@@ -35,6 +35,7 @@ sqlite_tests!(
     concurrent_claims_never_share_a_task,
     claims_follow_priority_and_queue,
     settling_is_guarded,
+    settling_in_groups,
     retrying_failing_and_requeueing,
     cancelling,
     expired_leases_are_reaped,

@@ -27,26 +27,38 @@ macro_rules! impl_store {
                 Box::pin(async move {
                     use $crate::store::{decode, sql};
                     let mut tx = self.write.begin().await?;
+                    // Multi-row inserts (a statement per chunk, not per task); a task the
+                    // statement skipped had an idempotency key that exists: its first task
+                    // is read back instead.
+                    let mut inserted = std::collections::HashSet::with_capacity(tasks.len());
+                    for chunk in tasks.chunks(500) {
+                        let statement = sql::insert_rows(chunk.len());
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                        for task in chunk {
+                            query = query
+                                .bind(task.id.to_string())
+                                .bind(&task.kind)
+                                .bind(&task.queue)
+                                .bind(task.priority)
+                                .bind(&task.payload)
+                                .bind(task.status.as_str())
+                                .bind(i64::from(task.max_attempts))
+                                .bind(task.timeout_secs as i64)
+                                .bind(task.run_at_ms)
+                                .bind(task.created_at_ms)
+                                .bind(&task.idempotency_key)
+                                .bind(&task.labels)
+                                .bind(task.retry_base_ms.map(|ms| ms as i64))
+                                .bind(task.retry_max_ms.map(|ms| ms as i64));
+                        }
+                        for row in query.fetch_all(&mut *tx).await? {
+                            let id: String = sqlx::Row::try_get(&row, 0)?;
+                            inserted.insert(id);
+                        }
+                    }
                     let mut out = Vec::with_capacity(tasks.len());
                     for task in &tasks {
-                        let inserted = sqlx::query(sql::INSERT)
-                            .bind(task.id.to_string())
-                            .bind(&task.kind)
-                            .bind(&task.queue)
-                            .bind(task.priority)
-                            .bind(&task.payload)
-                            .bind(task.status.as_str())
-                            .bind(i64::from(task.max_attempts))
-                            .bind(task.timeout_secs as i64)
-                            .bind(task.run_at_ms)
-                            .bind(task.created_at_ms)
-                            .bind(&task.idempotency_key)
-                            .bind(&task.labels)
-                            .bind(task.retry_base_ms.map(|ms| ms as i64))
-                            .bind(task.retry_max_ms.map(|ms| ms as i64))
-                            .execute(&mut *tx)
-                            .await?;
-                        if inserted.rows_affected() == 1 {
+                        if inserted.contains(&task.id.to_string()) {
                             out.push(($crate::store::StoredTask::from_new(task), true));
                             continue;
                         }
@@ -226,8 +238,35 @@ macro_rules! impl_store {
                     // One transaction for the lot: one commit (one WAL append, one fsync on
                     // PostgreSQL) however many tasks ended together.
                     let mut tx = self.write.begin().await?;
-                    let mut settled = Vec::with_capacity(items.len());
-                    for (id, settlement) in items {
+                    let mut settled = vec![false; items.len()];
+                    // Successes, the common case, go in one statement per chunk.
+                    let succeeded: Vec<usize> = (0..items.len())
+                        .filter(|&i| matches!(items[i].1, Settlement::Succeeded { .. }))
+                        .collect();
+                    for chunk in succeeded.chunks(400) {
+                        let statement = sql::settle_succeeded_rows(chunk.len());
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+                            .bind(now)
+                            .bind(worker);
+                        for &i in chunk {
+                            if let (id, Settlement::Succeeded { result }) = &items[i] {
+                                query = query.bind(id.to_string()).bind(result.as_str());
+                            }
+                        }
+                        let done: std::collections::HashSet<String> = query
+                            .fetch_all(&mut *tx)
+                            .await?
+                            .iter()
+                            .filter_map(|row| sqlx::Row::try_get::<String, _>(row, 0).ok())
+                            .collect();
+                        for &i in chunk {
+                            settled[i] = done.contains(&items[i].0.to_string());
+                        }
+                    }
+                    for (i, (id, settlement)) in items.iter().enumerate() {
+                        if matches!(settlement, Settlement::Succeeded { .. }) {
+                            continue;
+                        }
                         let (statement, text, at) = match settlement {
                             Settlement::Succeeded { result } => {
                                 (sql::settle_succeeded(), Some(result.as_str()), None)
@@ -252,7 +291,7 @@ macro_rules! impl_store {
                             query = query.bind(at);
                         }
                         let done = query.execute(&mut *tx).await?;
-                        settled.push(done.rows_affected() == 1);
+                        settled[i] = done.rows_affected() == 1;
                     }
                     tx.commit().await?;
                     Ok(settled)

@@ -16,12 +16,50 @@ pub const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, worker
      lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3";
 
 /// `published_at = 0`: the submitter publishes it (see the schema).
-pub const INSERT: &str =
-    "INSERT INTO tasks (id, kind, queue, priority, payload, status, max_attempts,
-         timeout_secs, run_at, created_at, updated_at, idempotency_key, labels, retry_base_ms,
-         retry_max_ms, published_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14, 0)
-     ON CONFLICT (idempotency_key) DO NOTHING";
+/// Columns bound per row by [`insert_rows`].
+pub const INSERT_PARAMS: usize = 14;
+
+/// A multi-row insert of `rows` tasks (14 parameters each, in the column order below) that
+/// returns the ids it inserted; a task whose idempotency key exists is skipped.
+pub fn insert_rows(rows: usize) -> String {
+    // updated_at starts as created_at: parameter 10 twice.
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=10)
+                .chain([10])
+                .chain(11..=INSERT_PARAMS)
+                .map(|i| format!("${}", r * INSERT_PARAMS + i))
+                .collect();
+            format!("({}, 0)", params.join(", "))
+        })
+        .collect();
+    format!(
+        "INSERT INTO tasks (id, kind, queue, priority, payload, status, max_attempts,
+             timeout_secs, run_at, created_at, updated_at, idempotency_key, labels,
+             retry_base_ms, retry_max_ms, published_at)
+         VALUES {}
+         ON CONFLICT (idempotency_key) DO NOTHING
+         RETURNING id",
+        values.join(", ")
+    )
+}
+
+/// Settles `rows` succeeded tasks in one statement: `$1` now, `$2` the worker, then an id
+/// and a result per task. Returns the ids it settled (the worker still held them).
+pub fn settle_succeeded_rows(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| format!("(${}, ${})", 3 + 2 * r, 4 + 2 * r))
+        .collect();
+    // VALUES columns are column1, column2 in both SQLite and PostgreSQL.
+    format!(
+        "UPDATE tasks SET status = 'succeeded', result = b.column2, finished_at = $1,
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+         FROM (VALUES {}) AS b
+         WHERE tasks.id = b.column1 AND tasks.status = 'running' AND tasks.lease_owner = $2
+         RETURNING tasks.id",
+        values.join(", ")
+    )
+}
 
 pub fn select_by_id() -> String {
     format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")

@@ -164,11 +164,16 @@ impl Worker {
             };
             tokio::select! {
                 Some(done) = running.join_next(), if !running.is_empty() => {
-                    match done {
-                        Ok(id) => { slots.remove(&id); }
-                        Err(error) => tracing::error!(%error, "a task runner panicked"),
+                    // Reap every task that has ended (outcomes are committed in groups, so
+                    // they end together), then claim for all the free slots at once.
+                    let mut next = Some(done);
+                    while let Some(done) = next {
+                        match done {
+                            Ok(id) => { slots.remove(&id); }
+                            Err(error) => tracing::error!(%error, "a task runner panicked"),
+                        }
+                        next = running.try_join_next();
                     }
-                    // A slot is free: go round and claim.
                 }
                 batch = delivered => {
                     for (task, acker) in this.claim_delivered(batch).await {

@@ -183,6 +183,104 @@ pub async fn settling_is_guarded(store: Arc<dyn Store>) {
     assert_eq!(row.worker.as_deref(), Some("w1"));
 }
 
+pub async fn settling_in_groups(store: Arc<dyn Store>) {
+    // Four tasks for w1, one for w2; w1 reports five outcomes in one transaction.
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(insert_one(store.as_ref(), new_task(|t| t.max_attempts = Some(3))).await);
+    }
+    let mine = store
+        .claim("w1", &queues(), 4, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(mine.len(), 4);
+    let theirs = store
+        .claim("w2", &queues(), 4, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(theirs.len(), 1);
+    let (a, b, c, d) = (mine[0].id, mine[1].id, mine[2].id, mine[3].id);
+    let e = theirs[0].id;
+    let ok = |r: &str| Settlement::Succeeded { result: r.into() };
+    let items = vec![
+        (a, ok("1")),
+        (e, ok("stolen")),
+        (
+            b,
+            Settlement::Failed {
+                error: "boom".into(),
+            },
+        ),
+        (c, ok("3")),
+        (
+            d,
+            Settlement::Retrying {
+                error: "again".into(),
+                run_at_ms: NOW + 1000,
+            },
+        ),
+    ];
+    let settled = store
+        .settle_many("w1", &items, NOW + 10)
+        .await
+        .expect("settle");
+    assert_eq!(settled, [true, false, true, true, true]);
+    let get = |id| {
+        let store = store.clone();
+        async move { store.get(id).await.expect("get").expect("exists") }
+    };
+    let (ra, rb, rc, rd, re) = (
+        get(a).await,
+        get(b).await,
+        get(c).await,
+        get(d).await,
+        get(e).await,
+    );
+    assert_eq!(
+        (ra.status, ra.result.as_deref()),
+        (TaskStatus::Succeeded, Some("1"))
+    );
+    assert_eq!(rb.status, TaskStatus::Failed);
+    assert_eq!(rb.last_error.as_deref(), Some("boom"));
+    assert_eq!(
+        (rc.status, rc.result.as_deref()),
+        (TaskStatus::Succeeded, Some("3"))
+    );
+    assert_eq!(ra.finished_at, Some(NOW + 10));
+    assert_eq!((rd.status, rd.run_at), (TaskStatus::Retrying, NOW + 1000));
+    assert_eq!(
+        re.status,
+        TaskStatus::Running,
+        "w1 could not settle w2's task"
+    );
+    // And a large group, past one statement's chunk.
+    let mut many = Vec::new();
+    for _ in 0..450 {
+        many.push(new_task(|_| {}));
+    }
+    store.insert(many).await.expect("insert");
+    let claimed = store
+        .claim("w3", &queues(), 1000, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 450);
+    let items: Vec<_> = claimed.iter().map(|t| (t.id, ok("x"))).collect();
+    let settled = store
+        .settle_many("w3", &items, NOW + 20)
+        .await
+        .expect("settle");
+    assert!(settled.iter().all(|s| *s));
+    assert_eq!(
+        store
+            .get(claimed[449].id)
+            .await
+            .expect("get")
+            .expect("row")
+            .status,
+        TaskStatus::Succeeded
+    );
+}
+
 pub async fn retrying_failing_and_requeueing(store: Arc<dyn Store>) {
     let id = insert_one(store.as_ref(), new_task(|t| t.max_attempts = Some(2))).await;
     store
