@@ -31,7 +31,7 @@ macro_rules! impl_store {
                     // statement skipped had an idempotency key that exists: its first task
                     // is read back instead.
                     let mut inserted = std::collections::HashSet::with_capacity(tasks.len());
-                    for chunk in tasks.chunks(500) {
+                    for chunk in tasks.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
                         let statement = sql::insert_rows(chunk.len());
                         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
                         for task in chunk {
@@ -243,7 +243,7 @@ macro_rules! impl_store {
                     let succeeded: Vec<usize> = (0..items.len())
                         .filter(|&i| matches!(items[i].1, Settlement::Succeeded { .. }))
                         .collect();
-                    for chunk in succeeded.chunks(400) {
+                    for chunk in succeeded.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
                         let statement = sql::settle_succeeded_rows(chunk.len());
                         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
                             .bind(now)
