@@ -400,6 +400,19 @@ fn idempotency_keys_return_the_first_task() {
         .ok();
     assert!(second.starts_with(&first), "{second}");
     assert!(second.contains("already exists"), "{second}");
+    // The same key for different work is a conflict, not a quiet replay.
+    let run = taskd.taskctl(&[
+        "submit",
+        "echo",
+        "-p",
+        "x=1",
+        "--idempotency-key",
+        "deploy-42",
+    ]);
+    assert_eq!(
+        run.fails_with(1),
+        "error: this idempotency key belongs to a different task; use a new key"
+    );
     let list = taskd.taskctl(&["list", "-o", "json"]).json();
     assert_eq!(list["tasks"].as_array().map(Vec::len), Some(1));
 }

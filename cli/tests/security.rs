@@ -268,6 +268,78 @@ fn every_route_refuses_missing_expired_premature_foreign_unsigned_and_tampered_t
         200
     );
 
+    // Running a privileged task again is running it: retry needs admin too.
+    let failing = r#"{"kind":"shell","max_attempts":1,"payload":{"argv":["false"]}}"#;
+    let (_, _, task) = call(&daemon, "POST", "/api/v1/tasks", failing, Some(&admin));
+    let shell_id = task["id"].as_str().expect("id").to_owned();
+    common::wait_until(
+        "the shell task fails",
+        std::time::Duration::from_secs(30),
+        || {
+            call(
+                &daemon,
+                "GET",
+                &format!("/api/v1/tasks/{shell_id}"),
+                "",
+                Some(&reader),
+            )
+            .2["status"]
+                == "failed"
+        },
+    );
+    let retry = format!("/api/v1/tasks/{shell_id}/retry");
+    let (status, _, error) = call(&daemon, "POST", &retry, "", Some(&writer));
+    assert_eq!(status, 403, "{error}");
+    let (status, _, error) = call(
+        &daemon,
+        "POST",
+        "/api/v1/dlq/retry",
+        r#"{"kind":"shell"}"#,
+        Some(&writer),
+    );
+    assert_eq!(status, 403, "{error}");
+    let (status, _, done) = call(&daemon, "POST", "/api/v1/dlq/retry", "{}", Some(&writer));
+    assert_eq!(
+        (status, done["count"].as_u64()),
+        (200, Some(0)),
+        "shell tasks stay put"
+    );
+    let (_, _, task) = call(
+        &daemon,
+        "GET",
+        &format!("/api/v1/tasks/{shell_id}"),
+        "",
+        Some(&reader),
+    );
+    assert_eq!(task["status"], "failed");
+    assert_eq!(call(&daemon, "POST", &retry, "", Some(&admin)).0, 200);
+
+    // A token naming critical header parameters is refused.
+    let crit = {
+        let header = b64url(br#"{"alg":"HS256","typ":"JWT","crit":["exp"]}"#);
+        let claims = b64url(
+            json!({"sub": "x", "scope": "admin", "exp": now() + 600, "iss": "taskplane", "aud": "prod"})
+                .to_string()
+                .as_bytes(),
+        );
+        let signing_input = format!("{header}.{claims}");
+        let signature = jsonwebtoken::crypto::sign(
+            signing_input.as_bytes(),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+            Algorithm::HS256,
+        )
+        .expect("sign");
+        format!("{signing_input}.{signature}")
+    };
+    let (status, _, error) = call(&daemon, "GET", "/api/v1/tasks", "", Some(&crit));
+    assert_eq!(status, 401, "{error}");
+    // An audience list (RFC 7519) that holds ours is accepted.
+    let listed = token(json!({"aud": ["other", "prod"]}));
+    assert_eq!(
+        call(&daemon, "GET", "/api/v1/tasks", "", Some(&listed)).0,
+        200
+    );
+
     // The probes and the API document stay open.
     for path in ["/health", "/ready", "/metrics", "/api/v1/openapi.json"] {
         assert_eq!(call(&daemon, "GET", path, "", None).0, 200, "{path}");

@@ -65,6 +65,12 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
             args.listen
         ));
     }
+    if args.auth.jwt_public_key_file.is_some() && args.auth.jwt_audience.is_none() {
+        tracing::warn!(
+            "--jwt-public-key-file without --jwt-audience accepts every token that key signs, \
+             whichever service it was meant for; set --jwt-audience"
+        );
+    }
     match &auth {
         Some(verifier) => tracing::info!(?verifier, "auth is on"),
         None => tracing::info!("auth is off: the API answers anyone who can reach it"),
@@ -126,7 +132,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     let router = if args.role.runs_api() {
         http::api_router(state, guard, args.max_body)
     } else {
-        http::probe_router(state)
+        http::probe_router(state, guard)
     };
     // In the `all` role the API stays up while the worker drains, so clients can follow the
     // last tasks to the end; it stops once the worker has.

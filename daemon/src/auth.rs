@@ -47,6 +47,8 @@ pub fn kind_needs_admin(kind: &str) -> bool {
 pub struct Principal {
     pub subject: String,
     pub scopes: BTreeSet<Scope>,
+    /// Identifies the token itself (a piece of its signature), for per-token limits.
+    pub token_key: String,
 }
 
 impl Principal {
@@ -94,8 +96,10 @@ struct Claims {
     iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
+    /// A string or a list of strings (RFC 7519); jsonwebtoken checks it against the
+    /// configured audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<serde_json::Value>,
 }
 
 /// Checks tokens. Built once from the flags; the algorithm follows the key and is the only
@@ -124,6 +128,15 @@ fn secret(args: &AuthArgs) -> Result<Option<Vec<u8>>, String> {
         (None, None) => return Ok(None),
     };
     let trimmed = secret.trim_ascii_end().to_vec();
+    if String::from_utf8_lossy(&trimmed)
+        .to_ascii_lowercase()
+        .contains("change-me")
+    {
+        return Err(
+            "the JWT secret is an example placeholder; generate one with `openssl rand -hex 32`"
+                .to_owned(),
+        );
+    }
     if trimmed.len() < 32 {
         return Err(format!(
             "the JWT secret is {} bytes; use at least 32 random bytes (e.g. `openssl rand -hex 32`)",
@@ -198,6 +211,18 @@ impl Verifier {
 
     /// Checks a token and reads its subject and scopes (unknown scopes are ignored).
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        // RFC 7515: a token naming critical header parameters must be refused by a verifier
+        // that does not understand them, and this one understands none.
+        let header = token.split('.').next().unwrap_or_default();
+        let header: Option<serde_json::Value> =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        if header.as_ref().is_some_and(|h| h.get("crit").is_some()) {
+            return Err(AuthError::Malformed(
+                "it names critical header parameters this taskd does not support".to_owned(),
+            ));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -215,10 +240,13 @@ impl Verifier {
                 ErrorKind::MissingRequiredClaim(claim) => {
                     AuthError::Malformed(format!("the {claim} claim is missing"))
                 }
-                _ => AuthError::Malformed(e.to_string()),
+                // Decoding details (serde's messages) help no one and tell too much.
+                _ => AuthError::Malformed("not a JWT this taskd can read".to_owned()),
             },
         )?;
+        let signature = token.rsplit('.').next().unwrap_or_default();
         Ok(Principal {
+            token_key: signature.chars().take(32).collect(),
             subject: data.claims.sub,
             scopes: data
                 .claims
@@ -274,6 +302,11 @@ pub fn issue(args: &AuthArgs, request: &TokenRequest) -> Result<String, String> 
         .duration_since(UNIX_EPOCH)
         .map_err(|e| format!("the clock is before 1970: {e}"))?
         .as_secs();
+    // Ten years at most: a longer life is a mistake, and the sum must not overflow.
+    const MAX_TTL_SECS: u64 = 10 * 366 * 24 * 3600;
+    if request.ttl.as_secs() > MAX_TTL_SECS {
+        return Err("--ttl: at most 10 years".to_owned());
+    }
     let claims = Claims {
         sub: request.subject.clone(),
         scope: request
@@ -286,7 +319,7 @@ pub fn issue(args: &AuthArgs, request: &TokenRequest) -> Result<String, String> 
         nbf: Some(now),
         iat: Some(now),
         iss: args.jwt_issuer.clone(),
-        aud: args.jwt_audience.clone(),
+        aud: args.jwt_audience.clone().map(serde_json::Value::String),
     };
     jsonwebtoken::encode(&Header::new(algorithm), &claims, &key)
         .map_err(|e| format!("cannot sign the token: {e}"))
@@ -383,6 +416,14 @@ mod tests {
             ..AuthArgs::default()
         };
         assert!(Verifier::from_args(&short).is_err());
+        let example = AuthArgs {
+            jwt_secret: Some("change-me-to-at-least-32-random-bytes".to_owned()),
+            ..AuthArgs::default()
+        };
+        assert!(
+            Verifier::from_args(&example).is_err(),
+            "the docs' placeholder"
+        );
         assert!(
             Verifier::from_args(&AuthArgs::default())
                 .expect("ok")

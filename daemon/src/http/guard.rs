@@ -159,11 +159,11 @@ pub async fn rate_limit(State(guard): State<Arc<Guard>>, request: Request, next:
         return next.run(request).await;
     }
     let client = match request.extensions().get::<Principal>() {
-        Some(p) => format!("sub:{}", p.subject),
+        Some(p) => format!("token:{}", p.token_key),
         None => request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |c| format!("ip:{}", c.0.ip())),
+            .map_or_else(|| "unknown".to_owned(), |c| client_of(c.0.ip())),
     };
     match limiter.take(&client, Instant::now()) {
         Ok(()) => next.run(request).await,
@@ -180,6 +180,21 @@ pub async fn rate_limit(State(guard): State<Arc<Guard>>, request: Request, next:
             }
             response
         }
+    }
+}
+
+/// The rate-limit key of an address: IPv4 as it is, IPv6 by its /64 (one host usually holds
+/// a whole /64, and could otherwise rotate through it).
+fn client_of(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("ip:{v4}"),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip6:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
     }
 }
 
@@ -215,7 +230,14 @@ pub async fn cors(State(guard): State<Arc<Guard>>, request: Request, next: Next)
             .any(|allowed| allowed == "*" || allowed == o)
     });
     let Some(origin) = allowed else {
-        return next.run(request).await;
+        // The answer depends on Origin whenever CORS is on: caches must keep them apart.
+        let mut response = next.run(request).await;
+        if !guard.cors_origins.is_empty() {
+            response
+                .headers_mut()
+                .append(header::VARY, HeaderValue::from_static("origin"));
+        }
+        return response;
     };
     let preflight = request.method() == Method::OPTIONS
         && request
@@ -291,6 +313,17 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let a: std::net::IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: std::net::IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+        let c: std::net::IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(client_of(a), client_of(b));
+        assert_ne!(client_of(a), client_of(c));
+        let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+        assert_eq!(client_of(mapped), "ip:10.0.0.1");
+    }
+
+    #[test]
     fn the_bucket_refills_at_the_rate() {
         let limiter = RateLimiter::new(2);
         let t0 = Instant::now();
@@ -310,6 +343,7 @@ mod tests {
         let writer = Principal {
             subject: "ci".into(),
             scopes: [Scope::Write].into(),
+            token_key: "abc".into(),
         };
         assert!(check_kind(Some(&writer), "echo").is_ok());
         assert_eq!(

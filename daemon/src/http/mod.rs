@@ -88,11 +88,13 @@ async fn record_request(
     response
 }
 
-/// Only the probes (a worker-only process).
-pub fn probe_router(state: AppState) -> Router {
+/// Only the probes (a worker-only process), behind the same guard (`--private-probes`).
+pub fn probe_router(state: AppState, guard: Arc<Guard>) -> Router {
     probe_routes()
+        .route_layer(from_fn_with_state(guard.clone(), guard::authenticate))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(from_fn_with_state(guard, guard::timeout))
         .with_state(state)
 }
 

@@ -44,6 +44,7 @@ fn accepted(state: &AppState, created: &[&crate::store::StoredTask]) {
     responses(
         (status = 201, description = "created", body = Task),
         (status = 200, description = "an idempotency key replayed an existing task", body = Task),
+        (status = 409, description = "the idempotency key belongs to a different task", body = ErrorBody),
         (status = 400, description = "bad input", body = ErrorBody),
         (status = 401, description = "no or bad token", body = ErrorBody),
         (status = 403, description = "the token lacks the scope", body = ErrorBody),
@@ -75,6 +76,7 @@ pub async fn submit(
     }
     let now = now_ms();
     let task = validate::submit(request, &state.kinds, Uuid::now_v7(), now)?;
+    let (kind, payload) = (task.kind.clone(), task.payload.clone());
     let mut stored = state.store.insert(vec![task]).await?;
     let (row, created) = stored.pop().ok_or_else(|| {
         ApiError::new(
@@ -85,6 +87,14 @@ pub async fn submit(
     })?;
     if created {
         accepted(&state, &[&row]);
+    } else if row.kind != kind || row.payload != payload {
+        // A replay answers the first task only for the same request: a key reused for
+        // different work (or someone else's key) must not pass for success.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_conflict",
+            "this idempotency key belongs to a different task; use a new key",
+        ));
     }
     let status = if created {
         StatusCode::CREATED
@@ -306,8 +316,20 @@ pub async fn cancel(
     security(("bearer" = ["tasks.write"])))]
 pub async fn retry(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     TaskId(id): TaskId,
 ) -> Result<Json<taskplane_api::Task>, ApiError> {
+    // Running a task again is running it: the privileged kinds need admin here too.
+    if let Some(p) = principal.as_deref()
+        && !p.allows(crate::auth::Scope::Admin)
+    {
+        let task = state
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ApiError::task_not_found(id))?;
+        guard::check_kind(Some(p), &task.kind)?;
+    }
     match state.store.retry(id, now_ms()).await? {
         RetryOutcome::Requeued(row) => {
             state.broker.work_ready();
@@ -388,11 +410,20 @@ pub async fn logs(
     security(("bearer" = ["tasks.write"])))]
 pub async fn dlq_retry(
     State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
     JsonBody(filter): JsonBody<DlqRetry>,
 ) -> Result<Json<BulkResult>, ApiError> {
+    // Without admin, the privileged kinds stay in the dead-letter set: naming one is a 403,
+    // and a retry of everything leaves them out.
+    if let Some(kind) = &filter.kind {
+        guard::check_kind(principal.as_deref(), kind)?;
+    }
+    let skip_privileged = principal
+        .as_deref()
+        .is_some_and(|p| !p.allows(crate::auth::Scope::Admin));
     let count = state
         .store
-        .retry_failed(filter.kind, filter.queue, now_ms())
+        .retry_failed(filter.kind, filter.queue, skip_privileged, now_ms())
         .await?;
     if count > 0 {
         state.broker.work_ready();

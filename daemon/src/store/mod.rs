@@ -295,11 +295,13 @@ pub trait Store: Send + Sync + 'static {
 
     fn retry(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<RetryOutcome>>;
 
-    /// Requeues every failed task (of `kind` and `queue`, when given); answers how many.
+    /// Requeues every failed task (of `kind` and `queue`, when given; with
+    /// `skip_privileged`, not the shell, salt and kubectl tasks); answers how many.
     fn retry_failed(
         &self,
         kind: Option<String>,
         queue: Option<String>,
+        skip_privileged: bool,
         now: i64,
     ) -> BoxFuture<'_, Result<u64>>;
 

@@ -163,6 +163,7 @@ macro_rules! impl_store {
                 &self,
                 kind: Option<String>,
                 queue: Option<String>,
+                skip_privileged: bool,
                 now: i64,
             ) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
                 Box::pin(async move {
@@ -170,6 +171,7 @@ macro_rules! impl_store {
                         .bind(now)
                         .bind(kind)
                         .bind(queue)
+                        .bind(skip_privileged)
                         .execute(&self.write)
                         .await?;
                     Ok(done.rows_affected())

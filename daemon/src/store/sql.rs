@@ -112,11 +112,13 @@ pub fn retry() -> String {
     )
 }
 
-/// Every failed task, or those of one kind (`$2`) or queue (`$3`).
+/// Every failed task, or those of one kind (`$2`) or queue (`$3`); with `$4`, not the
+/// kinds only an admin may run.
 pub fn retry_failed() -> String {
     format!(
         "UPDATE tasks SET {REQUEUE}
-         WHERE status = 'failed' AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR queue = $3)"
+         WHERE status = 'failed' AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR queue = $3)
+           AND (NOT $4 OR kind NOT IN ('shell', 'salt', 'kubectl'))"
     )
 }
 
