@@ -144,12 +144,15 @@ pub struct SubmitTask {
     pub queue: Option<String>,
     /// Higher starts first among ready tasks of one queue. Defaults to 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -1000, maximum = 1000)]
     pub priority: Option<i32>,
     /// Defaults to 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<u32>,
-    /// Defaults to 300.
+    /// Defaults to 300; at most 7 days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 604800)]
     pub timeout_secs: Option<u64>,
     /// Run no earlier than this instant.
     #[serde(default, skip_serializing_if = "Option::is_none")]

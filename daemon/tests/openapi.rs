@@ -44,4 +44,11 @@ fn the_committed_openapi_document_is_current() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // The documented ranges are the ones validation enforces.
+    let submit = &doc["components"]["schemas"]["SubmitTask"]["properties"];
+    use taskd::domain::validate::{MAX_ATTEMPTS_LIMIT, MAX_TIMEOUT_SECS, PRIORITY_RANGE};
+    assert_eq!(submit["max_attempts"]["maximum"], MAX_ATTEMPTS_LIMIT);
+    assert_eq!(submit["timeout_secs"]["maximum"], MAX_TIMEOUT_SECS);
+    assert_eq!(submit["priority"]["minimum"], *PRIORITY_RANGE.start());
+    assert_eq!(submit["priority"]["maximum"], *PRIORITY_RANGE.end());
 }
