@@ -52,14 +52,14 @@ row() { # row LABEL URL BENCH-ARGS…
 
 echo "| mode | tasks/s end to end | p50 ms | p99 ms |"
 echo "|---|---|---|---|"
-start embedded --database "sqlite://$work/bench.db" --concurrency 32
+start embedded --database "sqlite://$work/bench.db" --concurrency 256
 row "embedded (SQLite), $tasks tasks, 8 submitters × batch 100" "$URL" --tasks "$tasks" --concurrency 8 --batch 100
 row "embedded (SQLite), idle, one task at a time" "$URL" --tasks 200 --concurrency 1 --batch 1
 
 admin="${TASKPLANE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 psql "$admin" -qc "DROP DATABASE IF EXISTS taskplane_bench WITH (FORCE)" -c "CREATE DATABASE taskplane_bench" 2>/dev/null
 db="${admin%/*}/taskplane_bench"
-start pg-db --database "$db" --broker db --concurrency 32
+start pg-db --database "$db" --broker db --concurrency 256
 row "PostgreSQL, --broker db, $tasks tasks" "$URL" --tasks "$tasks" --concurrency 8 --batch 100
 row "PostgreSQL, --broker db, idle" "$URL" --tasks 200 --concurrency 1 --batch 1
 kill "${pids[${#pids[@]}-1]}"
@@ -67,7 +67,7 @@ kill "${pids[${#pids[@]}-1]}"
 rabbitmqctl add_vhost taskplane_bench >/dev/null
 rabbitmqctl set_permissions -p taskplane_bench guest '.*' '.*' '.*' >/dev/null
 amqp="amqp://guest:guest@127.0.0.1:5672/taskplane_bench"
-start pg-worker --role worker --database "$db" --broker "$amqp" --concurrency 64
+start pg-worker --role worker --database "$db" --broker "$amqp" --concurrency 256
 start pg-api --role api --database "$db" --broker "$amqp"
 row "PostgreSQL + RabbitMQ, 1 api + 1 worker, $tasks tasks" "$URL" --tasks "$tasks" --concurrency 8 --batch 100
 row "PostgreSQL + RabbitMQ, idle" "$URL" --tasks 200 --concurrency 1 --batch 1

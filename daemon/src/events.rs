@@ -25,6 +25,10 @@ const GAP_WINDOW: Duration = Duration::from_secs(3);
 const GAP_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// The most rows one read takes.
 const BATCH: u32 = 2000;
+/// The most unseen spans one gap check reads again.
+const MAX_GAPS: usize = 64;
+/// Gaps closer than this many numbers are read again as one span.
+const MERGE_GAPS: i64 = 512;
 
 pub struct EventHub {
     store: Arc<dyn Store>,
@@ -34,7 +38,9 @@ pub struct EventHub {
 
 impl EventHub {
     pub fn new(store: Arc<dyn Store>) -> Arc<EventHub> {
-        let (tx, _) = broadcast::channel(4096);
+        // A subscriber more than this many events behind is cut off and resumes from the
+        // database with Last-Event-ID.
+        let (tx, _) = broadcast::channel(16_384);
         Arc::new(EventHub {
             store,
             tx,
@@ -99,17 +105,29 @@ impl EventHub {
             }
             if now.duration_since(last_gap_check) >= GAP_CHECK_EVERY {
                 last_gap_check = now;
-                let low = feed.window_start();
-                if low < feed.high {
-                    match self.store.events(low, feed.high, BATCH * 4).await {
-                        Ok(rows) => {
-                            for row in rows {
-                                if feed.accept(row.seq) {
-                                    let _ = self.tx.send(Arc::new(to_wire(row)));
+                // Only the numbers not seen yet are read again: under load the window holds
+                // tens of thousands of rows, and a late one can be anywhere in it.
+                'spans: for (first, last) in feed.gaps(MAX_GAPS) {
+                    let mut after = first - 1;
+                    loop {
+                        match self.store.events(after, last, BATCH).await {
+                            Ok(rows) => {
+                                let full = rows.len() == BATCH as usize;
+                                for row in rows {
+                                    after = row.seq;
+                                    if feed.accept(row.seq) {
+                                        let _ = self.tx.send(Arc::new(to_wire(row)));
+                                    }
+                                }
+                                if !full {
+                                    break;
                                 }
                             }
+                            Err(error) => {
+                                tracing::debug!(%error, "re-reading the event feed failed");
+                                break 'spans;
+                            }
                         }
-                        Err(error) => tracing::debug!(%error, "re-reading the event feed failed"),
                     }
                 }
             }
@@ -145,6 +163,30 @@ impl Feed {
     /// The `seq` after which rows may still appear late.
     fn window_start(&self) -> i64 {
         self.marks.front().map_or(self.high, |(_, high)| *high)
+    }
+
+    /// The spans of the window (after its start, up to `high`) that hold numbers not seen
+    /// yet: rows that may still commit late, or numbers no row will ever use (a rolled-back
+    /// transaction). Concurrent transactions interleave their numbers row by row, so gaps
+    /// closer than [`MERGE_GAPS`] are read as one span. At most `max` spans, oldest first.
+    fn gaps(&self, max: usize) -> Vec<(i64, i64)> {
+        let mut gaps: Vec<(i64, i64)> = Vec::new();
+        let mut push = |gap: (i64, i64)| match gaps.last_mut() {
+            Some(last) if gap.0 - last.1 <= MERGE_GAPS => last.1 = gap.1,
+            _ => gaps.push(gap),
+        };
+        let mut expected = self.window_start() + 1;
+        for &seq in self.seen.range(expected..) {
+            if seq > expected {
+                push((expected, seq - 1));
+            }
+            expected = seq + 1;
+        }
+        if expected <= self.high {
+            push((expected, self.high));
+        }
+        gaps.truncate(max);
+        gaps
     }
 
     /// True the first time `seq` is offered.
@@ -219,6 +261,27 @@ mod tests {
         assert_eq!(feed.window_start(), 0);
         assert!(feed.accept(2), "2 committed late but inside the window");
         assert!(!feed.accept(2));
+    }
+
+    #[test]
+    fn gaps_are_the_numbers_not_seen_in_the_window() {
+        let mut feed = Feed::default();
+        let t0 = Instant::now();
+        feed.mark(t0);
+        for seq in [1, 2, 5, 6, 9] {
+            assert!(feed.accept(seq));
+        }
+        // Close gaps (interleaved transactions) make one span.
+        assert_eq!(feed.gaps(10), [(3, 8)]);
+        assert!(feed.accept(3) && feed.accept(4));
+        assert_eq!(feed.gaps(10), [(7, 8)]);
+        // Gaps with many seen rows between them stay apart; the oldest come first.
+        for seq in 2000..=2600 {
+            assert!(feed.accept(seq));
+        }
+        assert!(feed.accept(5000));
+        assert_eq!(feed.gaps(10), [(7, 1999), (2601, 4999)]);
+        assert_eq!(feed.gaps(1), [(7, 1999)]);
     }
 
     #[test]

@@ -95,15 +95,13 @@ struct Seen {
 pub async fn run(client: &Client, ui: &Ui, args: BenchArgs) -> Result<(), CliError> {
     let kind = args.kind.clone();
     // Follow events first, so no completion is missed.
-    let mut events = client
-        .events(
-            &EventQuery {
-                kind: Some(kind.clone()),
-                ..EventQuery::default()
-            },
-            None,
-        )
-        .await?;
+    let query = EventQuery {
+        kind: Some(kind.clone()),
+        ..EventQuery::default()
+    };
+    let mut events = client.events(&query, None).await?;
+    // A stream the server cut (this client fell behind) is resumed from its last event.
+    let mut resumes = 0;
     let progress = if ui.progress {
         let bar = ProgressBar::with_draw_target(Some(args.tasks), ProgressDrawTarget::stderr());
         bar.set_style(
@@ -203,6 +201,11 @@ pub async fn run(client: &Client, ui: &Ui, args: BenchArgs) -> Result<(), CliErr
                     }
                 }
                 Some(Err(error)) => return Err(error.into()),
+                None if resumes < 10 => {
+                    resumes += 1;
+                    let last = events.last_seq;
+                    events = client.events(&query, last).await?;
+                }
                 None => return Err(CliError::Other("the event stream ended before the tasks did".into())),
             },
             _ = &mut deadline => {

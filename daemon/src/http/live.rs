@@ -121,20 +121,37 @@ pub async fn events(
         .transpose()?;
     // Subscribe before reading the backlog, so nothing falls between the two.
     let mut live = state.events.subscribe();
-    let backlog = match resume_after {
-        Some(after) => state.events.replay(after, REPLAY_LIMIT).await?,
-        None => Vec::new(),
+    // The first page answers now (a bad store shows as an error status); the rest of the
+    // backlog streams page by page, since stopping at a page limit would drop the events
+    // between its end and the live feed.
+    let first_page = match resume_after {
+        Some(after) => Some(state.events.replay(after, REPLAY_LIMIT).await?),
+        None => None,
     };
+    let hub = state.events.clone();
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(256);
     tokio::spawn(async move {
         let mut sent: HashSet<i64> = HashSet::new();
-        for event in &backlog {
-            sent.insert(event.seq);
-            if filter.matches(event) && tx.send(Ok(sse_event(event))).await.is_err() {
-                return;
+        let mut replayed_up_to = None;
+        let mut page = first_page;
+        while let Some(events) = page.take() {
+            for event in &events {
+                sent.insert(event.seq);
+                if filter.matches(event) && tx.send(Ok(sse_event(event))).await.is_err() {
+                    return;
+                }
+            }
+            replayed_up_to = events.last().map(|e| e.seq).or(replayed_up_to);
+            if events.len() == REPLAY_LIMIT as usize
+                && let Some(after) = replayed_up_to
+            {
+                // On a store error the stream ends; the client resumes from its last event.
+                match hub.replay(after, REPLAY_LIMIT).await {
+                    Ok(next) => page = Some(next),
+                    Err(_) => return,
+                }
             }
         }
-        let replayed_up_to = backlog.last().map(|e| e.seq);
         loop {
             match live.recv().await {
                 Ok(event) => {
