@@ -4,7 +4,7 @@
 //! Because the feed is in the database, events from every api and worker process reach every
 //! api process, and a client can resume from the database with `Last-Event-ID`.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,17 +18,18 @@ use crate::store::{Store, StoredEvent};
 
 /// How often the feed is read when nothing pokes the hub.
 const POLL_EVERY: Duration = Duration::from_millis(50);
-/// How long a change-feed row may take to appear after rows numbered after it (PostgreSQL
-/// assigns numbers before commit, so commits can land out of order).
+/// How long rows wait for a missing number below them before it is given up.
+const HOLD: Duration = Duration::from_secs(1);
+/// How long after that a row with a given-up number still goes out (late).
 const GAP_WINDOW: Duration = Duration::from_secs(3);
-/// How often the window is checked for rows that appeared late.
-const GAP_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// The most rows one read takes.
 const BATCH: u32 = 2000;
 /// The most unseen spans one gap check reads again.
 const MAX_GAPS: usize = 64;
 /// Gaps closer than this many numbers are read again as one span.
-const MERGE_GAPS: i64 = 512;
+const MERGE_GAPS: i64 = 64;
+/// How often the missing numbers are read again.
+const GAP_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 pub struct EventHub {
     store: Arc<dyn Store>,
@@ -63,15 +64,11 @@ impl EventHub {
         Ok(rows.into_iter().map(to_wire).collect())
     }
 
-    /// Reads the feed until `shutdown`, broadcasting each event once.
+    /// Reads the feed until `shutdown`, broadcasting each event once, in `seq` order.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut feed = Feed::default();
-        loop {
+        let latest = loop {
             match self.store.latest_event().await {
-                Ok(seq) => {
-                    feed.high = seq;
-                    break;
-                }
+                Ok(seq) => break seq,
                 Err(error) => {
                     tracing::warn!(%error, "cannot read the event feed yet; retrying");
                     tokio::select! {
@@ -80,7 +77,8 @@ impl EventHub {
                     }
                 }
             }
-        }
+        };
+        let mut feed = Feed::starting_after(latest);
         let mut last_gap_check = Instant::now();
         loop {
             tokio::select! {
@@ -88,117 +86,150 @@ impl EventHub {
                 _ = self.poke.notified() => {}
                 _ = tokio::time::sleep(POLL_EVERY) => {}
             }
+            // New rows, then the numbers still missing below them (each span read whole).
+            let mut reads = vec![(feed.read_after(), i64::MAX)];
             let now = Instant::now();
-            feed.mark(now);
-            match self.store.events(feed.high, i64::MAX, BATCH).await {
-                Ok(rows) => {
-                    for row in rows {
-                        if feed.accept(row.seq) {
-                            let _ = self.tx.send(Arc::new(to_wire(row)));
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::debug!(%error, "reading the event feed failed");
-                    continue;
-                }
-            }
             if now.duration_since(last_gap_check) >= GAP_CHECK_EVERY {
                 last_gap_check = now;
-                // Only the numbers not seen yet are read again: under load the window holds
-                // tens of thousands of rows, and a late one can be anywhere in it.
-                'spans: for (first, last) in feed.gaps(MAX_GAPS) {
-                    let mut after = first - 1;
-                    loop {
-                        match self.store.events(after, last, BATCH).await {
-                            Ok(rows) => {
-                                let full = rows.len() == BATCH as usize;
-                                for row in rows {
-                                    after = row.seq;
-                                    if feed.accept(row.seq) {
-                                        let _ = self.tx.send(Arc::new(to_wire(row)));
-                                    }
-                                }
-                                if !full {
-                                    break;
+                reads.extend(feed.gaps(MAX_GAPS).into_iter().map(|(a, b)| (a - 1, b)));
+            }
+            'reads: for (after, upto) in reads {
+                let mut after = after;
+                loop {
+                    match self.store.events(after, upto, BATCH).await {
+                        Ok(rows) => {
+                            let full = rows.len() == BATCH as usize;
+                            for row in rows {
+                                after = row.seq;
+                                if let Some(late) = feed.offer(row) {
+                                    let _ = self.tx.send(Arc::new(to_wire(late)));
                                 }
                             }
-                            Err(error) => {
-                                tracing::debug!(%error, "re-reading the event feed failed");
-                                break 'spans;
+                            if !full || upto == i64::MAX {
+                                break;
                             }
+                        }
+                        Err(error) => {
+                            tracing::debug!(%error, "reading the event feed failed");
+                            break 'reads;
                         }
                     }
                 }
+            }
+            for row in feed.release(Instant::now()) {
+                let _ = self.tx.send(Arc::new(to_wire(row)));
             }
         }
     }
 }
 
-/// Which feed rows have been broadcast. Pure, so the late-row logic is testable.
-#[derive(Debug, Default)]
+/// Puts the change feed in order. PostgreSQL numbers rows before their transactions commit,
+/// so concurrent transactions land out of order, interleaved row by row: a row may show up
+/// after rows numbered above it. Rows wait here until every number below them has been
+/// seen, so each task's events go out in order; a number missing for [`HOLD`] is given up
+/// (a rolled-back transaction leaves numbers nothing will use), and a row that still shows
+/// up within [`GAP_WINDOW`] after that goes out late rather than never. Pure, so the
+/// ordering is testable.
+#[derive(Debug)]
 struct Feed {
-    /// The highest `seq` broadcast.
-    high: i64,
-    /// `(when, high then)` for each read in the gap window.
-    marks: VecDeque<(Instant, i64)>,
-    /// Rows broadcast above the window's start.
-    seen: BTreeSet<i64>,
+    /// Every number below this has gone out or been given up.
+    next: i64,
+    /// Rows read above a missing number, waiting for it.
+    pending: BTreeMap<i64, StoredEvent>,
+    /// Since when the lowest missing number has been waited for.
+    waiting_since: Option<Instant>,
+    /// Numbers given up, with when: a row among them that appears now goes out late.
+    given_up: Vec<(i64, i64, Instant)>,
 }
 
 impl Feed {
-    /// Notes a read at `now`, and forgets what has left the window.
-    fn mark(&mut self, now: Instant) {
-        self.marks.push_back((now, self.high));
-        while self
-            .marks
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > GAP_WINDOW)
-        {
-            self.marks.pop_front();
+    fn starting_after(seq: i64) -> Feed {
+        Feed {
+            next: seq + 1,
+            pending: BTreeMap::new(),
+            waiting_since: None,
+            given_up: Vec::new(),
         }
-        self.seen = self.seen.split_off(&(self.window_start() + 1));
     }
 
-    /// The `seq` after which rows may still appear late.
-    fn window_start(&self) -> i64 {
-        self.marks.front().map_or(self.high, |(_, high)| *high)
+    /// New rows are those above this number.
+    fn read_after(&self) -> i64 {
+        self.pending
+            .last_key_value()
+            .map_or(self.next - 1, |(seq, _)| *seq)
     }
 
-    /// The spans of the window (after its start, up to `high`) that hold numbers not seen
-    /// yet: rows that may still commit late, or numbers no row will ever use (a rolled-back
-    /// transaction). Concurrent transactions interleave their numbers row by row, so gaps
-    /// closer than [`MERGE_GAPS`] are read as one span. At most `max` spans, oldest first.
+    /// Takes a row read from the feed. Answers it back when it must go out now (a late row
+    /// among numbers given up); otherwise it waits for [`Feed::release`] (or was a
+    /// duplicate).
+    fn offer(&mut self, row: StoredEvent) -> Option<StoredEvent> {
+        if row.seq >= self.next {
+            self.pending.entry(row.seq).or_insert(row);
+            return None;
+        }
+        let seq = row.seq;
+        let range = self
+            .given_up
+            .iter()
+            .position(|(first, last, _)| (*first..=*last).contains(&seq))?;
+        // Split the range around it so it goes out once.
+        let (first, last, at) = self.given_up.remove(range);
+        if first < seq {
+            self.given_up.push((first, seq - 1, at));
+        }
+        if seq < last {
+            self.given_up.push((seq + 1, last, at));
+        }
+        Some(row)
+    }
+
+    /// The rows that can go out now, in order: those with no missing number below them,
+    /// waiting at most [`HOLD`] for a missing one.
+    fn release(&mut self, now: Instant) -> Vec<StoredEvent> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.pending.first_entry() {
+            let seq = *entry.key();
+            if seq == self.next {
+                out.push(entry.remove());
+                self.next += 1;
+                self.waiting_since = None;
+                continue;
+            }
+            let since = *self.waiting_since.get_or_insert(now);
+            if now.duration_since(since) < HOLD {
+                break;
+            }
+            self.given_up.push((self.next, seq - 1, now));
+            self.next = seq;
+            self.waiting_since = None;
+        }
+        self.given_up
+            .retain(|(_, _, at)| now.duration_since(*at) <= GAP_WINDOW);
+        out
+    }
+
+    /// The spans of numbers still missing: below the waiting rows, and those given up
+    /// recently. Gaps closer than [`MERGE_GAPS`] make one span. At most `max`.
     fn gaps(&self, max: usize) -> Vec<(i64, i64)> {
-        let mut gaps: Vec<(i64, i64)> = Vec::new();
-        let mut push = |gap: (i64, i64)| match gaps.last_mut() {
-            Some(last) if gap.0 - last.1 <= MERGE_GAPS => last.1 = gap.1,
-            _ => gaps.push(gap),
+        let mut spans: Vec<(i64, i64)> = Vec::new();
+        let mut push = |gap: (i64, i64)| match spans.last_mut() {
+            Some(last) if gap.0 - last.1 <= MERGE_GAPS => last.1 = last.1.max(gap.1),
+            _ => spans.push(gap),
         };
-        let mut expected = self.window_start() + 1;
-        for &seq in self.seen.range(expected..) {
+        let mut ranges: Vec<(i64, i64)> = self.given_up.iter().map(|(a, b, _)| (*a, *b)).collect();
+        let mut expected = self.next;
+        for &seq in self.pending.keys() {
             if seq > expected {
-                push((expected, seq - 1));
+                ranges.push((expected, seq - 1));
             }
             expected = seq + 1;
         }
-        if expected <= self.high {
-            push((expected, self.high));
+        ranges.sort_unstable();
+        for range in ranges {
+            push(range);
         }
-        gaps.truncate(max);
-        gaps
-    }
-
-    /// True the first time `seq` is offered.
-    fn accept(&mut self, seq: i64) -> bool {
-        if seq <= self.window_start() && !self.marks.is_empty() {
-            return false;
-        }
-        if !self.seen.insert(seq) {
-            return false;
-        }
-        self.high = self.high.max(seq);
-        true
+        spans.truncate(max);
+        spans
     }
 }
 
@@ -239,62 +270,96 @@ fn to_wire(row: StoredEvent) -> TaskEvent {
 mod tests {
     use super::*;
 
-    #[test]
-    fn rows_are_accepted_once() {
-        let mut feed = Feed::default();
-        let t0 = Instant::now();
-        feed.mark(t0);
-        assert!(feed.accept(1));
-        assert!(feed.accept(2));
-        assert!(!feed.accept(2));
-        assert_eq!(feed.high, 2);
+    fn row(seq: i64) -> StoredEvent {
+        StoredEvent {
+            seq,
+            event: "created".into(),
+            status: taskplane_api::TaskStatus::Queued,
+            attempts: 0,
+            worker: None,
+            at: 0,
+            task_id: uuid::Uuid::nil(),
+            kind: "noop".into(),
+            queue: "default".into(),
+            priority: 0,
+            max_attempts: 3,
+            created_at: 0,
+        }
+    }
+
+    fn seqs(rows: Vec<StoredEvent>) -> Vec<i64> {
+        rows.into_iter().map(|r| r.seq).collect()
     }
 
     #[test]
-    fn a_late_row_inside_the_window_is_still_accepted() {
-        let mut feed = Feed::default();
+    fn rows_go_out_once_and_in_order() {
+        let mut feed = Feed::starting_after(0);
         let t0 = Instant::now();
-        feed.mark(t0);
-        assert!(feed.accept(1));
-        assert!(feed.accept(3)); // 2 is not committed yet
-        feed.mark(t0 + Duration::from_millis(500));
-        assert_eq!(feed.window_start(), 0);
-        assert!(feed.accept(2), "2 committed late but inside the window");
-        assert!(!feed.accept(2));
+        for seq in [2, 1, 3, 2] {
+            assert!(feed.offer(row(seq)).is_none());
+        }
+        assert_eq!(seqs(feed.release(t0)), [1, 2, 3]);
+        assert!(
+            feed.offer(row(3)).is_none(),
+            "a duplicate of a row gone out"
+        );
+        assert!(feed.release(t0).is_empty());
+        assert_eq!(feed.read_after(), 3);
     }
 
     #[test]
-    fn gaps_are_the_numbers_not_seen_in_the_window() {
-        let mut feed = Feed::default();
+    fn rows_above_a_missing_number_wait_for_it() {
+        let mut feed = Feed::starting_after(0);
         let t0 = Instant::now();
-        feed.mark(t0);
+        feed.offer(row(1));
+        feed.offer(row(3)); // 2 is not committed yet
+        assert_eq!(seqs(feed.release(t0)), [1]);
+        assert_eq!(feed.gaps(10), [(2, 2)]);
+        assert_eq!(
+            feed.read_after(),
+            3,
+            "new rows are read above the waiting ones"
+        );
+        feed.offer(row(2));
+        assert_eq!(seqs(feed.release(t0 + Duration::from_millis(10))), [2, 3]);
+        assert!(feed.gaps(10).is_empty());
+    }
+
+    #[test]
+    fn a_number_missing_too_long_is_given_up_and_its_row_still_goes_out_late() {
+        let mut feed = Feed::starting_after(0);
+        let t0 = Instant::now();
+        feed.offer(row(2));
+        assert!(feed.release(t0).is_empty());
+        assert!(feed.release(t0 + HOLD / 2).is_empty(), "still waiting");
+        assert_eq!(seqs(feed.release(t0 + HOLD)), [2], "1 given up");
+        assert_eq!(feed.gaps(10), [(1, 1)], "but still looked for");
+        let late = feed.offer(row(1)).expect("goes out late");
+        assert_eq!(late.seq, 1);
+        assert!(feed.offer(row(1)).is_none(), "once");
+        // Past the window, a given-up number is forgotten.
+        feed.offer(row(4));
+        assert!(feed.release(t0 + HOLD * 2).is_empty(), "waiting for 3");
+        assert_eq!(seqs(feed.release(t0 + HOLD * 3)), [4], "3 given up");
+        feed.release(t0 + HOLD * 3 + GAP_WINDOW + Duration::from_secs(1));
+        assert!(feed.offer(row(3)).is_none(), "too late");
+    }
+
+    #[test]
+    fn close_gaps_are_read_as_one_span() {
+        let mut feed = Feed::starting_after(0);
+        let t0 = Instant::now();
         for seq in [1, 2, 5, 6, 9] {
-            assert!(feed.accept(seq));
+            feed.offer(row(seq));
         }
-        // Close gaps (interleaved transactions) make one span.
+        feed.release(t0);
         assert_eq!(feed.gaps(10), [(3, 8)]);
-        assert!(feed.accept(3) && feed.accept(4));
-        assert_eq!(feed.gaps(10), [(7, 8)]);
-        // Gaps with many seen rows between them stay apart; the oldest come first.
         for seq in 2000..=2600 {
-            assert!(feed.accept(seq));
+            feed.offer(row(seq));
         }
-        assert!(feed.accept(5000));
-        assert_eq!(feed.gaps(10), [(7, 1999), (2601, 4999)]);
-        assert_eq!(feed.gaps(1), [(7, 1999)]);
-    }
-
-    #[test]
-    fn the_window_slides() {
-        let mut feed = Feed::default();
-        let t0 = Instant::now();
-        feed.mark(t0);
-        assert!(feed.accept(5));
-        feed.mark(t0 + Duration::from_secs(1));
-        feed.mark(t0 + GAP_WINDOW + Duration::from_secs(2));
-        // Only the last mark is left: the window starts at 5 now.
-        assert_eq!(feed.window_start(), 5);
-        assert!(!feed.accept(4), "too late");
-        assert!(feed.accept(6));
+        assert_eq!(feed.gaps(10), [(3, 1999)], "one seen row between: one span");
+        feed.offer(row(5000));
+        assert_eq!(feed.gaps(1).len(), 1);
+        assert_eq!(feed.gaps(10).last(), Some(&(2601, 4999)));
     }
 }
