@@ -39,7 +39,7 @@ fn store_round(c: &mut Criterion) {
     });
     let queues = vec!["default".to_owned()];
     let kinds = kinds();
-    c.bench_function("sqlite submit+claim+complete x100", |b| {
+    c.bench_function("sqlite submit+claim+settle x100", |b| {
         b.iter(|| {
             runtime.block_on(async {
                 let now = chrono::Utc::now().timestamp_millis();
@@ -57,16 +57,23 @@ fn store_round(c: &mut Criterion) {
                     .claim("bench", &queues, BATCH as u32, now, now + 30_000)
                     .await
                     .expect("claim");
-                let done = Settlement::Succeeded {
-                    result: "null".into(),
-                };
-                for task in &claimed {
-                    store
-                        .settle(task.id, "bench", &done, now)
-                        .await
-                        .expect("settle");
-                }
-                black_box(claimed.len())
+                // As the worker does: the outcomes that end together, in one transaction.
+                let done: Vec<_> = claimed
+                    .iter()
+                    .map(|task| {
+                        (
+                            task.id,
+                            Settlement::Succeeded {
+                                result: "null".into(),
+                            },
+                        )
+                    })
+                    .collect();
+                let settled = store
+                    .settle_many("bench", &done, now)
+                    .await
+                    .expect("settle");
+                black_box(settled.len())
             })
         })
     });
