@@ -865,3 +865,26 @@ httpd.serve_forever()
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = Daemon::start(dir.path(), &["--header-timeout", "1s"]);
+    let mut slow = std::net::TcpStream::connect(&daemon.addr).expect("connect");
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: taskd\r\nX-Slow: ")
+        .expect("write");
+    // The deadline only keeps a broken server from hanging the test.
+    slow.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("timeout");
+    let mut answer = Vec::new();
+    let read = slow.read_to_end(&mut answer);
+    assert!(read.is_ok(), "taskd kept the half-open request: {read:?}");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "{text}"
+    );
+    // Everyone else is still served.
+    assert_eq!(call(&daemon, "GET", "/health", "", None).0, 200);
+}

@@ -138,15 +138,13 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     // last tasks to the end; it stops once the worker has.
     let http_shutdown = CancellationToken::new();
     let server_stop = http_shutdown.clone();
-    let server = tokio::spawn(async move {
-        // The peer address keys the write rate limit when there is no token.
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { server_stop.cancelled().await })
-        .await
-    });
+    let header_timeout = args.header_timeout;
+    let server = tokio::spawn(http::server::serve(
+        listener,
+        router,
+        header_timeout,
+        server_stop,
+    ));
     tracing::info!(
         role = args.role.as_str(),
         database = %store::redact_url(&args.database),
@@ -179,10 +177,8 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     }
     http_shutdown.cancel();
 
-    match server.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => return Err(format!("the HTTP server failed: {error}")),
-        Err(error) => return Err(format!("the HTTP server task failed: {error}")),
+    if let Err(error) = server.await {
+        return Err(format!("the HTTP server task failed: {error}"));
     }
     tracing::info!("taskd stopped");
     Ok(())

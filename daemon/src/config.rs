@@ -215,6 +215,11 @@ pub struct RunArgs {
     #[arg(long, env = "TASKD_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// How long a client may take to send a request's headers before the connection is
+    /// closed (slow clients cannot hold connections open).
+    #[arg(long, env = "TASKD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
     /// Browser origins allowed to call the API (CORS), comma-separated; none by default.
     #[arg(
         long,

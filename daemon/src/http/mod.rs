@@ -8,6 +8,7 @@ pub mod guard;
 mod live;
 pub mod openapi;
 mod probes;
+pub mod server;
 mod tasks;
 
 use std::sync::Arc;
