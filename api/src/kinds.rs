@@ -129,6 +129,24 @@ pub struct KubectlPayload {
     pub all_namespaces: bool,
 }
 
+impl KubectlPayload {
+    /// `action` with every option at its default.
+    pub fn new(action: KubectlAction) -> KubectlPayload {
+        KubectlPayload {
+            action,
+            dir: None,
+            context: None,
+            namespace: None,
+            selector: None,
+            deployment: None,
+            replicas: None,
+            timeout_secs: None,
+            dry_run: false,
+            all_namespaces: false,
+        }
+    }
+}
+
 /// What a `kubectl` task does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -326,6 +326,11 @@ fn count(value: &Value) -> u32 {
         .unwrap_or(0)
 }
 
+/// A string field, or empty.
+fn string(value: &Value) -> String {
+    value.as_str().unwrap_or_default().to_owned()
+}
+
 fn created(item: &Value) -> Option<DateTime<Utc>> {
     item["metadata"]["creationTimestamp"]
         .as_str()
@@ -352,14 +357,8 @@ fn deployment(item: &Value) -> Deployment {
             })
     });
     Deployment {
-        name: item["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        namespace: item["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
+        name: string(&item["metadata"]["name"]),
+        namespace: string(&item["metadata"]["namespace"]),
         // A Deployment without spec.replicas runs one.
         desired: spec_replicas.unwrap_or(1),
         replicas: count(&status["replicas"]),
@@ -392,14 +391,8 @@ fn pod(item: &Value) -> Pod {
         waiting.unwrap_or(phase).to_owned()
     };
     Pod {
-        name: item["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        namespace: item["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
+        name: string(&item["metadata"]["name"]),
+        namespace: string(&item["metadata"]["namespace"]),
         ready: statuses.iter().filter(|s| s["ready"] == true).count() as u32,
         containers: containers as u32,
         status,
@@ -646,18 +639,7 @@ mod tests {
     use serde_json::json;
 
     fn payload(action: KubectlAction) -> KubectlPayload {
-        KubectlPayload {
-            action,
-            dir: None,
-            context: None,
-            namespace: None,
-            selector: None,
-            deployment: None,
-            replicas: None,
-            timeout_secs: None,
-            dry_run: false,
-            all_namespaces: false,
-        }
+        KubectlPayload::new(action)
     }
 
     #[test]

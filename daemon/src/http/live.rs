@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
 use std::time::Duration;
 
+use super::openapi::Refused;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -96,9 +97,7 @@ fn sse_event(event: &TaskEvent) -> Event {
         (status = 200, description = "Server-Sent Events; each `data:` is a TaskEvent", body = TaskEvent,
             content_type = "text/event-stream"),
         (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        Refused
     ),
     security(("bearer" = ["tasks.read"])))]
 pub async fn events(
@@ -231,9 +230,7 @@ fn queue_entry(queues: &mut BTreeMap<String, QueueStats>, name: String) -> &mut 
 #[utoipa::path(get, path = "/api/v1/queues", tag = "live",
     responses(
         (status = 200, description = "every queue", body = QueueList),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        Refused
     ),
     security(("bearer" = ["tasks.read"])))]
 pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, ApiError> {
@@ -273,9 +270,7 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
 #[utoipa::path(get, path = "/api/v1/workers", tag = "live",
     responses(
         (status = 200, description = "live workers", body = WorkerList),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        Refused
     ),
     security(("bearer" = ["tasks.read"])))]
 pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerList>, ApiError> {

@@ -46,6 +46,34 @@ use super::{live, probes, tasks};
 )]
 pub struct ApiDoc;
 
+/// What every route behind auth may answer besides its own statuses. The enums only
+/// describe responses for the document; handlers answer with `ApiError`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refused {
+    #[response(status = 401, description = "no or bad token")]
+    Unauthorized(ErrorBody),
+    #[response(status = 403, description = "the token lacks the scope")]
+    Forbidden(ErrorBody),
+    #[response(
+        status = 503,
+        description = "the store is unavailable, or the request timed out"
+    )]
+    Unavailable(ErrorBody),
+}
+
+/// What a route that takes a JSON body may answer besides [`Refused`].
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum WriteRefused {
+    #[response(status = 400, description = "bad input")]
+    BadInput(ErrorBody),
+    #[response(status = 413, description = "body or payload too large")]
+    TooLarge(ErrorBody),
+    #[response(status = 429, description = "write rate limit (Retry-After)")]
+    RateLimited(ErrorBody),
+}
+
 /// Declares the `bearer` security scheme the paths refer to.
 struct BearerAuth;
 

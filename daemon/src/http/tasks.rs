@@ -15,6 +15,7 @@ use super::convert;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams, TaskId};
 use super::guard;
+use super::openapi::{Refused, WriteRefused};
 use crate::auth::Principal;
 use crate::domain::validate::{self, NewTask};
 use crate::store::{CancelOutcome, FinishedFilter, ListFilter, RetryOutcome};
@@ -45,12 +46,8 @@ fn accepted(state: &AppState, created: &[&crate::store::StoredTask]) {
         (status = 201, description = "created", body = Task),
         (status = 200, description = "an idempotency key replayed an existing task", body = Task),
         (status = 409, description = "the idempotency key belongs to a different task", body = ErrorBody),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
-        (status = 413, description = "body or payload too large", body = ErrorBody),
-        (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        WriteRefused,
+        Refused
     ),
     security(("bearer" = ["tasks.write"])))]
 pub async fn submit(
@@ -116,12 +113,8 @@ pub async fn submit(
     responses(
         (status = 201, description = "every task, in request order (at least one created)", body = TaskList),
         (status = 200, description = "every task was an idempotent replay", body = TaskList),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
-        (status = 413, description = "body or payload too large", body = ErrorBody),
-        (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        WriteRefused,
+        Refused
     ),
     security(("bearer" = ["tasks.write"])))]
 pub async fn submit_batch(
@@ -189,9 +182,7 @@ pub async fn submit_batch(
     responses(
         (status = 200, description = "newest first", body = TaskList),
         (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        Refused
     ),
     security(("bearer" = ["tasks.read"])))]
 pub async fn list(
@@ -244,10 +235,8 @@ pub async fn list(
     responses(
         (status = 200, description = "the task", body = Task),
         (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
         (status = 404, description = "no such task", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        Refused
     ),
     security(("bearer" = ["tasks.read"])))]
 pub async fn get_one(
@@ -268,12 +257,10 @@ pub async fn get_one(
         (status = 200, description = "cancelled", body = Task),
         (status = 202, description = "running: its worker is told to stop it", body = Task),
         (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
         (status = 404, description = "no such task", body = ErrorBody),
         (status = 409, description = "not allowed in the task's state", body = ErrorBody),
         (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        Refused
     ),
     security(("bearer" = ["tasks.write"])))]
 pub async fn cancel(
@@ -306,12 +293,10 @@ pub async fn cancel(
     responses(
         (status = 200, description = "queued again with fresh attempts", body = Task),
         (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
         (status = 404, description = "no such task", body = ErrorBody),
         (status = 409, description = "not allowed in the task's state", body = ErrorBody),
         (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        Refused
     ),
     security(("bearer" = ["tasks.write"])))]
 pub async fn retry(
@@ -355,10 +340,8 @@ pub async fn retry(
         (status = 200, description = "a page of output; with follow=true an NDJSON stream of LogLine until the task has finished", body = LogPage,
             content_type = "application/json"),
         (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
         (status = 404, description = "no such task", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        Refused
     ),
     security(("bearer" = ["tasks.read"])))]
 pub async fn logs(
@@ -400,12 +383,8 @@ pub async fn logs(
     request_body = DlqRetry,
     responses(
         (status = 200, description = "how many tasks were requeued", body = BulkResult),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
-        (status = 413, description = "body or payload too large", body = ErrorBody),
-        (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        WriteRefused,
+        Refused
     ),
     security(("bearer" = ["tasks.write"])))]
 pub async fn dlq_retry(
@@ -436,12 +415,8 @@ pub async fn dlq_retry(
     request_body = DlqPurge,
     responses(
         (status = 200, description = "how many tasks were deleted", body = BulkResult),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "no or bad token", body = ErrorBody),
-        (status = 403, description = "the token lacks the scope", body = ErrorBody),
-        (status = 413, description = "body or payload too large", body = ErrorBody),
-        (status = 429, description = "write rate limit (Retry-After)", body = ErrorBody),
-        (status = 503, description = "the store is unavailable, or the request timed out", body = ErrorBody)
+        WriteRefused,
+        Refused
     ),
     security(("bearer" = ["admin"])))]
 pub async fn dlq_purge(

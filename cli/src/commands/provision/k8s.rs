@@ -146,16 +146,9 @@ fn parse_scale(text: &str) -> Result<(String, u32), String> {
 
 pub async fn run(client: &Client, ui: &Ui, args: K8sArgs) -> Result<(), CliError> {
     let base = KubectlPayload {
-        action: KubectlAction::Status,
-        dir: None,
         context: args.kube_context.clone(),
         namespace: args.namespace.clone(),
-        selector: None,
-        deployment: None,
-        replicas: None,
-        timeout_secs: None,
-        dry_run: false,
-        all_namespaces: false,
+        ..KubectlPayload::new(KubectlAction::Status)
     };
     let mut target = Target {
         context: args.kube_context,
