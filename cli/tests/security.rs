@@ -99,6 +99,18 @@ fn start_with_auth(dir: &Path, extra: &[&str]) -> Daemon {
     Daemon::start_with(dir, &args)
 }
 
+/// `POST /api/v1/dlq/purge` of everything failed, answering the status.
+fn purge(daemon: &Daemon, token: &str) -> u16 {
+    call(
+        daemon,
+        "POST",
+        "/api/v1/dlq/purge",
+        r#"{"older_than_secs":0}"#,
+        Some(token),
+    )
+    .0
+}
+
 fn call(
     daemon: &Daemon,
     method: &str,
@@ -256,17 +268,7 @@ fn every_route_refuses_missing_expired_premature_foreign_unsigned_and_tampered_t
         call(&daemon, "POST", "/api/v1/tasks", shell, Some(&admin)).0,
         201
     );
-    assert_eq!(
-        call(
-            &daemon,
-            "POST",
-            "/api/v1/dlq/purge",
-            r#"{"older_than_secs":0}"#,
-            Some(&admin)
-        )
-        .0,
-        200
-    );
+    assert_eq!(purge(&daemon, &admin), 200);
 
     // Running a privileged task again is running it: retry needs admin too.
     let failing = r#"{"kind":"shell","max_attempts":1,"payload":{"argv":["false"]}}"#;
@@ -427,17 +429,7 @@ fn taskd_token_issue_mints_what_the_daemon_accepts() {
     );
     assert!(out.status.success());
     let admin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    assert_eq!(
-        call(
-            &daemon,
-            "POST",
-            "/api/v1/dlq/purge",
-            r#"{"older_than_secs":0}"#,
-            Some(&admin)
-        )
-        .0,
-        200
-    );
+    assert_eq!(purge(&daemon, &admin), 200);
     // No key: one clear line, exit 1.
     let out = issue(&["--scope", "admin"], &[]);
     assert_eq!(out.status.code(), Some(1));
