@@ -54,6 +54,9 @@ impl CliError {
 /// One line for an API error, with a hint where one helps.
 pub fn describe(error: &ApiError) -> String {
     match error {
+        ApiError::Unreachable { reason, .. } if reason.contains("certificate") => format!(
+            "{error} (the server's certificate is not trusted here: give its CA with --ca-cert FILE)"
+        ),
         ApiError::Unreachable { .. } => format!(
             "{error} (is taskd running? start it with `taskd`, or point --server / TASKCTL_SERVER at it)"
         ),
@@ -70,9 +73,10 @@ pub fn describe(error: &ApiError) -> String {
         ApiError::Api { code, message, .. } if code == "unauthorized" => format!(
             "{message} (hint: pass --token, set TASKCTL_TOKEN, or give a context a token file: taskctl config set-context NAME --server URL --token-file FILE)"
         ),
-        ApiError::Api { code, message, .. } if code == "forbidden" || code == "rate_limited" => {
-            message.clone()
-        }
+        ApiError::Api { code, message, .. } if code == "forbidden" => format!(
+            "{message} (hint: use a token minted with that scope: taskd token issue --scope …)"
+        ),
+        ApiError::Api { code, message, .. } if code == "rate_limited" => message.clone(),
         _ => error.to_string(),
     }
 }

@@ -541,6 +541,20 @@ fn taskctl_without_a_token_says_so_in_one_line() {
     );
     let line = run.fails_with(1);
     assert!(line.contains("needs the tasks.write scope"), "{line}");
+    assert!(line.contains("taskd token issue --scope"), "{line}");
+    // A write-only token can submit but not follow: the error names the task it made.
+    let writer = token(json!({"scope": "tasks.write"}));
+    let run = taskctl_env(
+        &daemon.url,
+        &["submit", "noop", "--wait", "--token", &writer],
+        dir.path(),
+        &[],
+    );
+    let line = run.fails_with(1);
+    assert!(
+        line.starts_with("error: task ") && line.contains("was submitted, but following it failed"),
+        "{line}"
+    );
     // A token in a context's token file (never printed).
     let file = dir.path().join("token");
     std::fs::write(&file, format!("{reader}\n")).expect("write token");
@@ -835,6 +849,10 @@ httpd.serve_forever()
     let run = taskctl_env(&url, &["list"], dir.path(), &[]);
     let refused = run.fails_with(1);
     assert!(refused.contains("certificate"), "{refused}");
+    assert!(
+        refused.contains("--ca-cert FILE"),
+        "the hint says how: {refused}"
+    );
     let run = taskctl_env(&url, &["list", "--ca-cert", &ca], dir.path(), &[]);
     run.ok();
     let run = taskctl_env(
@@ -850,9 +868,12 @@ httpd.serve_forever()
         dir.path(),
         &[],
     );
-    assert_eq!(
-        run.fails_with(2),
-        "error: --ca-cert: no PEM certificate found"
+    let line = run.fails_with(2);
+    assert!(
+        line.starts_with("error: --ca-cert ")
+            && line.contains("san.ext")
+            && line.ends_with(": no PEM certificate found"),
+        "{line}"
     );
     let _ = child.kill();
     let _ = child.wait();

@@ -65,6 +65,12 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
             args.listen
         ));
     }
+    if auth.is_none() && args.auth.jwt_private_key_file.is_some() {
+        tracing::warn!(
+            "--jwt-private-key-file only signs tokens (taskd token issue); give the server \
+             --jwt-public-key-file to turn auth on"
+        );
+    }
     if args.auth.jwt_public_key_file.is_some() && args.auth.jwt_audience.is_none() {
         tracing::warn!(
             "--jwt-public-key-file without --jwt-audience accepts every token that key signs, \

@@ -206,8 +206,8 @@ pub struct RunArgs {
     #[arg(long, env = "TASKD_PRIVATE_PROBES")]
     pub private_probes: bool,
 
-    /// Writes (POST) per second per client (token subject, else address); past it, 429 with
-    /// Retry-After. Off by default.
+    /// Writes (POST) per second per client (per token, else per address; IPv6 per /64);
+    /// past it, 429 with Retry-After. Off by default.
     #[arg(long, env = "TASKD_WRITE_RATE_LIMIT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub write_rate_limit: Option<u32>,
 

@@ -102,6 +102,7 @@ pub fn connect(
         _ => None,
     };
     let ca_cert = ca_cert.or_else(|| context.as_ref().and_then(|(_, c)| c.ca_cert.clone()));
+    let ca_cert_name = ca_cert.as_ref().map(|p| p.display().to_string());
     let ca_pem = ca_cert
         .map(|path| {
             std::fs::read(&path)
@@ -109,7 +110,10 @@ pub fn connect(
         })
         .transpose()?;
     Client::with_ca(&server, token, ca_pem.as_deref()).map_err(|e| match e {
-        taskplane_api::Error::Certificate(_) => CliError::Usage(e.to_string()),
+        taskplane_api::Error::Certificate(reason) => CliError::Usage(format!(
+            "--ca-cert {}: {reason}",
+            ca_cert_name.as_deref().unwrap_or("?")
+        )),
         other => CliError::Usage(format!("--server: {other}")),
     })
 }

@@ -111,7 +111,18 @@ pub async fn send(
     if quiet {
         ui.line(&task.id.to_string())?;
     }
-    let mut finished = super::watch::follow(client, ui, &[task.id], false).await?;
+    // The task exists now: if following it fails, say which task it is, so that a retry
+    // does not submit it twice.
+    let mut finished = super::watch::follow(client, ui, &[task.id], false)
+        .await
+        .map_err(|error| match error {
+            CliError::Api(api) => CliError::Other(format!(
+                "task {} was submitted, but following it failed: {}",
+                task.id,
+                crate::error::describe(&api)
+            )),
+            other => other,
+        })?;
     let task = finished.pop().unwrap_or(task);
     if ui.json() && !quiet {
         ui.print_json(&task)?;

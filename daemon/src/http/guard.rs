@@ -150,7 +150,7 @@ impl RateLimiter {
     }
 }
 
-/// Limits writes per client: the token's subject when auth is on, else the peer address.
+/// Limits writes per client: the token when auth is on, else the peer address.
 pub async fn rate_limit(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     let Some(limiter) = &guard.limiter else {
         return next.run(request).await;

@@ -30,7 +30,7 @@ pub use salt::SaltArgs;
 /// could not run (not installed, a kubectl error); 2 for bad arguments.
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-    taskctl provision salt apply --local --state taskplane --test --pillar taskplane.source=file:///opt/taskplane/dist\n  \
+    taskctl provision salt apply --local --state taskplane --test --pillar taskplane.source=file://$PWD/target/release\n  \
     taskctl provision salt apply --target 'web*' --state taskplane --pillar taskplane.source=https://example.com/taskplane/0.1.0\n  \
     taskctl provision salt ping --target '*'\n  \
     taskctl provision k8s diff k8s/overlays/prod\n  \
@@ -124,7 +124,13 @@ impl Activity {
     /// One line of the tool's output: the spinner shows it, or stderr gets it.
     fn line(&self, line: &str) {
         let line = line.trim_end();
-        if line.trim().is_empty() {
+        // Python's tracebacks and warnings are noise here: the summary (or the one-line
+        // error) says what failed; -o json keeps the whole report.
+        if line.trim().is_empty()
+            || line.starts_with(char::is_whitespace)
+            || line.starts_with("Traceback (most recent call last)")
+            || line.contains("DeprecationWarning")
+        {
             return;
         }
         match &self.bar {

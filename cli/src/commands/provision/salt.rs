@@ -54,7 +54,7 @@ pub struct Reach {
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
-    taskctl provision salt apply --local --state taskplane --test --pillar taskplane.source=file:///opt/taskplane/dist\n  \
+    taskctl provision salt apply --local --state taskplane --test --pillar taskplane.source=file://$PWD/target/release\n  \
     taskctl provision salt apply --target 'db*' --state postgresql\n  \
     taskctl provision salt apply --local --state taskplane --pillar taskplane.source=https://example.com/taskplane/0.1.0 --pillar taskplane.source_hash=https://example.com/taskplane/0.1.0/SHA256SUMS\n  \
     taskctl provision salt apply --local --pillar-root provisioning/pillar --test")]
