@@ -474,3 +474,60 @@ fn taskd_migrate_and_health_answer_with_their_exit_codes() {
     let closed = probe("http://127.0.0.1:1/health".to_owned());
     assert_eq!(closed.status.code(), Some(1));
 }
+
+#[test]
+fn taskd_outlives_a_log_reader_that_goes_away() {
+    use std::io::BufRead;
+    let dir = temp();
+    let db = format!("sqlite://{}", dir.path().join("taskd.db").display());
+    let mut child = std::process::Command::new(common::taskd_bin())
+        .args(["--listen", "127.0.0.1:0", "--database", &db])
+        .env_clear()
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start taskd");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines.next().expect("taskd logs").expect("a line");
+        if let Some(at) = line.find("listening on http://") {
+            let rest = &line[at + "listening on http://".len()..];
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+        }
+    };
+    // The reader goes away (a log shipper dies): the pipe is closed.
+    drop(lines);
+    // taskd keeps logging (a failing task logs a line) and keeps serving.
+    let body = br#"{"kind":"http","max_attempts":1,"payload":{"url":"http://127.0.0.1:1/"}}"#;
+    let (status, task) = common::raw_http(&addr, "POST", "/api/v1/tasks", body, None);
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().expect("id").to_owned();
+    common::wait_until(
+        "the task fails and is logged",
+        Duration::from_secs(30),
+        || {
+            common::raw_http(&addr, "GET", &format!("/api/v1/tasks/{id}"), b"", None).1["status"]
+                == "failed"
+        },
+    );
+    assert_eq!(common::raw_http(&addr, "GET", "/health", b"", None).0, 200);
+    // And it still stops cleanly.
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "taskd did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

@@ -77,9 +77,12 @@ fn init_logging(args: &RunArgs) {
         None => EnvFilter::try_from_default_env().ok(),
     }
     .unwrap_or_else(|| EnvFilter::new("info,sqlx=warn"));
+    // A log reader that goes away (a closed pipe) must not take taskd with it: without
+    // this, the subscriber reports the failed write with eprintln!, which panics.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match args.log_format {
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
