@@ -430,6 +430,23 @@ fn taskd_token_issue_mints_what_the_daemon_accepts() {
     assert!(out.status.success());
     let admin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert_eq!(purge(&daemon, &admin), 200);
+    // A token that would die at once is a mistake, said in one line.
+    let out = issue(
+        &[
+            "--scope",
+            "admin",
+            "--ttl",
+            "0s",
+            "--jwt-secret-file",
+            &secret_file,
+        ],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "taskd: --ttl: at least 1 minute"
+    );
     // No key: one clear line, exit 1.
     let out = issue(&["--scope", "admin"], &[]);
     assert_eq!(out.status.code(), Some(1));

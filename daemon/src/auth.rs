@@ -307,6 +307,9 @@ pub fn issue(args: &AuthArgs, request: &TokenRequest) -> Result<String, String> 
     if request.ttl.as_secs() > MAX_TTL_SECS {
         return Err("--ttl: at most 10 years".to_owned());
     }
+    if request.ttl < Duration::from_secs(60) {
+        return Err("--ttl: at least 1 minute".to_owned());
+    }
     let claims = Claims {
         sub: request.subject.clone(),
         scope: request

@@ -243,11 +243,11 @@ pub struct RunArgs {
     pub enable_provisioning: bool,
 
     /// The shortest backoff bound between attempts.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, env = "TASKD_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
     pub retry_base: Duration,
 
     /// The longest backoff between attempts.
-    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    #[arg(long, env = "TASKD_RETRY_MAX", default_value = "10m", value_parser = parse_duration)]
     pub retry_max: Duration,
 
     /// How long SIGTERM waits for running tasks before stopping and requeueing them.
