@@ -241,37 +241,14 @@ macro_rules! impl_store {
                     // PostgreSQL) however many tasks ended together.
                     let mut tx = self.write.begin().await?;
                     let mut settled = vec![false; items.len()];
-                    // Successes, the common case, go in one statement per chunk.
-                    let succeeded: Vec<usize> = (0..items.len())
-                        .filter(|&i| matches!(items[i].1, Settlement::Succeeded { .. }))
-                        .collect();
-                    for chunk in succeeded.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
-                        let statement = sql::settle_succeeded_rows(chunk.len());
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
-                            .bind(now)
-                            .bind(worker);
-                        for &i in chunk {
-                            if let (id, Settlement::Succeeded { result }) = &items[i] {
-                                query = query.bind(id.to_string()).bind(result.as_str());
-                            }
-                        }
-                        let done: std::collections::HashSet<String> = query
-                            .fetch_all(&mut *tx)
-                            .await?
-                            .iter()
-                            .filter_map(|row| sqlx::Row::try_get::<String, _>(row, 0).ok())
-                            .collect();
-                        for &i in chunk {
-                            settled[i] = done.contains(&items[i].0.to_string());
-                        }
-                    }
+                    // Successes, the common case, wait for one statement per chunk; every other
+                    // outcome is one statement.
+                    let mut successes: Vec<(usize, String, &str)> = Vec::new();
                     for (i, (id, settlement)) in items.iter().enumerate() {
-                        if matches!(settlement, Settlement::Succeeded { .. }) {
-                            continue;
-                        }
                         let (statement, text, at) = match settlement {
                             Settlement::Succeeded { result } => {
-                                (sql::settle_succeeded(), Some(result.as_str()), None)
+                                successes.push((i, id.to_string(), result.as_str()));
+                                continue;
                             }
                             Settlement::Retrying { error, run_at_ms } => {
                                 (sql::settle_retrying(), Some(error.as_str()), Some(*run_at_ms))
@@ -294,6 +271,24 @@ macro_rules! impl_store {
                         }
                         let done = query.execute(&mut *tx).await?;
                         settled[i] = done.rows_affected() == 1;
+                    }
+                    for chunk in successes.chunks(sql::ROWS_PER_STATEMENT) {
+                        let statement = sql::settle_succeeded_rows(chunk.len());
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+                            .bind(now)
+                            .bind(worker);
+                        for (_, id, result) in chunk {
+                            query = query.bind(id.as_str()).bind(*result);
+                        }
+                        let done: std::collections::HashSet<String> = query
+                            .fetch_all(&mut *tx)
+                            .await?
+                            .iter()
+                            .filter_map(|row| sqlx::Row::try_get::<String, _>(row, 0).ok())
+                            .collect();
+                        for (i, id, _) in chunk {
+                            settled[*i] = done.contains(id);
+                        }
                     }
                     tx.commit().await?;
                     Ok(settled)

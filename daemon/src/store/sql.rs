@@ -140,12 +140,6 @@ pub fn delete_finished() -> String {
 const GUARD: &str = "WHERE id = $1 AND status = 'running' AND lease_owner = $2";
 const RELEASE: &str = "lease_owner = NULL, lease_expires_at = NULL, updated_at = $3";
 
-pub fn settle_succeeded() -> String {
-    format!(
-        "UPDATE tasks SET status = 'succeeded', result = $4, finished_at = $3, {RELEASE} {GUARD}"
-    )
-}
-
 pub fn settle_retrying() -> String {
     format!("UPDATE tasks SET status = 'retrying', last_error = $4, run_at = $5, {RELEASE} {GUARD}")
 }
