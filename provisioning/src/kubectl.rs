@@ -32,12 +32,8 @@ pub enum KubectlError {
     #[error(transparent)]
     Run(#[from] RunError),
     /// kubectl ran and failed.
-    #[error("kubectl {command} {what}{detail}")]
-    Failed {
-        command: String,
-        what: String,
-        detail: String,
-    },
+    #[error("kubectl {command} {what}")]
+    Failed { command: String, what: String },
     /// kubectl answered something that is not the JSON we asked for.
     #[error("kubectl {command} printed output that is not a Kubernetes list: {reason}")]
     BadOutput { command: String, reason: String },
@@ -493,12 +489,7 @@ where
 fn failed(inv: &Invocation, done: &Finished) -> KubectlError {
     KubectlError::Failed {
         command: subcommand(inv),
-        what: done.describe(),
-        detail: done
-            .last_stderr
-            .as_ref()
-            .map(|line| format!(": {line}"))
-            .unwrap_or_default(),
+        what: done.failure(),
     }
 }
 
@@ -508,6 +499,25 @@ fn subcommand(inv: &Invocation) -> String {
         .into_iter()
         .find(|a| !a.starts_with('-'))
         .unwrap_or_default()
+}
+
+/// Streams `kubectl logs` (see [`logs_invocation`]) line by line to `on_line`.
+pub async fn logs<F, Fut>(
+    target: &Target,
+    options: &LogsOptions,
+    on_line: F,
+) -> Result<(), KubectlError>
+where
+    F: FnMut(Stream, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    checked(
+        &logs_invocation(target, options),
+        StdoutMode::Lines,
+        on_line,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Reads the deployments and pods matching `selector`.

@@ -97,6 +97,19 @@ impl Finished {
             (None, None) => "ended abnormally".to_owned(),
         }
     }
+
+    /// `what`, followed by the last stderr line when there is one.
+    pub fn explain(&self, what: String) -> String {
+        match &self.last_stderr {
+            Some(line) => format!("{what}: {line}"),
+            None => what,
+        }
+    }
+
+    /// How a failed run ended, with its last stderr line: "exited with status 2: boom".
+    pub fn failure(&self) -> String {
+        self.explain(self.describe())
+    }
 }
 
 /// Why a program could not be run.
@@ -331,6 +344,7 @@ mod tests {
         .expect("sh runs");
         assert_eq!(done.status.code(), Some(3));
         assert_eq!(done.describe(), "exited with status 3");
+        assert_eq!(done.failure(), "exited with status 3: err");
         assert!(seen.contains(&(Stream::Stdout, "out".to_owned())));
         assert!(seen.contains(&(Stream::Stderr, "err".to_owned())));
         assert_eq!(done.last_stderr.as_deref(), Some("err"));

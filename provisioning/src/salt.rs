@@ -29,12 +29,8 @@ pub enum SaltError {
     #[error("cannot prepare the minion configuration: {0}")]
     Config(std::io::Error),
     /// Salt ended without a result we can read.
-    #[error("{program} {what}{detail}")]
-    NoResult {
-        program: String,
-        what: String,
-        detail: String,
-    },
+    #[error("{program} {what}")]
+    NoResult { program: String, what: String },
 }
 
 /// The program a mode runs.
@@ -540,14 +536,10 @@ where
     parsed.ok_or_else(|| SaltError::NoResult {
         program: inv.program.clone(),
         what: if done.status.success() {
-            "returned no host".to_owned()
+            done.explain("returned no host".to_owned())
         } else {
-            done.describe()
+            done.failure()
         },
-        detail: done
-            .last_stderr
-            .map(|line| format!(": {line}"))
-            .unwrap_or_default(),
     })
 }
 

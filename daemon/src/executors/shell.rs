@@ -43,11 +43,7 @@ impl Executor for Shell {
             if done.status.success() {
                 return Ok(json!({ "exit_code": 0 }));
             }
-            let what = done.describe();
-            Err(ExecError(match done.last_stderr {
-                Some(line) => format!("{what}: {line}"),
-                None => what,
-            }))
+            Err(ExecError(done.failure()))
         })
     }
 }

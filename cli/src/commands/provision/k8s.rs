@@ -13,7 +13,7 @@ use taskplane_api::kinds::{KubectlAction, KubectlPayload};
 use taskplane_provisioning::kubectl::{
     self, Deployment, KubectlError, LogsOptions, Outcome, Status, Target,
 };
-use taskplane_provisioning::runner::{self, StdoutMode, Stream};
+use taskplane_provisioning::runner::Stream;
 
 use super::{Activity, SubmitOptions};
 use crate::error::CliError;
@@ -525,32 +525,15 @@ impl RolloutProgress {
 
 /// Streams `kubectl logs` straight through: stdout to stdout, stderr to stderr.
 async fn logs(target: &Target, options: &LogsOptions) -> Result<(), CliError> {
-    let inv = kubectl::logs_invocation(target, options);
-    let done = runner::run(
-        &inv,
-        StdoutMode::Lines,
-        kubectl::INSTALL_HINT,
-        |stream, line| {
-            match stream {
-                Stream::Stdout => println!("{line}"),
-                Stream::Stderr => eprintln!("{line}"),
-            }
-            async {}
-        },
-    )
+    kubectl::logs(target, options, |stream, line| {
+        match stream {
+            Stream::Stdout => println!("{line}"),
+            Stream::Stderr => eprintln!("{line}"),
+        }
+        async {}
+    })
     .await
-    .map_err(|e| CliError::Other(e.to_string()))?;
-    if done.status.success() {
-        Ok(())
-    } else {
-        Err(CliError::Other(format!(
-            "kubectl logs {}{}",
-            done.describe(),
-            done.last_stderr
-                .map(|l| format!(": {l}"))
-                .unwrap_or_default()
-        )))
-    }
+    .map_err(|e| CliError::Other(e.to_string()))
 }
 
 #[cfg(test)]
