@@ -21,20 +21,7 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
     let secret = dir.path().join("jwt.secret");
     std::fs::write(&secret, "hostile-suite-secret-0123456789abcdef").expect("write");
     let secret = secret.display().to_string();
-    let db = format!("sqlite://{}", dir.path().join("taskd.db").display());
-    let daemon = Daemon::start_with(
-        dir.path(),
-        &[
-            "--role",
-            "api",
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            &db,
-            "--jwt-secret-file",
-            &secret,
-        ],
-    );
+    let daemon = Daemon::start(dir.path(), &["--role", "api", "--jwt-secret-file", &secret]);
     let token = std::process::Command::new(common::taskd_bin())
         .args([
             "token",

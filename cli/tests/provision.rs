@@ -707,17 +707,7 @@ fn provisioning_runs_as_tasks_on_a_worker() {
     let fixtures = repo().join("cli/tests/fixtures/kubectl");
     let mut env = kubectl.env.clone();
     env[0] = ("PATH", path_with(&[&fixtures, &salt]));
-    let daemon = Daemon::start_with_env(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            &format!("sqlite://{}", dir.path().join("taskd.db").display()),
-            "--enable-provisioning",
-        ],
-        &env,
-    );
+    let daemon = Daemon::start_env(dir.path(), &["--enable-provisioning"], &env);
     let target = dir.path().join("out.txt");
     let root = state_tree(dir.path(), &target, false);
     let root = root.to_str().expect("utf-8");

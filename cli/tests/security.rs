@@ -81,13 +81,8 @@ fn tampered() -> String {
 fn start_with_auth(dir: &Path, extra: &[&str]) -> Daemon {
     let secret = dir.join("jwt.secret");
     std::fs::write(&secret, format!("{SECRET}\n")).expect("write secret");
-    let db = format!("sqlite://{}", dir.join("taskd.db").display());
     let secret = secret.display().to_string();
     let mut args = vec![
-        "--listen",
-        "127.0.0.1:0",
-        "--database",
-        &db,
         "--jwt-secret-file",
         &secret,
         "--jwt-issuer",
@@ -96,7 +91,7 @@ fn start_with_auth(dir: &Path, extra: &[&str]) -> Daemon {
         "prod",
     ];
     args.extend_from_slice(extra);
-    Daemon::start_with(dir, &args)
+    Daemon::start(dir, &args)
 }
 
 /// `POST /api/v1/dlq/purge` of everything failed, answering the status.
@@ -475,18 +470,7 @@ fn eddsa_keys_pin_the_algorithm() {
     let public_s = public.display().to_string();
     openssl(&["genpkey", "-algorithm", "ed25519", "-out", &private_s]);
     openssl(&["pkey", "-in", &private_s, "-pubout", "-out", &public_s]);
-    let db = format!("sqlite://{}", dir.path().join("taskd.db").display());
-    let daemon = Daemon::start_with(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            &db,
-            "--jwt-public-key-file",
-            &public_s,
-        ],
-    );
+    let daemon = Daemon::start(dir.path(), &["--jwt-public-key-file", &public_s]);
     let out = std::process::Command::new(common::taskd_bin())
         .args([
             "token",

@@ -48,10 +48,15 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `taskd` in `dir` on its own SQLite file, with `extra` flags.
     pub fn start(dir: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_env(dir, extra, &[])
+    }
+
+    /// [`Daemon::start`] with these variables added to its clean environment.
+    pub fn start_env(dir: &Path, extra: &[&str], env: &[(&str, OsString)]) -> Daemon {
         let db = format!("sqlite://{}", dir.join("taskd.db").display());
         let mut args = vec!["--listen", "127.0.0.1:0", "--database", db.as_str()];
         args.extend_from_slice(extra);
-        Daemon::start_with(dir, &args)
+        Daemon::start_with_env(dir, &args, env)
     }
 
     /// Starts `taskd` with exactly these arguments.
