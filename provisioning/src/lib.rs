@@ -12,3 +12,13 @@
 pub mod kubectl;
 pub mod runner;
 pub mod salt;
+
+/// A directory the user named, made absolute (a submitted run's worker may start elsewhere)
+/// and checked to exist; the error says which and why, without a flag name.
+pub fn existing_dir(dir: &std::path::Path) -> Result<std::path::PathBuf, String> {
+    let path = std::path::absolute(dir).map_err(|e| format!("'{}': {e}", dir.display()))?;
+    if !path.is_dir() {
+        return Err(format!("'{}' is not a directory", path.display()));
+    }
+    Ok(path)
+}

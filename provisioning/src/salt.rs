@@ -545,15 +545,7 @@ where
 
 /// A directory given by the user, made absolute and checked to exist.
 fn absolute(dir: &str) -> Result<PathBuf, SaltError> {
-    let path = std::path::absolute(dir)
-        .map_err(|e| SaltError::Invalid(format!("salt: bad directory '{dir}': {e}")))?;
-    if !path.is_dir() {
-        return Err(SaltError::Invalid(format!(
-            "salt: '{}' is not a directory",
-            path.display()
-        )));
-    }
-    Ok(path)
+    crate::existing_dir(Path::new(dir)).map_err(|e| SaltError::Invalid(format!("salt: {e}")))
 }
 
 #[cfg(test)]

@@ -232,18 +232,16 @@ impl SubmitOptions {
 /// Checks that a kustomize directory is there (here; a submitted run's worker checks its
 /// own), and makes it absolute for a submitted run.
 fn kustomize_dir(dir: &str, submitted: bool) -> Result<String, CliError> {
-    let path = Path::new(dir);
-    if !path.is_dir() {
-        return Err(CliError::Usage(format!(
-            "{dir}: not a directory (run from the repository root, or give the kustomize directory)"
-        )));
-    }
-    if !submitted {
-        return Ok(dir.to_owned());
-    }
-    std::path::absolute(path)
-        .map(|p| p.display().to_string())
-        .map_err(|e| CliError::Usage(format!("{dir}: {e}")))
+    let absolute = taskplane_provisioning::existing_dir(Path::new(dir)).map_err(|e| {
+        CliError::Usage(format!(
+            "{e} (run from the repository root, or give the kustomize directory)"
+        ))
+    })?;
+    Ok(if submitted {
+        absolute.display().to_string()
+    } else {
+        dir.to_owned()
+    })
 }
 
 /// Checks `payload`, then submits it or runs it here and shows the outcome.

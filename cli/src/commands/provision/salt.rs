@@ -179,15 +179,9 @@ fn base_payload(reach: &Reach, action: SaltAction) -> Result<SaltPayload, CliErr
 }
 
 fn absolute(dir: &Path, flag: &str) -> Result<String, CliError> {
-    if !dir.is_dir() {
-        return Err(CliError::Usage(format!(
-            "{flag} {}: not a directory",
-            dir.display()
-        )));
-    }
-    let path = std::path::absolute(dir)
-        .map_err(|e| CliError::Usage(format!("{flag} {}: {e}", dir.display())))?;
-    Ok(path.display().to_string())
+    taskplane_provisioning::existing_dir(dir)
+        .map(|path| path.display().to_string())
+        .map_err(|e| CliError::Usage(format!("{flag}: {e}")))
 }
 
 /// `key=value` / `key:=JSON` pairs, with dotted keys nesting, into one pillar object.
