@@ -171,7 +171,7 @@ pub async fn run(client: &Client, ui: &Ui, args: K8sArgs) -> Result<(), CliError
                 dir: Some(kustomize_dir(&a.dir, false)?),
                 ..base
             };
-            operate(client, ui, &target, payload, &SubmitOptions::none()).await
+            operate(client, ui, &target, payload, &SubmitOptions::default()).await
         }
         K8sCommand::Status(a) => {
             target.all_namespaces = a.all_namespaces;
@@ -181,7 +181,7 @@ pub async fn run(client: &Client, ui: &Ui, args: K8sArgs) -> Result<(), CliError
                 all_namespaces: a.all_namespaces,
                 ..base
             };
-            operate(client, ui, &target, payload, &SubmitOptions::none()).await
+            operate(client, ui, &target, payload, &SubmitOptions::default()).await
         }
         K8sCommand::Rollout(a) => {
             target.all_namespaces = a.all_namespaces;
@@ -214,17 +214,6 @@ pub async fn run(client: &Client, ui: &Ui, args: K8sArgs) -> Result<(), CliError
                 since: a.since,
             };
             logs(&target, &options).await
-        }
-    }
-}
-
-impl SubmitOptions {
-    fn none() -> SubmitOptions {
-        SubmitOptions {
-            submit: false,
-            wait: false,
-            queue: None,
-            task_timeout: None,
         }
     }
 }

@@ -50,8 +50,8 @@ pub enum ProvisionCommand {
     K8s(K8sArgs),
 }
 
-/// Queue the run as a task instead of running it here.
-#[derive(Debug, Args)]
+/// Queue the run as a task instead of running it here. The default runs it here.
+#[derive(Debug, Default, Args)]
 pub struct SubmitOptions {
     /// Submit the run as a task (kind `salt` or `kubectl`) to the server; a worker started
     /// with --enable-provisioning runs it. Prints the task id.
