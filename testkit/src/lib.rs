@@ -71,11 +71,17 @@ pub fn venv_tools(test: &str, tools: &[&str]) -> Option<PathBuf> {
         missing.join(", "),
         bin.display()
     );
+    skip(&message);
+    None
+}
+
+/// A test cannot run here (`message` says why): fails it when services are required (CI),
+/// otherwise prints why it is skipped; the caller then returns.
+pub fn skip(message: &str) {
     if required() {
         panic!("{message}; TASKPLANE_REQUIRE_SERVICES=1 makes this a failure");
     }
     eprintln!("SKIPPED {message}");
-    None
 }
 
 /// Whether the services a test needs are up. When they are not: fails the test if services

@@ -68,7 +68,10 @@ impl From<StoreError> for ApiError {
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
-                    "the task store is unavailable; try again shortly",
+                    format!(
+                        "the task store is unavailable ({}); try again shortly",
+                        error.reason()
+                    ),
                 )
             }
             _ => {

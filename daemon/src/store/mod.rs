@@ -40,14 +40,18 @@ pub enum StoreError {
     /// Applying the schema failed.
     #[error("migration {version} failed: {source}")]
     Migration { version: i64, source: sqlx::Error },
+    /// The database refused recent writes (the reason is the last refusal's error).
+    #[error("the database refuses writes: {0}")]
+    WritesRefused(String),
     /// The database URL names a backend this build cannot use.
     #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
     Unsupported(String),
 }
 
 impl StoreError {
-    /// True when the database is unreachable or restarting (worth a retry and a 503), as
-    /// opposed to a statement that will fail again.
+    /// True when the database is unreachable, restarting or refusing writes (a full disk, a
+    /// read-only file): worth a retry and a 503, as opposed to a statement that will fail
+    /// again whatever the database's state.
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Database(error) => match error {
@@ -57,15 +61,123 @@ impl StoreError {
                 | sqlx::Error::WorkerCrashed
                 | sqlx::Error::Tls(_)
                 | sqlx::Error::Protocol(_) => true,
-                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-                    // 08: connection exceptions; 57P0x: the server is shutting down or
-                    // starting; SQLITE_BUSY (5) and SQLITE_LOCKED (6): another writer.
-                    code.starts_with("08") || code.starts_with("57P") || code == "5" || code == "6"
-                }),
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
                 _ => false,
             },
+            StoreError::WritesRefused(_) => true,
             _ => false,
         }
+    }
+}
+
+impl StoreError {
+    /// The database's own words for the failure, without the layers above it (for an API
+    /// error message or a probe).
+    pub fn reason(&self) -> String {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => db.message().to_owned(),
+            StoreError::WritesRefused(reason) => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Error codes that describe the database's state rather than the statement: PostgreSQL's
+/// SQLSTATE classes and SQLite's (extended) result codes.
+fn unavailable_code(code: &str) -> bool {
+    // 08: connection exceptions; 53: insufficient resources (disk full, out of memory, too
+    // many connections); 57P0x: shutting down or starting; 58: system errors (I/O);
+    // 25006: a read-only transaction (a standby, or default_transaction_read_only).
+    if code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57P")
+        || code.starts_with("58")
+        || code == "25006"
+    {
+        return true;
+    }
+    // SQLite reports extended codes; the primary code is the low byte. BUSY (5), LOCKED (6):
+    // another writer; NOMEM (7); READONLY (8); IOERR (10); CORRUPT is not here: it will not
+    // heal by itself; FULL (13); CANTOPEN (14); PROTOCOL (15).
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15))
+}
+
+/// What writes found lately: whether the database refuses them now, and why. Reads may keep
+/// working meanwhile (SQLite on a full disk reads fine), so `/ready` asks this too.
+///
+/// A refusal counts for [`REFUSAL_HOLDS`]: on a nearly full disk small writes (a lease
+/// renewal) may pass between refused submits, and `/ready` should not flap with them.
+#[derive(Debug)]
+pub(crate) struct WriteHealth {
+    started: std::time::Instant,
+    /// Milliseconds since `started` of the last refused write, plus one (0: never).
+    refused_at: std::sync::atomic::AtomicU64,
+    /// Milliseconds since `started` of the last accepted write, plus one (0: never).
+    accepted_at: std::sync::atomic::AtomicU64,
+    reason: std::sync::Mutex<String>,
+}
+
+/// How long a refused write keeps `/ready` at 503.
+const REFUSAL_HOLDS: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Default for WriteHealth {
+    fn default() -> Self {
+        WriteHealth {
+            started: std::time::Instant::now(),
+            refused_at: Default::default(),
+            accepted_at: Default::default(),
+            reason: Default::default(),
+        }
+    }
+}
+
+impl WriteHealth {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Runs a write and records what it found.
+    pub(crate) async fn track<T>(&self, write: impl Future<Output = Result<T>>) -> Result<T> {
+        use std::sync::atomic::Ordering;
+        let result = write.await;
+        match &result {
+            Ok(_) => {
+                let before = self.accepted_at.swap(self.now(), Ordering::AcqRel);
+                if self.refused_at.load(Ordering::Acquire) > before {
+                    tracing::info!("the database accepts writes again");
+                }
+            }
+            Err(error) if error.is_unavailable() => {
+                let before = self.refused_at.swap(self.now(), Ordering::AcqRel);
+                if before <= self.accepted_at.load(Ordering::Acquire) {
+                    tracing::error!(%error, "the database refuses writes; submits answer 503 until it takes them again");
+                }
+                if let Ok(mut reason) = self.reason.lock() {
+                    *reason = error.reason();
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// The last write was refused: the connection it used may be the reason (SQLite opens a
+    /// file it cannot write read-only, and stays so), so a fresh one is worth its cost.
+    pub(crate) fn refused(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.refused_at.load(Ordering::Acquire) > self.accepted_at.load(Ordering::Acquire)
+    }
+
+    /// Why writes are refused, while a refusal holds; `None` when writes are accepted or the
+    /// last refusal is old enough that only a new write can tell (see [`Self::refused`]).
+    pub(crate) fn refusal(&self) -> Option<String> {
+        use std::sync::atomic::Ordering;
+        let at = self.refused_at.load(Ordering::Acquire);
+        if at == 0 || self.now() - at > REFUSAL_HOLDS.as_millis() as u64 {
+            return None;
+        }
+        Some(self.reason.lock().map(|r| r.clone()).unwrap_or_default())
     }
 }
 

@@ -13,7 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{BoxFuture, ClaimedTask, Result, StoreError, decode, sql};
+use super::{BoxFuture, ClaimedTask, Result, StoreError, WriteHealth, decode, sql};
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_tasks.sql"))];
 
@@ -25,6 +25,7 @@ const MIGRATION_LOCK: i64 = 0x0074_6173_6b70_6c6e;
 pub struct PgStore {
     write: PgPool,
     read: PgPool,
+    health: WriteHealth,
 }
 
 impl PgStore {
@@ -38,6 +39,7 @@ impl PgStore {
         let store = PgStore {
             write: pool.clone(),
             read: pool,
+            health: WriteHealth::default(),
         };
         sqlx::query("SELECT 1").execute(&store.read).await?;
         Ok(store)
@@ -149,6 +151,11 @@ impl PgStore {
     }
 
     /// Delivered when the transaction commits, so no worker wakes for uncommitted work.
+    /// PostgreSQL's autovacuum returns deleted rows' space by itself.
+    async fn dialect_reclaim(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn dialect_notify_ready(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,

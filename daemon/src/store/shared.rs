@@ -13,6 +13,22 @@ macro_rules! impl_store {
             fn ping(&self) -> $crate::store::BoxFuture<'_, $crate::store::Result<()>> {
                 Box::pin(async move {
                     sqlx::query("SELECT 1").execute(&self.read).await?;
+                    // Reads may work while writes are refused (a full disk, a read-only
+                    // file). A recent refusal answers; after an older one, only a write
+                    // can tell whether it is over.
+                    if let Some(reason) = self.health.refusal() {
+                        return Err($crate::store::StoreError::WritesRefused(reason));
+                    }
+                    if self.health.refused() {
+                        self.health
+                            .track(async {
+                                sqlx::query($crate::store::sql::PROBE_WRITE)
+                                    .execute(&self.write)
+                                    .await?;
+                                Ok(())
+                            })
+                            .await?;
+                    }
                     Ok(())
                 })
             }
@@ -24,7 +40,7 @@ macro_rules! impl_store {
                 '_,
                 $crate::store::Result<Vec<($crate::store::StoredTask, bool)>>,
             > {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     use $crate::store::{decode, sql};
                     let mut tx = self.write.begin().await?;
                     // Multi-row inserts (a statement per chunk, not per task); a task the
@@ -71,7 +87,7 @@ macro_rules! impl_store {
                     self.dialect_notify_ready(&mut tx).await?;
                     tx.commit().await?;
                     Ok(out)
-                })
+                }))
             }
 
             fn get(
@@ -114,7 +130,7 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::store::BoxFuture<'_, $crate::store::Result<$crate::store::CancelOutcome>>
             {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     use $crate::store::{CancelOutcome, decode, sql};
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql::cancel()))
                         .bind(id.to_string())
@@ -133,7 +149,7 @@ macro_rules! impl_store {
                         Some(task) => CancelOutcome::Finished(task),
                         None => CancelOutcome::NotFound,
                     })
-                })
+                }))
             }
 
             fn retry(
@@ -142,7 +158,7 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::store::BoxFuture<'_, $crate::store::Result<$crate::store::RetryOutcome>>
             {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     use $crate::store::{RetryOutcome, decode, sql};
                     let row = sqlx::query(sqlx::AssertSqlSafe(sql::retry()))
                         .bind(now)
@@ -156,7 +172,7 @@ macro_rules! impl_store {
                         Some(task) => RetryOutcome::NotRetryable(task),
                         None => RetryOutcome::NotFound,
                     })
-                })
+                }))
             }
 
             fn retry_failed(
@@ -166,7 +182,7 @@ macro_rules! impl_store {
                 skip_privileged: bool,
                 now: i64,
             ) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     let done = sqlx::query(sqlx::AssertSqlSafe($crate::store::sql::retry_failed()))
                         .bind(now)
                         .bind(kind)
@@ -175,14 +191,14 @@ macro_rules! impl_store {
                         .execute(&self.write)
                         .await?;
                     Ok(done.rows_affected())
-                })
+                }))
             }
 
             fn delete_finished(
                 &self,
                 filter: $crate::store::FinishedFilter,
             ) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     use $crate::store::sql;
                     let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
                     let statuses = statuses.join(",");
@@ -199,10 +215,14 @@ macro_rules! impl_store {
                         tx.commit().await?;
                         total += done.rows_affected();
                         if done.rows_affected() < 1000 {
-                            return Ok(total);
+                            break;
                         }
                     }
-                })
+                    if total > 0 {
+                        self.dialect_reclaim().await?;
+                    }
+                    Ok(total)
+                }))
             }
 
             fn claim<'a>(
@@ -214,7 +234,7 @@ macro_rules! impl_store {
                 lease_until: i64,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<Vec<$crate::store::ClaimedTask>>>
             {
-                Box::pin(self.dialect_claim(worker, queues, limit, now, lease_until))
+                Box::pin(self.health.track(self.dialect_claim(worker, queues, limit, now, lease_until)))
             }
 
             fn claim_ids<'a>(
@@ -225,7 +245,7 @@ macro_rules! impl_store {
                 lease_until: i64,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<Vec<$crate::store::ClaimedTask>>>
             {
-                Box::pin(self.dialect_claim_ids(worker, ids, now, lease_until))
+                Box::pin(self.health.track(self.dialect_claim_ids(worker, ids, now, lease_until)))
             }
 
             fn settle_many<'a>(
@@ -234,7 +254,7 @@ macro_rules! impl_store {
                 items: &'a [(uuid::Uuid, $crate::domain::lifecycle::Settlement)],
                 now: i64,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<Vec<bool>>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     use $crate::domain::lifecycle::Settlement;
                     use $crate::store::sql;
                     // One transaction for the lot: one commit (one WAL append, one fsync on
@@ -292,7 +312,7 @@ macro_rules! impl_store {
                     }
                     tx.commit().await?;
                     Ok(settled)
-                })
+                }))
             }
 
             fn renew_leases<'a>(
@@ -300,14 +320,14 @@ macro_rules! impl_store {
                 worker: &'a str,
                 until: i64,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<u64>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     let done = sqlx::query($crate::store::sql::RENEW)
                         .bind(worker)
                         .bind(until)
                         .execute(&self.write)
                         .await?;
                     Ok(done.rows_affected())
-                })
+                }))
             }
 
             fn release_leases<'a>(
@@ -315,14 +335,14 @@ macro_rules! impl_store {
                 worker: &'a str,
                 now: i64,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<u64>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     let done = sqlx::query($crate::store::sql::RELEASE_LEASES)
                         .bind(worker)
                         .bind(now)
                         .execute(&self.write)
                         .await?;
                     Ok(done.rows_affected())
-                })
+                }))
             }
 
             fn cancel_requests<'a>(
@@ -339,30 +359,30 @@ macro_rules! impl_store {
             }
 
             fn promote_due(&self, now: i64) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     let done = sqlx::query($crate::store::sql::PROMOTE)
                         .bind(now)
                         .execute(&self.write)
                         .await?;
                     Ok(done.rows_affected())
-                })
+                }))
             }
 
             fn reap_expired(&self, now: i64) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     let done = sqlx::query($crate::store::sql::REAP)
                         .bind(now)
                         .execute(&self.write)
                         .await?;
                     Ok(done.rows_affected())
-                })
+                }))
             }
 
             fn append_logs(
                 &self,
                 lines: Vec<$crate::store::NewLogLine>,
             ) -> $crate::store::BoxFuture<'_, $crate::store::Result<()>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     let mut tx = self.write.begin().await?;
                     for line in &lines {
                         sqlx::query($crate::store::sql::APPEND_LOG)
@@ -376,7 +396,7 @@ macro_rules! impl_store {
                     }
                     tx.commit().await?;
                     Ok(())
-                })
+                }))
             }
 
             fn logs(
@@ -428,13 +448,13 @@ macro_rules! impl_store {
             }
 
             fn trim_events(&self, before: i64) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     let done = sqlx::query($crate::store::sql::TRIM_EVENTS)
                         .bind(before)
                         .execute(&self.write)
                         .await?;
                     Ok(done.rows_affected())
-                })
+                }))
             }
 
             fn queue_counts(
@@ -461,7 +481,7 @@ macro_rules! impl_store {
                 &'a self,
                 worker: &'a $crate::store::WorkerRow,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<()>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     sqlx::query($crate::store::sql::HEARTBEAT)
                         .bind(&worker.id)
                         .bind(&worker.host)
@@ -474,7 +494,7 @@ macro_rules! impl_store {
                         .execute(&self.write)
                         .await?;
                     Ok(())
-                })
+                }))
             }
 
             fn workers(
@@ -496,7 +516,7 @@ macro_rules! impl_store {
                 id: Option<&'a str>,
                 before: i64,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<u64>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     let done = match id {
                         Some(id) => {
                             sqlx::query($crate::store::sql::REMOVE_WORKER)
@@ -512,7 +532,7 @@ macro_rules! impl_store {
                         }
                     };
                     Ok(done.rows_affected())
-                })
+                }))
             }
 
             fn unpublished(
@@ -536,7 +556,7 @@ macro_rules! impl_store {
                 tasks: &'a [(uuid::Uuid, i64)],
                 now: i64,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<()>> {
-                Box::pin(async move {
+                Box::pin(self.health.track(async move {
                     let mut tx = self.write.begin().await?;
                     for (id, updated_at) in tasks {
                         sqlx::query($crate::store::sql::MARK_PUBLISHED)
@@ -548,7 +568,7 @@ macro_rules! impl_store {
                     }
                     tx.commit().await?;
                     Ok(())
-                })
+                }))
             }
 
             fn listen_ready(

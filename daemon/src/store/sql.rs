@@ -246,3 +246,8 @@ pub const WORKERS: &str =
 pub const REMOVE_WORKER: &str = "DELETE FROM workers WHERE id = $1";
 
 pub const PRUNE_WORKERS: &str = "DELETE FROM workers WHERE heartbeat_at < $1";
+
+/// A write that changes nothing but still reaches the disk (a row is rewritten as it is):
+/// `/ready` uses it to learn whether refused writes are accepted again.
+pub const PROBE_WRITE: &str = "UPDATE schema_migrations SET applied_at = applied_at
+     WHERE version = (SELECT MAX(version) FROM schema_migrations)";

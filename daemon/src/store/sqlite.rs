@@ -11,20 +11,25 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{BoxFuture, ClaimedTask, Result, StoreError, decode, sql};
+use super::{BoxFuture, ClaimedTask, Result, StoreError, WriteHealth, decode, sql};
 
 /// The schema, in order. A version is applied once and recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_tasks.sql"))];
 
+/// Free pages worth giving back to the file system after a retention delete (4 MiB).
+const RECLAIM_PAGES: i64 = 1024;
+
 pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
+    health: Arc<WriteHealth>,
 }
 
 impl SqliteStore {
@@ -35,18 +40,73 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
+            // The WAL is cut back after checkpoints rather than kept at its largest size.
+            // (Incremental auto-vacuum is set once, by `migrate`: setting it on every new
+            // connection is a write, which a full disk refuses, and reads would fail too.)
+            .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
             .pragma("temp_store", "memory");
+        let health = Arc::new(WriteHealth::default());
+        let refusals = health.clone();
         let write = SqlitePoolOptions::new()
             .max_connections(1)
+            .before_acquire(move |_, _| {
+                // While writes are refused, each write gets a fresh connection: SQLite opens
+                // a file it cannot write read-only and would stay so after the file heals.
+                let fresh = refusals.refused();
+                Box::pin(async move { Ok(!fresh) })
+            })
             .min_connections(1)
             .idle_timeout(None)
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    // A statement or COMMIT that fails (a full disk, a read-only file) can
+                    // leave SQLite without the transaction that sqlx still counts as open:
+                    // its ROLLBACK then fails, and every later `begin` would become a
+                    // SAVEPOINT inside a transaction that never commits, so submits would
+                    // be answered without being stored. Such a connection is closed; the
+                    // pool opens a fresh one. The usual path (nothing open) costs no
+                    // round trip; otherwise the ping lets a queued rollback finish first.
+                    if !conn.is_in_transaction() {
+                        return Ok(true);
+                    }
+                    conn.ping().await?;
+                    let clean = !conn.is_in_transaction();
+                    if !clean {
+                        tracing::warn!("closing the SQLite write connection: a failed transaction left it unusable");
+                    }
+                    Ok(clean)
+                })
+            })
             .connect_with(options.clone())
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { write, read })
+        Ok(SqliteStore {
+            write,
+            read,
+            health,
+        })
+    }
+
+    /// Gives the free pages of a file that retention has thinned back to the file system.
+    async fn dialect_reclaim(&self) -> Result<()> {
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&self.write)
+            .await?;
+        if free < RECLAIM_PAGES {
+            return Ok(());
+        }
+        sqlx::query("PRAGMA incremental_vacuum")
+            .execute(&self.write)
+            .await?;
+        // The file shrinks at the checkpoint that copies the vacuumed pages back.
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.write)
+            .await?;
+        tracing::debug!(pages = free, "returned free pages to the file system");
+        Ok(())
     }
 
     async fn dialect_migrate(&self) -> Result<()> {
@@ -57,6 +117,26 @@ impl SqliteStore {
         )
         .execute(&mut *conn)
         .await?;
+        // Deleted rows' pages go back to the file system after retention deletes (see
+        // `dialect_reclaim`). A new file, or one made before this was the default, switches
+        // once (a VACUUM rewrites the file: instant on a new file, seconds on a large one).
+        let vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+            .fetch_one(&mut *conn)
+            .await?;
+        if vacuum != 2 {
+            let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema")
+                .fetch_one(&mut *conn)
+                .await?;
+            if tables > 1 {
+                tracing::info!("switching the database file to incremental auto-vacuum (VACUUM)");
+            }
+            sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+                .execute(&mut *conn)
+                .await?;
+            if let Err(error) = sqlx::query("VACUUM").execute(&mut *conn).await {
+                tracing::warn!(%error, "VACUUM failed; the file will not shrink after retention deletes");
+            }
+        }
         for (version, statements) in MIGRATIONS {
             // IMMEDIATE takes the write lock before reading the version, so two processes
             // starting on a fresh file cannot both apply a migration.

@@ -1,0 +1,249 @@
+//! Reproductions from the hostile review, kept as tests: a store that refuses writes, cross-
+//! site requests, metric labels, idle connections, gone stream clients, large lists and the
+//! validation of odd input. The shell and http kinds and taskctl's output have suites of
+//! their own (`hardening_shell.rs`, `hardening_http.rs`, `hardening_cli.rs`).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Daemon, wait_until};
+use serde_json::{Value, json};
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+/// A tmpfs of a given size, unmounted when dropped. `None` (after saying why) where this
+/// test cannot mount one: not root, or no mount permission.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(test: &str, path: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(path).expect("mount point");
+        let done = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output();
+        match done {
+            Ok(out) if out.status.success() => Some(Tmpfs {
+                path: path.to_owned(),
+            }),
+            Ok(out) => {
+                taskplane_testkit::skip(&format!(
+                    "{test}: cannot mount a tmpfs (needs root): {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+                None
+            }
+            Err(error) => {
+                taskplane_testkit::skip(&format!("{test}: cannot run mount: {error}"));
+                None
+            }
+        }
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.path)
+            .status()
+            .expect("remount");
+        assert!(status.success(), "remount {}", self.path.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+fn submit(taskd: &Daemon, payload: &Value) -> (u16, Value) {
+    let body = serde_json::to_vec(&json!({"kind": "echo", "payload": payload})).expect("json");
+    taskd.http("POST", "/api/v1/tasks", &body)
+}
+
+/// Submits until the store has refused `refusals` in a row; answers the ids of every 201.
+fn submit_until_refused(taskd: &Daemon, refusals: usize) -> Vec<String> {
+    let pad = "x".repeat(6000);
+    let mut accepted = Vec::new();
+    let mut in_a_row = 0;
+    for _ in 0..5000 {
+        let (status, body) = submit(taskd, &json!({"pad": pad}));
+        match status {
+            201 => {
+                accepted.push(body["id"].as_str().expect("id").to_owned());
+                in_a_row = 0;
+            }
+            503 => {
+                assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+                in_a_row += 1;
+                if in_a_row == refusals {
+                    return accepted;
+                }
+            }
+            other => panic!("a submit to a full store answered {other}: {body}"),
+        }
+    }
+    panic!("the store never refused a write; log:\n{}", taskd.log());
+}
+
+fn assert_all_readable(taskd: &Daemon, ids: &[String]) {
+    for id in ids {
+        let (status, task) = taskd.http("GET", &format!("/api/v1/tasks/{id}"), b"");
+        assert_eq!(
+            status,
+            200,
+            "task {id} was answered 201 but is not readable: {task}; log:\n{}",
+            taskd.log()
+        );
+    }
+}
+
+/// Writes come back by themselves once the database takes them again.
+fn wait_for_writes(taskd: &Daemon) -> String {
+    let mut id = String::new();
+    wait_until(
+        "a submit to be accepted again",
+        Duration::from_secs(30),
+        || {
+            let (status, body) = submit(taskd, &json!({}));
+            if status == 201 {
+                id = body["id"].as_str().unwrap_or_default().to_owned();
+            }
+            status == 201
+        },
+    );
+    wait_until(
+        "/ready to answer 200 again",
+        Duration::from_secs(10),
+        || taskd.ready() == 200,
+    );
+    id
+}
+
+#[test]
+fn a_full_disk_never_answers_201_for_a_task_it_did_not_store() {
+    let dir = temp();
+    let Some(disk) = Tmpfs::mount("full_disk", &dir.path().join("disk"), "2m") else {
+        return;
+    };
+    let db = format!("sqlite://{}", disk.path.join("taskd.db").display());
+    let args = ["--listen", "127.0.0.1:0", "--database", db.as_str()];
+    let mut taskd = Daemon::start_with(dir.path(), &args);
+
+    let mut accepted = submit_until_refused(&taskd, 20);
+    assert!(!accepted.is_empty(), "nothing fit on the disk");
+    assert_eq!(taskd.ready(), 503, "/ready while every write is refused");
+    let (status, _) = submit(&taskd, &json!({}));
+    assert_eq!(status, 503);
+    assert_all_readable(&taskd, &accepted);
+
+    disk.resize("64m");
+    accepted.push(wait_for_writes(&taskd));
+    for _ in 0..50 {
+        let (status, body) = submit(&taskd, &json!({"n": 1}));
+        assert_eq!(status, 201, "{body}");
+        accepted.push(body["id"].as_str().expect("id").to_owned());
+    }
+    assert_all_readable(&taskd, &accepted);
+
+    taskd.signal("TERM");
+    assert!(taskd.wait_exit(Duration::from_secs(30)).success());
+    let taskd = Daemon::start_with(dir.path(), &args);
+    assert_all_readable(&taskd, &accepted);
+    let log = taskd.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn a_read_only_database_file_refuses_with_503_and_recovers() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let mut accepted = Vec::new();
+    for _ in 0..3 {
+        let (status, body) = submit(&taskd, &json!({}));
+        assert_eq!(status, 201, "{body}");
+        accepted.push(body["id"].as_str().expect("id").to_owned());
+    }
+    let files: Vec<PathBuf> = ["taskd.db", "taskd.db-wal"]
+        .iter()
+        .map(|f| dir.path().join(f))
+        .collect();
+    let immutable = Command::new("chattr").arg("+i").args(&files).output();
+    match immutable {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            return taskplane_testkit::skip(&format!(
+                "read_only_database: chattr +i failed (needs root and a file system with attributes): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Err(error) => {
+            return taskplane_testkit::skip(&format!(
+                "read_only_database: cannot run chattr: {error}"
+            ));
+        }
+    }
+    // Undo the attribute whatever happens, or the temp dir cannot be removed.
+    struct Mutable(Vec<PathBuf>);
+    impl Drop for Mutable {
+        fn drop(&mut self) {
+            let _ = Command::new("chattr").arg("-i").args(&self.0).status();
+        }
+    }
+    let guard = Mutable(files);
+
+    for _ in 0..10 {
+        let (status, body) = submit(&taskd, &json!({}));
+        assert_eq!(status, 503, "a submit to a read-only file: {body}");
+        assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+    }
+    assert_eq!(taskd.ready(), 503);
+    assert_all_readable(&taskd, &accepted);
+
+    drop(guard);
+    accepted.push(wait_for_writes(&taskd));
+    assert_all_readable(&taskd, &accepted);
+}
+
+#[test]
+fn retention_gives_the_space_back_to_the_file_system() {
+    let dir = temp();
+    let mut taskd = Daemon::start(dir.path(), &[]);
+    let pad = "y".repeat(20_000);
+    let tasks: Vec<Value> = (0..1000)
+        .map(|_| json!({"kind": "echo", "payload": {"pad": pad}}))
+        .collect();
+    for chunk in tasks.chunks(40) {
+        taskd.submit_batch(chunk);
+    }
+    wait_until("every task to succeed", Duration::from_secs(120), || {
+        taskd.count("succeeded") == 1000
+    });
+    taskd.signal("TERM");
+    assert!(taskd.wait_exit(Duration::from_secs(30)).success());
+    let size = || {
+        ["taskd.db", "taskd.db-wal"]
+            .iter()
+            .map(|f| std::fs::metadata(dir.path().join(f)).map_or(0, |m| m.len()))
+            .sum::<u64>()
+    };
+    let full = size();
+    assert!(
+        full > 20_000_000,
+        "the database holds the payloads: {full} bytes"
+    );
+
+    let taskd = Daemon::start(dir.path(), &["--retention", "1s"]);
+    wait_until(
+        "retention to delete the tasks and the file to shrink",
+        Duration::from_secs(120),
+        || taskd.all_tasks().is_empty() && size() < full / 4,
+    );
+}
