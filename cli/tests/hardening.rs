@@ -247,3 +247,217 @@ fn retention_gives_the_space_back_to_the_file_system() {
         || taskd.all_tasks().is_empty() && size() < full / 4,
     );
 }
+
+/// One HTTP/1.1 request with exactly these headers (no Host or Content-Type added).
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).expect("write");
+    stream.write_all(body).expect("write body");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())),
+    )
+}
+
+#[test]
+fn a_web_page_cannot_submit_to_a_local_taskd() {
+    let dir = temp();
+    let taskd = Daemon::start(
+        dir.path(),
+        &[
+            "--enable-shell",
+            "--cors-origin",
+            "https://ops.example",
+            "--allowed-host",
+            "taskd.internal",
+        ],
+    );
+    let own_host = taskd.addr.clone();
+    let shell = br#"{"kind":"shell","payload":{"argv":["touch","/tmp/pwned"]}}"#;
+    let path = "/api/v1/tasks";
+
+    // The reviewer's request: a form-like text/plain POST from a foreign page, rebinding.
+    let (status, body) = request(
+        &taskd.addr,
+        "POST",
+        path,
+        &[
+            ("Host", "evil.example:80"),
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "text/plain"),
+        ],
+        shell,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("host_not_allowed")),
+        "{body}"
+    );
+    // Each rule alone.
+    let (status, body) = request(
+        &taskd.addr,
+        "POST",
+        path,
+        &[
+            ("Host", &own_host),
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "text/plain"),
+        ],
+        shell,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("cross_origin")),
+        "{body}"
+    );
+    let (status, body) = request(
+        &taskd.addr,
+        "POST",
+        path,
+        &[
+            ("Host", &own_host),
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "application/json"),
+        ],
+        shell,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("cross_origin")),
+        "{body}"
+    );
+    let (status, body) = request(
+        &taskd.addr,
+        "POST",
+        path,
+        &[
+            ("Host", &own_host),
+            ("Origin", "null"),
+            ("Content-Type", "application/json"),
+        ],
+        shell,
+    );
+    assert_eq!(
+        status, 403,
+        "an opaque origin (sandboxed frame, file://): {body}"
+    );
+    let (status, body) = request(
+        &taskd.addr,
+        "POST",
+        path,
+        &[
+            ("Host", &own_host),
+            ("Sec-Fetch-Site", "cross-site"),
+            ("Content-Type", "application/json"),
+        ],
+        shell,
+    );
+    assert_eq!(status, 403, "{body}");
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ] {
+        let (status, body) = request(
+            &taskd.addr,
+            "POST",
+            path,
+            &[("Host", &own_host), ("Content-Type", content_type)],
+            shell,
+        );
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (415, Some("unsupported_media_type")),
+            "{content_type}: {body}"
+        );
+    }
+    let (status, body) = request(&taskd.addr, "POST", path, &[("Host", &own_host)], shell);
+    assert_eq!(status, 415, "a body without a Content-Type: {body}");
+    let (status, tasks) = request(
+        &taskd.addr,
+        "GET",
+        "/api/v1/tasks",
+        &[("Host", &own_host)],
+        b"",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(tasks["tasks"], json!([]), "nothing was stored");
+    let (status, _) = request(
+        &taskd.addr,
+        "GET",
+        "/api/v1/tasks",
+        &[("Host", "evil.example")],
+        b"",
+    );
+    assert_eq!(status, 403, "reads are refused to a rebound name too");
+
+    // What stays allowed: the allowed CORS origin, taskd's own origin, a configured host,
+    // JSON with a charset, and an empty POST without a type (curl -X POST …/cancel).
+    let noop = br#"{"kind":"noop"}"#;
+    for headers in [
+        vec![
+            ("Host", own_host.as_str()),
+            ("Origin", "https://ops.example"),
+            ("Content-Type", "application/json"),
+        ],
+        vec![
+            ("Host", own_host.as_str()),
+            ("Origin", &format!("http://{own_host}")),
+            ("Content-Type", "application/json"),
+        ],
+        vec![
+            ("Host", "taskd.internal"),
+            ("Content-Type", "application/json; charset=utf-8"),
+        ],
+        vec![
+            ("Host", "localhost"),
+            ("Content-Type", "application/json"),
+            ("Sec-Fetch-Site", "same-origin"),
+        ],
+    ] {
+        let (status, body) = request(&taskd.addr, "POST", path, &headers, noop);
+        assert_eq!(status, 201, "{headers:?}: {body}");
+    }
+    let id = taskd
+        .taskctl(&["submit", "sleep", "-p", "ms:=60000", "-q"])
+        .ok();
+    let (status, body) = request(
+        &taskd.addr,
+        "POST",
+        &format!("/api/v1/tasks/{id}/cancel"),
+        &[("Host", &own_host)],
+        b"",
+    );
+    assert!(
+        status == 200 || status == 202,
+        "an empty POST without a type: {status} {body}"
+    );
+    assert!(!Path::new("/tmp/pwned").exists());
+}

@@ -87,6 +87,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         limiter: args.write_rate_limit.map(http::guard::RateLimiter::new),
         timeout: args.request_timeout,
         cors_origins: args.cors_origin.clone(),
+        hosts: http::guard::HostPolicy::for_listen(&args.listen, &args.allowed_host),
     });
     let store = open_store(&args).await?;
     let registry = Registry::builtin(args.enable_shell, args.enable_provisioning);

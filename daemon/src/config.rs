@@ -229,6 +229,18 @@ pub struct RunArgs {
     )]
     pub cors_origin: Vec<String>,
 
+    /// Host names this API answers to besides loopback ones, comma-separated (e.g. the name
+    /// a proxy or SSH tunnel forwards as `Host`). On a loopback address a request for any
+    /// other host is refused (403 host_not_allowed), so a web page cannot reach taskd by
+    /// rebinding its own name to 127.0.0.1.
+    #[arg(
+        long,
+        env = "TASKD_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub allowed_host: Vec<String>,
+
     /// The largest request body, e.g. 1MiB, 512KiB, 4MiB (413 past it).
     #[arg(long, env = "TASKD_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
     pub max_body: usize,

@@ -1,6 +1,7 @@
-//! What stands between the network and the handlers: CORS, bearer-token auth with scopes,
-//! the write rate limit and the request timeout. Each is a small axum middleware over one
-//! shared [`Guard`]; every refusal is the API's JSON error.
+//! What stands between the network and the handlers: CORS, the same-site rules (the `Host`
+//! check against DNS rebinding, cross-origin browser writes, JSON-only bodies), bearer-token
+//! auth with scopes, the write rate limit and the request timeout. Each is a small axum
+//! middleware over one shared [`Guard`]; every refusal is the API's JSON error.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -24,6 +25,157 @@ pub struct Guard {
     pub timeout: Duration,
     /// Allowed browser origins; `*` allows any.
     pub cors_origins: Vec<String>,
+    /// Which `Host` headers are answered.
+    pub hosts: HostPolicy,
+}
+
+/// Which `Host` a request may name. On loopback, only loopback names and the configured ones:
+/// a page whose name an attacker rebinds to 127.0.0.1 sends its own name as `Host`. On any
+/// other address the operator chose to be reachable (with auth), and names are not checked.
+#[derive(Debug, Clone)]
+pub enum HostPolicy {
+    Any,
+    Only(Vec<String>),
+}
+
+impl HostPolicy {
+    pub fn for_listen(listen: &SocketAddr, extra: &[String]) -> HostPolicy {
+        if !listen.ip().is_loopback() {
+            return HostPolicy::Any;
+        }
+        let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+            .iter()
+            .map(|n| (*n).to_owned())
+            .collect();
+        names.extend(extra.iter().map(|n| n.trim().to_ascii_lowercase()));
+        HostPolicy::Only(names)
+    }
+
+    /// Whether a `Host` header value (`name`, `name:port`, `[v6]:port`) is answered.
+    pub fn allows(&self, host: &str) -> bool {
+        let HostPolicy::Only(names) = self else {
+            return true;
+        };
+        let name = host_name(host).to_ascii_lowercase();
+        // `*.localhost` resolves to loopback by definition (RFC 6761), never to a page's host.
+        names.iter().any(|n| *n == name)
+            || name.ends_with(".localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+/// The name part of a `Host` value or of an origin's authority.
+fn host_name(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => authority,
+    }
+}
+
+/// Methods that change nothing, which browsers may send across sites freely.
+fn is_safe(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The same-site rules, before auth (a browser attaches no token, but a rebinding page or a
+/// cross-site form should not even get a 401 to learn from):
+/// 1. the `Host` must be one this API answers to ([`HostPolicy`]);
+/// 2. a browser's state-changing request (it carries `Origin`, or `Sec-Fetch-Site:
+///    cross-site`) must come from an allowed CORS origin or from taskd's own origin;
+/// 3. a state-changing request with a body, or with any `Content-Type`, must send JSON, so
+///    a cross-site form or `text/plain` fetch (which browsers send without a preflight)
+///    cannot pose as an API call.
+///
+/// taskctl, curl and the SDKs send no `Origin` and send JSON, so they are unaffected.
+pub async fn same_site(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
+    if let Some(host) = &host {
+        if !guard.hosts.allows(host) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "host_not_allowed",
+                format!(
+                    "this taskd does not answer for host '{}'; add it with --allowed-host if it is yours",
+                    host_name(host)
+                ),
+            )
+            .into_response();
+        }
+    }
+    if is_safe(request.method()) {
+        return next.run(request).await;
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"));
+    let allowed_origin = |origin: &str| {
+        guard
+            .cors_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed == origin)
+            || origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| host.as_deref() == Some(authority))
+    };
+    let refused_origin = match origin {
+        Some(origin) => !allowed_origin(origin),
+        None => cross_site,
+    };
+    if refused_origin {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            format!(
+                "{} from the web origin '{}' is refused: allow the origin with --cors-origin",
+                request.method(),
+                origin.unwrap_or("a cross-site page")
+            ),
+        )
+        .into_response();
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("?"));
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let is_json = content_type.is_some_and(|ct| {
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        essence == "application/json"
+            || (essence.starts_with("application/") && essence.ends_with("+json"))
+    });
+    if (has_body || content_type.is_some()) && !is_json {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "{} needs a JSON body sent as Content-Type: application/json (got {}); with curl add -H 'Content-Type: application/json'",
+                request.method(),
+                content_type.map_or_else(|| "no Content-Type".to_owned(), |ct| format!("'{ct}'"))
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// The scope a route needs, or `None` for the routes that stay open (the probes and the
@@ -310,6 +462,34 @@ mod tests {
             required_scope(&post, "/api/v1/dlq/purge", false),
             Some(Scope::Admin)
         );
+    }
+
+    #[test]
+    fn loopback_answers_only_loopback_and_configured_names() {
+        let listen: SocketAddr = "127.0.0.1:7700".parse().expect("addr");
+        let policy = HostPolicy::for_listen(&listen, &["Ops.Example".to_owned()]);
+        for ok in [
+            "localhost",
+            "localhost:7700",
+            "127.0.0.1:7700",
+            "127.0.0.2",
+            "[::1]:7700",
+            "ops.example:443",
+            "taskd.localhost:7700",
+        ] {
+            assert!(policy.allows(ok), "{ok}");
+        }
+        for refused in [
+            "evil.example",
+            "evil.example:7700",
+            "localhost.evil.example",
+            "10.0.0.1:7700",
+            "",
+        ] {
+            assert!(!policy.allows(refused), "{refused}");
+        }
+        let open: SocketAddr = "0.0.0.0:7700".parse().expect("addr");
+        assert!(HostPolicy::for_listen(&open, &[]).allows("anything.example"));
     }
 
     #[test]

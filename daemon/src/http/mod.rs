@@ -62,6 +62,7 @@ pub fn api_router(state: AppState, guard: Arc<Guard>, max_body: usize) -> Router
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(from_fn_with_state(guard.clone(), guard::timeout))
+        .layer(from_fn_with_state(guard.clone(), guard::same_site))
         .layer(from_fn_with_state(state.clone(), record_request))
         .layer(from_fn_with_state(guard, guard::cors))
         .with_state(state)
@@ -95,7 +96,8 @@ pub fn probe_router(state: AppState, guard: Arc<Guard>) -> Router {
         .route_layer(from_fn_with_state(guard.clone(), guard::authenticate))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(from_fn_with_state(guard, guard::timeout))
+        .layer(from_fn_with_state(guard.clone(), guard::timeout))
+        .layer(from_fn_with_state(guard, guard::same_site))
         .with_state(state)
 }
 
