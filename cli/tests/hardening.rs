@@ -461,3 +461,43 @@ fn a_web_page_cannot_submit_to_a_local_taskd() {
     );
     assert!(!Path::new("/tmp/pwned").exists());
 }
+
+#[test]
+fn metric_labels_stay_bounded_whatever_clients_send() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &["--concurrency", "1"]);
+    let size = || {
+        let (status, text) = request(
+            &taskd.addr,
+            "GET",
+            "/metrics",
+            &[("Host", "localhost")],
+            b"",
+        );
+        assert_eq!(status, 200);
+        text.as_str().map_or(0, str::len)
+    };
+    let before = size();
+    for i in 0..1000 {
+        let method = format!("X{i:04}");
+        request(
+            &taskd.addr,
+            &method,
+            "/api/v1/tasks",
+            &[("Host", "localhost")],
+            b"",
+        );
+    }
+    // 2,000 queues in one batch: each name becomes rows in the store, not series.
+    let tasks: Vec<Value> = (0..2000)
+        .map(
+            |i| json!({"kind": "noop", "queue": format!("q{i}"), "run_at": "2035-01-01T00:00:00Z"}),
+        )
+        .collect();
+    taskd.submit_batch(&tasks);
+    let after = size();
+    assert!(
+        after < before + 200_000,
+        "/metrics grew from {before} to {after} bytes"
+    );
+}

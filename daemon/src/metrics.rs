@@ -2,7 +2,7 @@
 //! and rendered as text on `/metrics`, plus the queue depths read from the store at scrape
 //! time (every process sees the same database, so any of them can report them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,8 +57,80 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The most distinct queue (and kind) names that get series of their own; later names are
+/// counted under `other`, so a client inventing names cannot grow `/metrics` without bound.
+pub const MAX_NAMED: usize = 100;
+
+/// The label value for names past the cap, unknown methods and unmatched routes.
+pub const OTHER: &str = "other";
+
+/// A bounded set of label values: the first [`MAX_NAMED`] names seen keep their own.
+#[derive(Debug, Default)]
+struct Names(Mutex<HashSet<String>>);
+
+impl Names {
+    fn label(&self, name: &str) -> String {
+        let Ok(mut names) = self.0.lock() else {
+            return OTHER.to_owned();
+        };
+        if names.contains(name) {
+            return name.to_owned();
+        }
+        if names.len() < MAX_NAMED && name != OTHER {
+            names.insert(name.to_owned());
+            return name.to_owned();
+        }
+        OTHER.to_owned()
+    }
+}
+
+/// The method as a label: the standard ones, else `other` (a raw method is any token).
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => OTHER,
+    }
+}
+
+/// Folds queue depths (read from the store, so their names come from any writer) into at most
+/// [`MAX_NAMED`] queues: the deepest keep their names, the rest are summed as `other`.
+pub fn fold_depths(counts: Vec<(String, String, u64)>) -> Vec<(String, String, u64)> {
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for (queue, _, n) in &counts {
+        *totals.entry(queue.as_str()).or_default() += n;
+    }
+    if totals.len() <= MAX_NAMED {
+        return counts;
+    }
+    let mut ranked: Vec<(&str, u64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    let named: HashSet<String> = ranked
+        .iter()
+        .take(MAX_NAMED - 1)
+        .map(|(q, _)| (*q).to_owned())
+        .collect();
+    let mut folded: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for (queue, status, n) in counts {
+        let queue = if named.contains(&queue) {
+            queue
+        } else {
+            OTHER.to_owned()
+        };
+        *folded.entry((queue, status)).or_default() += n;
+    }
+    folded.into_iter().map(|((q, s), n)| (q, s, n)).collect()
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
+    queues: Names,
+    kinds: Names,
     submitted: Mutex<BTreeMap<(String, String), u64>>,
     finished: Mutex<BTreeMap<(String, String, String), u64>>,
     duration: Mutex<BTreeMap<(String, String), Histogram>>,
@@ -69,14 +141,15 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn submitted(&self, queue: &str, kind: &str) {
+        let key = (self.queues.label(queue), self.kinds.label(kind));
         if let Ok(mut map) = self.submitted.lock() {
-            *map.entry((queue.to_owned(), kind.to_owned())).or_default() += 1;
+            *map.entry(key).or_default() += 1;
         }
     }
 
     /// An attempt ended: its outcome, how long it ran and how long it waited to start.
     pub fn finished(&self, queue: &str, kind: &str, status: &str, ran: f64, waited: f64) {
-        let key = (queue.to_owned(), kind.to_owned());
+        let key = (self.queues.label(queue), self.kinds.label(kind));
         if let Ok(mut map) = self.finished.lock() {
             *map.entry((key.0.clone(), key.1.clone(), status.to_owned()))
                 .or_default() += 1;
@@ -95,7 +168,8 @@ impl Metrics {
 
     pub fn http(&self, method: &str, route: &str, status: u16, seconds: f64) {
         if let Ok(mut map) = self.http.lock() {
-            map.entry((method.to_owned(), route.to_owned(), status))
+            // Routes are templates or `unmatched` (bounded by the router); methods are not.
+            map.entry((method_label(method).to_owned(), route.to_owned(), status))
                 .or_default()
                 .observe(seconds);
         }
@@ -215,5 +289,51 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("taskplane_worker_busy_slots 3"));
+    }
+
+    #[test]
+    fn label_values_come_from_bounded_sets() {
+        let metrics = Metrics::default();
+        for i in 0..3000 {
+            metrics.http(&format!("M{i}"), "unmatched", 405, 0.001);
+            metrics.submitted(&format!("q{i}"), &format!("k{i}"));
+            metrics.finished(&format!("q{i}"), "echo", "succeeded", 0.01, 0.0);
+        }
+        metrics.http("GET", "/api/v1/tasks", 200, 0.001);
+        let mut out = String::new();
+        metrics.render(&mut out);
+        let series = |prefix: &str| out.lines().filter(|l| l.starts_with(prefix)).count();
+        assert_eq!(
+            series("taskplane_http_request_duration_seconds_count"),
+            2,
+            "{out}"
+        );
+        assert!(out.contains("method=\"other\",route=\"unmatched\""));
+        assert_eq!(series("taskplane_tasks_submitted_total{"), MAX_NAMED + 1);
+        assert_eq!(series("taskplane_tasks_finished_total{"), MAX_NAMED + 1);
+        assert!(
+            out.contains("taskplane_tasks_submitted_total{queue=\"other\",kind=\"other\"} 2900")
+        );
+    }
+
+    #[test]
+    fn depths_of_many_queues_fold_into_other() {
+        let few = vec![("a".to_owned(), "queued".to_owned(), 3)];
+        assert_eq!(fold_depths(few.clone()), few);
+        let many: Vec<(String, String, u64)> = (0..500)
+            .map(|i| (format!("q{i:03}"), "queued".to_owned(), i))
+            .collect();
+        let folded = fold_depths(many);
+        assert_eq!(folded.len(), MAX_NAMED);
+        assert!(
+            folded.iter().any(|(q, _, n)| q == "q499" && *n == 499),
+            "the deepest keep names"
+        );
+        let other: u64 = folded
+            .iter()
+            .filter(|(q, _, _)| q == OTHER)
+            .map(|(_, _, n)| n)
+            .sum();
+        assert_eq!(other, (0..=400).sum::<u64>());
     }
 }

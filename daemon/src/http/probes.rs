@@ -77,11 +77,14 @@ pub async fn metrics(State(state): State<AppState>) -> axum::response::Response 
     let _ = writeln!(text, "# TYPE taskplane_queue_depth gauge");
     match state.store.queue_counts(None).await {
         Ok(counts) => {
-            for count in counts {
+            let counts = counts
+                .into_iter()
+                .map(|c| (c.queue, c.status.to_string(), c.count))
+                .collect();
+            for (queue, status, n) in crate::metrics::fold_depths(counts) {
                 let _ = writeln!(
                     text,
-                    "taskplane_queue_depth{{queue=\"{}\",status=\"{}\"}} {}",
-                    count.queue, count.status, count.count
+                    "taskplane_queue_depth{{queue=\"{queue}\",status=\"{status}\"}} {n}"
                 );
             }
         }
