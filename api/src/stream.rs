@@ -181,6 +181,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ndjson_skips_the_blank_heartbeat_lines() {
+        let mut parser = LineParser::default();
+        let values: Vec<serde_json::Value> =
+            parser.push(b"\n{\"a\":1}\n\n\r\n{\"a\"").expect("parse");
+        assert_eq!(values, vec![serde_json::json!({"a": 1})]);
+        let rest: Vec<serde_json::Value> = parser.push(b":2}\n\n").expect("parse");
+        assert_eq!(rest, vec![serde_json::json!({"a": 2})]);
+    }
+
+    #[test]
     fn sse_messages_split_across_chunks() {
         let mut parser = SseParser::default();
         assert!(

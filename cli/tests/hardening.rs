@@ -501,3 +501,110 @@ fn metric_labels_stay_bounded_whatever_clients_send() {
         "/metrics grew from {before} to {after} bytes"
     );
 }
+
+/// Whether the server closes `stream` (EOF or reset) before `within`.
+fn closed_by_server(stream: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).expect("read timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+#[test]
+fn connections_that_send_nothing_or_go_idle_are_closed() {
+    use std::io::Write;
+    let dir = temp();
+    let taskd = Daemon::start(
+        dir.path(),
+        &["--header-timeout", "1s", "--idle-timeout", "2s"],
+    );
+    // Never a byte.
+    let mut silent = std::net::TcpStream::connect(&taskd.addr).expect("connect");
+    assert!(
+        closed_by_server(&mut silent, Duration::from_secs(20)),
+        "a silent connection stayed open"
+    );
+    // h2c: the preface and a SETTINGS frame, then no request.
+    let mut h2 = std::net::TcpStream::connect(&taskd.addr).expect("connect");
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .expect("preface");
+    assert!(
+        closed_by_server(&mut h2, Duration::from_secs(20)),
+        "an h2c connection without a request stayed open"
+    );
+    // A keep-alive connection after its request.
+    let mut idle = std::net::TcpStream::connect(&taskd.addr).expect("connect");
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    assert!(
+        closed_by_server(&mut idle, Duration::from_secs(20)),
+        "an idle keep-alive connection stayed open"
+    );
+    // A stream is not idle: its heartbeats keep it open past the idle timeout.
+    let mut events = std::net::TcpStream::connect(&taskd.addr).expect("connect");
+    events
+        .write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("request");
+    assert!(
+        !closed_by_server(&mut events, Duration::from_secs(4)),
+        "an event stream was closed as idle"
+    );
+}
+
+fn open_streams(taskd: &Daemon) -> u64 {
+    let (_, text) = request(
+        &taskd.addr,
+        "GET",
+        "/metrics",
+        &[("Host", "localhost")],
+        b"",
+    );
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("taskplane_http_open_streams "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the open-streams gauge")
+}
+
+#[test]
+fn streams_end_when_their_clients_go() {
+    use std::io::Write;
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let id = taskd
+        .taskctl(&["submit", "sleep", "-p", "ms:=600000", "-q"])
+        .ok();
+    let mut clients = Vec::new();
+    for i in 0..60 {
+        let mut stream = std::net::TcpStream::connect(&taskd.addr).expect("connect");
+        let path = if i % 2 == 0 {
+            format!("/api/v1/tasks/{id}/logs?follow=true")
+        } else {
+            format!("/api/v1/events?tasks={id}")
+        };
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
+        clients.push(stream);
+    }
+    wait_until("60 open streams", Duration::from_secs(20), || {
+        open_streams(&taskd) == 60
+    });
+    drop(clients);
+    wait_until(
+        "every stream to end after its client went",
+        Duration::from_secs(60),
+        || open_streams(&taskd) == 0,
+    );
+}

@@ -145,11 +145,14 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     // last tasks to the end; it stops once the worker has.
     let http_shutdown = CancellationToken::new();
     let server_stop = http_shutdown.clone();
-    let header_timeout = args.header_timeout;
+    let deadlines = http::server::Deadlines {
+        header: args.header_timeout,
+        idle: args.idle_timeout,
+    };
     let server = tokio::spawn(http::server::serve(
         listener,
         router,
-        header_timeout,
+        deadlines,
         server_stop,
     ));
     tracing::info!(

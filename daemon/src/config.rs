@@ -220,6 +220,11 @@ pub struct RunArgs {
     #[arg(long, env = "TASKD_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
+    /// How long a connection may stay open with no request in flight and nothing sent
+    /// before it is closed (streams send heartbeats, so they stay open).
+    #[arg(long, env = "TASKD_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
     /// Browser origins allowed to call the API (CORS), comma-separated; none by default.
     #[arg(
         long,
@@ -317,6 +322,13 @@ impl RunArgs {
         }
         if self.lease < Duration::from_secs(1) {
             return Err("--lease must be at least 1s".into());
+        }
+        if self.idle_timeout < Duration::from_secs(1)
+            || self.header_timeout < Duration::from_millis(100)
+        {
+            return Err(
+                "--idle-timeout must be at least 1s and --header-timeout at least 100ms".into(),
+            );
         }
         if self.request_timeout < Duration::from_millis(100) {
             return Err("--request-timeout must be at least 100ms".into());

@@ -137,6 +137,16 @@ pub struct Metrics {
     queue_wait: Mutex<BTreeMap<(String, String), Histogram>>,
     http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
     busy: AtomicU64,
+    streams: std::sync::Arc<AtomicU64>,
+}
+
+/// Counts one open stream (events or a log follow) until dropped.
+pub struct OpenStream(std::sync::Arc<AtomicU64>);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Metrics {
@@ -160,6 +170,12 @@ impl Metrics {
         if let Ok(mut map) = self.queue_wait.lock() {
             map.entry(key).or_default().observe(waited);
         }
+    }
+
+    /// A stream starts; it counts in `taskplane_http_open_streams` while the guard lives.
+    pub fn stream_opened(&self) -> OpenStream {
+        self.streams.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self.streams.clone())
     }
 
     pub fn set_busy(&self, slots: usize) {
@@ -238,6 +254,16 @@ impl Metrics {
             out,
             "taskplane_worker_busy_slots {}",
             self.busy.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP taskplane_http_open_streams Event streams and log follows being served now."
+        );
+        let _ = writeln!(out, "# TYPE taskplane_http_open_streams gauge");
+        let _ = writeln!(
+            out,
+            "taskplane_http_open_streams {}",
+            self.streams.load(Ordering::Relaxed)
         );
         let name = "taskplane_http_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} HTTP requests by route and status.");

@@ -29,8 +29,13 @@ use crate::worker::{HEARTBEAT_EVERY, now_ms};
 
 /// How many events a resuming client may be sent from the database.
 const REPLAY_LIMIT: u32 = 10_000;
-/// How often a follower of a task's output looks for more.
+/// How often a follower of a task's output looks for more: at first, and after new lines.
 const FOLLOW_EVERY: Duration = Duration::from_millis(100);
+/// The longest wait between looks while a task prints nothing.
+const FOLLOW_SLOWEST: Duration = Duration::from_secs(1);
+/// A follower sends an empty line after this much silence: a client that has gone is
+/// noticed when the write fails, and clients can tell a quiet task from a dead server.
+const FOLLOW_HEARTBEAT: Duration = Duration::from_secs(5);
 
 /// Turns a channel into the stream a response body wants.
 fn channel_stream<T: Send + 'static>(rx: mpsc::Receiver<T>) -> impl Stream<Item = T> + Send {
@@ -129,7 +134,9 @@ pub async fn events(
     };
     let hub = state.events.clone();
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(256);
+    let open = state.metrics.stream_opened();
     tokio::spawn(async move {
+        let _open = open;
         let mut sent: HashSet<i64> = HashSet::new();
         let mut replayed_up_to = None;
         let mut page = first_page;
@@ -152,7 +159,13 @@ pub async fn events(
             }
         }
         loop {
-            match live.recv().await {
+            // A client that has gone (its stream dropped at a failed heartbeat write) ends
+            // this task at once, not at the next matching event.
+            let received = tokio::select! {
+                received = live.recv() => received,
+                _ = tx.closed() => return,
+            };
+            match received {
                 Ok(event) => {
                     if replayed_up_to.is_some_and(|up_to| event.seq <= up_to)
                         && sent.contains(&event.seq)
@@ -178,8 +191,15 @@ pub async fn follow_logs(state: AppState, id: Uuid, mut after: i64) -> Result<Re
         return Err(ApiError::task_not_found(id));
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
+    let open = state.metrics.stream_opened();
     tokio::spawn(async move {
+        let _open = open;
+        let mut wait = FOLLOW_EVERY;
+        let mut last_sent = tokio::time::Instant::now();
         loop {
+            if tx.is_closed() {
+                return;
+            }
             // Status first: terminal, then an empty read, means every line is out.
             let finished = match state.store.get(id).await {
                 Ok(Some(task)) => task.status.is_terminal(),
@@ -199,9 +219,23 @@ pub async fn follow_logs(state: AppState, id: Uuid, mut after: i64) -> Result<Re
             if finished && empty {
                 return;
             }
-            if empty {
-                tokio::time::sleep(FOLLOW_EVERY).await;
+            if !empty {
+                wait = FOLLOW_EVERY;
+                last_sent = tokio::time::Instant::now();
+                continue;
             }
+            if last_sent.elapsed() >= FOLLOW_HEARTBEAT {
+                if tx.send(Ok(Bytes::from_static(b"\n"))).await.is_err() {
+                    return;
+                }
+                last_sent = tokio::time::Instant::now();
+            }
+            // A quiet task is looked at less and less often, down to once a second.
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = tx.closed() => return,
+            }
+            wait = (wait * 2).min(FOLLOW_SLOWEST);
         }
     });
     Ok((

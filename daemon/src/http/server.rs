@@ -1,24 +1,42 @@
-//! The HTTP server loop: axum's router on hyper, with what `axum::serve` leaves unset — a
-//! deadline for a request's headers, so slow clients (slowloris) cannot hold connections
-//! open, and the peer address (`ConnectInfo`) the write rate limit keys on.
+//! The HTTP server loop: axum's router on hyper, with what `axum::serve` leaves unset — the
+//! peer address (`ConnectInfo`) the write rate limit keys on, and deadlines on connections:
+//! a client must send its first request's headers within `--header-timeout` (HTTP/1 and h2c
+//! alike: hyper's own header timer covers HTTP/1 only, and not the protocol sniffing before
+//! it), and a connection with nothing in flight (a stream is in flight while it lasts) and
+//! nothing written for `--idle-timeout` is closed. Bytes a client trickles in do not count as activity (slowloris); requests and
+//! the bytes taskd writes (a stream's events and heartbeats) do.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+/// The connection deadlines.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    /// Until the first request's headers have arrived.
+    pub header: Duration,
+    /// Between requests, with nothing in flight and nothing written.
+    pub idle: Duration,
+}
 
 /// Serves `router` on `listener` until `stop`, then lets open connections finish their
 /// requests and returns once they have all closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    header_timeout: Duration,
+    deadlines: Deadlines,
     stop: CancellationToken,
 ) {
     let mut connections = JoinSet::new();
@@ -41,7 +59,7 @@ pub async fn serve(
             stream,
             peer,
             router.clone(),
-            header_timeout,
+            deadlines,
             stop.clone(),
         ));
     }
@@ -49,35 +67,235 @@ pub async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
+/// What a connection has done lately, shared by its IO, its service and its watchdog.
+struct Activity {
+    opened: Instant,
+    /// Milliseconds since `opened` of the last request start or end, or written bytes.
+    last: AtomicU64,
+    /// Requests whose response is not completely sent yet.
+    in_flight: AtomicUsize,
+    /// Requests seen on this connection.
+    requests: AtomicU64,
+}
+
+impl Activity {
+    fn touch(&self) {
+        self.last
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the connection has outlived its deadline at `now` (since `opened`).
+    fn expired(&self, deadlines: Deadlines, now: Duration) -> bool {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return false;
+        }
+        if self.requests.load(Ordering::Acquire) == 0 {
+            return now > deadlines.header;
+        }
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        now.saturating_sub(last) > deadlines.idle
+    }
+}
+
+/// Ends a request's in-flight count when its response body has been sent or dropped (a
+/// stream counts as in flight while it lasts).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+    }
+}
+
+/// A response body that holds its request's [`InFlight`] until it is done.
+struct Counted {
+    body: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The TCP stream, noting when taskd writes to it.
+struct Tracked {
+    inner: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 async fn connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     router: Router,
-    header_timeout: Duration,
+    deadlines: Deadlines,
     stop: CancellationToken,
 ) {
+    let activity = Arc::new(Activity {
+        opened: Instant::now(),
+        last: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        requests: AtomicU64::new(0),
+    });
+    let seen = activity.clone();
     let service =
         hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            seen.in_flight.fetch_add(1, Ordering::AcqRel);
+            seen.requests.fetch_add(1, Ordering::AcqRel);
+            seen.touch();
+            let in_flight = InFlight(seen.clone());
             let mut router = router.clone();
             // A Router is always ready; it answers every request (errors are responses).
-            async move { tower_service::Service::call(&mut router, request).await }
+            async move {
+                let response = tower_service::Service::call(&mut router, request).await;
+                response.map(|response| {
+                    response.map(|body| {
+                        axum::body::Body::new(Counted {
+                            body,
+                            _in_flight: in_flight,
+                        })
+                    })
+                })
+            }
         });
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        .header_read_timeout(deadlines.header);
+    let io = Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(error) = result {
-                tracing::trace!(%error, %peer, "connection ended with an error");
+    let check_every = (deadlines.header.min(deadlines.idle) / 4).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(check_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // On shutdown whatever is in flight gets time to finish; an idle connection has nothing
+    // in flight, and a peer that does not take the hint (h2's GOAWAY) is simply dropped.
+    let linger = loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    tracing::trace!(%error, %peer, "connection ended with an error");
+                }
+                return;
             }
-            return;
+            _ = stop.cancelled() => break Duration::from_secs(30),
+            _ = tick.tick() => {
+                if activity.expired(deadlines, activity.opened.elapsed()) {
+                    tracing::debug!(%peer, "closing an idle connection");
+                    break Duration::from_secs(1);
+                }
+            }
         }
-        _ = stop.cancelled() => conn.as_mut().graceful_shutdown(),
+    };
+    conn.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(linger, conn).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn activity() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            last: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+        }
     }
-    let _ = conn.await;
+
+    const DEADLINES: Deadlines = Deadlines {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn a_silent_connection_gets_the_header_deadline() {
+        let a = activity();
+        assert!(!a.expired(DEADLINES, Duration::from_secs(9)));
+        assert!(a.expired(DEADLINES, Duration::from_secs(11)));
+    }
+
+    #[test]
+    fn after_a_request_the_idle_deadline_counts_from_the_last_activity() {
+        let a = activity();
+        a.requests.store(1, Ordering::Relaxed);
+        a.last.store(50_000, Ordering::Relaxed);
+        assert!(!a.expired(DEADLINES, Duration::from_secs(100)));
+        assert!(a.expired(DEADLINES, Duration::from_secs(111)));
+        a.in_flight.store(1, Ordering::Relaxed);
+        assert!(
+            !a.expired(DEADLINES, Duration::from_secs(1000)),
+            "a request in flight is never idle"
+        );
+    }
 }
