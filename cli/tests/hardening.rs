@@ -608,3 +608,45 @@ fn streams_end_when_their_clients_go() {
         || open_streams(&taskd) == 0,
     );
 }
+
+#[test]
+fn a_list_of_large_tasks_is_paged_by_size() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    // 40 tasks of ~900 KiB: a 1,000-task page of them would be 36 MB.
+    let pad = "z".repeat(900 * 1024);
+    for _ in 0..40 {
+        let body = serde_json::to_vec(
+            &json!({"kind": "noop", "payload": {"pad": pad}, "run_at": "2035-01-01T00:00:00Z"}),
+        )
+        .expect("json");
+        let (status, answer) = taskd.http("POST", "/api/v1/tasks", &body);
+        assert_eq!(status, 201, "{answer}");
+    }
+    let mut seen = 0;
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/tasks?limit=1000&cursor={c}"),
+            None => "/api/v1/tasks?limit=1000".to_owned(),
+        };
+        let (status, page) = taskd.http("GET", &path, b"");
+        assert_eq!(status, 200);
+        let n = page["tasks"].as_array().map_or(0, Vec::len);
+        assert!(n <= 10, "a page held {n} tasks of 900 KiB");
+        seen += n;
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+        assert!(pages < 100, "paging does not end");
+    }
+    assert_eq!(seen, 40, "every task is reached through next_cursor");
+    assert_eq!(
+        taskd.all_tasks().len(),
+        40,
+        "taskctl pages through them too"
+    );
+}

@@ -18,13 +18,16 @@ use super::guard;
 use super::openapi::{Refused, WriteRefused};
 use crate::auth::Principal;
 use crate::domain::validate::{self, NewTask};
-use crate::store::{CancelOutcome, FinishedFilter, ListFilter, RetryOutcome};
+use crate::store::{CancelOutcome, FinishedFilter, ListFilter, RetryOutcome, StoredTask};
 use crate::worker::now_ms;
 use axum::Extension;
 use taskplane_api::{ErrorBody, Task};
 
 const DEFAULT_LIST_LIMIT: u32 = 100;
 const MAX_LIST_LIMIT: u32 = 1000;
+/// A page of tasks ends once it holds this much (payloads, results, errors), even short of
+/// `limit`: 1,000 tasks of 1 MiB each would otherwise be a 1 GiB answer built in memory.
+const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
 const DEFAULT_LOG_LIMIT: u32 = 1000;
 const MAX_LOG_LIMIT: u32 = 10_000;
 
@@ -216,9 +219,11 @@ pub async fn list(
             kind: query.kind,
             before,
             limit,
+            max_bytes: MAX_LIST_BYTES,
         })
         .await?;
-    let next_cursor = if rows.len() == limit as usize {
+    let cut_short = rows.iter().map(StoredTask::size).sum::<usize>() >= MAX_LIST_BYTES;
+    let next_cursor = if rows.len() == limit as usize || cut_short {
         rows.last().map(|row| row.id.to_string())
     } else {
         None

@@ -212,6 +212,16 @@ pub struct StoredTask {
 }
 
 impl StoredTask {
+    /// About how many bytes the task takes on the wire.
+    pub fn size(&self) -> usize {
+        self.payload.len()
+            + self.result.as_ref().map_or(0, String::len)
+            + self.last_error.as_ref().map_or(0, String::len)
+            + self.labels.len()
+            + self.idempotency_key.as_ref().map_or(0, String::len)
+            + 400
+    }
+
     /// The row an insert creates, without reading it back.
     pub(crate) fn from_new(task: &NewTask) -> StoredTask {
         StoredTask {
@@ -336,7 +346,7 @@ pub struct FinishedFilter {
 }
 
 /// A page of the task listing, newest first.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ListFilter {
     pub status: Option<TaskStatus>,
     pub queue: Option<String>,
@@ -344,6 +354,22 @@ pub struct ListFilter {
     /// Only tasks with a smaller id (older) than this.
     pub before: Option<Uuid>,
     pub limit: u32,
+    /// The page ends after the task that brings it to this many bytes ([`StoredTask::size`]),
+    /// even short of `limit`.
+    pub max_bytes: usize,
+}
+
+impl Default for ListFilter {
+    fn default() -> Self {
+        ListFilter {
+            status: None,
+            queue: None,
+            kind: None,
+            before: None,
+            limit: 100,
+            max_bytes: usize::MAX,
+        }
+    }
 }
 
 /// The result of a cancel request.

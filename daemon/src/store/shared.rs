@@ -112,15 +112,27 @@ macro_rules! impl_store {
             {
                 Box::pin(async move {
                     use $crate::store::{decode, sql};
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(sql::list()))
+                    use futures_util::TryStreamExt;
+                    // Row by row, so a page of large tasks stops at the byte budget instead
+                    // of being read whole first.
+                    let query = sqlx::query(sqlx::AssertSqlSafe(sql::list()))
                         .bind(filter.status.map(|s| s.as_str()))
                         .bind(filter.queue)
                         .bind(filter.kind)
                         .bind(filter.before.map(|id| id.to_string()))
-                        .bind(i64::from(filter.limit))
-                        .fetch_all(&self.read)
-                        .await?;
-                    rows.iter().map(decode::task).collect()
+                        .bind(i64::from(filter.limit));
+                    let mut rows = query.fetch(&self.read);
+                    let mut tasks = Vec::new();
+                    let mut bytes = 0;
+                    while let Some(row) = rows.try_next().await? {
+                        let task = decode::task(&row)?;
+                        bytes += task.size();
+                        tasks.push(task);
+                        if bytes >= filter.max_bytes {
+                            break;
+                        }
+                    }
+                    Ok(tasks)
                 })
             }
 
