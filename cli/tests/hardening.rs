@@ -650,3 +650,41 @@ fn a_list_of_large_tasks_is_paged_by_size() {
         "taskctl pages through them too"
     );
 }
+
+#[test]
+fn odd_times_and_label_characters_are_refused_at_submit() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    for (body, field) in [
+        (
+            json!({"kind": "noop", "run_at": "0001-01-01T00:00:00Z"}),
+            "run_at",
+        ),
+        (
+            json!({"kind": "noop", "run_at": "9999-12-31T23:59:59Z"}),
+            "run_at",
+        ),
+        (
+            json!({"kind": "noop", "labels": {"k": "a\u{0}b"}}),
+            "labels",
+        ),
+        (
+            json!({"kind": "noop", "labels": {"k": "exe\u{202E}txt"}}),
+            "labels",
+        ),
+        (
+            json!({"kind": "noop", "labels": {"k": "\u{1b}]52;c;aGk=\u{7}"}}),
+            "labels",
+        ),
+    ] {
+        let (status, answer) = taskd.http("POST", "/api/v1/tasks", body.to_string().as_bytes());
+        assert_eq!(status, 400, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(&format!("{field}: ")), "{message}");
+    }
+    assert_eq!(taskd.all_tasks().len(), 0);
+    let line = taskd
+        .taskctl(&["submit", "noop", "--label", "k=a\u{202E}b"])
+        .fails_with(1);
+    assert!(line.contains("labels"), "{line}");
+}

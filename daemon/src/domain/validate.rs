@@ -160,7 +160,17 @@ pub fn submit(
                 "give run_at or delay_ms, not both",
             ));
         }
-        (Some(at), None) => at.timestamp_millis(),
+        (Some(at), None) => {
+            // A year far off is a bug in the caller (an unset date, a typo), not a plan.
+            let at = at.timestamp_millis();
+            if at < now_ms - MAX_RUN_AT_PAST_MS || at > now_ms + MAX_RUN_AT_AHEAD_MS {
+                return Err(ValidationError::invalid(
+                    "run_at",
+                    "must be within a year before now and ten years after",
+                ));
+            }
+            at
+        }
         (None, Some(delay)) => {
             let delay = i64::try_from(delay)
                 .ok()
@@ -295,6 +305,18 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), ValidationErro
     }
 }
 
+/// How far in the past a `run_at` may be (it then runs at once).
+const MAX_RUN_AT_PAST_MS: i64 = 366 * 24 * 3600 * 1000;
+/// How far ahead a `run_at` may be.
+const MAX_RUN_AT_AHEAD_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
+
+/// Characters that change how text around them is shown: controls (NUL, ESC, C1) and the
+/// bidirectional overrides and isolates (which make `txt.exe` of `exe.txt`).
+fn is_display_control(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ValidationError> {
     if labels.len() > MAX_LABELS {
         return Err(ValidationError::invalid(
@@ -322,12 +344,39 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ValidationError
                 format!("the value of '{key}' is longer than 255 bytes"),
             ));
         }
+        if let Some(c) = value.chars().find(|c| is_display_control(*c)) {
+            return Err(ValidationError::invalid(
+                "labels",
+                format!(
+                    "the value of '{key}' holds U+{:04X}, a control or text-direction character",
+                    u32::from(c)
+                ),
+            ));
+        }
     }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn labels_refuse_controls_and_direction_overrides() {
+        for bad in [
+            "a\u{0}b",
+            "\u{1b}]52;c;x\u{7}",
+            "\u{9b}2J",
+            "abc\u{202E}txt",
+            "\u{2066}x",
+            "\u{7f}",
+        ] {
+            let labels = [("k".to_owned(), bad.to_owned())].into();
+            let error = super::check_labels(&labels).expect_err(bad);
+            assert!(error.message.starts_with("labels: "), "{}", error.message);
+        }
+        let fine = [("k".to_owned(), "ünïcode ok 🙂".to_owned())].into();
+        assert!(super::check_labels(&fine).is_ok());
+    }
+
     use super::*;
     use serde_json::json;
 
@@ -532,5 +581,26 @@ mod tests {
             TaskStatus::Queued,
             "a past run_at is ready now"
         );
+        for (label, at) in [
+            (
+                "year 1",
+                chrono::DateTime::from_timestamp(-62_135_596_800, 0),
+            ),
+            (
+                "year 9999",
+                chrono::DateTime::from_timestamp(253_402_214_400, 0),
+            ),
+        ] {
+            let error = check(SubmitTask {
+                run_at: at,
+                ..request("noop", json!({}))
+            })
+            .expect_err(label);
+            assert!(
+                error.message.starts_with("run_at: "),
+                "{label}: {}",
+                error.message
+            );
+        }
     }
 }
