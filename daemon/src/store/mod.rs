@@ -566,22 +566,63 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     }
 }
 
-/// The URL with any password replaced, fit for logs and error messages.
+/// A URL fit for logs and errors: the password of the userinfo and the values of
+/// secret-looking query parameters (`?password=`, `sslpassword`, `token`, `secret`, `key`, …)
+/// become `***`. Passwords are not always percent-encoded, so the userinfo is taken to run
+/// to the last `@` whenever a `:` comes before it (a password holding `/`, `?`, `#` or `@`
+/// is caught whole); a query value holding `@:` may be redacted more than needed.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+        return redact_query(url);
     };
-    let (authority, tail) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    let (user, rest) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) if userinfo.contains(':') => {
             let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{tail}")
+            (format!("{user}:***@"), after)
         }
-        None => url.to_owned(),
+        _ => (String::new(), rest),
+    };
+    format!("{scheme}://{user}{}", redact_query(rest))
+}
+
+/// `host/path?a=1&password=x#f` with the secret values of the query replaced.
+fn redact_query(text: &str) -> String {
+    let Some((head, query)) = text.split_once('?') else {
+        return text.to_owned();
+    };
+    let (query, fragment) = match query.split_once('#') {
+        Some((q, f)) => (q, Some(f)),
+        None => (query, None),
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_name(name) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    let mut out = format!("{head}?{}", pairs.join("&"));
+    if let Some(fragment) = fragment {
+        out.push('#');
+        out.push_str(fragment);
     }
+    out
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    [
+        "pass",
+        "pwd",
+        "secret",
+        "token",
+        "key",
+        "auth",
+        "credential",
+        "signature",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 #[cfg(test)]
@@ -596,5 +637,31 @@ mod tests {
         );
         assert_eq!(redact_url("sqlite://taskd.db"), "sqlite://taskd.db");
         assert_eq!(redact_url("amqp://h/vhost"), "amqp://h/vhost");
+    }
+
+    #[test]
+    fn every_userinfo_and_query_form_is_redacted() {
+        for (url, secret) in [
+            ("postgres://app:pa/ss@db/tasks", "pa/ss"),
+            ("postgres://app:p@ss:w@db:5432/tasks", "p@ss:w"),
+            ("amqp://guest:g/u?e#st@rabbit:5672/%2f", "g/u"),
+            ("postgres://db/tasks?user=app&password=hunter2", "hunter2"),
+            ("postgres://db/tasks?sslpassword=hunter2&x=1", "hunter2"),
+            ("redis://h:6379/0?token=abc123#frag", "abc123"),
+            ("postgres:///tasks?host=/run/pg&PASSWORD=Zz9", "Zz9"),
+        ] {
+            let redacted = redact_url(url);
+            assert!(!redacted.contains(secret), "{url} -> {redacted}");
+            assert!(redacted.contains("***"), "{url} -> {redacted}");
+        }
+        assert_eq!(
+            redact_url("postgres://db/tasks?user=app&password=x"),
+            "postgres://db/tasks?user=app&password=***"
+        );
+        assert_eq!(
+            redact_url("amqp://guest@rabbit/v"),
+            "amqp://guest@rabbit/v",
+            "a user name alone is kept"
+        );
     }
 }
