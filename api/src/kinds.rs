@@ -81,9 +81,9 @@ impl HttpPayload {
         for (name, value) in &self.headers {
             let shown = || name.escape_debug().to_string();
             let token = !name.is_empty()
-                && name.bytes().all(|b| {
-                    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-                });
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             if !token {
                 return Err(HttpHeaderError::BadName(shown()));
             }
@@ -238,7 +238,14 @@ mod tests {
         ] {
             assert_eq!(with_header(name, value).check_headers(), Ok(()), "{name}");
         }
-        for refused in ["Host", "HOST", "Content-Length", "Transfer-Encoding", "te", "Upgrade"] {
+        for refused in [
+            "Host",
+            "HOST",
+            "Content-Length",
+            "Transfer-Encoding",
+            "te",
+            "Upgrade",
+        ] {
             assert_eq!(
                 with_header(refused, "x").check_headers(),
                 Err(HttpHeaderError::Refused(refused.into()))
@@ -253,14 +260,23 @@ mod tests {
                 "{name:?}"
             );
         }
-        for value in ["a\r\nHost: evil", "a\nb", "a\rb", "nul\0", "bell\u{7}", "del\u{7f}"] {
+        for value in [
+            "a\r\nHost: evil",
+            "a\nb",
+            "a\rb",
+            "nul\0",
+            "bell\u{7}",
+            "del\u{7f}",
+        ] {
             assert_eq!(
                 with_header("X-Ok", value).check_headers(),
                 Err(HttpHeaderError::BadValue("X-Ok".into())),
                 "{value:?}"
             );
         }
-        let err = with_header("X-\r\nEvil", "x").check_headers().expect_err("bad name");
+        let err = with_header("X-\r\nEvil", "x")
+            .check_headers()
+            .expect_err("bad name");
         assert!(!err.to_string().contains('\n'), "{err}");
     }
 }

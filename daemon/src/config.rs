@@ -440,7 +440,12 @@ mod tests {
         assert!(!cli.run.http_allow_private && cli.run.http_allow_cidr.is_empty());
         let cli = Cli::try_parse_from(["taskd", "--http-allow-cidr", "10.0.0.0/8,127.0.0.2"])
             .expect("parses");
-        let nets: Vec<String> = cli.run.http_allow_cidr.iter().map(|n| n.to_string()).collect();
+        let nets: Vec<String> = cli
+            .run
+            .http_allow_cidr
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
         assert_eq!(nets, ["10.0.0.0/8", "127.0.0.2/32"]);
         assert!(Cli::try_parse_from(["taskd", "--http-allow-cidr", "intranet"]).is_err());
     }

@@ -441,7 +441,8 @@ mod tests {
             assert!(err.message.starts_with("http: "), "{}", err.message);
             assert!(err.message.contains(name), "{}", err.message);
         }
-        let payload = json!({"url": "http://example.com/", "headers": {"Authorization": "Bearer t"}});
+        let payload =
+            json!({"url": "http://example.com/", "headers": {"Authorization": "Bearer t"}});
         check(request("http", payload)).expect("an ordinary header");
     }
 

@@ -67,9 +67,8 @@ impl Resolve for PolicyResolver {
         let policy = self.policy.clone();
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let mut refused = None;
             let allowed: Vec<SocketAddr> = found
                 .into_iter()
@@ -99,6 +98,15 @@ impl Resolve for PolicyResolver {
 #[error("more than {MAX_REDIRECTS} redirects")]
 struct TooManyRedirects;
 
+/// A redirect to a literal address the policy refuses (the client's error does not say
+/// where the redirect pointed, so this does).
+#[derive(Debug, thiserror::Error)]
+#[error("redirected to {to}: {refused}")]
+struct RefusedRedirect {
+    to: Url,
+    refused: Refused,
+}
+
 /// Follows at most [`MAX_REDIRECTS`] redirects, each to an address the policy allows: a
 /// literal address is checked here, a name by the resolver when it is connected to.
 fn redirects(policy: Arc<AddressPolicy>) -> reqwest::redirect::Policy {
@@ -108,7 +116,10 @@ fn redirects(policy: Arc<AddressPolicy>) -> reqwest::redirect::Policy {
         }
         match check_literal(&policy, attempt.url()) {
             Ok(()) => attempt.follow(),
-            Err(refused) => attempt.error(refused),
+            Err(refused) => {
+                let to = attempt.url().clone();
+                attempt.error(RefusedRedirect { to, refused })
+            }
         }
     })
 }
@@ -159,6 +170,9 @@ fn describe(method: &Method, url: &Url, error: &reqwest::Error) -> String {
         .unwrap_or_default();
     let mut source: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<RefusedRedirect>() {
+            return format!("http: {method} {url} refused: {refused}");
+        }
         if let Some(refused) = cause.downcast_ref::<Refused>() {
             return format!("http: {method} {url}{redirected} refused: {refused}");
         }
@@ -266,9 +280,16 @@ mod tests {
             "http://0/",
         ] {
             let err = plan(&payload(url, &[]), &policy).expect_err(url);
-            assert!(err.0.contains("refused") && err.0.contains("--http-allow"), "{err}");
+            assert!(
+                err.0.contains("refused") && err.0.contains("--http-allow"),
+                "{err}"
+            );
         }
-        for url in ["https://example.com/", "http://localhost/", "http://1.1.1.1/"] {
+        for url in [
+            "https://example.com/",
+            "http://localhost/",
+            "http://1.1.1.1/",
+        ] {
             plan(&payload(url, &[]), &policy).expect(url);
         }
         let open = AddressPolicy {
@@ -287,8 +308,8 @@ mod tests {
             ("Transfer-Encoding", "chunked"),
             ("X-Ok", "a\r\nHost: internal"),
         ] {
-            let err = plan(&payload("https://example.com/", &[(name, value)]), &policy)
-                .expect_err(name);
+            let err =
+                plan(&payload("https://example.com/", &[(name, value)]), &policy).expect_err(name);
             assert!(err.0.starts_with("http: ") && err.0.contains(name), "{err}");
         }
     }

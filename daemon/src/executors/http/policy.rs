@@ -37,8 +37,14 @@ const REFUSED_V6: [(Ipv6Net, &str); 10] = [
     (v6([0x100, 0, 0, 0, 0, 0, 0, 0], 64), "discard-only"),
     (v6([0x2001, 0x2, 0, 0, 0, 0, 0, 0], 48), "benchmarking"),
     (v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0], 32), "documentation"),
-    (v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7), "unique local (private)"),
-    (v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10), "link-local (cloud metadata)"),
+    (
+        v6([0xfc00, 0, 0, 0, 0, 0, 0, 0], 7),
+        "unique local (private)",
+    ),
+    (
+        v6([0xfe80, 0, 0, 0, 0, 0, 0, 0], 10),
+        "link-local (cloud metadata)",
+    ),
     (v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), "site-local"),
     (v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), "multicast"),
 ];
@@ -59,12 +65,7 @@ const fn v6(s: [u16; 8], prefix: u8) -> Ipv6Net {
 /// well-known prefix (`64:ff9b::a.b.c.d`, which a NAT64 gateway turns into a.b.c.d).
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
-    let tail = Ipv4Addr::new(
-        (s[6] >> 8) as u8,
-        s[6] as u8,
-        (s[7] >> 8) as u8,
-        s[7] as u8,
-    );
+    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s[..6] {
         [0, 0, 0, 0, 0, 0xffff] | [0x64, 0xff9b, 0, 0, 0, 0] => Some(tail),
         // `::` and `::1` are themselves, not IPv4 addresses.
@@ -279,8 +280,14 @@ mod tests {
 
     #[test]
     fn cidrs_parse() {
-        assert_eq!(parse_cidr("10.1.2.3/8").map(|n| n.to_string()), Ok("10.0.0.0/8".into()));
-        assert_eq!(parse_cidr(" ::1 ").map(|n| n.to_string()), Ok("::1/128".into()));
+        assert_eq!(
+            parse_cidr("10.1.2.3/8").map(|n| n.to_string()),
+            Ok("10.0.0.0/8".into())
+        );
+        assert_eq!(
+            parse_cidr(" ::1 ").map(|n| n.to_string()),
+            Ok("::1/128".into())
+        );
         assert!(parse_cidr("10.0.0.0/33").is_err() && parse_cidr("intranet").is_err());
     }
 }
