@@ -44,6 +44,63 @@ pub struct HttpPayload {
     pub body: Option<Value>,
 }
 
+/// Headers an `http` task may not set. taskd frames the request itself (`Host`,
+/// `Content-Length`), and hop-by-hop headers describe one connection, not the request: given
+/// by a caller they could smuggle a second request past a proxy or confuse the server.
+pub const HTTP_REFUSED_HEADERS: [&str; 11] = [
+    "host",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Why an `http` task's header was refused. Names are shown escaped, so a name holding a
+/// line break still makes a one-line message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HttpHeaderError {
+    #[error("header '{0}' cannot be set: taskd sets it, or it belongs to one connection")]
+    Refused(String),
+    #[error("'{0}' is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)")]
+    BadName(String),
+    #[error("the value of header '{0}' holds a control character (CR, LF, NUL or another)")]
+    BadValue(String),
+}
+
+impl HttpPayload {
+    /// Checks every header: a valid name (an RFC 9110 token), not one taskd refuses
+    /// ([`HTTP_REFUSED_HEADERS`]), and a value without control characters (tab excepted),
+    /// so a value cannot end the header line and start another.
+    pub fn check_headers(&self) -> Result<(), HttpHeaderError> {
+        for (name, value) in &self.headers {
+            let shown = || name.escape_debug().to_string();
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !token {
+                return Err(HttpHeaderError::BadName(shown()));
+            }
+            if HTTP_REFUSED_HEADERS
+                .iter()
+                .any(|refused| name.eq_ignore_ascii_case(refused))
+            {
+                return Err(HttpHeaderError::Refused(shown()));
+            }
+            if value.chars().any(|c| c.is_control() && c != '\t') {
+                return Err(HttpHeaderError::BadValue(shown()));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `salt`: a SaltStack run, through the same wrapper as `taskctl provision salt`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,4 +213,70 @@ pub enum KubectlAction {
     Status,
     Rollout,
     Scale,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_header(name: &str, value: &str) -> HttpPayload {
+        HttpPayload {
+            method: None,
+            url: "https://example.com/".into(),
+            headers: [(name.to_owned(), value.to_owned())].into(),
+            body: None,
+        }
+    }
+
+    #[test]
+    fn http_headers_are_checked() {
+        for (name, value) in [
+            ("Authorization", "Bearer abc"),
+            ("X-Trace", "a\tb"),
+            ("content-type", "application/json; charset=utf-8"),
+            ("X-Name", "Zoë"),
+        ] {
+            assert_eq!(with_header(name, value).check_headers(), Ok(()), "{name}");
+        }
+        for refused in [
+            "Host",
+            "HOST",
+            "Content-Length",
+            "Transfer-Encoding",
+            "te",
+            "Upgrade",
+        ] {
+            assert_eq!(
+                with_header(refused, "x").check_headers(),
+                Err(HttpHeaderError::Refused(refused.into()))
+            );
+        }
+        for name in ["", "X Space", "X:Colon", "X-\r\nEvil", "Ünicode"] {
+            assert!(
+                matches!(
+                    with_header(name, "x").check_headers(),
+                    Err(HttpHeaderError::BadName(_))
+                ),
+                "{name:?}"
+            );
+        }
+        for value in [
+            "a\r\nHost: evil",
+            "a\nb",
+            "a\rb",
+            "nul\0",
+            "bell\u{7}",
+            "del\u{7f}",
+        ] {
+            assert_eq!(
+                with_header("X-Ok", value).check_headers(),
+                Err(HttpHeaderError::BadValue("X-Ok".into())),
+                "{value:?}"
+            );
+        }
+        let err = with_header("X-\r\nEvil", "x")
+            .check_headers()
+            .expect_err("bad name");
+        assert!(!err.to_string().contains('\n'), "{err}");
+    }
 }

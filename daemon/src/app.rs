@@ -90,7 +90,11 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         hosts: http::guard::HostPolicy::for_listen(&args.listen, &args.allowed_host),
     });
     let store = open_store(&args).await?;
-    let registry = Registry::builtin(args.enable_shell, args.enable_provisioning);
+    let http_policy = crate::executors::AddressPolicy {
+        allow_private: args.http_allow_private,
+        allowed: args.http_allow_cidr.clone(),
+    };
+    let registry = Registry::builtin(args.enable_shell, args.enable_provisioning, http_policy);
     let shutdown = CancellationToken::new();
     let broker = if args.broker == "db" {
         Broker::db()

@@ -259,6 +259,16 @@ pub struct RunArgs {
     #[arg(long, env = "TASKD_ENABLE_PROVISIONING")]
     pub enable_provisioning: bool,
 
+    /// Let the `http` kind reach every address: loopback, private, link-local (cloud
+    /// metadata) and the other special ranges it refuses by default.
+    #[arg(long, env = "TASKD_HTTP_ALLOW_PRIVATE")]
+    pub http_allow_private: bool,
+
+    /// Let the `http` kind reach these ranges, which it refuses by default, comma-separated
+    /// (e.g. 10.20.0.0/16,fd00::/8; a bare address is one host).
+    #[arg(long, env = "TASKD_HTTP_ALLOW_CIDRS", value_delimiter = ',', value_name = "CIDR", value_parser = crate::executors::parse_cidr)]
+    pub http_allow_cidr: Vec<ipnet::IpNet>,
+
     /// The shortest backoff bound between attempts.
     #[arg(long, env = "TASKD_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
     pub retry_base: Duration,
@@ -446,5 +456,21 @@ mod tests {
         assert!(cli.run.validate().is_ok());
         let cli = Cli::try_parse_from(["taskd", "--queues", "a,b"]).expect("parses");
         assert_eq!(cli.run.queues, vec!["a".to_owned(), "b".to_owned()]);
+    }
+
+    #[test]
+    fn http_allow_flags_parse() {
+        let cli = Cli::try_parse_from(["taskd"]).expect("parses");
+        assert!(!cli.run.http_allow_private && cli.run.http_allow_cidr.is_empty());
+        let cli = Cli::try_parse_from(["taskd", "--http-allow-cidr", "10.0.0.0/8,127.0.0.2"])
+            .expect("parses");
+        let nets: Vec<String> = cli
+            .run
+            .http_allow_cidr
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.2/32"]);
+        assert!(Cli::try_parse_from(["taskd", "--http-allow-cidr", "intranet"]).is_err());
     }
 }

@@ -278,6 +278,8 @@ fn check_payload(kind: &str, payload: &Value) -> Result<(), ValidationError> {
                     format!("http: '{method}' is not an HTTP method"),
                 ));
             }
+            http.check_headers()
+                .map_err(|e| ValidationError::new("invalid_payload", format!("http: {e}")))?;
         }
         _ => {}
     }
@@ -468,6 +470,29 @@ mod tests {
         ] {
             check(request(kind, payload)).expect("valid payload");
         }
+    }
+
+    #[test]
+    fn http_headers_that_frame_the_request_are_refused() {
+        for (name, value) in [
+            ("Host", "internal.example"),
+            ("transfer-encoding", "chunked"),
+            ("Content-Length", "0"),
+            ("Connection", "close"),
+            ("Proxy-Authorization", "Basic x"),
+            ("X-Ok", "a\r\nHost: evil"),
+            ("X-Ok", "nul\u{0}"),
+            ("Bad Name", "x"),
+        ] {
+            let payload = json!({"url": "http://example.com/", "headers": {name: value}});
+            let err = check(request("http", payload)).expect_err(name);
+            assert_eq!(err.code, "invalid_payload", "{name}");
+            assert!(err.message.starts_with("http: "), "{}", err.message);
+            assert!(err.message.contains(name), "{}", err.message);
+        }
+        let payload =
+            json!({"url": "http://example.com/", "headers": {"Authorization": "Bearer t"}});
+        check(request("http", payload)).expect("an ordinary header");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod http;
 mod provision;
 mod shell;
 
+pub use http::{AddressPolicy, parse_cidr};
 pub use taskplane_provisioning::runner::kill_all_process_groups;
 
 use std::collections::BTreeMap;
@@ -57,8 +58,12 @@ pub struct Registry {
 
 impl Registry {
     /// The built-in kinds. `shell` refuses to run unless `shell_enabled`, `salt` and
-    /// `kubectl` unless `provisioning_enabled`.
-    pub fn builtin(shell_enabled: bool, provisioning_enabled: bool) -> Registry {
+    /// `kubectl` unless `provisioning_enabled`; `http` connects where `http_policy` allows.
+    pub fn builtin(
+        shell_enabled: bool,
+        provisioning_enabled: bool,
+        http_policy: AddressPolicy,
+    ) -> Registry {
         let mut executors: BTreeMap<&'static str, Arc<dyn Executor>> = BTreeMap::new();
         executors.insert("noop", Arc::new(basic::Noop));
         executors.insert("echo", Arc::new(basic::Echo));
@@ -69,7 +74,7 @@ impl Registry {
                 enabled: shell_enabled,
             }),
         );
-        executors.insert("http", Arc::new(http::Http::new()));
+        executors.insert("http", Arc::new(http::Http::new(http_policy)));
         executors.insert(
             "salt",
             Arc::new(provision::Salt {
