@@ -688,3 +688,42 @@ fn odd_times_and_label_characters_are_refused_at_submit() {
         .fails_with(1);
     assert!(line.contains("labels"), "{line}");
 }
+
+#[test]
+fn errors_from_the_http_layer_have_json_bodies() {
+    use std::io::{Read, Write};
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let long_uri = format!(
+        "GET /{} HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let many_headers = format!(
+        "GET /health HTTP/1.1\r\nHost: localhost\r\n{}\r\n",
+        (0..150)
+            .map(|i| format!("X-{i}: y\r\n"))
+            .collect::<String>()
+    );
+    for (raw, status, code) in [
+        (long_uri, 414, "uri_too_long"),
+        (many_headers, 431, "headers_too_large"),
+        (
+            "GET / HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+    ] {
+        let mut stream = std::net::TcpStream::connect(&taskd.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        stream.write_all(raw.as_bytes()).expect("write");
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text}");
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let json: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(json["error"]["code"], code, "{text}");
+    }
+}

@@ -138,6 +138,55 @@ impl http_body::Body for Counted {
 struct Tracked {
     inner: tokio::net::TcpStream,
     activity: Arc<Activity>,
+    /// A rewritten error answer still to be sent, and the length of the original.
+    rewrite: Option<(Vec<u8>, usize)>,
+}
+
+/// hyper answers a request it cannot parse (a malformed head, a URI or headers past its
+/// limits) itself, before any handler, with an empty body. This turns exactly such an answer
+/// (`connection: close`, `content-length: 0`, `date`, nothing else) into the API's JSON
+/// error with the same status; any other bytes pass untouched.
+fn json_for_bare_error(head: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(head).ok()?;
+    let text = text.strip_suffix("\r\n\r\n")?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next()?;
+    let rest = status_line.strip_prefix("HTTP/1.1 ")?;
+    let (code, _reason) = rest.split_once(' ')?;
+    let status: u16 = code.parse().ok()?;
+    let mut names: Vec<&str> = Vec::new();
+    let mut date = "";
+    for line in lines {
+        let (name, value) = line.split_once(": ")?;
+        if name == "content-length" && value != "0" {
+            return None;
+        }
+        if name == "date" {
+            date = value;
+        }
+        names.push(name);
+    }
+    names.sort_unstable();
+    if names != ["connection", "content-length", "date"] || !(400..600).contains(&status) {
+        return None;
+    }
+    let (error_code, message) = match status {
+        414 => ("uri_too_long", "the request's URI is too long"),
+        431 => (
+            "headers_too_large",
+            "the request's headers are too many or too large",
+        ),
+        505 => ("http_version", "this HTTP version is not supported"),
+        _ => ("bad_request", "the request is not valid HTTP"),
+    };
+    let body = serde_json::json!({"error": {"code": error_code, "message": message}}).to_string();
+    Some(
+        format!(
+            "{status_line}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\ndate: {date}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
 }
 
 impl AsyncRead for Tracked {
@@ -156,6 +205,30 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        if self.rewrite.is_none()
+            && buf.starts_with(b"HTTP/1.1 ")
+            && let Some(answer) = json_for_bare_error(buf)
+        {
+            self.rewrite = Some((answer, buf.len()));
+        }
+        if let Some((mut pending, original)) = self.rewrite.take() {
+            // Report the original as written only once all of its replacement is out.
+            while !pending.is_empty() {
+                match Pin::new(&mut self.inner).poll_write(cx, &pending) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(0)),
+                    Poll::Ready(Ok(n)) => {
+                        pending.drain(..n);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {
+                        self.rewrite = Some((pending, original));
+                        return Poll::Pending;
+                    }
+                }
+            }
+            self.activity.touch();
+            return Poll::Ready(Ok(original));
+        }
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
             self.activity.touch();
@@ -163,20 +236,9 @@ impl AsyncWrite for Tracked {
         result
     }
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        result
-    }
-
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        // hyper then hands a head over in one buffer, which `poll_write` can recognise.
+        false
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -231,6 +293,7 @@ async fn connection(
     let io = Tracked {
         inner: stream,
         activity: activity.clone(),
+        rewrite: None,
     };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -277,6 +340,25 @@ mod tests {
         header: Duration::from_secs(10),
         idle: Duration::from_secs(60),
     };
+
+    #[test]
+    fn only_hypers_bare_errors_get_a_json_body() {
+        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 20:27:30 GMT\r\n\r\n";
+        let answer =
+            String::from_utf8(json_for_bare_error(bare).expect("rewritten")).expect("utf-8");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("head");
+        assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{head}"
+        );
+        let json: serde_json::Value = serde_json::from_str(body).expect("json");
+        assert_eq!(json["error"]["code"], "headers_too_large");
+        let ours = b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: 12\r\ndate: x\r\n\r\n";
+        assert!(json_for_bare_error(ours).is_none());
+        let ok = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\ndate: x\r\n\r\n";
+        assert!(json_for_bare_error(ok).is_none());
+    }
 
     #[test]
     fn a_silent_connection_gets_the_header_deadline() {
