@@ -14,14 +14,40 @@ use crate::types::{
     LogQuery, QueueList, SubmitTask, Task, TaskList, WorkerList,
 };
 
+/// How long a [`Client`] waits for taskd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing a connection (TCP, and TLS).
+    pub connect: Duration,
+    /// A whole ordinary request, its answer read to the end; `None` waits as long as it
+    /// takes.
+    pub request: Option<Duration>,
+    /// How long a stream (events, log following) may go without a single byte, heartbeats
+    /// included, before it counts as dead; `None` waits as long as it takes. taskd sends a
+    /// heartbeat on every stream well within a minute.
+    pub stream_idle: Option<Duration>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            request: Some(Duration::from_secs(60)),
+            stream_idle: Some(Duration::from_secs(60)),
+        }
+    }
+}
+
 /// A cheap-to-clone handle on one taskd server.
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    /// Without an overall timeout, for responses that stream for as long as they last.
+    /// Without an overall timeout, for responses that stream for as long as they last; only
+    /// silence ends them.
     streaming: reqwest::Client,
     base: String,
     token: Option<String>,
+    timeouts: Timeouts,
 }
 
 impl Client {
@@ -38,6 +64,16 @@ impl Client {
         base: &str,
         token: Option<String>,
         ca_pem: Option<&[u8]>,
+    ) -> Result<Self, Error> {
+        Client::with_options(base, token, ca_pem, Timeouts::default())
+    }
+
+    /// [`Client::with_ca`] with these timeouts.
+    pub fn with_options(
+        base: &str,
+        token: Option<String>,
+        ca_pem: Option<&[u8]>,
+        timeouts: Timeouts,
     ) -> Result<Self, Error> {
         let invalid = |reason: &str| Error::InvalidUrl {
             url: base.to_owned(),
@@ -65,20 +101,28 @@ impl Client {
         };
         let builder = || {
             reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
+                .connect_timeout(timeouts.connect)
                 .user_agent(concat!("taskplane-api/", env!("CARGO_PKG_VERSION")))
                 .tls_certs_merge(roots.clone())
         };
-        let http = builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| invalid(&error_chain(&e)))?;
-        let streaming = builder().build().map_err(|e| invalid(&error_chain(&e)))?;
+        let mut http = builder();
+        if let Some(limit) = timeouts.request {
+            http = http.timeout(limit);
+        }
+        let http = http.build().map_err(|e| invalid(&error_chain(&e)))?;
+        // A read timeout rather than a total one: it starts again with every byte, so a
+        // stream lasts as long as taskd keeps talking (heartbeats count) and no longer.
+        let mut streaming = builder();
+        if let Some(idle) = timeouts.stream_idle {
+            streaming = streaming.read_timeout(idle);
+        }
+        let streaming = streaming.build().map_err(|e| invalid(&error_chain(&e)))?;
         Ok(Client {
             http,
             streaming,
             base: base.trim_end_matches('/').to_owned(),
             token,
+            timeouts,
         })
     }
 
@@ -94,7 +138,7 @@ impl Client {
             .send(Method::POST, "/api/v1/tasks", Some(task), None::<&()>)
             .await?;
         let created = response.status() == StatusCode::CREATED;
-        Ok((decode(response).await?, created))
+        Ok((self.decode(response).await?, created))
     }
 
     /// Submits many tasks in one request and one transaction; answers in request order.
@@ -108,7 +152,7 @@ impl Client {
                 None::<&()>,
             )
             .await?;
-        let list: TaskList = decode(response).await?;
+        let list: TaskList = self.decode(response).await?;
         Ok(list.tasks)
     }
 
@@ -120,7 +164,7 @@ impl Client {
         let response = self
             .send(Method::GET, "/api/v1/tasks", None::<&()>, Some(query))
             .await?;
-        decode(response).await
+        self.decode(response).await
     }
 
     pub async fn cancel(&self, id: Uuid) -> Result<Task, Error> {
@@ -142,7 +186,7 @@ impl Client {
                 Some(query),
             )
             .await?;
-        decode(response).await
+        self.decode(response).await
     }
 
     /// Requeues failed tasks (all, or of one kind or queue); answers how many.
@@ -150,7 +194,7 @@ impl Client {
         let response = self
             .send(Method::POST, "/api/v1/dlq/retry", Some(filter), None::<&()>)
             .await?;
-        decode(response).await
+        self.decode(response).await
     }
 
     /// Deletes failed tasks that finished long enough ago; answers how many.
@@ -158,7 +202,7 @@ impl Client {
         let response = self
             .send(Method::POST, "/api/v1/dlq/purge", Some(filter), None::<&()>)
             .await?;
-        decode(response).await
+        self.decode(response).await
     }
 
     /// Live task events, resuming after `last_seq` when given.
@@ -221,14 +265,14 @@ impl Client {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Error> {
-        let response = request.send().await.map_err(|e| Error::Unreachable {
-            url: self.base.clone(),
-            reason: error_chain(&e),
-        })?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, self.timeouts.stream_idle, true))?;
         if response.status().is_success() {
             return Ok(response);
         }
-        match decode::<serde_json::Value>(response).await {
+        match self.decode::<serde_json::Value>(response).await {
             Err(error) => Err(error),
             Ok(_) => Err(Error::BadResponse {
                 url: self.base.clone(),
@@ -244,7 +288,7 @@ impl Client {
 
     async fn call<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T, Error> {
         let response = self.send(method, path, None::<&()>, None::<&()>).await?;
-        decode(response).await
+        self.decode(response).await
     }
 
     async fn send<B: Serialize + ?Sized, Q: Serialize + ?Sized>(
@@ -262,30 +306,69 @@ impl Client {
         if let Some(body) = body {
             request = request.json(body);
         }
-        request.send().await.map_err(|e| Error::Unreachable {
-            url: self.base.clone(),
-            reason: error_chain(&e),
-        })
+        request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, self.timeouts.request, false))
+    }
+
+    /// No (whole) answer: a timeout that was ours to set is [`Error::TimedOut`], with the
+    /// limit that ran out; anything else is [`Error::Unreachable`].
+    fn transport_error(
+        &self,
+        error: &reqwest::Error,
+        limit: Option<Duration>,
+        stream: bool,
+    ) -> Error {
+        match limit {
+            Some(after) if error.is_timeout() && !error.is_connect() => Error::TimedOut {
+                url: self.base.clone(),
+                after,
+                stream,
+            },
+            _ => Error::Unreachable {
+                url: self.base.clone(),
+                reason: error_chain(error),
+            },
+        }
+    }
+
+    /// Turns a response into `T`, or into the API's error.
+    async fn decode<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T, Error> {
+        let status = response.status();
+        let url = response.url().to_string();
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            // The request timeout covers reading the answer too.
+            Err(e) if e.is_timeout() => {
+                return Err(self.transport_error(&e, self.timeouts.request, false));
+            }
+            Err(e) => {
+                return Err(Error::BadResponse {
+                    url,
+                    status: status.as_u16(),
+                    detail: error_chain(&e),
+                });
+            }
+        };
+        decode_body(status, url, &bytes)
     }
 }
 
-/// Turns a response into `T`, or into the API's error.
-async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, Error> {
-    let status = response.status();
-    let url = response.url().to_string();
-    let bytes = response.bytes().await.map_err(|e| Error::BadResponse {
-        url: url.clone(),
-        status: status.as_u16(),
-        detail: error_chain(&e),
-    })?;
+/// Turns an answer's status and body into `T`, or into the API's error.
+fn decode_body<T: DeserializeOwned>(
+    status: StatusCode,
+    url: String,
+    bytes: &[u8],
+) -> Result<T, Error> {
     if status.is_success() {
-        return serde_json::from_slice(&bytes).map_err(|e| Error::BadResponse {
+        return serde_json::from_slice(bytes).map_err(|e| Error::BadResponse {
             url,
             status: status.as_u16(),
             detail: e.to_string(),
         });
     }
-    match serde_json::from_slice::<ErrorBody>(&bytes) {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
         Ok(body) => Err(Error::Api {
             status: status.as_u16(),
             code: body.error.code,
@@ -294,7 +377,7 @@ async fn decode<T: DeserializeOwned>(response: reqwest::Response) -> Result<T, E
         Err(_) => Err(Error::BadResponse {
             url,
             status: status.as_u16(),
-            detail: excerpt(&bytes),
+            detail: excerpt(bytes),
         }),
     }
 }

@@ -9,9 +9,19 @@ pub enum Error {
     /// The CA certificate given to trust could not be read.
     #[error("--ca-cert: {0}")]
     Certificate(String),
-    /// No HTTP answer at all: connection refused, DNS, TLS, timeout.
+    /// No HTTP answer at all: connection refused, DNS, TLS, no connection within the connect
+    /// timeout.
     #[error("cannot reach taskd at {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// taskd took the connection but did not answer within `after`: an ordinary request
+    /// outlived the request timeout, or a stream (`stream`) stayed silent, without even a
+    /// heartbeat, for longer than the idle timeout.
+    #[error("taskd at {url} did not answer within {}", seconds(*after))]
+    TimedOut {
+        url: String,
+        after: std::time::Duration,
+        stream: bool,
+    },
     /// taskd answered with its JSON error body.
     #[error("{message}")]
     Api {
@@ -26,6 +36,17 @@ pub enum Error {
         status: u16,
         detail: String,
     },
+}
+
+/// `30s`, `1.5s`, `250ms`.
+fn seconds(duration: std::time::Duration) -> String {
+    if duration.subsec_millis() == 0 && duration.as_secs() > 0 {
+        format!("{}s", duration.as_secs())
+    } else if duration.as_secs() == 0 {
+        format!("{}ms", duration.as_millis())
+    } else {
+        format!("{:.1}s", duration.as_secs_f64())
+    }
 }
 
 impl Error {

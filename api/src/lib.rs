@@ -8,9 +8,10 @@ mod client;
 mod error;
 pub mod kinds;
 mod stream;
+pub mod text;
 mod types;
 
-pub use client::{Client, error_chain};
+pub use client::{Client, Timeouts, error_chain};
 pub use error::Error;
 pub use stream::{EventStream, LogTail, SseMessage, SseParser};
 pub use types::*;

@@ -17,7 +17,9 @@ use crate::commands::{
 ///
 /// Submit tasks, follow them to the end, read their output, cancel and retry them. Every
 /// command speaks JSON with `-o json` for scripts, and exits 0 on success, 1 on an error,
-/// 2 on a usage error, 3 when a waited-for task failed and 4 when it was cancelled.
+/// 2 on a usage error, 3 when a waited-for task failed, 4 when it was cancelled and 130
+/// when interrupted (Ctrl-C). Control characters in task data and server messages are shown
+/// (`^[` for ESC), never sent to the terminal, except with -o json/jsonl and `logs --raw`.
 #[derive(Debug, Parser)]
 #[command(name = "taskctl", version, about, long_about, propagate_version = true)]
 pub struct Cli {
@@ -60,6 +62,19 @@ pub struct GlobalArgs {
     /// Print tables without their header row.
     #[arg(long, global = true)]
     pub no_headers: bool,
+
+    /// Give up on a request that taskd has not answered within this long (e.g. 10s, 2m;
+    /// 0 waits for ever). Streams (events, logs -f, watch, submit --wait, top) are not cut
+    /// short by it: they end only when taskd sends nothing, not even a heartbeat, for 60s.
+    #[arg(
+        long,
+        env = "TASKCTL_REQUEST_TIMEOUT",
+        global = true,
+        value_name = "DUR",
+        default_value = "30s",
+        value_parser = crate::commands::submit::parse_duration
+    )]
+    pub request_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,6 +21,7 @@ where
         env("TASKCTL_CONTEXT").as_deref(),
         env("TASKCTL_TOKEN"),
         env("TASKCTL_CA_CERT").map(Into::into),
+        crate::commands::timeouts(TIMEOUT),
     ) else {
         return Vec::new();
     };

@@ -8,6 +8,8 @@ pub mod code {
     pub const USAGE: u8 = 2;
     pub const TASK_FAILED: u8 = 3;
     pub const TASK_CANCELLED: u8 = 4;
+    /// Ctrl-C (SIGINT), as a shell reports a process it interrupted: 128 + 2.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,9 @@ pub enum CliError {
     /// Several per-item failures that were already reported one per line.
     #[error("")]
     AlreadyReported,
+    /// The user pressed Ctrl-C.
+    #[error("interrupted")]
+    Interrupted,
     #[error("{0}")]
     Other(String),
 }
@@ -37,6 +42,7 @@ impl CliError {
             CliError::Usage(_) => code::USAGE,
             CliError::TaskFailed(_) => code::TASK_FAILED,
             CliError::TaskCancelled(_) => code::TASK_CANCELLED,
+            CliError::Interrupted => code::INTERRUPTED,
             CliError::Api(_) | CliError::AlreadyReported | CliError::Other(_) => code::ERROR,
         }
     }
@@ -56,6 +62,12 @@ pub fn describe(error: &ApiError) -> String {
     match error {
         ApiError::Unreachable { reason, .. } if reason.contains("certificate") => format!(
             "{error} (the server's certificate is not trusted here: give its CA with --ca-cert FILE)"
+        ),
+        ApiError::TimedOut { stream: false, .. } => format!(
+            "{error} (hint: give it longer with --request-timeout DUR or TASKCTL_REQUEST_TIMEOUT, 0 for no limit)"
+        ),
+        ApiError::TimedOut { stream: true, .. } => format!(
+            "{error} (a stream sends a heartbeat well within that: is taskd, or a proxy in front of it, stuck?)"
         ),
         ApiError::Unreachable { .. } => format!(
             "{error} (is taskd running? start it with `taskd`, or point --server / TASKCTL_SERVER at it)"

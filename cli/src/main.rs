@@ -1,5 +1,6 @@
 //! `taskctl`: the Taskplane control-plane CLI. Parses everything first, then runs one
-//! command; every error ends here as one line on stderr and the contract's exit code.
+//! command; every error ends here as one line on stderr and the contract's exit code, and
+//! so does Ctrl-C (`taskctl: interrupted`, 130).
 
 mod cli;
 mod commands;
@@ -12,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use cli::Cli;
+use cli::{Cli, Command};
 use error::CliError;
 
 fn main() -> ExitCode {
@@ -30,9 +31,37 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(e) => return report(CliError::Other(format!("cannot start: {e}"))),
     };
-    match runtime.block_on(commands::run(cli)) {
+    match runtime.block_on(until_interrupted(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => report(error),
+    }
+}
+
+/// Runs the command until it ends or the user presses Ctrl-C. Then the command is dropped
+/// (which stops what it started: a provisioning tool's process group goes with it) after
+/// its spinners and bars are wiped, so the terminal is left with one line and a clean
+/// prompt. `top` reads Ctrl-C as a key in raw mode and restores the terminal itself, so it
+/// is left alone.
+async fn until_interrupted(cli: Cli) -> Result<(), CliError> {
+    if matches!(cli.command, Command::Top(_)) {
+        return commands::run(cli).await;
+    }
+    let command = commands::run(cli);
+    tokio::pin!(command);
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            // No handler could be installed: Ctrl-C keeps its default effect.
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = &mut command => result,
+        () = interrupt => {
+            // A second Ctrl-C, while the command winds down, ends the process at once.
+            default_action(libc::SIGINT);
+            output::abandon_progress();
+            Err(CliError::Interrupted)
+        }
     }
 }
 
@@ -62,13 +91,17 @@ fn usage(error: clap::Error) -> ExitCode {
         .find(|l| l.starts_with("tip:"))
         .map(|tip| format!(" ({tip})"))
         .unwrap_or_default();
-    eprintln!("{first}{tip} (see taskctl --help)");
+    // The arguments may come from anywhere (a script passing task data on): shown, not sent.
+    let line = taskplane_api::text::neutralize_line(first);
+    eprintln!("{line}{tip} (see taskctl --help)");
     ExitCode::from(error::code::USAGE)
 }
 
 fn report(error: CliError) -> ExitCode {
-    if let Some(message) = error.message() {
-        eprintln!("error: {message}");
+    if let CliError::Interrupted = error {
+        output::interrupted();
+    } else if let Some(message) = error.message() {
+        output::error(&message);
     }
     ExitCode::from(error.exit_code())
 }
@@ -76,10 +109,16 @@ fn report(error: CliError) -> ExitCode {
 /// Restores the default SIGPIPE action so that `taskctl list | head` ends quietly instead of
 /// failing on a closed pipe.
 fn reset_sigpipe() {
-    // SAFETY: setting a signal's disposition to its default touches no memory of ours and is
-    // done before any other thread exists.
+    default_action(libc::SIGPIPE);
+}
+
+/// Gives `signal` its default action again (for SIGPIPE and SIGINT: ending the process).
+fn default_action(signal: libc::c_int) {
+    // SAFETY: setting a signal's disposition to its default installs no handler and touches
+    // no memory of ours; the kernel applies it to the whole process atomically, so other
+    // threads running meanwhile are not affected in any way that could be unsound.
     #[allow(unsafe_code)]
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(signal, libc::SIG_DFL);
     }
 }

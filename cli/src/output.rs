@@ -1,11 +1,20 @@
-//! How results reach the terminal: the chosen format, colour, tables and the small
-//! formatting helpers that every command shares.
+//! How results reach the terminal: the chosen format, colour, tables, progress bars and the
+//! small formatting helpers that every command shares.
+//!
+//! Text that came from taskd (task data, names, messages) reaches people only through here,
+//! with its control characters shown rather than obeyed ([`taskplane_api::text`]): every
+//! [`Ui::line`], [`cell`], [`excerpt`], [`inline`] and [`error`]. Only the machine formats
+//! (`-o json`, `-o jsonl`) and `taskctl logs --raw` write it exactly.
 
+use std::borrow::Cow;
 use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
 use comfy_table::{Attribute, Cell, Color, ContentArrangement, Table, presets};
+use indicatif::{MultiProgress, ProgressDrawTarget, TermLike};
 use serde::Serialize;
+use taskplane_api::text::{neutralize, neutralize_line};
 use taskplane_api::{Task, TaskStatus};
 
 use crate::cli::{GlobalArgs, OutputFormat};
@@ -67,7 +76,7 @@ impl Ui {
             serde_json::to_string_pretty(value)
         }
         .map_err(|e| CliError::Other(format!("cannot encode the output: {e}")))?;
-        self.line(&text)
+        self.raw_line(&text)
     }
 
     /// A collection: the whole `document` with `json`, one compact line per item with `jsonl`.
@@ -92,11 +101,17 @@ impl Ui {
     pub fn json_line<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), CliError> {
         let text = serde_json::to_string(value)
             .map_err(|e| CliError::Other(format!("cannot encode the output: {e}")))?;
-        self.line(&text)
+        self.raw_line(&text)
     }
 
-    /// One line on stdout.
+    /// One line (or a few) on stdout, for people: control characters are shown, not sent.
     pub fn line(&self, text: &str) -> Result<(), CliError> {
+        self.raw_line(&neutralize(text))
+    }
+
+    /// One line on stdout exactly as given: for JSON, for escapes of our own (colour, a
+    /// screen clear), and for `logs --raw`, which asked for the bytes.
+    pub fn raw_line(&self, text: &str) -> Result<(), CliError> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{text}")?;
         Ok(())
@@ -110,7 +125,7 @@ impl Ui {
             .set_content_arrangement(ContentArrangement::Disabled);
         if !headers.is_empty() && !self.no_headers {
             table.set_header(headers.iter().map(|h| {
-                let cell = Cell::new(h);
+                let cell = self::cell(h);
                 if self.color {
                     cell.add_attribute(Attribute::Bold)
                 } else {
@@ -124,23 +139,127 @@ impl Ui {
         table
     }
 
+    /// Prints a table whose cells were made with [`cell`] (so any escapes in it are the
+    /// table's own colours).
     pub fn print_table(&self, table: &Table) -> Result<(), CliError> {
         // Every line starts with the first column's one-space padding; drop it so the
         // table starts at the margin like kubectl's.
         for line in table.lines() {
             let line = line.strip_prefix(' ').unwrap_or(&line);
-            self.line(line.trim_end())?;
+            self.raw_line(line.trim_end())?;
         }
         Ok(())
     }
 
     /// A status, coloured by what it means.
     pub fn status_cell(&self, status: TaskStatus) -> Cell {
-        let cell = Cell::new(status.as_str());
+        let cell = cell(status.as_str());
         if !self.color {
             return cell;
         }
         cell.fg(status_color(status))
+    }
+}
+
+/// A table cell showing `value` on one line, its control characters made visible. Every
+/// cell is made here (clippy.toml forbids `Cell::new` elsewhere).
+#[allow(clippy::disallowed_methods)]
+pub fn cell(value: impl std::fmt::Display) -> Cell {
+    Cell::new(neutralize_line(&value.to_string()))
+}
+
+/// A field from taskd inside a line of ours (a kind, a queue, a worker): on one line, its
+/// control characters made visible.
+pub fn inline(text: &str) -> Cow<'_, str> {
+    neutralize_line(text)
+}
+
+/// A one-line error on stderr, `error: …`, whatever the message holds.
+pub fn error(message: &str) {
+    eprintln!("error: {}", neutralize_line(message));
+}
+
+/// A one-line note on stderr (progress of a stream, a reconnect), made safe like [`error`].
+pub fn note(message: &str) {
+    eprintln!("{}", neutralize_line(message));
+}
+
+/// `taskctl: interrupted` on stderr, on a line of its own: on a terminal, over the `^C` it
+/// echoed (the cursor is at the start of a line: after our last line, or where the bars
+/// were wiped).
+pub fn interrupted() {
+    let clear = if std::io::stderr().is_terminal() {
+        "\r\x1b[2K"
+    } else {
+        ""
+    };
+    eprintln!("{clear}taskctl: interrupted");
+}
+
+static PROGRESS: OnceLock<MultiProgress> = OnceLock::new();
+
+/// Where every progress bar and spinner of this process draws (stderr, on a terminal), so
+/// that an interrupt can take them all off the screen at once.
+pub fn progress() -> &'static MultiProgress {
+    PROGRESS.get_or_init(|| {
+        let target = if std::io::stderr().is_terminal() {
+            ProgressDrawTarget::term_like_with_hz(
+                Box::new(Narrowed(console::Term::buffered_stderr())),
+                20,
+            )
+        } else {
+            ProgressDrawTarget::hidden()
+        };
+        MultiProgress::with_draw_target(target)
+    })
+}
+
+/// The terminal, two columns narrower than it is. indicatif pads each bar's line to the
+/// full width, leaving the cursor in the last column; the `^C` a terminal echoes on Ctrl-C
+/// then wraps onto a line of its own, one below where wiping the bars starts, and stays.
+/// Two columns short, the echo lands on the bar's line and goes with it.
+#[derive(Debug)]
+struct Narrowed(console::Term);
+
+impl TermLike for Narrowed {
+    fn width(&self) -> u16 {
+        self.0.size().1.saturating_sub(2).max(1)
+    }
+    fn height(&self) -> u16 {
+        self.0.size().0
+    }
+    fn move_cursor_up(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_up(n)
+    }
+    fn move_cursor_down(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_down(n)
+    }
+    fn move_cursor_right(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_right(n)
+    }
+    fn move_cursor_left(&self, n: usize) -> std::io::Result<()> {
+        self.0.move_cursor_left(n)
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_line(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.0.write_str(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        self.0.clear_line()
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Wipes every bar and spinner off the screen for good (Ctrl-C): nothing draws afterwards,
+/// not even the last state a bar draws when it is dropped unfinished.
+pub fn abandon_progress() {
+    if let Some(multi) = PROGRESS.get() {
+        let _ = multi.clear();
+        multi.set_draw_target(ProgressDrawTarget::hidden());
     }
 }
 
@@ -215,14 +334,14 @@ pub fn run_time(task: &Task, now: DateTime<Utc>) -> String {
     }
 }
 
-/// The first line of `text`, cut to `max` characters.
+/// The first line of `text`, its control characters made visible, cut to `max` characters.
 pub fn excerpt(text: &str, max: usize) -> String {
-    let first = text.lines().next().unwrap_or("");
+    let first = neutralize_line(text.lines().next().unwrap_or(""));
     if first.chars().count() > max {
         let cut: String = first.chars().take(max.saturating_sub(1)).collect();
         format!("{cut}…")
     } else {
-        first.to_owned()
+        first.into_owned()
     }
 }
 
@@ -261,5 +380,13 @@ mod tests {
         assert_eq!(excerpt("short", 10), "short");
         assert_eq!(excerpt("first\nsecond", 10), "first");
         assert_eq!(excerpt("abcdefghijkl", 5), "abcd…");
+        assert_eq!(excerpt("\x1b[2Jboom\nmore", 10), "^[[2Jboom");
+    }
+
+    #[test]
+    fn cells_show_control_characters_on_one_line() {
+        assert_eq!(cell("a\x1b]0;t\x07\nb").content(), "a^[]0;t^G^Jb");
+        assert_eq!(cell(42).content(), "42");
+        assert_eq!(inline("q\u{202e}"), "q<U+202E>");
     }
 }

@@ -4,101 +4,8 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
-
-use common::{Daemon, wait_until};
-
-/// A tmux server of its own, so tests do not touch the user's sessions.
-struct Tmux {
-    socket: String,
-}
-
-impl Tmux {
-    fn start(width: u16, height: u16) -> Option<Tmux> {
-        if Command::new("tmux").arg("-V").output().is_err() {
-            assert!(
-                std::env::var("TASKPLANE_REQUIRE_SERVICES").is_err(),
-                "tmux is needed for this test (scripts/services.sh installs it)"
-            );
-            eprintln!("SKIPPED taskctl_top_in_tmux: tmux is not installed");
-            return None;
-        }
-        let tmux = Tmux {
-            socket: format!("taskplane-test-{}", std::process::id()),
-        };
-        tmux.run(&[
-            "new-session",
-            "-d",
-            "-s",
-            "top",
-            "-x",
-            &width.to_string(),
-            "-y",
-            &height.to_string(),
-            "env",
-            "-i",
-            "PATH=/usr/bin:/bin",
-            "TERM=xterm-256color",
-            "PS1=$ ",
-            "bash",
-            "--norc",
-            "--noprofile",
-        ]);
-        Some(tmux)
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let output = Command::new("tmux")
-            .args(["-L", &self.socket])
-            .args(args)
-            .output()
-            .expect("tmux");
-        assert!(
-            output.status.success(),
-            "tmux {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn keys(&self, keys: &[&str]) {
-        let mut args = vec!["send-keys", "-t", "top"];
-        args.extend_from_slice(keys);
-        self.run(&args);
-    }
-
-    fn type_line(&self, line: &str) {
-        self.run(&["send-keys", "-t", "top", "-l", line]);
-        self.keys(&["Enter"]);
-    }
-
-    fn screen(&self) -> String {
-        self.run(&["capture-pane", "-p", "-t", "top"])
-    }
-
-    fn wait_for(&self, what: &str, check: impl Fn(&str) -> bool) -> String {
-        let mut last = String::new();
-        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            wait_until(what, Duration::from_secs(20), || {
-                last = self.screen();
-                check(&last)
-            })
-        }));
-        if found.is_err() {
-            panic!("timed out waiting for {what}; the screen:\n{last}");
-        }
-        last
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "kill-server"])
-            .output();
-    }
-}
+use common::Daemon;
+use common::tmux::Tmux;
 
 /// The table row of a task (its line starts with the short id, inside the border).
 fn row<'a>(screen: &'a str, short_id: &str) -> Option<&'a str> {
@@ -111,7 +18,7 @@ fn row<'a>(screen: &'a str, short_id: &str) -> Option<&'a str> {
 fn taskctl_top_in_tmux() {
     let dir = tempfile::tempdir().expect("temp dir");
     let taskd = Daemon::start(dir.path(), &[]);
-    let Some(tmux) = Tmux::start(100, 30) else {
+    let Some(tmux) = Tmux::start("taskctl_top_in_tmux", 100, 30) else {
         return;
     };
     tmux.wait_for("the shell prompt", |s| s.contains("$"));
@@ -149,7 +56,7 @@ fn taskctl_top_in_tmux() {
 
     // Filter to the running task, cancel it after saying yes.
     tmux.keys(&["/"]);
-    tmux.run(&["send-keys", "-t", "top", "-l", sleeper_short]);
+    tmux.type_text(sleeper_short);
     tmux.keys(&["Enter"]);
     let screen = tmux.wait_for("the filter to apply", |s| row(s, quick_short).is_none());
     assert!(row(&screen, sleeper_short).is_some(), "{screen}");

@@ -6,9 +6,17 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
+use taskplane_api::text::neutralize_line;
 use taskplane_api::{Task, TaskStatus};
 
 use crate::app::{App, Connection, Mode, Pending};
+
+/// Text from the server (task data, names, messages) as it may reach the terminal: its
+/// control characters shown, never obeyed (ratatui drops most of them silently, but lets bidi
+/// overrides through).
+fn shown(text: &str) -> String {
+    neutralize_line(text).into_owned()
+}
 
 const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
@@ -145,7 +153,7 @@ fn render_header(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
     };
     let mut first = vec![
         Span::styled("Taskplane ", palette.bold()),
-        Span::raw(format!("{}  ", app.server)),
+        Span::raw(format!("{}  ", shown(&app.server))),
         Span::styled(state, palette.fg(color)),
         Span::raw(format!(
             "  v{}  {:.1} tasks/s",
@@ -204,7 +212,7 @@ fn render_queues(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
                 .map(|s| format!("{s:.0}s"))
                 .unwrap_or_else(|| "-".to_owned());
             Line::from(vec![
-                Span::styled(format!("{:<9.9} ", queue.queue), palette.bold()),
+                Span::styled(format!("{:<9.9} ", shown(&queue.queue)), palette.bold()),
                 Span::styled(sparkline(history, spark), palette.fg(Color::Cyan)),
                 Span::raw(format!(" {:>4} ready {:>5} old", queue.depth, oldest)),
                 Span::styled(
@@ -239,7 +247,7 @@ fn render_workers(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
                 Color::Green
             };
             Line::from(vec![
-                Span::raw(format!("{:<18.18} ", worker.id)),
+                Span::raw(format!("{:<18.18} ", shown(&worker.id))),
                 Span::styled(
                     format!("{}/{} busy", worker.busy, worker.concurrency),
                     palette.fg(busy_color),
@@ -257,13 +265,13 @@ fn filters(app: &App) -> String {
         app.query.status.map_or("all", TaskStatus::as_str)
     )];
     if let Some(queue) = &app.query.queue {
-        parts.push(format!("queue: {queue}"));
+        parts.push(format!("queue: {}", shown(queue)));
     }
     if let Some(kind) = &app.query.kind {
-        parts.push(format!("kind: {kind}"));
+        parts.push(format!("kind: {}", shown(kind)));
     }
     if !app.filter.is_empty() {
-        parts.push(format!("/{}", app.filter));
+        parts.push(format!("/{}", shown(&app.filter)));
     }
     if !app.pages.is_empty() {
         parts.push(format!("page {}", app.pages.len() + 1));
@@ -288,8 +296,8 @@ fn render_tasks(frame: &mut Frame, app: &mut App, palette: &Palette, area: Rect)
                 } else {
                     id[id.len() - 8..].to_owned()
                 }),
-                Cell::from(task.kind.clone()),
-                Cell::from(task.queue.clone()),
+                Cell::from(shown(&task.kind)),
+                Cell::from(shown(&task.queue)),
                 Cell::from(Span::styled(
                     task.status.as_str(),
                     palette.fg(status_color(task.status)),
@@ -298,7 +306,9 @@ fn render_tasks(frame: &mut Frame, app: &mut App, palette: &Palette, area: Rect)
                 Cell::from(ago(task.created_at, now)),
                 Cell::from(duration(task, now)),
             ];
-            cells.push(Cell::from(task.worker.clone().unwrap_or_default()));
+            cells.push(Cell::from(shown(
+                task.worker.as_deref().unwrap_or_default(),
+            )));
             Row::new(cells)
         })
         .collect();
@@ -345,7 +355,7 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
         frame.render_widget(Paragraph::new("loading…").block(Block::bordered()), area);
         return;
     };
-    let json = |value: &serde_json::Value| serde_json::to_string(value).unwrap_or_default();
+    let json = |value: &serde_json::Value| shown(&serde_json::to_string(value).unwrap_or_default());
     let time = |at: Option<DateTime<Utc>>| {
         at.map(|t| t.format("%H:%M:%S").to_string())
             .unwrap_or_else(|| "-".to_owned())
@@ -362,7 +372,11 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
             Span::styled(task.status.as_str(), palette.fg(status_color(task.status))),
             Span::raw(format!(
                 "  attempt {}/{}  {} on {}  priority {}",
-                task.attempts, task.max_attempts, task.kind, task.queue, task.priority
+                task.attempts,
+                task.max_attempts,
+                shown(&task.kind),
+                shown(&task.queue),
+                task.priority
             )),
         ]),
         field(
@@ -375,7 +389,7 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
                 duration(task, app.now)
             ),
         ),
-        field("worker", task.worker.clone().unwrap_or_else(|| "-".into())),
+        field("worker", shown(task.worker.as_deref().unwrap_or("-"))),
         field("payload", json(&task.payload)),
     ];
     if let Some(result) = &task.result {
@@ -384,7 +398,7 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
     if let Some(error) = &task.last_error {
         lines.push(Line::from(vec![
             Span::styled(format!("{:>10}: ", "error"), palette.bold()),
-            Span::styled(error.clone(), palette.fg(Color::Red)),
+            Span::styled(shown(error), palette.fg(Color::Red)),
         ]));
     }
     let block = Block::bordered().title(format!(" Task {} ", task.id));
@@ -407,7 +421,7 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
                 taskplane_api::LogStream::System => palette.fg(Color::DarkGray),
                 taskplane_api::LogStream::Stdout => Style::new(),
             };
-            Line::styled(line.line.clone(), style)
+            Line::styled(shown(&line.line), style)
         })
         .collect();
     if log_lines.is_empty() {
@@ -419,8 +433,8 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
 
 fn render_footer(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
     let line = match &app.mode {
-        Mode::Filter(text) => Line::from(format!("/{text}▏  (Enter apply, Esc cancel)")),
-        Mode::Command(text) => Line::from(format!(":{text}▏  (Enter run, Esc cancel)")),
+        Mode::Filter(text) => Line::from(format!("/{}▏  (Enter apply, Esc cancel)", shown(text))),
+        Mode::Command(text) => Line::from(format!(":{}▏  (Enter run, Esc cancel)", shown(text))),
         Mode::Confirm(pending, id) => {
             let verb = match pending {
                 Pending::Cancel => "Cancel",
@@ -429,10 +443,11 @@ fn render_footer(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
             Line::styled(format!("{verb} task {id}? y/n"), palette.fg(Color::Yellow))
         }
         _ => match (&app.message, &app.connection) {
-            (_, Connection::Disconnected(reason)) => {
-                Line::styled(format!("disconnected: {reason}"), palette.fg(Color::Red))
-            }
-            (Some(message), _) => Line::from(message.clone()),
+            (_, Connection::Disconnected(reason)) => Line::styled(
+                format!("disconnected: {}", shown(reason)),
+                palette.fg(Color::Red),
+            ),
+            (Some(message), _) => Line::from(shown(message)),
             (None, _) => Line::styled(
                 if app.readonly {
                     "? help  / filter  s status  : command  ⏎ details  p pause  q quit  (read-only)"

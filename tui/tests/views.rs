@@ -210,3 +210,84 @@ fn an_empty_server() {
     );
     both_sizes("empty", &mut app);
 }
+
+/// Escapes a hostile task or server could send: OSC 52 (the clipboard), CSI clear, BEL, a
+/// C1 CSI and a bidi override.
+const EVIL: &str = "osc52:\x1b]52;c;aGk=\x07 clear:\x1b[2J c1:\u{9b}31m bidi:\u{202e}dlrow";
+
+fn raw_controls(screen: &str) -> Vec<char> {
+    screen
+        .chars()
+        .filter(|c| {
+            (c.is_control() && *c != '\n')
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_text_is_shown_not_obeyed() {
+    let mut app = loaded();
+    let mut evil = task(
+        9,
+        "failed",
+        "shell",
+        "default",
+        Some("2026-11-23T11:59:30Z"),
+    );
+    evil.kind = EVIL.into();
+    evil.queue = EVIL.into();
+    evil.worker = Some(EVIL.into());
+    evil.last_error = Some(EVIL.into());
+    evil.payload = json!({ "m": EVIL });
+    evil.labels.insert("k".into(), EVIL.into());
+    app::update(
+        &mut app,
+        Action::Tasks(
+            Query::default(),
+            TaskList {
+                tasks: vec![evil.clone()],
+                next_cursor: None,
+            },
+        ),
+    );
+    let table = draw(&mut app, 120, 40);
+    assert!(raw_controls(&table).is_empty(), "{table}");
+    assert!(
+        table.contains("^[]52"),
+        "the table shows the escape:\n{table}"
+    );
+
+    key(&mut app, KeyCode::Enter);
+    app::update(&mut app, Action::Detail(Box::new(evil)));
+    let lines = vec![
+        serde_json::from_value(json!({
+            "seq": 1, "attempt": 1, "stream": "stdout",
+            "ts": "2026-11-23T11:59:31Z", "line": EVIL
+        }))
+        .expect("a line"),
+    ];
+    let id = app.detail_id().expect("a detail");
+    app::update(
+        &mut app,
+        Action::Logs {
+            task: id,
+            lines,
+            reset: true,
+        },
+    );
+    app::update(&mut app, Action::Done(EVIL.into()));
+    let detail = draw(&mut app, 120, 40);
+    assert_eq!(raw_controls(&detail), Vec::<char>::new(), "{detail}");
+    for shown in ["^[]52;c;aGk=^G", "^[[2J", "<U+009B>31m", "<U+202E>dlrow"] {
+        let count = detail.matches(shown).count();
+        // The error, the output line and the footer message at least (the payload is JSON,
+        // which escapes C0 controls its own way).
+        assert!(count >= 3, "{shown} shown {count} times:\n{detail}");
+    }
+
+    app::update(&mut app, Action::Disconnected(EVIL.into()));
+    let footer = draw(&mut app, 120, 40);
+    assert!(raw_controls(&footer).is_empty(), "{footer}");
+    assert!(footer.contains("disconnected: osc52:^[]52"), "{footer}");
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
 use taskplane_api::{Client, EventKind, EventQuery, SubmitTask};
@@ -103,7 +103,7 @@ pub async fn run(client: &Client, ui: &Ui, args: BenchArgs) -> Result<(), CliErr
     // A stream the server cut (this client fell behind) is resumed from its last event.
     let mut resumes = 0;
     let progress = if ui.progress {
-        let bar = ProgressBar::with_draw_target(Some(args.tasks), ProgressDrawTarget::stderr());
+        let bar = crate::output::progress().add(ProgressBar::new(args.tasks));
         bar.set_style(
             ProgressStyle::with_template("{bar:40} {pos}/{len} done  {per_sec}  {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use comfy_table::Cell;
 
 use crate::config::{Config, Context};
 use crate::error::CliError;
-use crate::output::Ui;
+use crate::output::{self, Ui};
 
 #[derive(Debug, Args)]
 pub struct ConfigArgs {
@@ -86,10 +85,10 @@ pub fn run(
             for (name, context) in &config.contexts {
                 let current = config.current_context.as_deref() == Some(name.as_str());
                 table.add_row(vec![
-                    Cell::new(if current { "*" } else { "" }),
-                    Cell::new(name),
-                    Cell::new(&context.server),
-                    Cell::new(
+                    output::cell(if current { "*" } else { "" }),
+                    output::cell(name),
+                    output::cell(&context.server),
+                    output::cell(
                         context
                             .token_file
                             .as_ref()

@@ -1,7 +1,6 @@
 //! `taskctl dlq …`: the dead-letter set, i.e. the tasks that failed every attempt.
 
 use clap::{Args, Subcommand};
-use comfy_table::Cell;
 use taskplane_api::{Client, DlqPurge, DlqRetry, ListQuery, TaskStatus};
 use uuid::Uuid;
 
@@ -125,16 +124,16 @@ async fn list(client: &Client, ui: &Ui, args: DlqListArgs) -> Result<(), CliErro
     let mut table = ui.table(&["ID", "KIND", "QUEUE", "ATTEMPTS", "FAILED", "LAST ERROR"]);
     for task in &page.tasks {
         table.add_row(vec![
-            Cell::new(task.id),
-            Cell::new(&task.kind),
-            Cell::new(&task.queue),
-            Cell::new(format!("{}/{}", task.attempts, task.max_attempts)),
-            Cell::new(
+            output::cell(task.id),
+            output::cell(&task.kind),
+            output::cell(&task.queue),
+            output::cell(format!("{}/{}", task.attempts, task.max_attempts)),
+            output::cell(
                 task.finished_at
                     .map(|at| format!("{} ago", output::age(at, now)))
                     .unwrap_or_default(),
             ),
-            Cell::new(output::excerpt(
+            output::cell(output::excerpt(
                 task.last_error.as_deref().unwrap_or(""),
                 80,
             )),

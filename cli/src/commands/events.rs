@@ -7,7 +7,7 @@ use taskplane_api::{Client, EventQuery, TaskEvent};
 use uuid::Uuid;
 
 use crate::error::CliError;
-use crate::output::Ui;
+use crate::output::{self, Ui};
 
 /// Tail task events as they happen: created, queued, started, retrying, succeeded, failed,
 /// cancelled.
@@ -54,7 +54,9 @@ pub async fn run(client: &Client, ui: &Ui, args: EventsArgs) -> Result<(), CliEr
                     return Ok(());
                 }
             }
-            Some(Err(error)) => eprintln!("event stream interrupted ({error}); reconnecting"),
+            Some(Err(error)) => {
+                output::note(&format!("event stream interrupted ({error}); reconnecting"));
+            }
             None => {}
         }
         if stream.last_seq.is_some() {
@@ -67,7 +69,9 @@ pub async fn run(client: &Client, ui: &Ui, args: EventsArgs) -> Result<(), CliEr
                 match client.events(&query, last_seq).await {
                     Ok(stream) => break stream,
                     Err(error) => {
-                        eprintln!("cannot reconnect ({error}); retrying in {delay:?}");
+                        output::note(&format!(
+                            "cannot reconnect ({error}); retrying in {delay:?}"
+                        ));
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(5));
                     }
@@ -91,15 +95,15 @@ fn print(ui: &Ui, event: &TaskEvent) -> Result<(), CliError> {
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         event.kind.as_str(),
         event.task.id,
-        event.task.kind,
-        event.task.queue,
+        output::inline(&event.task.kind),
+        output::inline(&event.task.queue),
         event.task.attempts,
         event.task.max_attempts,
         event
             .task
             .worker
             .as_deref()
-            .map(|w| format!("  on {w}"))
+            .map(|w| format!("  on {}", output::inline(w)))
             .unwrap_or_default()
     ))
 }

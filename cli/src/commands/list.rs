@@ -1,7 +1,6 @@
 //! `taskctl list`
 
 use clap::Args;
-use comfy_table::Cell;
 use taskplane_api::{Client, ListQuery, TaskList, TaskStatus};
 
 use crate::error::CliError;
@@ -77,14 +76,14 @@ pub async fn run(client: &Client, ui: &Ui, args: ListArgs) -> Result<(), CliErro
     let mut table = ui.table(&headers);
     for task in &all.tasks {
         let mut row = vec![
-            Cell::new(task.id),
-            Cell::new(&task.kind),
-            Cell::new(&task.queue),
+            output::cell(task.id),
+            output::cell(&task.kind),
+            output::cell(&task.queue),
             ui.status_cell(task.status),
-            Cell::new(format!("{}/{}", task.attempts, task.max_attempts)),
-            Cell::new(output::age(task.created_at, now)),
-            Cell::new(output::run_time(task, now)),
-            Cell::new(
+            output::cell(format!("{}/{}", task.attempts, task.max_attempts)),
+            output::cell(output::age(task.created_at, now)),
+            output::cell(output::run_time(task, now)),
+            output::cell(
                 task.last_error
                     .as_deref()
                     .map(|e| output::excerpt(e, 60))
@@ -98,13 +97,13 @@ pub async fn run(client: &Client, ui: &Ui, args: ListArgs) -> Result<(), CliErro
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             row.extend([
-                Cell::new(task.priority),
-                Cell::new(
+                output::cell(task.priority),
+                output::cell(
                     task.run_at
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 ),
-                Cell::new(task.worker.as_deref().unwrap_or("-")),
-                Cell::new(labels.join(",")),
+                output::cell(task.worker.as_deref().unwrap_or("-")),
+                output::cell(labels.join(",")),
             ]);
         }
         table.add_row(row);

@@ -11,6 +11,10 @@ use crate::output::Ui;
 ///
 /// With -f, keep printing as the task produces output, and exit when it finishes. With
 /// -o json or -o jsonl, each line is a JSON object with its stream, timestamp and attempt.
+///
+/// Control characters in the output (terminal escape sequences: colours, but also title,
+/// clipboard and screen changes) are shown as text, `^[` for ESC; --raw prints them as the
+/// task wrote them.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// The task id.
@@ -22,12 +26,18 @@ pub struct LogsArgs {
     /// Prefix each line with its timestamp and stream.
     #[arg(long)]
     pub timestamps: bool,
+    /// Print the lines exactly as the task wrote them, escape sequences included, so that
+    /// a command's colours show; the terminal obeys whatever else they say too (window
+    /// title, clipboard, screen), so use it only on output you trust.
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// Prints lines, marking where a new attempt starts.
 struct Printer<'a> {
     ui: &'a Ui,
     timestamps: bool,
+    raw: bool,
     attempt: u32,
 }
 
@@ -41,7 +51,7 @@ impl Printer<'_> {
         }
         if line.attempt != self.attempt {
             if self.attempt != 0 || line.attempt > 1 {
-                eprintln!("--- attempt {} ---", line.attempt);
+                crate::output::note(&format!("--- attempt {} ---", line.attempt));
             }
             self.attempt = line.attempt;
         }
@@ -55,7 +65,11 @@ impl Printer<'_> {
             (false, taskplane_api::LogStream::System) => format!("[taskd] {}", line.line),
             (false, _) => line.line.clone(),
         };
-        self.ui.line(&text)
+        if self.raw {
+            self.ui.raw_line(&text)
+        } else {
+            self.ui.line(&text)
+        }
     }
 }
 
@@ -63,14 +77,31 @@ pub async fn run(client: &Client, ui: &Ui, args: LogsArgs) -> Result<(), CliErro
     let mut printer = Printer {
         ui,
         timestamps: args.timestamps,
+        raw: args.raw,
         attempt: 0,
     };
     if args.follow {
-        let mut stream: LogTail = client.follow_logs(args.id, 0).await?;
-        while let Some(line) = stream.next().await {
-            printer.print(&line?)?;
+        let mut after = 0;
+        let mut stream: LogTail = client.follow_logs(args.id, after).await?;
+        let mut resumed = false;
+        loop {
+            match stream.next().await {
+                Some(Ok(line)) => {
+                    after = line.seq;
+                    resumed = false;
+                    printer.print(&line)?;
+                }
+                None => return Ok(()),
+                // The stream broke off, or went silent for longer than a heartbeat allows:
+                // resume once after the last line printed. If taskd does not answer that
+                // either, its error (a timeout, a refused connection) is the one to report.
+                Some(Err(_)) if !resumed => {
+                    resumed = true;
+                    stream = client.follow_logs(args.id, after).await?;
+                }
+                Some(Err(error)) => return Err(error.into()),
+            }
         }
-        return Ok(());
     }
     let mut after = 0;
     loop {

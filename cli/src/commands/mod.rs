@@ -20,16 +20,27 @@ pub mod workers;
 use std::future::Future;
 use std::time::Duration;
 
-use taskplane_api::{Client, Error as ApiError, Task};
+use taskplane_api::{Client, Error as ApiError, Task, Timeouts};
 use uuid::Uuid;
 
 use crate::cli::{Cli, Command};
 use crate::config::Context;
 use crate::error::{CliError, describe};
-use crate::output::Ui;
+use crate::output::{self, Ui};
 
 /// The server when neither a flag, the environment nor a context names one.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// How long taskctl waits: a connection is given up after 5 s, an ordinary request after
+/// `--request-timeout` (0: never), and a stream after 60 s without a byte. taskd sends a
+/// heartbeat on its streams every 15 s or less, so only a dead or hung server is that quiet.
+pub fn timeouts(request: Duration) -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(5),
+        request: (!request.is_zero()).then_some(request),
+        stream_idle: Some(Duration::from_secs(60)),
+    }
+}
 
 /// Parses a task id argument.
 pub fn parse_id(text: &str) -> Result<Uuid, String> {
@@ -50,6 +61,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         cli.global.context.as_deref(),
         cli.global.token.clone(),
         cli.global.ca_cert.clone(),
+        timeouts(cli.global.request_timeout),
     )?;
     match cli.command {
         Command::Submit(args) => submit::run(&client, &ui, args).await,
@@ -81,6 +93,7 @@ pub fn connect(
     context: Option<&str>,
     token: Option<String>,
     ca_cert: Option<std::path::PathBuf>,
+    timeouts: Timeouts,
 ) -> Result<Client, CliError> {
     let settings = crate::config::Config::load()?;
     let context = settings.context(context)?;
@@ -109,7 +122,7 @@ pub fn connect(
                 .map_err(|e| CliError::Usage(format!("--ca-cert {}: {e}", path.display())))
         })
         .transpose()?;
-    Client::with_ca(&server, token, ca_pem.as_deref()).map_err(|e| match e {
+    Client::with_options(&server, token, ca_pem.as_deref(), timeouts).map_err(|e| match e {
         taskplane_api::Error::Certificate(reason) => CliError::Usage(format!(
             "--ca-cert {}: {reason}",
             ca_cert_name.as_deref().unwrap_or("?")
@@ -133,7 +146,7 @@ where
     loop {
         if in_place {
             // Clear the screen and go home, then draw.
-            ui.line("\x1b[2J\x1b[H")?;
+            ui.raw_line("\x1b[2J\x1b[H")?;
         }
         show().await?;
         if !in_place && !ui.json() {
@@ -172,9 +185,9 @@ where
                 // The server's messages name the task already.
                 let message = describe(&error);
                 if message.contains(&id.to_string()) {
-                    eprintln!("error: {message}");
+                    output::error(&message);
                 } else {
-                    eprintln!("error: {id}: {message}");
+                    output::error(&format!("{id}: {message}"));
                 }
                 failed = true;
             }

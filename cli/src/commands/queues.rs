@@ -3,11 +3,10 @@
 use std::time::Duration;
 
 use clap::Args;
-use comfy_table::Cell;
 use taskplane_api::{Client, QueueList, TaskStatus};
 
 use crate::error::CliError;
-use crate::output::Ui;
+use crate::output::{self, Ui};
 
 /// Show every queue: ready depth, counts by status, the age of the oldest ready task, and
 /// what finished and failed in the last minute. With a RabbitMQ broker, also the broker's
@@ -64,30 +63,30 @@ fn render(ui: &Ui, list: &QueueList) -> Result<(), CliError> {
     for queue in &list.queues {
         let count = |status: TaskStatus| queue.counts.get(&status).copied().unwrap_or(0);
         let mut row = vec![
-            Cell::new(&queue.queue),
-            Cell::new(queue.depth),
-            Cell::new(count(TaskStatus::Scheduled)),
-            Cell::new(count(TaskStatus::Running)),
-            Cell::new(count(TaskStatus::Retrying)),
-            Cell::new(count(TaskStatus::Succeeded)),
-            Cell::new(count(TaskStatus::Failed)),
-            Cell::new(count(TaskStatus::Cancelled)),
-            Cell::new(
+            output::cell(&queue.queue),
+            output::cell(queue.depth),
+            output::cell(count(TaskStatus::Scheduled)),
+            output::cell(count(TaskStatus::Running)),
+            output::cell(count(TaskStatus::Retrying)),
+            output::cell(count(TaskStatus::Succeeded)),
+            output::cell(count(TaskStatus::Failed)),
+            output::cell(count(TaskStatus::Cancelled)),
+            output::cell(
                 queue
                     .oldest_ready_secs
                     .map(|secs| format!("{secs:.1}s"))
                     .unwrap_or_else(|| "-".to_owned()),
             ),
-            Cell::new(queue.finished_last_minute),
-            Cell::new(queue.failed_last_minute),
+            output::cell(queue.finished_last_minute),
+            output::cell(queue.failed_last_minute),
         ];
         if with_broker {
             match &queue.broker {
                 Some(broker) => {
-                    row.push(Cell::new(broker.messages));
-                    row.push(Cell::new(broker.consumers));
+                    row.push(output::cell(broker.messages));
+                    row.push(output::cell(broker.consumers));
                 }
-                None => row.extend([Cell::new("-"), Cell::new("-")]),
+                None => row.extend([output::cell("-"), output::cell("-")]),
             }
         }
         table.add_row(row);

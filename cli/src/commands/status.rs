@@ -37,29 +37,32 @@ pub fn print_task(ui: &Ui, task: &Task) -> Result<(), CliError> {
     let json = |value: &serde_json::Value| serde_json::to_string(value).unwrap_or_default();
     let mut table = ui.table(&[]);
     let mut row = |name: &str, value: Cell| {
-        table.add_row(vec![Cell::new(format!("{name}:")), value]);
+        table.add_row(vec![output::cell(format!("{name}:")), value]);
     };
-    row("id", Cell::new(task.id));
-    row("kind", Cell::new(&task.kind));
-    row("queue", Cell::new(&task.queue));
+    row("id", output::cell(task.id));
+    row("kind", output::cell(&task.kind));
+    row("queue", output::cell(&task.queue));
     row("status", ui.status_cell(task.status));
     if task.cancel_requested && !task.status.is_terminal() {
-        row("", Cell::new("cancel requested"));
+        row("", output::cell("cancel requested"));
     }
     row(
         "attempts",
-        Cell::new(format!("{}/{}", task.attempts, task.max_attempts)),
+        output::cell(format!("{}/{}", task.attempts, task.max_attempts)),
     );
-    row("priority", Cell::new(task.priority));
-    row("timeout", Cell::new(format!("{}s", task.timeout_secs)));
-    row("created", Cell::new(when(Some(task.created_at))));
-    row("run at", Cell::new(when(Some(task.run_at))));
-    row("started", Cell::new(when(task.started_at)));
-    row("finished", Cell::new(when(task.finished_at)));
-    row("duration", Cell::new(output::run_time(task, now)));
-    row("worker", Cell::new(task.worker.as_deref().unwrap_or("-")));
+    row("priority", output::cell(task.priority));
+    row("timeout", output::cell(format!("{}s", task.timeout_secs)));
+    row("created", output::cell(when(Some(task.created_at))));
+    row("run at", output::cell(when(Some(task.run_at))));
+    row("started", output::cell(when(task.started_at)));
+    row("finished", output::cell(when(task.finished_at)));
+    row("duration", output::cell(output::run_time(task, now)));
+    row(
+        "worker",
+        output::cell(task.worker.as_deref().unwrap_or("-")),
+    );
     if let Some(key) = &task.idempotency_key {
-        row("idempotency key", Cell::new(key));
+        row("idempotency key", output::cell(key));
     }
     if !task.labels.is_empty() {
         let labels: Vec<String> = task
@@ -67,17 +70,17 @@ pub fn print_task(ui: &Ui, task: &Task) -> Result<(), CliError> {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        row("labels", Cell::new(labels.join(",")));
+        row("labels", output::cell(labels.join(",")));
     }
     row(
         "payload",
-        Cell::new(output::excerpt(&json(&task.payload), 200)),
+        output::cell(output::excerpt(&json(&task.payload), 200)),
     );
     if let Some(result) = &task.result {
-        row("result", Cell::new(output::excerpt(&json(result), 200)));
+        row("result", output::cell(output::excerpt(&json(result), 200)));
     }
     if let Some(error) = &task.last_error {
-        row("last error", Cell::new(output::excerpt(error, 200)));
+        row("last error", output::cell(output::excerpt(error, 200)));
     }
     ui.print_table(&table)
 }

@@ -147,7 +147,10 @@ fn report(ui: &Ui, task: &Task, created: bool, quiet: bool) -> Result<(), CliErr
     if created {
         ui.line(&format!(
             "{} submitted ({} on queue {}, {})",
-            task.id, task.kind, task.queue, task.status
+            task.id,
+            crate::output::inline(&task.kind),
+            crate::output::inline(&task.queue),
+            task.status
         ))
     } else {
         ui.line(&format!(

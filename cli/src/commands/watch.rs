@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use clap::Args;
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use taskplane_api::{Client, EventQuery, Task, TaskEvent, TaskStatus};
 use uuid::Uuid;
 
@@ -165,10 +165,10 @@ pub fn outcome(tasks: &[Task]) -> Result<(), CliError> {
     Ok(())
 }
 
-/// One line describing where a task is.
+/// One line describing where a task is (its text from taskd made safe to print).
 pub fn summary(task: &Task) -> String {
     let now = chrono::Utc::now();
-    let mut text = format!("{} {} {}", task.id, task.kind, task.status);
+    let mut text = format!("{} {} {}", task.id, output::inline(&task.kind), task.status);
     match task.status {
         TaskStatus::Running | TaskStatus::Retrying => {
             text.push_str(&format!(
@@ -195,7 +195,6 @@ pub fn summary(task: &Task) -> String {
 /// Spinners on a terminal, plain lines elsewhere, events with jsonl, nothing for json.
 enum Display {
     Spinners {
-        _multi: MultiProgress,
         bars: HashMap<Uuid, ProgressBar>,
     },
     Lines {
@@ -208,22 +207,18 @@ enum Display {
 impl Display {
     fn new(ui: &Ui, ids: &[Uuid], lines: bool) -> Display {
         if ui.progress {
-            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let style = ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner());
             let bars = ids
                 .iter()
                 .map(|id| {
-                    let bar = multi.add(ProgressBar::new_spinner());
+                    let bar = output::progress().add(ProgressBar::new_spinner());
                     bar.set_style(style.clone());
                     bar.set_message(format!("{id} …"));
                     (*id, bar)
                 })
                 .collect();
-            Display::Spinners {
-                _multi: multi,
-                bars,
-            }
+            Display::Spinners { bars }
         } else if lines && ui.format == crate::cli::OutputFormat::Jsonl {
             Display::Events
         } else if lines && !ui.json() {

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use clap::Args;
-use comfy_table::Cell;
 use taskplane_api::{Client, WorkerList};
 
 use crate::error::CliError;
@@ -54,13 +53,13 @@ fn render(ui: &Ui, list: &WorkerList) -> Result<(), CliError> {
     ]);
     for worker in &list.workers {
         table.add_row(vec![
-            Cell::new(&worker.id),
-            Cell::new(&worker.host),
-            Cell::new(worker.pid),
-            Cell::new(worker.queues.join(",")),
-            Cell::new(format!("{}/{}", worker.busy, worker.concurrency)),
-            Cell::new(format!("{} ago", output::age(worker.started_at, now))),
-            Cell::new(format!("{} ago", output::age(worker.last_heartbeat, now))),
+            output::cell(&worker.id),
+            output::cell(&worker.host),
+            output::cell(worker.pid),
+            output::cell(worker.queues.join(",")),
+            output::cell(format!("{}/{}", worker.busy, worker.concurrency)),
+            output::cell(format!("{} ago", output::age(worker.started_at, now))),
+            output::cell(format!("{} ago", output::age(worker.last_heartbeat, now))),
         ]);
     }
     ui.print_table(&table)

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -253,7 +255,8 @@ impl Run {
     }
 }
 
-fn taskctl_command(url: &str, args: &[&str]) -> Command {
+/// The `taskctl` command with a clean environment pointed at `url`, not yet started.
+pub fn taskctl_command(url: &str, args: &[&str]) -> Command {
     let home = std::env::temp_dir().join(format!("taskctl-home-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&home);
     let mut command = Command::new(env!("CARGO_BIN_EXE_taskctl"));

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use clap::{Args, Subcommand};
-use comfy_table::{Cell, Color};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use comfy_table::Color;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use taskplane_api::Client;
 use taskplane_api::kinds::{KubectlAction, KubectlPayload};
 use taskplane_provisioning::kubectl::{
@@ -17,7 +17,7 @@ use taskplane_provisioning::runner::Stream;
 
 use super::{Activity, SubmitOptions};
 use crate::error::CliError;
-use crate::output::{Ui, age};
+use crate::output::{self, Ui, age};
 
 #[derive(Debug, Args)]
 pub struct K8sArgs {
@@ -304,7 +304,8 @@ async fn operate(
             diff,
         } => {
             for line in diff.lines() {
-                ui.line(&diff_line(ui, line))?;
+                // The line's own text is shown safe; the colour around it is ours.
+                ui.raw_line(&diff_line(ui, &output::inline(line)))?;
             }
             if changed {
                 eprintln!("{} objects differ: {}", objects.len(), objects.join(", "));
@@ -422,24 +423,24 @@ fn print_status(ui: &Ui, status: &Status, namespaces: bool) -> Result<(), CliErr
     let mut table = ui.table(&headers);
     for p in &status.pods {
         let healthy = matches!(p.status.as_str(), "Running" | "Succeeded");
-        let status_cell = Cell::new(&p.status);
+        let status_cell = output::cell(&p.status);
         let status_cell = match (ui.color, healthy) {
             (true, true) => status_cell.fg(Color::Green),
             (true, false) => status_cell.fg(Color::Red),
             _ => status_cell,
         };
         let mut row = vec![
-            Cell::new(&p.name),
-            Cell::new(format!("{}/{}", p.ready, p.containers)),
+            output::cell(&p.name),
+            output::cell(format!("{}/{}", p.ready, p.containers)),
             status_cell,
-            Cell::new(p.restarts),
-            Cell::new(when(p.created_at)),
+            output::cell(p.restarts),
+            output::cell(when(p.created_at)),
         ];
         if namespaces {
-            row.insert(0, Cell::new(&p.namespace));
+            row.insert(0, output::cell(&p.namespace));
         }
         if ui.wide() {
-            row.push(Cell::new(p.node.as_deref().unwrap_or("<none>")));
+            row.push(output::cell(p.node.as_deref().unwrap_or("<none>")));
         }
         table.add_row(row);
     }
@@ -458,8 +459,7 @@ struct RolloutProgress {
 impl RolloutProgress {
     fn new(ui: &Ui, active: bool) -> RolloutProgress {
         RolloutProgress {
-            multi: (active && ui.progress)
-                .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr())),
+            multi: (active && ui.progress).then(|| output::progress().clone()),
             bars: BTreeMap::new(),
             last: BTreeMap::new(),
             active,

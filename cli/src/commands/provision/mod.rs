@@ -7,7 +7,7 @@ mod salt;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use taskplane_api::{Client, SubmitTask};
 
@@ -109,7 +109,7 @@ impl Activity {
     /// Starts the spinner (when `spin` and stderr is a terminal).
     fn start(ui: &Ui, what: String, spin: bool) -> Activity {
         let bar = (spin && ui.progress).then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+            let bar = crate::output::progress().add(ProgressBar::no_length());
             bar.set_style(
                 ProgressStyle::with_template("{spinner} [{elapsed}] {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),

@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
-use comfy_table::Cell;
 use serde_json::{Map, Value};
 use taskplane_api::Client;
 use taskplane_api::kinds::{SaltAction, SaltMode, SaltPayload};
@@ -11,7 +10,7 @@ use taskplane_provisioning::salt::{self, ApplyReport, PingReport, Report, SaltEr
 
 use super::{Activity, SubmitOptions, duration};
 use crate::error::CliError;
-use crate::output::Ui;
+use crate::output::{self, Ui};
 
 #[derive(Debug, Args)]
 pub struct SaltArgs {
@@ -234,18 +233,18 @@ fn print_apply(ui: &Ui, report: &ApplyReport) -> Result<(), CliError> {
     };
     let mut table = ui.table(&["HOST", "OK", changed, "FAILED", "DURATION"]);
     for host in &report.hosts {
-        let failed = Cell::new(host.failed + host.errors.len());
+        let failed = output::cell(host.failed + host.errors.len());
         let failed = if ui.color && !host.succeeded() {
             failed.fg(comfy_table::Color::Red)
         } else {
             failed
         };
         table.add_row(vec![
-            Cell::new(&host.host),
-            Cell::new(host.ok),
-            Cell::new(host.changed),
+            output::cell(&host.host),
+            output::cell(host.ok),
+            output::cell(host.changed),
             failed,
-            Cell::new(duration(host.duration_ms)),
+            output::cell(duration(host.duration_ms)),
         ]);
     }
     ui.print_table(&table)?;
