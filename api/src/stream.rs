@@ -124,7 +124,7 @@ impl EventStream {
                     self.closed = true;
                     return Some(Err(Error::Unreachable {
                         url: self.url.clone(),
-                        reason: e.to_string(),
+                        reason: crate::client::error_chain(&e),
                     }));
                 }
             };
@@ -164,7 +164,7 @@ impl LogTail {
                 Err(e) => {
                     return Some(Err(Error::Unreachable {
                         url: self.url.clone(),
-                        reason: e.to_string(),
+                        reason: crate::client::error_chain(&e),
                     }));
                 }
             };
