@@ -202,7 +202,8 @@ pub struct ListQuery {
     pub queue: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    /// 1 to 1000; defaults to 100.
+    /// 1 to 1000; defaults to 100. A page of large tasks ends sooner (at about 8 MiB):
+    /// follow `next_cursor` until it is null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.

@@ -53,7 +53,10 @@ pub struct ApiDoc;
 pub enum Refused {
     #[response(status = 401, description = "no or bad token")]
     Unauthorized(ErrorBody),
-    #[response(status = 403, description = "the token lacks the scope")]
+    #[response(
+        status = 403,
+        description = "the token lacks the scope, or the request names a host this taskd does not answer for (host_not_allowed) or comes from a web origin it does not allow (cross_origin)"
+    )]
     Forbidden(ErrorBody),
     #[response(
         status = 503,
@@ -70,6 +73,11 @@ pub enum WriteRefused {
     BadInput(ErrorBody),
     #[response(status = 413, description = "body or payload too large")]
     TooLarge(ErrorBody),
+    #[response(
+        status = 415,
+        description = "the body is not sent as Content-Type: application/json"
+    )]
+    NotJson(ErrorBody),
     #[response(status = 429, description = "write rate limit (Retry-After)")]
     RateLimited(ErrorBody),
 }
