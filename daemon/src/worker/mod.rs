@@ -141,7 +141,11 @@ impl Worker {
                             ));
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "claiming tasks failed; will retry"),
+                    Err(error) => {
+                        if worth_logging("claim", &error) {
+                            tracing::warn!(%error, "claiming tasks failed; will retry");
+                        }
+                    }
                 }
             }
             if claimed_all {
@@ -359,13 +363,21 @@ impl Worker {
                         }
                     }
                 }
-                Err(error) => tracing::warn!(%error, "reading cancel requests failed"),
+                Err(error) => {
+                    if worth_logging("cancel requests", &error) {
+                        tracing::warn!(%error, "reading cancel requests failed");
+                    }
+                }
             }
             if last_renew.elapsed() >= renew_every {
                 let until = now_ms() + self.config.lease.as_millis() as i64;
                 match store.renew_leases(&self.config.id, until).await {
                     Ok(_) => *last_renew = tokio::time::Instant::now(),
-                    Err(error) => tracing::warn!(%error, "renewing leases failed"),
+                    Err(error) => {
+                        if worth_logging("renew", &error) {
+                            tracing::warn!(%error, "renewing leases failed");
+                        }
+                    }
                 }
             }
         }
@@ -376,7 +388,11 @@ impl Worker {
                 tracing::debug!(tasks = n, "due tasks are ready");
                 self.broker.work_ready();
             }
-            Err(error) => tracing::warn!(%error, "promoting due tasks failed"),
+            Err(error) => {
+                if worth_logging("promote", &error) {
+                    tracing::warn!(%error, "promoting due tasks failed");
+                }
+            }
         }
         match store.reap_expired(now).await {
             Ok(0) => {}
@@ -387,7 +403,11 @@ impl Worker {
                 );
                 self.broker.work_ready();
             }
-            Err(error) => tracing::warn!(%error, "reaping expired leases failed"),
+            Err(error) => {
+                if worth_logging("reap", &error) {
+                    tracing::warn!(%error, "reaping expired leases failed");
+                }
+            }
         }
     }
 
@@ -547,6 +567,30 @@ impl Worker {
 async fn ack(acker: &Acker) {
     if let Err(error) = acker.ack(BasicAckOptions::default()).await {
         tracing::debug!(%error, "acknowledging a delivery failed");
+    }
+}
+
+/// Whether a chore's failure is worth a log line: the first of a run of the same error, then
+/// once a minute while it lasts. The loop retries every tick, and a database that refuses
+/// writes would otherwise add a dozen lines a second to a disk that may be the full one.
+fn worth_logging(chore: &'static str, error: &dyn std::fmt::Display) -> bool {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    static LAST: Mutex<BTreeMap<&'static str, (String, std::time::Instant)>> =
+        Mutex::new(BTreeMap::new());
+    let Ok(mut last) = LAST.lock() else {
+        return true;
+    };
+    let text = error.to_string();
+    let now = std::time::Instant::now();
+    match last.get(chore) {
+        Some((seen, at)) if *seen == text && now.duration_since(*at) < Duration::from_secs(60) => {
+            false
+        }
+        _ => {
+            last.insert(chore, (text, now));
+            true
+        }
     }
 }
 
