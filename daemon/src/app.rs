@@ -89,7 +89,11 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         cors_origins: args.cors_origin.clone(),
     });
     let store = open_store(&args).await?;
-    let registry = Registry::builtin(args.enable_shell, args.enable_provisioning);
+    let registry = Registry::builtin(
+        args.enable_shell,
+        &args.shell_pass_env,
+        args.enable_provisioning,
+    );
     let shutdown = CancellationToken::new();
     let broker = if args.broker == "db" {
         Broker::db()

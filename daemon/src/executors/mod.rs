@@ -56,18 +56,21 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in kinds. `shell` refuses to run unless `shell_enabled`, `salt` and
-    /// `kubectl` unless `provisioning_enabled`.
-    pub fn builtin(shell_enabled: bool, provisioning_enabled: bool) -> Registry {
+    /// The built-in kinds. `shell` refuses to run unless `shell_enabled` (and passes its
+    /// tasks `shell_pass_env` from taskd's environment), `salt` and `kubectl` unless
+    /// `provisioning_enabled`.
+    pub fn builtin(
+        shell_enabled: bool,
+        shell_pass_env: &[String],
+        provisioning_enabled: bool,
+    ) -> Registry {
         let mut executors: BTreeMap<&'static str, Arc<dyn Executor>> = BTreeMap::new();
         executors.insert("noop", Arc::new(basic::Noop));
         executors.insert("echo", Arc::new(basic::Echo));
         executors.insert("sleep", Arc::new(basic::Sleep));
         executors.insert(
             "shell",
-            Arc::new(shell::Shell {
-                enabled: shell_enabled,
-            }),
+            Arc::new(shell::Shell::new(shell_enabled, shell_pass_env)),
         );
         executors.insert("http", Arc::new(http::Http::new()));
         executors.insert(
