@@ -129,6 +129,56 @@ fn a_timed_out_shell_task_leaves_no_process_behind() {
 }
 
 #[test]
+fn a_retry_after_a_timeout_starts_only_once_the_old_tree_is_gone() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &["--enable-shell"]);
+    let pids = dir.path().join("pids");
+    let overlap = dir.path().join("overlap");
+    // Each attempt first checks that no process of an earlier attempt is alive, then leaves
+    // a child in its own session and waits to be timed out.
+    let script = format!(
+        "for p in $(cat {pids} 2>/dev/null); do kill -0 $p 2>/dev/null && echo $p >> {overlap}; done; \
+         setsid sh -c 'echo $$ >> {pids}; exec sleep 600' & echo $$ >> {pids}; sleep 600",
+        pids = pids.display(),
+        overlap = overlap.display()
+    );
+    let id = taskd
+        .taskctl(&[
+            "submit",
+            "shell",
+            "-q",
+            "--max-attempts",
+            "3",
+            "--timeout",
+            "1s",
+            "--retry-base",
+            "1ms",
+            "--retry-max",
+            "2ms",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .ok();
+    let run = taskd.taskctl(&["watch", &id]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert_eq!(taskd.task(&id)["attempts"], 3);
+    assert!(
+        !overlap.exists(),
+        "an attempt started while these of an earlier one ran: {}",
+        std::fs::read_to_string(&overlap).unwrap_or_default()
+    );
+    let all: Vec<u32> = std::fs::read_to_string(&pids)
+        .expect("pids")
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    assert_eq!(all.len(), 6, "{all:?}");
+    Escapees::assert_all_gone(&all, "the last timeout");
+}
+
+#[test]
 fn the_guard_keeps_exit_codes_stdin_less_runs_and_finishes_when_the_program_does() {
     let dir = temp();
     let taskd = Daemon::start(dir.path(), &["--enable-shell"]);

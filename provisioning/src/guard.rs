@@ -112,7 +112,10 @@ fn guard(program: OsString, args: Vec<OsString>) -> Result<u8, GuardError> {
         .build()
         .map_err(setup("cannot start the runtime"))?;
     let report = runtime.block_on(supervise(program, args, input, &control))?;
-    // taskd may be gone (that may be why the guard is stopping): nobody to tell then.
+    // The runtime made the socket non-blocking (the flag is shared by every copy of it);
+    // the report is written blocking. taskd may be gone (that may be why the guard is
+    // stopping): nobody to tell then.
+    let _ = control.set_nonblocking(false);
     let _ = control.write_all(report.encode().as_bytes());
     Ok(report.exit_code())
 }

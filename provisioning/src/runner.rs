@@ -30,7 +30,7 @@ use std::sync::{Mutex, OnceLock};
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::guard::{self, Report};
 
@@ -61,6 +61,10 @@ pub struct Invocation {
     pub stdin: Option<Vec<u8>>,
     /// Which of this process's variables the program starts with, before `env`.
     pub inherit_env: InheritEnv,
+    /// At most one run with this key at a time in this process: a run waits until every
+    /// process of the previous one has ended, so a retried task never overlaps the attempt
+    /// that was just cancelled or timed out (its tree is still being killed).
+    pub exclusive: Option<String>,
 }
 
 /// Which of the running process's environment variables a program inherits.
@@ -83,6 +87,7 @@ impl Invocation {
             cwd: None,
             stdin: None,
             inherit_env: InheritEnv::All,
+            exclusive: None,
         }
     }
 
@@ -357,6 +362,9 @@ where
     if let Some(cwd) = &invocation.cwd {
         check_working_dir(cwd)?;
     }
+    if let Some(key) = &invocation.exclusive {
+        previous_run_ended(key).await;
+    }
     let containment = CONTAINMENT.get();
     let env = child_env(
         &invocation.inherit_env,
@@ -375,9 +383,12 @@ where
             io(e)
         }
     })?;
+    let stdout_pipe = child.stdout.take();
+    let stderr_pipe = child.stderr.take();
+    let mut exit = reap(child, invocation.exclusive.clone());
 
     let (tx, mut rx) = mpsc::channel::<(Stream, String)>(256);
-    let capture = match (stdout_mode, child.stdout.take()) {
+    let capture = match (stdout_mode, stdout_pipe) {
         (StdoutMode::Lines, Some(out)) => {
             tokio::spawn(pump(out, Stream::Stdout, tx.clone()));
             None
@@ -389,7 +400,7 @@ where
         })),
         (_, None) => None,
     };
-    if let Some(err) = child.stderr.take() {
+    if let Some(err) = stderr_pipe {
         tokio::spawn(pump(err, Stream::Stderr, tx.clone()));
     }
     drop(tx);
@@ -408,8 +419,10 @@ where
                 }
                 None => lines_open = false,
             },
-            exited = child.wait(), if status.is_none() => {
-                let exited = exited.map_err(io)?;
+            exited = &mut exit, if status.is_none() => {
+                let exited = exited
+                    .unwrap_or_else(|_| Err(std::io::Error::other("the wait ended")))
+                    .map_err(io)?;
                 status = Some(match &mut supervisor {
                     Supervisor::Group(group) => {
                         // Descendants that outlive the main process would hold the pipes
@@ -449,6 +462,43 @@ where
         stdout,
         last_stderr,
     })
+}
+
+/// Runs still ending, by [`Invocation::exclusive`] key: each receiver turns true once the
+/// run's first process (the guard, or the group leader) has exited and been reaped.
+static ENDING: Mutex<BTreeMap<String, watch::Receiver<bool>>> = Mutex::new(BTreeMap::new());
+
+/// Waits until the last run under `key` has ended, however it was stopped.
+async fn previous_run_ended(key: &str) {
+    let previous = ENDING.lock().ok().and_then(|runs| runs.get(key).cloned());
+    if let Some(mut ended) = previous {
+        // An error means the reaper is gone, which it only is once it is done.
+        let _ = ended.wait_for(|ended| *ended).await;
+    }
+}
+
+/// Waits for `child` on a task of its own, so it is reaped (and a keyed run marked ended)
+/// even after the run's future was dropped: a dropped guarded run has only closed the
+/// guard's control socket, and the guard is still killing the tree. The returned receiver
+/// gets the exit status.
+fn reap(mut child: Child, key: Option<String>) -> oneshot::Receiver<std::io::Result<ExitStatus>> {
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let (ended_tx, ended_rx) = watch::channel(false);
+    if let (Some(key), Ok(mut runs)) = (&key, ENDING.lock()) {
+        runs.insert(key.clone(), ended_rx.clone());
+    }
+    tokio::spawn(async move {
+        let status = child.wait().await;
+        let _ = ended_tx.send(true);
+        if let (Some(key), Ok(mut runs)) = (&key, ENDING.lock())
+            && runs.get(key).is_some_and(|rx| rx.same_channel(&ended_rx))
+        {
+            runs.remove(key);
+        }
+        // The run may be gone: then nobody wants the status.
+        let _ = exit_tx.send(status);
+    });
+    exit_rx
 }
 
 /// The guard's last word, once it has exited (its end of the socket is then closed).
@@ -536,6 +586,8 @@ fn line_text(bytes: &[u8], dropped: u64, max: usize) -> String {
 static LIVE_GROUPS: Mutex<BTreeSet<u32>> = Mutex::new(BTreeSet::new());
 
 /// Kills the processes of every run in progress (the process is exiting without a drain).
+/// Only runs in their own process group are tracked here: a guarded run's guard sees this
+/// process exit (its control socket closes) and clears the tree itself.
 pub fn kill_all_process_groups() {
     let groups = LIVE_GROUPS.lock().map(|g| g.clone()).unwrap_or_default();
     for pgid in groups {

@@ -57,6 +57,8 @@ impl Executor for Shell {
                 env: spec.env,
                 cwd: spec.cwd.map(Into::into),
                 inherit_env: inherit,
+                // A retry waits until the tree of an attempt that timed out is gone.
+                exclusive: Some(format!("task {}", ctx.id)),
                 ..Invocation::new(program.as_str()).args(args)
             };
             let done = runner::run(
