@@ -22,7 +22,8 @@
 //! 6. then kills every descendant: it walks `/proc` for the processes whose parent chain
 //!    leads to the guard, sends each SIGKILL (through a pidfd, after checking the process is
 //!    still the one it saw, so a recycled pid is never hit), reaps what died, and repeats
-//!    until no descendant is left;
+//!    until no descendant is left (or, after 10 s, names in the task's log the ones it cannot
+//!    kill: another user's, started through sudo);
 //! 7. reports the program's status on the control socket (`exit N`, `signal N`, or
 //!    `spawn-error ERRNO`) and exits with it as well: the code itself, or 128+N when a signal
 //!    ended the program (127 when it could not be started), for anyone reading the guard's
@@ -216,7 +217,7 @@ async fn supervise(
             _ = hup.recv() => break,
         }
     }
-    let status = kill_descendants(program_pid, status);
+    let status = kill_descendants(program_pid, status, &mut child_exit).await;
     // Without a status (it cannot happen: the program is the guard's child and is reaped
     // above), the program was killed, so it reads as SIGKILL.
     Ok(status.map_or(Report::Signaled(Signal::KILL.as_raw()), Report::from_wait))
@@ -234,14 +235,31 @@ fn reap_ready(program: Option<Pid>) -> Option<WaitStatus> {
     found
 }
 
+/// How long the guard keeps trying to kill descendants that do not die: a process of
+/// another user (started through sudo, say) cannot be killed by the guard's user.
+const KILL_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Kills every descendant of the guard and reaps them; returns the program's status once
 /// known (`status`, or what reaping it found).
-fn kill_descendants(program: Option<Pid>, mut status: Option<WaitStatus>) -> Option<WaitStatus> {
+async fn kill_descendants(
+    program: Option<Pid>,
+    mut status: Option<WaitStatus>,
+    child_exit: &mut tokio::signal::unix::Signal,
+) -> Option<WaitStatus> {
     let me = rustix::process::getpid().as_raw_nonzero().get();
+    let give_up = tokio::time::Instant::now() + KILL_DEADLINE;
     loop {
+        if let Some(found) = reap_ready(program) {
+            status = Some(found);
+        }
         let table = process_table();
         let tree = descendants(me, &table);
         if tree.is_empty() {
+            return status;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            // The guard's stderr is the task's: the survivors are named in its log.
+            eprintln!("taskd process guard: could not kill {tree:?}; leaving them");
             return status;
         }
         for pid in &tree {
@@ -251,42 +269,37 @@ fn kill_descendants(program: Option<Pid>, mut status: Option<WaitStatus>) -> Opt
                 kill_if_unchanged(*pid, entry.ppid);
             }
         }
-        // Wait for one to die, then take every other that has; the next scan sees the rest
-        // (grandchildren reparent to the guard as their parents die).
-        match rustix::process::wait(WaitOptions::empty()) {
-            Ok(Some((pid, found))) => {
-                if Some(pid) == program {
-                    status = Some(found);
-                }
-                if let Some(found) = reap_ready(program) {
-                    status = Some(found);
-                }
-            }
-            // No child to wait for, yet the scan saw descendants: they are between parents
-            // (their parent is dying). Give the kernel a moment to reparent them.
-            _ => std::thread::sleep(Duration::from_millis(2)),
-        }
+        // Until one of the guard's children ends. Descendants whose parent died are
+        // reparented to the guard without a signal to it, hence the short bound.
+        let _ = tokio::time::timeout(Duration::from_millis(50), child_exit.recv()).await;
     }
 }
 
 /// SIGKILLs `pid` if it is still the process that had parent `ppid`: the pidfd pins the
 /// process, so the check and the signal are about the same one even if the pid is reused.
 fn kill_if_unchanged(pid: i32, ppid: i32) {
+    use rustix::io::Errno;
     let Some(target) = Pid::from_raw(pid) else {
         return;
+    };
+    let plain_kill = || {
+        let _ = rustix::process::kill_process(target, Signal::KILL);
     };
     match rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty()) {
         Ok(pidfd) => {
             if read_stat(pid).is_some_and(|now| now.ppid == ppid) {
-                let _ = rustix::process::pidfd_send_signal(&pidfd, Signal::KILL);
+                match rustix::process::pidfd_send_signal(&pidfd, Signal::KILL) {
+                    Ok(()) | Err(Errno::SRCH) => {}
+                    // A seccomp filter that allows pidfd_open but not this.
+                    Err(_) => plain_kill(),
+                }
             }
         }
-        // Kernels before 5.3 have no pidfds; the race they close is a narrow one.
-        Err(rustix::io::Errno::NOSYS) => {
-            let _ = rustix::process::kill_process(target, Signal::KILL);
-        }
         // Gone already.
-        Err(_) => {}
+        Err(Errno::SRCH) => {}
+        // No pidfds here (a kernel before 5.3, a seccomp filter): the race they close is a
+        // narrow one, and the process must go.
+        Err(_) => plain_kill(),
     }
 }
 
