@@ -360,10 +360,11 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     Ok(size)
 }
 
-/// Checks a variable name for `--shell-pass-env`.
+/// Checks a variable name for `--shell-pass-env`. An empty one is passed on (and ignored),
+/// so `TASKD_SHELL_PASS_ENV=` in an env file means none.
 fn parse_env_name(text: &str) -> Result<String, String> {
     let name = text.trim();
-    if name.is_empty() || name.contains(['=', '\0']) {
+    if name.contains(['=', '\0']) {
         return Err(format!("'{text}' is not an environment variable name"));
     }
     Ok(name.to_owned())
@@ -447,5 +448,6 @@ mod tests {
             .expect("parses");
         assert_eq!(cli.run.shell_pass_env, ["AWS_PROFILE", "KUBECONFIG"]);
         assert!(Cli::try_parse_from(["taskd", "--shell-pass-env", "A=1"]).is_err());
+        assert!(Cli::try_parse_from(["taskd", "--shell-pass-env", ""]).is_ok());
     }
 }

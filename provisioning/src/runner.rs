@@ -288,8 +288,9 @@ fn start_grouped(
         command.current_dir(cwd);
     }
     let mut child = command.spawn()?;
-    // Dropping this guard (the run finished, was cancelled or timed out) kills every process
-    // in the group, not only the first one.
+    // Dropping this (the run finished, was cancelled or timed out) kills every process in the
+    // group, not only the first one; kill_on_drop above only covers a runtime shutting down
+    // with the reaper task still waiting.
     let group = child.id().map(ProcessGroup::track);
     if let (Some(mut pipe), Some(input)) = (child.stdin.take(), invocation.stdin.clone()) {
         // A program that exits without reading its input closes the pipe: not an error here,

@@ -29,7 +29,7 @@ impl Shell {
         let names = SHELL_ENV
             .iter()
             .map(|name| (*name).to_owned())
-            .chain(pass_env.iter().cloned())
+            .chain(pass_env.iter().filter(|name| !name.is_empty()).cloned())
             .collect();
         Shell {
             enabled,
@@ -83,12 +83,13 @@ mod tests {
 
     #[test]
     fn the_allow_list_holds_no_secret_and_takes_the_operators_names() {
-        let shell = Shell::new(true, &["AWS_PROFILE".to_owned()]);
+        let shell = Shell::new(true, &["AWS_PROFILE".to_owned(), String::new()]);
         let InheritEnv::Only(names) = &shell.inherit else {
             panic!("shell tasks must not inherit everything");
         };
         assert!(names.iter().any(|n| n == "AWS_PROFILE"));
         assert!(names.iter().any(|n| n == "PATH"));
+        assert!(!names.iter().any(String::is_empty));
         assert!(
             !names
                 .iter()
