@@ -152,6 +152,11 @@ fn a_full_disk_never_answers_201_for_a_task_it_did_not_store() {
         accepted.push(body["id"].as_str().expect("id").to_owned());
     }
     assert_all_readable(&taskd, &accepted);
+    let log = taskd.log();
+    assert!(
+        !log.contains("lease expired"),
+        "refused outcomes are not lost leases:\n{log}"
+    );
 
     taskd.signal("TERM");
     assert!(taskd.wait_exit(Duration::from_secs(30)).success());

@@ -94,7 +94,12 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         allow_private: args.http_allow_private,
         allowed: args.http_allow_cidr.clone(),
     };
-    let registry = Registry::builtin(args.enable_shell, args.enable_provisioning, http_policy);
+    let registry = Registry::builtin(
+        args.enable_shell,
+        &args.shell_pass_env,
+        args.enable_provisioning,
+        http_policy,
+    );
     let shutdown = CancellationToken::new();
     let broker = if args.broker == "db" {
         Broker::db()

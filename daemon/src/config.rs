@@ -254,6 +254,18 @@ pub struct RunArgs {
     #[arg(long, env = "TASKD_ENABLE_SHELL")]
     pub enable_shell: bool,
 
+    /// Variables of taskd's environment that shell tasks also get, comma-separated (they
+    /// otherwise see only PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TZ and
+    /// TMPDIR, plus their payload's `env`).
+    #[arg(
+        long,
+        env = "TASKD_SHELL_PASS_ENV",
+        value_delimiter = ',',
+        value_name = "NAME",
+        value_parser = parse_env_name
+    )]
+    pub shell_pass_env: Vec<String>,
+
     /// Allow the `salt` and `kubectl` kinds (they run salt-call/salt/salt-ssh and kubectl
     /// as the taskd user).
     #[arg(long, env = "TASKD_ENABLE_PROVISIONING")]
@@ -382,6 +394,16 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     Ok(size)
 }
 
+/// Checks a variable name for `--shell-pass-env`. An empty one is passed on (and ignored),
+/// so `TASKD_SHELL_PASS_ENV=` in an env file means none.
+fn parse_env_name(text: &str) -> Result<String, String> {
+    let name = text.trim();
+    if name.contains(['=', '\0']) {
+        return Err(format!("'{text}' is not an environment variable name"));
+    }
+    Ok(name.to_owned())
+}
+
 /// Parses `500ms`, `30s`, `10m`, `1h30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
@@ -456,6 +478,11 @@ mod tests {
         assert!(cli.run.validate().is_ok());
         let cli = Cli::try_parse_from(["taskd", "--queues", "a,b"]).expect("parses");
         assert_eq!(cli.run.queues, vec!["a".to_owned(), "b".to_owned()]);
+        let cli = Cli::try_parse_from(["taskd", "--shell-pass-env", "AWS_PROFILE,KUBECONFIG"])
+            .expect("parses");
+        assert_eq!(cli.run.shell_pass_env, ["AWS_PROFILE", "KUBECONFIG"]);
+        assert!(Cli::try_parse_from(["taskd", "--shell-pass-env", "A=1"]).is_err());
+        assert!(Cli::try_parse_from(["taskd", "--shell-pass-env", ""]).is_ok());
     }
 
     #[test]

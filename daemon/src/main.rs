@@ -6,8 +6,14 @@ use std::process::ExitCode;
 use clap::Parser;
 use taskd::app;
 use taskd::config::{Cli, Command, LogFormat, RunArgs, TokenCommand};
+use taskplane_provisioning::runner;
 
 fn main() -> ExitCode {
+    // taskd re-executes itself as the guard of every program a task runs (see the
+    // provisioning crate's guard module); that process does nothing else.
+    if let Some(code) = taskplane_provisioning::guard::run_if_requested() {
+        return code;
+    }
     let mut cli = Cli::parse();
     // The HS256 secret may come from the environment; never from argv (see AuthArgs).
     cli.run.auth.jwt_secret = std::env::var("TASKD_JWT_SECRET")
@@ -58,7 +64,16 @@ fn main() -> ExitCode {
             Some(Command::Migrate) => app::migrate(&cli.run).await,
             Some(Command::Health { url }) => app::health(&url).await,
             Some(Command::Token(_)) => Ok(()),
-            None => app::serve(cli.run).await,
+            None => {
+                // Every program this taskd runs (shell, salt, kubectl) goes through a guard:
+                // this same binary. /proc/self/exe still names it after an upgrade replaced
+                // the file on disk. Programs never see taskd's own TASKD_* settings.
+                runner::contain(runner::Containment {
+                    guard: "/proc/self/exe".into(),
+                    private_env_prefix: "TASKD_".to_owned(),
+                });
+                app::serve(cli.run).await
+            }
         }
     });
     match result {

@@ -166,7 +166,7 @@ pub fn submit(
             if at < now_ms - MAX_RUN_AT_PAST_MS || at > now_ms + MAX_RUN_AT_AHEAD_MS {
                 return Err(ValidationError::invalid(
                     "run_at",
-                    "must be within a year before now and ten years after",
+                    "must be within a year before now and a hundred years after",
                 ));
             }
             at
@@ -310,7 +310,7 @@ fn check_name(field: &str, value: &str, max: usize) -> Result<(), ValidationErro
 /// How far in the past a `run_at` may be (it then runs at once).
 const MAX_RUN_AT_PAST_MS: i64 = 366 * 24 * 3600 * 1000;
 /// How far ahead a `run_at` may be.
-const MAX_RUN_AT_AHEAD_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
+const MAX_RUN_AT_AHEAD_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
 
 /// Characters that change how text around them is shown: controls (NUL, ESC, C1) and the
 /// bidirectional overrides and isolates (which make `txt.exe` of `exe.txt`).

@@ -57,10 +57,12 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// The built-in kinds. `shell` refuses to run unless `shell_enabled`, `salt` and
-    /// `kubectl` unless `provisioning_enabled`; `http` connects where `http_policy` allows.
+    /// The built-in kinds. `shell` refuses to run unless `shell_enabled` (and passes its
+    /// tasks `shell_pass_env` from taskd's environment), `salt` and `kubectl` unless
+    /// `provisioning_enabled`; `http` connects where `http_policy` allows.
     pub fn builtin(
         shell_enabled: bool,
+        shell_pass_env: &[String],
         provisioning_enabled: bool,
         http_policy: AddressPolicy,
     ) -> Registry {
@@ -70,9 +72,7 @@ impl Registry {
         executors.insert("sleep", Arc::new(basic::Sleep));
         executors.insert(
             "shell",
-            Arc::new(shell::Shell {
-                enabled: shell_enabled,
-            }),
+            Arc::new(shell::Shell::new(shell_enabled, shell_pass_env)),
         );
         executors.insert("http", Arc::new(http::Http::new(http_policy)));
         executors.insert(
