@@ -58,7 +58,7 @@ impl HostPolicy {
         };
         let name = host_name(host).to_ascii_lowercase();
         // `*.localhost` resolves to loopback by definition (RFC 6761), never to a page's host.
-        names.iter().any(|n| *n == name)
+        names.contains(&name)
             || name.ends_with(".localhost")
             || name
                 .parse::<std::net::IpAddr>()
@@ -99,18 +99,18 @@ pub async fn same_site(State(guard): State<Arc<Guard>>, request: Request, next: 
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned)
         .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
-    if let Some(host) = &host {
-        if !guard.hosts.allows(host) {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "host_not_allowed",
-                format!(
-                    "this taskd does not answer for host '{}'; add it with --allowed-host if it is yours",
-                    host_name(host)
-                ),
-            )
-            .into_response();
-        }
+    if let Some(host) = &host
+        && !guard.hosts.allows(host)
+    {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "host_not_allowed",
+            format!(
+                "this taskd does not answer for host '{}'; add it with --allowed-host if it is yours",
+                host_name(host)
+            ),
+        )
+        .into_response();
     }
     if is_safe(request.method()) {
         return next.run(request).await;
