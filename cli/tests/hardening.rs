@@ -140,8 +140,6 @@ fn a_full_disk_never_answers_201_for_a_task_it_did_not_store() {
     let mut accepted = submit_until_refused(&taskd, 20);
     assert!(!accepted.is_empty(), "nothing fit on the disk");
     assert_eq!(taskd.ready(), 503, "/ready while every write is refused");
-    let (status, _) = submit(&taskd, &json!({}));
-    assert_eq!(status, 503);
     assert_all_readable(&taskd, &accepted);
 
     disk.resize("64m");
@@ -731,4 +729,47 @@ fn errors_from_the_http_layer_have_json_bodies() {
         let json: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert_eq!(json["error"]["code"], code, "{text}");
     }
+}
+
+#[test]
+fn a_read_only_postgres_refuses_with_503_and_recovers() {
+    if !taskplane_testkit::services_available("read_only_postgres", true, false) {
+        return;
+    }
+    let dir = temp();
+    let db = taskplane_testkit::TempDatabase::create();
+    let args = ["--listen", "127.0.0.1:0", "--database", db.url.as_str()];
+    let taskd = Daemon::start_with(dir.path(), &args);
+    let mut accepted = Vec::new();
+    let (status, body) = submit(&taskd, &json!({}));
+    assert_eq!(status, 201, "{body}");
+    accepted.push(body["id"].as_str().expect("id").to_owned());
+
+    db.set_read_only(true);
+    // The pool reconnects after the sessions end; from then on every write is refused.
+    wait_until("a submit to be refused", Duration::from_secs(30), || {
+        let (status, body) = submit(&taskd, &json!({}));
+        if status == 201 {
+            accepted.push(body["id"].as_str().unwrap_or_default().to_owned());
+        }
+        status == 503
+    });
+    for _ in 0..5 {
+        let (status, body) = submit(&taskd, &json!({}));
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "store_unavailable", "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("read-only"),
+            "{body}"
+        );
+    }
+    assert_eq!(taskd.ready(), 503);
+    assert_all_readable(&taskd, &accepted);
+
+    db.set_read_only(false);
+    accepted.push(wait_for_writes(&taskd));
+    assert_all_readable(&taskd, &accepted);
 }

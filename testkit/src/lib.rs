@@ -136,6 +136,23 @@ impl TempDatabase {
     }
 }
 
+impl TempDatabase {
+    /// Makes the database refuse writes (`default_transaction_read_only`, as on a standby)
+    /// or take them again, and ends its open sessions so every connection sees it.
+    pub fn set_read_only(&self, read_only: bool) {
+        let setting = if read_only {
+            "SET default_transaction_read_only = on"
+        } else {
+            "RESET default_transaction_read_only"
+        };
+        psql(&format!("ALTER DATABASE {} {setting}", self.name));
+        psql(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            self.name
+        ));
+    }
+}
+
 impl Drop for TempDatabase {
     fn drop(&mut self) {
         let _ = Command::new("psql")
