@@ -195,6 +195,7 @@ pub struct TaskList {
     Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
 )]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<TaskStatus>,
@@ -259,6 +260,7 @@ pub struct LogPage {
     Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
 )]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Stream the output as it is produced, one JSON [`LogLine`] per line
     /// (`application/x-ndjson`), until the task finishes.
@@ -367,6 +369,7 @@ pub struct TaskEvent {
     Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
 )]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventQuery {
     /// Only events of tasks in this queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
