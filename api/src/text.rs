@@ -56,11 +56,13 @@ fn escape(text: &str, keep_newlines: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// True for the characters a terminal acts on instead of showing: C0 controls, DEL, C1
-/// controls, and the bidi embedding, override and isolate characters (the "Trojan Source"
-/// set, U+202A–U+202E and U+2066–U+2069).
+/// True for the characters a terminal acts on instead of showing, or that change how the text
+/// around them reads: C0 controls, DEL, C1 controls, the bidi embedding, override and
+/// isolate characters (the "Trojan Source" set, U+202A–U+202E and U+2066–U+2069), the
+/// direction marks (U+200E, U+200F, U+061C) and the line and paragraph separators
+/// (U+2028, U+2029).
 pub fn is_dangerous(c: char) -> bool {
-    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    matches!(c, '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}' | '\u{2028}' | '\u{2029}')
 }
 
 /// The caret form of a C0 control or DEL (`^@` … `^_`, `^?`).

@@ -93,6 +93,7 @@ fn usage(error: clap::Error) -> ExitCode {
         .unwrap_or_default();
     // The arguments may come from anywhere (a script passing task data on): shown, not sent.
     let line = taskplane_api::text::neutralize_line(first);
+    let tip = taskplane_api::text::neutralize_line(&tip);
     eprintln!("{line}{tip} (see taskctl --help)");
     ExitCode::from(error::code::USAGE)
 }

@@ -462,7 +462,71 @@ fn a_web_page_cannot_submit_to_a_local_taskd() {
         status == 200 || status == 202,
         "an empty POST without a type: {status} {body}"
     );
-    assert!(!Path::new("/tmp/pwned").exists());
+}
+
+#[test]
+fn without_auth_even_an_open_address_answers_no_rebound_name() {
+    let dir = temp();
+    // As in a container published on the host's loopback: 0.0.0.0 inside, no auth.
+    let db = format!("sqlite://{}", dir.path().join("taskd.db").display());
+    let taskd = Daemon::start_with(
+        dir.path(),
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--database",
+            &db,
+            "--insecure-no-auth",
+            "--allowed-host",
+            "tasks.lan",
+        ],
+    );
+    let port = taskd
+        .addr
+        .rsplit_once(':')
+        .map(|(_, p)| p.to_owned())
+        .expect("port");
+    let addr = format!("127.0.0.1:{port}");
+    let noop = br#"{"kind":"noop"}"#;
+    let evil = format!("evil.example:{port}");
+    let origin = format!("http://{evil}");
+    let (status, body) = request(
+        &addr,
+        "POST",
+        "/api/v1/tasks",
+        &[
+            ("Host", &evil),
+            ("Origin", &origin),
+            ("Content-Type", "application/json"),
+        ],
+        noop,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("host_not_allowed")),
+        "{body}"
+    );
+    let (status, body) = request(
+        &addr,
+        "POST",
+        "/api/v1/tasks",
+        &[
+            ("Host", "evil.example"),
+            ("Content-Type", "application/json"),
+        ],
+        noop,
+    );
+    assert_eq!(status, 403, "{body}");
+    for host in [addr.as_str(), "tasks.lan", "10.1.2.3:7070", "localhost"] {
+        let (status, body) = request(
+            &addr,
+            "POST",
+            "/api/v1/tasks",
+            &[("Host", host), ("Content-Type", "application/json")],
+            noop,
+        );
+        assert_eq!(status, 201, "{host}: {body}");
+    }
 }
 
 #[test]

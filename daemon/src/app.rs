@@ -81,13 +81,14 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         Some(verifier) => tracing::info!(?verifier, "auth is on"),
         None => tracing::info!("auth is off: the API answers anyone who can reach it"),
     }
+    let hosts = http::guard::HostPolicy::new(&args.listen, auth.is_some(), &args.allowed_host);
     let guard = Arc::new(http::guard::Guard {
         auth,
         private_probes: args.private_probes,
         limiter: args.write_rate_limit.map(http::guard::RateLimiter::new),
         timeout: args.request_timeout,
         cors_origins: args.cors_origin.clone(),
-        hosts: http::guard::HostPolicy::for_listen(&args.listen, &args.allowed_host),
+        hosts,
     });
     let store = open_store(&args).await?;
     let http_policy = crate::executors::AddressPolicy {

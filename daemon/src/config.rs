@@ -234,10 +234,10 @@ pub struct RunArgs {
     )]
     pub cors_origin: Vec<String>,
 
-    /// Host names this API answers to besides loopback ones, comma-separated (e.g. the name
-    /// a proxy or SSH tunnel forwards as `Host`). On a loopback address a request for any
-    /// other host is refused (403 host_not_allowed), so a web page cannot reach taskd by
-    /// rebinding its own name to 127.0.0.1.
+    /// Host names this API answers to besides addresses and `localhost`, comma-separated (e.g.
+    /// the name a proxy or SSH tunnel forwards as `Host`). On a loopback address, and on any
+    /// address without auth, a request for any other name is refused (403
+    /// host_not_allowed), so a web page cannot reach taskd by rebinding its own name.
     #[arg(
         long,
         env = "TASKD_ALLOWED_HOSTS",

@@ -386,6 +386,7 @@ where
     })?;
     let stdout_pipe = child.stdout.take();
     let stderr_pipe = child.stderr.take();
+    let first_pid = child.id();
     let mut exit = reap(child, invocation.exclusive.clone());
 
     let (tx, mut rx) = mpsc::channel::<(Stream, String)>(256);
@@ -446,8 +447,15 @@ where
                                 io(error)
                             });
                         }
-                        // A guard that could not set up said why on stderr (the last line).
-                        None => exited,
+                        // A guard that could not set up said why on stderr (the last line);
+                        // one that was killed (the OOM killer) left the program behind. Its
+                        // session's group (the guard's pid) is what is left to kill.
+                        None => {
+                            if let Some(guard) = first_pid {
+                                ProcessGroup::kill(guard);
+                            }
+                            exited
+                        }
                     },
                 });
             }

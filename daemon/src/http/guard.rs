@@ -29,52 +29,77 @@ pub struct Guard {
     pub hosts: HostPolicy,
 }
 
-/// Which `Host` a request may name. On loopback, only loopback names and the configured ones:
-/// a page whose name an attacker rebinds to 127.0.0.1 sends its own name as `Host`. On any
-/// other address the operator chose to be reachable (with auth), and names are not checked.
+/// Which `Host` a request may name. Wherever a browser can be the client without a token (on
+/// a loopback address, and on any address while auth is off) only addresses, `localhost`
+/// names and the configured ones are answered: a page whose name an attacker rebinds to
+/// taskd's address sends its own name as `Host`. With auth on a non-loopback address every
+/// request needs a token a browser does not attach by itself, and names are not checked.
 #[derive(Debug, Clone)]
 pub enum HostPolicy {
     Any,
-    Only(Vec<String>),
+    Names(Vec<String>),
 }
 
 impl HostPolicy {
-    pub fn for_listen(listen: &SocketAddr, extra: &[String]) -> HostPolicy {
-        if !listen.ip().is_loopback() {
+    pub fn new(listen: &SocketAddr, auth: bool, extra: &[String]) -> HostPolicy {
+        if auth && !listen.ip().is_loopback() {
             return HostPolicy::Any;
         }
-        let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
-            .iter()
-            .map(|n| (*n).to_owned())
-            .collect();
-        names.extend(extra.iter().map(|n| n.trim().to_ascii_lowercase()));
-        HostPolicy::Only(names)
+        HostPolicy::Names(
+            extra
+                .iter()
+                .filter_map(|n| host_name(n.trim()))
+                .map(normalize)
+                .collect(),
+        )
     }
 
     /// Whether a `Host` header value (`name`, `name:port`, `[v6]:port`) is answered.
     pub fn allows(&self, host: &str) -> bool {
-        let HostPolicy::Only(names) = self else {
+        let HostPolicy::Names(names) = self else {
             return true;
         };
-        let name = host_name(host).to_ascii_lowercase();
-        // `*.localhost` resolves to loopback by definition (RFC 6761), never to a page's host.
-        names.contains(&name)
+        let Some(name) = host_name(host).map(normalize) else {
+            return false;
+        };
+        // An address is never a rebound name (a page reaches an address only through a name
+        // it controls), and `*.localhost` is loopback by definition (RFC 6761).
+        name.parse::<std::net::IpAddr>().is_ok()
+            || name == "localhost"
             || name.ends_with(".localhost")
-            || name
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+            || names.contains(&name)
     }
 }
 
-/// The name part of a `Host` value or of an origin's authority.
-fn host_name(authority: &str) -> &str {
+/// A host name as compared: lower case, without the root's trailing dot.
+fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The name part of a `Host` value or of an origin's authority; `None` when it is not one
+/// (empty, a bad port, text after an IPv6 literal's `]`).
+fn host_name(authority: &str) -> Option<&str> {
+    fn is_port(text: &str) -> bool {
+        !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit())
+    }
     if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
+        let (inside, after) = rest.split_once(']')?;
+        return match after.strip_prefix(':') {
+            None if after.is_empty() => Some(inside),
+            Some(port) if is_port(port) => Some(inside),
+            _ => None,
+        };
     }
-    match authority.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => authority,
-    }
+    let name = match authority.split_once(':') {
+        Some((name, port)) if is_port(port) => name,
+        Some(_) => return None,
+        None => authority,
+    };
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    valid.then_some(name)
 }
 
 /// Methods that change nothing, which browsers may send across sites freely.
@@ -94,20 +119,30 @@ fn is_safe(method: &Method) -> bool {
 /// taskctl, curl and the SDKs send no `Origin` and send JSON, so they are unaffected.
 pub async fn same_site(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let host = headers
+    // HTTP/2 carries the authority in the URI; HTTP/1 in `Host` (an absolute-form URI's
+    // authority must then agree, or one of them is a lie).
+    let from_header = headers
         .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| request.uri().authority().map(|a| a.as_str().to_owned()));
-    if let Some(host) = &host
-        && !guard.hosts.allows(host)
-    {
+        .map(|h| h.to_str().unwrap_or("\u{fffd}").to_owned());
+    let from_uri = request.uri().authority().map(|a| a.as_str().to_owned());
+    let host = from_header.clone().or_else(|| from_uri.clone());
+    let refused = match (&from_header, &from_uri) {
+        (Some(h), Some(u)) if !h.eq_ignore_ascii_case(u) => true,
+        _ => host.as_deref().is_some_and(|h| !guard.hosts.allows(h)),
+    };
+    if refused {
+        let shown: String = host
+            .as_deref()
+            .unwrap_or("")
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(100)
+            .collect();
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "host_not_allowed",
             format!(
-                "this taskd does not answer for host '{}'; add it with --allowed-host if it is yours",
-                host_name(host)
+                "this taskd does not answer for host '{shown}'; add it with --allowed-host if it is yours"
             ),
         )
         .into_response();
@@ -465,31 +500,43 @@ mod tests {
     }
 
     #[test]
-    fn loopback_answers_only_loopback_and_configured_names() {
+    fn without_a_token_only_addresses_localhost_and_configured_names_are_answered() {
         let listen: SocketAddr = "127.0.0.1:7700".parse().expect("addr");
-        let policy = HostPolicy::for_listen(&listen, &["Ops.Example".to_owned()]);
-        for ok in [
-            "localhost",
-            "localhost:7700",
-            "127.0.0.1:7700",
-            "127.0.0.2",
-            "[::1]:7700",
-            "ops.example:443",
-            "taskd.localhost:7700",
-        ] {
-            assert!(policy.allows(ok), "{ok}");
-        }
-        for refused in [
-            "evil.example",
-            "evil.example:7700",
-            "localhost.evil.example",
-            "10.0.0.1:7700",
-            "",
-        ] {
-            assert!(!policy.allows(refused), "{refused}");
-        }
         let open: SocketAddr = "0.0.0.0:7700".parse().expect("addr");
-        assert!(HostPolicy::for_listen(&open, &[]).allows("anything.example"));
+        let extra = ["Ops.Example:8080".to_owned(), "tunnel.example.".to_owned()];
+        for policy in [
+            HostPolicy::new(&listen, false, &extra),
+            HostPolicy::new(&listen, true, &extra),
+            HostPolicy::new(&open, false, &extra),
+        ] {
+            for ok in [
+                "localhost",
+                "LOCALHOST.:7700",
+                "127.0.0.1:7700",
+                "10.0.0.5:7700",
+                "[::1]:7700",
+                "[::1]",
+                "ops.example:443",
+                "tunnel.example",
+                "taskd.localhost:7700",
+            ] {
+                assert!(policy.allows(ok), "{ok}");
+            }
+            for refused in [
+                "evil.example",
+                "evil.example:7700",
+                "localhost.evil.example",
+                "[::1]evil.example",
+                "[::1]:",
+                "localhost:x",
+                "a b",
+                "\u{fffd}",
+                "",
+            ] {
+                assert!(!policy.allows(refused), "{refused}");
+            }
+        }
+        assert!(HostPolicy::new(&open, true, &[]).allows("anything.example"));
     }
 
     #[test]

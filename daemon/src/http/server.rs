@@ -86,14 +86,18 @@ impl Activity {
 
     /// Whether the connection has outlived its deadline at `now` (since `opened`).
     fn expired(&self, deadlines: Deadlines, now: Duration) -> bool {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        let quiet = now.saturating_sub(last);
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return false;
+            // A response in flight that has written nothing for this long has a client that
+            // stopped reading (streams write a heartbeat every 15 s or less; handlers answer
+            // within the request timeout): its buffers are not held for ever.
+            return quiet > deadlines.idle * 2;
         }
         if self.requests.load(Ordering::Acquire) == 0 {
             return now > deadlines.header;
         }
-        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
-        now.saturating_sub(last) > deadlines.idle
+        quiet > deadlines.idle
     }
 }
 
@@ -376,8 +380,12 @@ mod tests {
         assert!(a.expired(DEADLINES, Duration::from_secs(111)));
         a.in_flight.store(1, Ordering::Relaxed);
         assert!(
-            !a.expired(DEADLINES, Duration::from_secs(1000)),
-            "a request in flight is never idle"
+            !a.expired(DEADLINES, Duration::from_secs(150)),
+            "a request in flight is not idle"
+        );
+        assert!(
+            a.expired(DEADLINES, Duration::from_secs(171)),
+            "a response that writes nothing for twice the idle time has a stalled client"
         );
     }
 }

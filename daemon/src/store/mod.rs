@@ -71,6 +71,23 @@ impl StoreError {
 }
 
 impl StoreError {
+    /// True when the database itself refuses writes (a full disk, a read-only file or
+    /// server, lost I/O), as opposed to being busy: another writer's lock (SQLite's BUSY and
+    /// LOCKED) or an exhausted pool is load, and says nothing about the next write.
+    pub fn refuses_writes(&self) -> bool {
+        if !self.is_unavailable() {
+            return false;
+        }
+        match self {
+            StoreError::Database(sqlx::Error::PoolTimedOut) => false,
+            StoreError::Database(sqlx::Error::Database(db)) => !db
+                .code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| matches!(code & 0xff, 5 | 6)),
+            _ => true,
+        }
+    }
+
     /// The database's own words for the failure, without the layers above it (for an API
     /// error message or a probe).
     pub fn reason(&self) -> String {
@@ -148,7 +165,7 @@ impl WriteHealth {
                     tracing::info!("the database accepts writes again");
                 }
             }
-            Err(error) if error.is_unavailable() => {
+            Err(error) if error.refuses_writes() => {
                 let before = self.refused_at.swap(self.now(), Ordering::AcqRel);
                 if before <= self.accepted_at.load(Ordering::Acquire) {
                     tracing::error!(%error, "the database refuses writes; submits answer 503 until it takes them again");
@@ -160,6 +177,12 @@ impl WriteHealth {
             Err(_) => {}
         }
         result
+    }
+
+    /// A write failed for a reason of its own (not the database's state): writes are taken.
+    pub(crate) fn accepted(&self) {
+        self.accepted_at
+            .store(self.now(), std::sync::atomic::Ordering::Release);
     }
 
     /// The last write was refused: the connection it used may be the reason (SQLite opens a
@@ -610,7 +633,28 @@ fn redact_query(text: &str) -> String {
 }
 
 fn is_secret_name(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    // Drivers percent-decode names (`%70assword` is `password`), so the check does too.
+    let bytes = name.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let name = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
     [
         "pass",
         "pwd",
@@ -649,6 +693,7 @@ mod tests {
             ("postgres://db/tasks?sslpassword=hunter2&x=1", "hunter2"),
             ("redis://h:6379/0?token=abc123#frag", "abc123"),
             ("postgres:///tasks?host=/run/pg&PASSWORD=Zz9", "Zz9"),
+            ("postgres://db/t?%70assword=hunter2", "hunter2"),
         ] {
             let redacted = redact_url(url);
             assert!(!redacted.contains(secret), "{url} -> {redacted}");

@@ -20,14 +20,25 @@ macro_rules! impl_store {
                         return Err($crate::store::StoreError::WritesRefused(reason));
                     }
                     if self.health.refused() {
-                        self.health
+                        let probe = self
+                            .health
                             .track(async {
                                 sqlx::query($crate::store::sql::PROBE_WRITE)
                                     .execute(&self.write)
                                     .await?;
                                 Ok(())
                             })
-                            .await?;
+                            .await;
+                        match probe {
+                            Err(error) if error.is_unavailable() => return Err(error),
+                            // Refused for its own reasons (say, a role that may not write
+                            // that table): the database took the write, so writes work.
+                            Err(error) => {
+                                tracing::debug!(%error, "the write probe failed; not a refusal");
+                                self.health.accepted();
+                            }
+                            Ok(()) => {}
+                        }
                     }
                     Ok(())
                 })
@@ -114,23 +125,36 @@ macro_rules! impl_store {
                     use $crate::store::{decode, sql};
                     use futures_util::TryStreamExt;
                     // Row by row, so a page of large tasks stops at the byte budget instead
-                    // of being read whole first.
-                    let query = sqlx::query(sqlx::AssertSqlSafe(sql::list()))
-                        .bind(filter.status.map(|s| s.as_str()))
-                        .bind(filter.queue)
-                        .bind(filter.kind)
-                        .bind(filter.before.map(|id| id.to_string()))
-                        .bind(i64::from(filter.limit));
-                    let mut rows = query.fetch(&self.read);
-                    let mut tasks = Vec::new();
+                    // of being read whole first; in statements of growing size (32, 64, …),
+                    // so the database does not send (and sqlx drain) rows past the budget.
+                    let mut tasks: Vec<$crate::store::StoredTask> = Vec::new();
                     let mut bytes = 0;
-                    while let Some(row) = rows.try_next().await? {
-                        let task = decode::task(&row)?;
-                        bytes += task.size();
-                        tasks.push(task);
-                        if bytes >= filter.max_bytes {
+                    let mut before = filter.before;
+                    let mut chunk: u32 = 32;
+                    'pages: while tasks.len() < filter.limit as usize {
+                        let want = chunk.min(filter.limit - tasks.len() as u32);
+                        let query = sqlx::query(sqlx::AssertSqlSafe(sql::list()))
+                            .bind(filter.status.map(|s| s.as_str()))
+                            .bind(filter.queue.as_deref())
+                            .bind(filter.kind.as_deref())
+                            .bind(before.map(|id| id.to_string()))
+                            .bind(i64::from(want));
+                        let mut rows = query.fetch(&self.read);
+                        let mut got = 0;
+                        while let Some(row) = rows.try_next().await? {
+                            let task = decode::task(&row)?;
+                            got += 1;
+                            bytes += task.size();
+                            before = Some(task.id);
+                            tasks.push(task);
+                            if bytes >= filter.max_bytes {
+                                break 'pages;
+                            }
+                        }
+                        if got < want {
                             break;
                         }
+                        chunk = chunk.saturating_mul(2);
                     }
                     Ok(tasks)
                 })
@@ -210,31 +234,39 @@ macro_rules! impl_store {
                 &self,
                 filter: $crate::store::FinishedFilter,
             ) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
-                Box::pin(self.health.track(async move {
-                    use $crate::store::sql;
-                    let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
-                    let statuses = statuses.join(",");
-                    let mut total = 0;
-                    loop {
-                        let mut tx = self.write.begin().await?;
-                        let done = sqlx::query(sqlx::AssertSqlSafe(sql::delete_finished()))
-                            .bind(&statuses)
-                            .bind(filter.finished_before)
-                            .bind(&filter.kind)
-                            .bind(&filter.queue)
-                            .execute(&mut *tx)
-                            .await?;
-                        tx.commit().await?;
-                        total += done.rows_affected();
-                        if done.rows_affected() < 1000 {
-                            break;
+                Box::pin(async move {
+                    let total = self.health.track(async {
+                        use $crate::store::sql;
+                        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+                        let statuses = statuses.join(",");
+                        let mut total = 0;
+                        loop {
+                            let mut tx = self.write.begin().await?;
+                            let done = sqlx::query(sqlx::AssertSqlSafe(sql::delete_finished()))
+                                .bind(&statuses)
+                                .bind(filter.finished_before)
+                                .bind(&filter.kind)
+                                .bind(&filter.queue)
+                                .execute(&mut *tx)
+                                .await?;
+                            tx.commit().await?;
+                            total += done.rows_affected();
+                            if done.rows_affected() < 1000 {
+                                break;
+                            }
                         }
-                    }
-                    if total > 0 {
-                        self.dialect_reclaim().await?;
+                        Ok(total)
+                    })
+                    .await?;
+                    // The deletes are committed whatever happens here: a reclaim that fails
+                    // (the file busy, the disk full) is retried after the next deletes.
+                    if total > 0
+                        && let Err(error) = self.dialect_reclaim().await
+                    {
+                        tracing::warn!(%error, "returning free pages to the file system failed");
                     }
                     Ok(total)
-                }))
+                })
             }
 
             fn claim<'a>(

@@ -23,8 +23,11 @@ use super::{BoxFuture, ClaimedTask, Result, StoreError, WriteHealth, decode, sql
 /// The schema, in order. A version is applied once and recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_tasks.sql"))];
 
-/// Free pages worth giving back to the file system after a retention delete (4 MiB).
+/// Free pages worth giving back to the file system after a retention delete (4 MiB), and the
+/// most given back in one step.
 const RECLAIM_PAGES: i64 = 1024;
+/// The largest file switched to incremental auto-vacuum at start by itself (one VACUUM).
+const MAX_AUTO_VACUUM_BYTES: i64 = 256 * 1024 * 1024;
 
 pub struct SqliteStore {
     write: SqlitePool,
@@ -90,22 +93,37 @@ impl SqliteStore {
         })
     }
 
-    /// Gives the free pages of a file that retention has thinned back to the file system.
+    /// Gives the free pages of a file that retention has thinned back to the file system, a
+    /// step at a time (each its own statement, so submits and settles go in between).
     async fn dialect_reclaim(&self) -> Result<()> {
-        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+        let mut free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
             .fetch_one(&self.write)
             .await?;
         if free < RECLAIM_PAGES {
             return Ok(());
         }
-        sqlx::query("PRAGMA incremental_vacuum")
+        let pages = free;
+        while free > 0 {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PRAGMA incremental_vacuum({RECLAIM_PAGES})"
+            )))
             .execute(&self.write)
             .await?;
-        // The file shrinks at the checkpoint that copies the vacuumed pages back.
+            let left: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+                .fetch_one(&self.write)
+                .await?;
+            if left >= free {
+                break;
+            }
+            free = left;
+            tokio::task::yield_now().await;
+        }
+        // The file shrinks at the checkpoint that copies the vacuumed pages back; TRUNCATE
+        // also empties the WAL those steps filled.
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.write)
             .await?;
-        tracing::debug!(pages = free, "returned free pages to the file system");
+        tracing::debug!(pages, "returned free pages to the file system");
         Ok(())
     }
 
@@ -124,17 +142,25 @@ impl SqliteStore {
             .fetch_one(&mut *conn)
             .await?;
         if vacuum != 2 {
-            let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_schema")
-                .fetch_one(&mut *conn)
-                .await?;
-            if tables > 1 {
-                tracing::info!("switching the database file to incremental auto-vacuum (VACUUM)");
-            }
-            sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
-                .execute(&mut *conn)
-                .await?;
-            if let Err(error) = sqlx::query("VACUUM").execute(&mut *conn).await {
-                tracing::warn!(%error, "VACUUM failed; the file will not shrink after retention deletes");
+            let bytes: i64 = sqlx::query_scalar(
+                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+            // A VACUUM rewrites the whole file (in memory, and through the WAL): for a large
+            // file that is the operator's call, made while taskd is stopped.
+            if bytes > MAX_AUTO_VACUUM_BYTES {
+                tracing::warn!(
+                    bytes,
+                    "the database file will not shrink after retention deletes; to let it, stop taskd and run: sqlite3 FILE 'PRAGMA auto_vacuum = INCREMENTAL; VACUUM;'"
+                );
+            } else {
+                sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+                    .execute(&mut *conn)
+                    .await?;
+                if let Err(error) = sqlx::query("VACUUM").execute(&mut *conn).await {
+                    tracing::warn!(%error, "VACUUM failed; the file will not shrink after retention deletes");
+                }
             }
         }
         for (version, statements) in MIGRATIONS {
