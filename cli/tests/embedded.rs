@@ -67,19 +67,7 @@ fn quiet_submit_prints_only_the_id_and_watch_follows_it() {
 fn a_failing_shell_task_exits_3_with_its_error_and_keeps_its_output() {
     let dir = temp();
     let taskd = Daemon::start(dir.path(), &["--enable-shell"]);
-    let run = taskd.taskctl(&[
-        "submit",
-        "shell",
-        "--max-attempts",
-        "1",
-        "--wait",
-        "-o",
-        "json",
-        "--",
-        "sh",
-        "-c",
-        "echo to-stdout; echo to-stderr >&2; exit 7",
-    ]);
+    let run = taskd.shell_wait("echo to-stdout; echo to-stderr >&2; exit 7");
     let line = run.fails_with(3);
     assert!(line.contains("exited with status 7"), "{line}");
     assert!(line.contains("to-stderr"), "{line}");

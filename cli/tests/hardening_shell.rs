@@ -184,34 +184,10 @@ fn the_guard_keeps_exit_codes_stdin_less_runs_and_finishes_when_the_program_does
     let taskd = Daemon::start(dir.path(), &["--enable-shell"]);
     // A background child holding the pipes does not keep a finished task running, and
     // stdin is empty (cat ends at once).
-    let run = taskd.taskctl(&[
-        "submit",
-        "shell",
-        "--max-attempts",
-        "1",
-        "--wait",
-        "-o",
-        "json",
-        "--",
-        "sh",
-        "-c",
-        "setsid sleep 600 & cat; echo bye >&2; exit 5",
-    ]);
+    let run = taskd.shell_wait("setsid sleep 600 & cat; echo bye >&2; exit 5");
     run.fails_with(3);
     assert_eq!(run.json()["last_error"], "exited with status 5: bye");
-    let run = taskd.taskctl(&[
-        "submit",
-        "shell",
-        "--max-attempts",
-        "1",
-        "--wait",
-        "-o",
-        "json",
-        "--",
-        "sh",
-        "-c",
-        "kill -TERM $$",
-    ]);
+    let run = taskd.shell_wait("kill -TERM $$");
     run.fails_with(3);
     assert_eq!(run.json()["last_error"], "killed by signal 15");
 }
@@ -235,19 +211,7 @@ fn peak_memory(pid: u32) -> u64 {
 fn one_endless_line_is_cut_while_it_is_read() {
     let dir = temp();
     let taskd = Daemon::start(dir.path(), &["--enable-shell"]);
-    let run = taskd.taskctl(&[
-        "submit",
-        "shell",
-        "--max-attempts",
-        "1",
-        "--wait",
-        "-o",
-        "json",
-        "--",
-        "sh",
-        "-c",
-        "head -c 300000000 /dev/zero | tr '\\0' a; echo; echo second line",
-    ]);
+    let run = taskd.shell_wait("head -c 300000000 /dev/zero | tr '\\0' a; echo; echo second line");
     run.ok();
     let id = run.json()["id"].as_str().expect("id").to_owned();
     let logs = taskd.taskctl(&["logs", &id, "-o", "json"]).ok();

@@ -171,6 +171,23 @@ impl Daemon {
         taskctl(&self.url, args)
     }
 
+    /// `taskctl submit shell --max-attempts 1 --wait -o json -- sh -c SCRIPT`.
+    pub fn shell_wait(&self, script: &str) -> Run {
+        self.taskctl(&[
+            "submit",
+            "shell",
+            "--max-attempts",
+            "1",
+            "--wait",
+            "-o",
+            "json",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
     /// Starts `taskctl` in the background.
     pub fn taskctl_spawn(&self, args: &[&str]) -> Child {
         taskctl_command(&self.url, args)
@@ -351,6 +368,20 @@ pub fn raw_http_full(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> (u16, String, Value) {
+    let mut all = vec![("Host", addr), ("Content-Type", "application/json")];
+    all.extend_from_slice(headers);
+    raw_request(addr, method, path, &all, body)
+}
+
+/// An HTTP/1.1 request with exactly these headers (and `Content-Length`, `Connection:
+/// close`): for requests a client would never make, such as a foreign `Host`.
+pub fn raw_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, Value) {
     let mut stream = TcpStream::connect(addr).expect("connect to taskd");
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -360,7 +391,7 @@ pub fn raw_http_full(
         .map(|(name, value)| format!("{name}: {value}\r\n"))
         .collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).expect("write");

@@ -209,7 +209,10 @@ impl AsyncWrite for Tracked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        // Only with nothing in flight: every answer of the router holds its request in
+        // flight until its body is out, so only hyper's own answers can match.
         if self.rewrite.is_none()
+            && self.activity.in_flight.load(Ordering::Acquire) == 0
             && buf.starts_with(b"HTTP/1.1 ")
             && let Some(answer) = json_for_bare_error(buf)
         {
