@@ -270,6 +270,10 @@ pub fn ids_of(value: &serde_json::Value) -> Vec<String> {
     match value {
         Value::Array(items) => items.iter().flat_map(ids_of).collect(),
         Value::Object(map) => {
+            // An item's own id first: a worker has an id and a `queues` list of names.
+            if let Some(Value::String(id)) = map.get("id") {
+                return vec![id.clone()];
+            }
             for list in ["tasks", "queues", "workers"] {
                 if let Some(Value::Array(items)) = map.get(list) {
                     return items.iter().flat_map(ids_of).collect();
@@ -307,6 +311,16 @@ pub fn age(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
         return format!("in {}", short_secs(-secs));
     }
     short_secs(secs)
+}
+
+/// `5m ago` for a past instant, `in 3d` for a future one (a `run_at`).
+pub fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - at).num_seconds();
+    if secs < 0 {
+        format!("in {}", short_secs(-secs))
+    } else {
+        format!("{} ago", short_secs(secs))
+    }
 }
 
 fn short_secs(secs: i64) -> String {
@@ -359,6 +373,15 @@ mod tests {
         assert_eq!(ago(3 * 3600), "3h");
         assert_eq!(ago(3 * 86400), "3d");
         assert_eq!(ago(-30), "in 30s");
+        assert_eq!(
+            relative(now - chrono::Duration::seconds(600), now),
+            "10m ago"
+        );
+        assert_eq!(
+            relative(now + chrono::Duration::days(1126), now),
+            "in 1126d",
+            "a future time is not 'ago'"
+        );
     }
 
     #[test]
@@ -372,6 +395,11 @@ mod tests {
         );
         assert_eq!(ids_of(&json!({"queues": [{"queue": "mail"}]})), ["mail"]);
         assert_eq!(ids_of(&json!({"seq": 1, "task": {"id": "t"}})), ["t"]);
+        assert_eq!(
+            ids_of(&json!({"workers": [{"id": "w1", "queues": ["default", "mail"]}]})),
+            ["w1"],
+            "a worker's queues are not its id"
+        );
         assert!(ids_of(&json!({"count": 3})).is_empty());
     }
 

@@ -19,8 +19,10 @@ pub async fn run(client: &Client, ui: &Ui, args: RetryArgs) -> Result<(), CliErr
 }
 
 fn describe(task: &Task) -> String {
+    let attempts = task.max_attempts;
+    let plural = if attempts == 1 { "" } else { "s" };
     format!(
-        "{}: queued again with {} attempts",
-        task.id, task.max_attempts
+        "{}: queued again (up to {attempts} attempt{plural})",
+        task.id
     )
 }

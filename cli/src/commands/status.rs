@@ -28,9 +28,9 @@ pub fn print_task(ui: &Ui, task: &Task) -> Result<(), CliError> {
     let now = chrono::Utc::now();
     let when = |at: Option<chrono::DateTime<chrono::Utc>>| match at {
         Some(at) => format!(
-            "{} ({} ago)",
+            "{} ({})",
             at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            output::age(at, now)
+            output::relative(at, now)
         ),
         None => "-".to_owned(),
     };

@@ -330,8 +330,12 @@ pub async fn retry(
             StatusCode::CONFLICT,
             "not_retryable",
             format!(
-                "task {id} is {}; only failed or cancelled tasks can be retried",
-                row.status
+                "task {id} {}; only failed or cancelled tasks can be retried",
+                if row.status.is_terminal() {
+                    format!("has {}", row.status)
+                } else {
+                    format!("is {}", row.status)
+                }
             ),
         )),
         RetryOutcome::NotFound => Err(ApiError::task_not_found(id)),

@@ -1,0 +1,88 @@
+//! The CLI's rough edges a new user met first (issue "What a new user meets first"): each
+//! fixed one is kept here as a test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Daemon, wait_until};
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[test]
+fn a_future_time_reads_in_not_ago() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let id = taskd
+        .taskctl(&["submit", "noop", "--delay", "3d", "-q"])
+        .ok();
+    let sheet = taskd.taskctl(&["status", &id, "-o", "table"]).ok();
+    let run_at = sheet
+        .lines()
+        .find(|l| l.starts_with("run at:"))
+        .unwrap_or_else(|| panic!("no run_at row:\n{sheet}"));
+    assert!(
+        run_at.contains("(in 2d)") || run_at.contains("(in 3d)"),
+        "{run_at}"
+    );
+    assert!(!run_at.contains("ago"), "{run_at}");
+    let created = sheet
+        .lines()
+        .find(|l| l.contains("created"))
+        .expect("created row");
+    assert!(created.contains("s ago)"), "{created}");
+}
+
+#[test]
+fn retry_and_its_refusal_read_as_english() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let id = taskd
+        .taskctl(&["submit", "noop", "--max-attempts", "1", "--wait", "-q"])
+        .ok();
+    let id = id.lines().next().unwrap_or_default().to_owned();
+    let line = taskd.taskctl(&["retry", &id]).fails_with(1);
+    assert!(
+        line.contains(&format!("task {id} has succeeded;")),
+        "{line}"
+    );
+    let failed = taskd
+        .taskctl(&[
+            "submit",
+            "sleep",
+            "-p",
+            "ms:=60000",
+            "--timeout",
+            "1s",
+            "--max-attempts",
+            "1",
+            "-q",
+        ])
+        .ok();
+    wait_until("the task to fail", Duration::from_secs(30), || {
+        taskd.task(&failed)["status"] == "failed"
+    });
+    let out = taskd.taskctl(&["retry", &failed]).ok();
+    assert_eq!(out, format!("{failed}: queued again (up to 1 attempt)"));
+}
+
+#[test]
+fn workers_print_their_ids() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let mut ids = String::new();
+    wait_until("the worker to show", Duration::from_secs(20), || {
+        ids = taskd.taskctl(&["workers", "-o", "id"]).ok();
+        !ids.is_empty()
+    });
+    let json = taskd.taskctl(&["workers", "-o", "json"]).json();
+    let expected: Vec<String> = json["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .map(|w| w["id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(ids.lines().collect::<Vec<_>>(), expected);
+}
