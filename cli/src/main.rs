@@ -85,14 +85,32 @@ fn usage(error: clap::Error) -> ExitCode {
         );
     }
     let text = error.render().to_string();
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
-    let first = lines.next().unwrap_or("error: invalid arguments");
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .peekable();
+    let mut first = lines
+        .next()
+        .unwrap_or("error: invalid arguments")
+        .to_owned();
+    // "…were not provided:" lists the arguments on the lines below: they belong in the line.
+    if first.ends_with(':') {
+        let mut named = Vec::new();
+        while let Some(item) = lines.next_if(|l| !l.starts_with("Usage:") && !l.starts_with("tip:"))
+        {
+            named.push(item);
+        }
+        if !named.is_empty() {
+            first = format!("{first} {}", named.join(", "));
+        }
+    }
     let tip = lines
         .find(|l| l.starts_with("tip:"))
         .map(|tip| format!(" ({tip})"))
         .unwrap_or_default();
     // The arguments may come from anywhere (a script passing task data on): shown, not sent.
-    let line = taskplane_api::text::neutralize_line(first);
+    let line = taskplane_api::text::neutralize_line(&first);
     let tip = taskplane_api::text::neutralize_line(&tip);
     eprintln!("{line}{tip} (see taskctl --help)");
     ExitCode::from(error::code::USAGE)

@@ -86,3 +86,13 @@ fn workers_print_their_ids() {
         .collect();
     assert_eq!(ids.lines().collect::<Vec<_>>(), expected);
 }
+
+#[test]
+fn a_missing_argument_is_named() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let line = taskd.taskctl(&["retry"]).fails_with(2);
+    assert!(line.contains("were not provided: <ID>"), "{line}");
+    let line = taskd.taskctl(&["cancel"]).fails_with(2);
+    assert!(line.contains("<ID>"), "{line}");
+}
