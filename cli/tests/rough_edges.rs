@@ -96,3 +96,46 @@ fn a_missing_argument_is_named() {
     let line = taskd.taskctl(&["cancel"]).fails_with(2);
     assert!(line.contains("<ID>"), "{line}");
 }
+
+#[test]
+fn bench_takes_payloads_like_submit() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    for args in [
+        vec![
+            "bench", "--kind", "sleep", "-p", "ms:=5", "--tasks", "20", "-o", "json",
+        ],
+        vec![
+            "bench",
+            "--kind",
+            "echo",
+            "--payload",
+            r#"{"a":1}"#,
+            "--payload-bytes",
+            "64",
+            "--tasks",
+            "20",
+            "-o",
+            "json",
+        ],
+    ] {
+        let report = taskd.taskctl(&args).json();
+        assert_eq!(report["succeeded"], 20, "{args:?}: {report}");
+    }
+    let tasks = taskd.all_tasks();
+    let echo = tasks
+        .iter()
+        .find(|t| t["kind"] == "echo")
+        .expect("an echo task");
+    assert_eq!(echo["payload"]["a"], 1);
+    assert_eq!(echo["payload"]["pad"].as_str().map(str::len), Some(64));
+    let sleep = tasks
+        .iter()
+        .find(|t| t["kind"] == "sleep")
+        .expect("a sleep task");
+    assert_eq!(
+        sleep["payload"],
+        serde_json::json!({"ms": 5}),
+        "no pad without --payload-bytes"
+    );
+}

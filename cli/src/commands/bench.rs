@@ -33,7 +33,14 @@ pub struct BenchArgs {
     /// Tasks per request (1: one submit per task; more: the batch endpoint).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub batch: u64,
-    /// Bytes of padding in each payload.
+    /// The payload as JSON, as for `submit` (`@FILE` reads a file, `-` reads stdin).
+    #[arg(long, value_name = "JSON")]
+    pub payload: Option<String>,
+    /// A payload field, as for `submit`: `key=value` or `key:=JSON`. Repeatable.
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Bytes of padding added to each payload as a `pad` field (0: none; only kinds that
+    /// accept any payload, such as noop and echo, take it).
     #[arg(long, default_value_t = 0)]
     pub payload_bytes: usize,
     /// The queue to submit to.
@@ -93,6 +100,15 @@ struct Seen {
 }
 
 pub async fn run(client: &Client, ui: &Ui, args: BenchArgs) -> Result<(), CliError> {
+    let mut payload = super::submit::payload_of(args.payload.as_deref(), &args.params)?;
+    if args.payload_bytes > 0 {
+        let Some(map) = payload.as_object_mut() else {
+            return Err(CliError::Usage(
+                "--payload-bytes needs the payload to be a JSON object".into(),
+            ));
+        };
+        map.insert("pad".into(), json!("x".repeat(args.payload_bytes)));
+    }
     let kind = args.kind.clone();
     // Follow events first, so no completion is missed.
     let query = EventQuery {
@@ -116,7 +132,6 @@ pub async fn run(client: &Client, ui: &Ui, args: BenchArgs) -> Result<(), CliErr
     let started = Instant::now();
     let submit_ms = Arc::new(Mutex::new(Vec::with_capacity(args.tasks as usize)));
     let ids = Arc::new(Mutex::new(Vec::with_capacity(args.tasks as usize)));
-    let payload = json!({ "pad": "x".repeat(args.payload_bytes) });
     let mut submitters = tokio::task::JoinSet::new();
     for submitter in 0..args.concurrency {
         let share =

@@ -163,37 +163,28 @@ fn report(ui: &Ui, task: &Task, created: bool, quiet: bool) -> Result<(), CliErr
 /// Turns the arguments into a request, checking everything that can be checked locally.
 fn build(args: SubmitArgs) -> Result<(SubmitTask, bool, bool), CliError> {
     let usage = CliError::Usage;
-    let mut payload = match &args.payload {
-        Some(text) => parse_payload(text)?,
-        None => Value::Object(Map::new()),
-    };
-    if !args.params.is_empty() || !args.command.is_empty() {
+    let mut payload = payload_of(args.payload.as_deref(), &args.params)?;
+    if !args.command.is_empty() {
         let Value::Object(map) = &mut payload else {
             return Err(usage(
-                "-p and `-- CMD` need the payload to be a JSON object".into(),
+                "`-- CMD` needs the payload to be a JSON object".into(),
             ));
         };
-        for param in &args.params {
-            let (key, value) = parse_param("-p", param).map_err(usage)?;
-            map.insert(key, value);
+        if args.kind != "shell" {
+            return Err(usage(format!(
+                "`-- CMD…` is for shell tasks; use --payload or -p for {} tasks",
+                args.kind
+            )));
         }
-        if !args.command.is_empty() {
-            if args.kind != "shell" {
-                return Err(usage(format!(
-                    "`-- CMD…` is for shell tasks; use --payload or -p for {} tasks",
-                    args.kind
-                )));
-            }
-            if map.contains_key("argv") {
-                return Err(usage(
-                    "give the command either after `--` or as argv, not both".into(),
-                ));
-            }
-            map.insert(
-                "argv".into(),
-                Value::Array(args.command.iter().cloned().map(Value::String).collect()),
-            );
+        if map.contains_key("argv") {
+            return Err(usage(
+                "give the command either after `--` or as argv, not both".into(),
+            ));
         }
+        map.insert(
+            "argv".into(),
+            Value::Array(args.command.iter().cloned().map(Value::String).collect()),
+        );
     }
     let timeout_secs = args
         .timeout
@@ -214,6 +205,26 @@ fn build(args: SubmitArgs) -> Result<(SubmitTask, bool, bool), CliError> {
         retry_max_ms: args.retry_max.map(|d| d.as_millis() as u64),
     };
     Ok((request, args.wait, args.quiet))
+}
+
+/// The payload `--payload` and the `-p` pairs give (`submit` and `bench` take both).
+pub fn payload_of(payload: Option<&str>, params: &[String]) -> Result<Value, CliError> {
+    let mut payload = match payload {
+        Some(text) => parse_payload(text)?,
+        None => Value::Object(Map::new()),
+    };
+    if !params.is_empty() {
+        let Value::Object(map) = &mut payload else {
+            return Err(CliError::Usage(
+                "-p needs the payload to be a JSON object".into(),
+            ));
+        };
+        for param in params {
+            let (key, value) = parse_param("-p", param).map_err(CliError::Usage)?;
+            map.insert(key, value);
+        }
+    }
+    Ok(payload)
 }
 
 fn parse_payload(text: &str) -> Result<Value, CliError> {
