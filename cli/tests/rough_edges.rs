@@ -139,3 +139,28 @@ fn bench_takes_payloads_like_submit() {
         "no pad without --payload-bytes"
     );
 }
+
+#[test]
+fn a_bad_field_is_named() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let (status, body) = taskd.http(
+        "POST",
+        "/api/v1/tasks",
+        br#"{"kind":"noop","run_at":"tomorrow"}"#,
+    );
+    assert_eq!(status, 400);
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("invalid JSON body: run_at: "),
+        "{message}"
+    );
+    let (status, body) = taskd.http(
+        "POST",
+        "/api/v1/tasks/batch",
+        br#"{"tasks":[{"kind":"noop"},{"kind":"noop","priority":"high"}]}"#,
+    );
+    assert_eq!(status, 400);
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("tasks[1].priority: "), "{message}");
+}

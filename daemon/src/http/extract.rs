@@ -39,9 +39,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 },
             ));
         }
-        serde_json::from_slice(&bytes)
+        // The path names the field at fault (`run_at`, `tasks[3].labels`), which serde's own
+        // message, a line and column, does not.
+        let mut reader = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut reader)
             .map(JsonBody)
-            .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = if path == "." {
+                    format!("invalid JSON body: {}", e.inner())
+                } else {
+                    format!("invalid JSON body: {path}: {}", e.inner())
+                };
+                ApiError::bad_request("invalid_json", message)
+            })
     }
 }
 
