@@ -70,6 +70,14 @@ pub fn queues() -> Vec<CompletionCandidate> {
     })
 }
 
+/// Every task status.
+pub fn statuses() -> Vec<CompletionCandidate> {
+    taskplane_api::TaskStatus::ALL
+        .iter()
+        .map(|status| CompletionCandidate::new(status.as_str()))
+        .collect()
+}
+
 /// The built-in kinds.
 pub fn kinds() -> Vec<CompletionCandidate> {
     taskplane_api::kinds::BUILTIN_KINDS

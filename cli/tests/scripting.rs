@@ -175,4 +175,7 @@ fn bash_completes_subcommands_and_live_task_ids() {
     assert!(queues.lines().any(|l| l == "mail"), "{queues}");
     let kinds = complete("taskctl submit ''", 2, "", "submit");
     assert!(kinds.lines().any(|l| l == "sleep"), "{kinds}");
+    let statuses = complete("taskctl list --status ''", 3, "", "--status");
+    assert!(statuses.lines().any(|l| l == "failed"), "{statuses}");
+    assert_eq!(statuses.lines().count(), 7, "{statuses}");
 }

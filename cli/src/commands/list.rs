@@ -12,7 +12,7 @@ const PAGE: u32 = 1000;
 #[derive(Debug, Args)]
 pub struct ListArgs {
     /// Only tasks in this status.
-    #[arg(long, value_parser = parse_status)]
+    #[arg(long, value_parser = parse_status, add = clap_complete::ArgValueCandidates::new(crate::complete::statuses))]
     pub status: Option<TaskStatus>,
     /// Only tasks of this queue.
     #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::queues))]
