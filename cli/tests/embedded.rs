@@ -436,12 +436,17 @@ fn list_filters_and_tables() {
 fn taskd_migrate_and_health_answer_with_their_exit_codes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = format!("sqlite://{}", dir.path().join("m.db").display());
-    for _ in 0..2 {
-        let status = std::process::Command::new(common::taskd_bin())
+    for expected in [
+        "applied migration 0001",
+        "the schema is up to date; nothing to apply",
+    ] {
+        let out = std::process::Command::new(common::taskd_bin())
             .args(["migrate", "--database", &db])
-            .status()
+            .output()
             .expect("taskd migrate");
-        assert!(status.success(), "migrating (again) succeeds");
+        assert!(out.status.success(), "migrating (again) succeeds");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains(expected), "{said}");
     }
     let taskd = Daemon::start_with(dir.path(), &["--listen", "127.0.0.1:0", "--database", &db]);
     assert_eq!(

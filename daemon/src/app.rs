@@ -14,21 +14,33 @@ use crate::executors::Registry;
 use crate::worker::{self, Worker, WorkerConfig};
 use crate::{http, store};
 
-async fn open_store(args: &RunArgs) -> Result<Arc<dyn store::Store>, String> {
+async fn open_store(args: &RunArgs) -> Result<(Arc<dyn store::Store>, Vec<i64>), String> {
     let redacted = store::redact_url(&args.database);
     let store = store::open(&args.database)
         .await
         .map_err(|e| format!("cannot open the database {redacted}: {e}"))?;
-    store
+    let applied = store
         .migrate()
         .await
         .map_err(|e| format!("cannot apply the schema to {redacted}: {e}"))?;
-    Ok(store)
+    if !applied.is_empty() {
+        tracing::info!(database = %redacted, ?applied, "applied schema migrations");
+    }
+    Ok((store, applied))
 }
 
+/// `taskd migrate`: says on stdout what it applied, or that there was nothing to do.
 pub async fn migrate(args: &RunArgs) -> Result<(), String> {
-    open_store(args).await?;
-    tracing::info!(database = %store::redact_url(&args.database), "schema is up to date");
+    let (_, applied) = open_store(args).await?;
+    let database = store::redact_url(&args.database);
+    match applied.as_slice() {
+        [] => println!("{database}: the schema is up to date; nothing to apply"),
+        versions => {
+            let list: Vec<String> = versions.iter().map(|v| format!("{v:04}")).collect();
+            let plural = if versions.len() == 1 { "" } else { "s" };
+            println!("{database}: applied migration{plural} {}", list.join(", "));
+        }
+    }
     Ok(())
 }
 
@@ -90,7 +102,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         cors_origins: args.cors_origin.clone(),
         hosts,
     });
-    let store = open_store(&args).await?;
+    let (store, _) = open_store(&args).await?;
     let http_policy = crate::executors::AddressPolicy {
         allow_private: args.http_allow_private,
         allowed: args.http_allow_cidr.clone(),

@@ -438,8 +438,8 @@ pub struct StoredLogLine {
 
 /// The operations on task state. Implementations must make every transition a guarded update.
 pub trait Store: Send + Sync + 'static {
-    /// Applies the schema. Safe to run again.
-    fn migrate(&self) -> BoxFuture<'_, Result<()>>;
+    /// Applies the schema. Safe to run again. Answers the versions it applied now.
+    fn migrate(&self) -> BoxFuture<'_, Result<Vec<i64>>>;
 
     /// Answers when the database can serve a query.
     fn ping(&self) -> BoxFuture<'_, Result<()>>;

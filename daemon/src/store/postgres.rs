@@ -45,7 +45,7 @@ impl PgStore {
         Ok(store)
     }
 
-    async fn dialect_migrate(&self) -> Result<()> {
+    async fn dialect_migrate(&self) -> Result<Vec<i64>> {
         let mut tx = self.write.begin().await?;
         // Every statement below runs under one lock, so processes starting together apply
         // the schema once.
@@ -59,6 +59,7 @@ impl PgStore {
         )
         .execute(&mut *tx)
         .await?;
+        let mut applied_now = Vec::new();
         for (version, statements) in MIGRATIONS {
             let done: Option<i64> =
                 sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
@@ -80,9 +81,10 @@ impl PgStore {
                 .bind(chrono::Utc::now().timestamp_millis())
                 .execute(&mut *tx)
                 .await?;
+            applied_now.push(*version);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(applied_now)
     }
 
     async fn dialect_claim(

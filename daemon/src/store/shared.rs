@@ -6,7 +6,7 @@
 macro_rules! impl_store {
     ($store:ty) => {
         impl $crate::store::Store for $store {
-            fn migrate(&self) -> $crate::store::BoxFuture<'_, $crate::store::Result<()>> {
+            fn migrate(&self) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<i64>>> {
                 Box::pin(self.dialect_migrate())
             }
 

@@ -127,7 +127,7 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn dialect_migrate(&self) -> Result<()> {
+    async fn dialect_migrate(&self) -> Result<Vec<i64>> {
         let mut conn = self.write.acquire().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -163,6 +163,7 @@ impl SqliteStore {
                 }
             }
         }
+        let mut applied_now = Vec::new();
         for (version, statements) in MIGRATIONS {
             // IMMEDIATE takes the write lock before reading the version, so two processes
             // starting on a fresh file cannot both apply a migration.
@@ -173,25 +174,27 @@ impl SqliteStore {
                         .bind(version)
                         .fetch_optional(&mut *conn)
                         .await?;
-                if done.is_none() {
-                    sqlx::raw_sql(*statements).execute(&mut *conn).await?;
-                    sqlx::query(
-                        "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
-                    )
+                if done.is_some() {
+                    return Ok::<_, sqlx::Error>(false);
+                }
+                sqlx::raw_sql(*statements).execute(&mut *conn).await?;
+                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
                     .bind(version)
                     .bind(chrono::Utc::now().timestamp_millis())
                     .execute(&mut *conn)
                     .await?;
-                }
-                Ok::<_, sqlx::Error>(())
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(true)
             }
             .await;
             match applied {
-                Ok(()) => {
+                Ok(true) => applied_now.push(*version),
+                Ok(false) => {
                     sqlx::query("COMMIT").execute(&mut *conn).await?;
                 }
                 Err(source) => {
-                    // The connection may be broken; a failed rollback changes nothing here.
+                    // Whatever failed (the COMMIT too), no transaction may stay open on the
+                    // pool's connection; a failed rollback changes nothing here.
                     let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
                     return Err(StoreError::Migration {
                         version: *version,
@@ -200,7 +203,7 @@ impl SqliteStore {
                 }
             }
         }
-        Ok(())
+        Ok(applied_now)
     }
 
     async fn dialect_claim(
