@@ -164,3 +164,59 @@ fn a_bad_field_is_named() {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("tasks[1].priority: "), "{message}");
 }
+
+#[test]
+fn a_waited_shell_task_shows_its_output() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &["--enable-shell"]);
+    let run = taskd.taskctl(&[
+        "submit",
+        "shell",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo world >&2",
+    ]);
+    let out = run.ok();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines.contains(&"hello") && lines.contains(&"world"),
+        "{out}"
+    );
+    assert!(out.contains("\"exit_code\": 0"), "{out}");
+}
+
+#[test]
+fn waiting_on_a_queue_no_worker_consumes_says_so() {
+    use std::io::BufRead;
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let mut child = taskd.taskctl_spawn(&["submit", "noop", "--queue", "nobody", "--wait"]);
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a line on stderr");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        line.contains("no live worker consumes queue 'nobody'"),
+        "{line}"
+    );
+    // A queue that has a worker gets no such line.
+    wait_until("the worker's first heartbeat", Duration::from_secs(20), || {
+        !taskd.taskctl(&["workers", "-o", "id"]).ok().is_empty()
+    });
+    let run = taskd.taskctl(&["submit", "noop", "--wait"]);
+    run.ok();
+    assert!(!run.stderr.contains("no live worker"), "{}", run.stderr);
+}

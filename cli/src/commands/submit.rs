@@ -110,6 +110,8 @@ pub async fn send(
     }
     if quiet {
         ui.line(&task.id.to_string())?;
+    } else {
+        warn_without_workers(client, &task.queue).await;
     }
     // The task exists now: if following it fails, say which task it is, so that a retry
     // does not submit it twice.
@@ -124,6 +126,9 @@ pub async fn send(
             other => other,
         })?;
     let task = finished.pop().unwrap_or(task);
+    if !ui.json() && !quiet && task.kind == "shell" {
+        print_output(client, ui, &task).await?;
+    }
     if ui.json() && !quiet {
         ui.print_json(&task)?;
     } else if !quiet
@@ -135,6 +140,49 @@ pub async fn send(
         ui.line(&text)?;
     }
     super::watch::outcome(std::slice::from_ref(&task))
+}
+
+/// Says once, on stderr, when no live worker consumes `queue`: the wait may be long (one may
+/// still start, so it goes on). Silent when the workers cannot be read (a write-only token).
+async fn warn_without_workers(client: &Client, queue: &str) {
+    let Ok(list) = client.workers().await else {
+        return;
+    };
+    if !list
+        .workers
+        .iter()
+        .any(|w| w.queues.iter().any(|q| q == queue))
+    {
+        eprintln!(
+            "taskctl: no live worker consumes queue '{}'; waiting anyway (start one with: taskd --role worker --queues {})",
+            crate::output::inline(queue),
+            crate::output::inline(queue)
+        );
+    }
+}
+
+/// What a waited shell task printed (its last attempt), as `taskctl logs` would show it.
+async fn print_output(client: &Client, ui: &Ui, task: &Task) -> Result<(), CliError> {
+    const LINES: u32 = 1000;
+    let query = taskplane_api::LogQuery {
+        limit: Some(LINES),
+        ..Default::default()
+    };
+    let Ok(page) = client.logs(task.id, &query).await else {
+        eprintln!("taskctl: its output: taskctl logs {}", task.id);
+        return Ok(());
+    };
+    for line in page
+        .lines
+        .iter()
+        .filter(|l| l.attempt == task.attempts && l.stream != taskplane_api::LogStream::System)
+    {
+        ui.line(&line.line)?;
+    }
+    if page.lines.len() == LINES as usize {
+        eprintln!("taskctl: more output: taskctl logs {}", task.id);
+    }
+    Ok(())
 }
 
 fn report(ui: &Ui, task: &Task, created: bool, quiet: bool) -> Result<(), CliError> {
