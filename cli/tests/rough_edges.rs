@@ -213,9 +213,11 @@ fn waiting_on_a_queue_no_worker_consumes_says_so() {
         "{line}"
     );
     // A queue that has a worker gets no such line.
-    wait_until("the worker's first heartbeat", Duration::from_secs(20), || {
-        !taskd.taskctl(&["workers", "-o", "id"]).ok().is_empty()
-    });
+    wait_until(
+        "the worker's first heartbeat",
+        Duration::from_secs(20),
+        || !taskd.taskctl(&["workers", "-o", "id"]).ok().is_empty(),
+    );
     let run = taskd.taskctl(&["submit", "noop", "--wait"]);
     run.ok();
     assert!(!run.stderr.contains("no live worker"), "{}", run.stderr);

@@ -103,6 +103,8 @@ pub struct App {
     pub detail: Option<Task>,
     pub logs: Vec<LogLine>,
     pub message: Option<String>,
+    /// The message the ticks last saw, and since when: a message goes after [`MESSAGE_FOR`].
+    message_seen: Option<(String, DateTime<Utc>)>,
     pub now: DateTime<Utc>,
     pub quit: bool,
     /// Rows the task table shows, for PgUp/PgDn (set by the view's size).
@@ -131,6 +133,7 @@ impl App {
             detail: None,
             logs: Vec::new(),
             message: None,
+            message_seen: None,
             now: Utc::now(),
             quit: false,
             page_rows: 10,
@@ -255,8 +258,26 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Tick(now) => {
             app.now = now;
+            expire_message(app);
             Vec::new()
         }
+    }
+}
+
+/// How long a status-line message (an action's outcome) stays.
+pub const MESSAGE_FOR: chrono::Duration = chrono::Duration::seconds(5);
+
+/// Clears a message once it has been shown for [`MESSAGE_FOR`].
+fn expire_message(app: &mut App) {
+    match (&app.message, &app.message_seen) {
+        (None, _) => app.message_seen = None,
+        (Some(text), Some((seen, since))) if text == seen => {
+            if app.now - *since >= MESSAGE_FOR {
+                app.message = None;
+                app.message_seen = None;
+            }
+        }
+        (Some(text), _) => app.message_seen = Some((text.clone(), app.now)),
     }
 }
 
@@ -649,6 +670,22 @@ mod tests {
         }
         update(&mut app, key(KeyCode::Enter));
         assert_eq!(app.query, Query::default());
+    }
+
+    #[test]
+    fn a_message_goes_after_a_few_seconds() {
+        let mut app = App::new("http://x", false, false);
+        let t0 = app.now;
+        update(
+            &mut app,
+            Action::Done("cancel requested for abc".to_owned()),
+        );
+        update(&mut app, Action::Tick(t0 + chrono::Duration::seconds(1)));
+        assert!(app.message.is_some());
+        update(&mut app, Action::Tick(t0 + chrono::Duration::seconds(4)));
+        assert!(app.message.is_some(), "shown for 3 s so far");
+        update(&mut app, Action::Tick(t0 + chrono::Duration::seconds(7)));
+        assert!(app.message.is_none(), "gone after 5 s");
     }
 
     #[test]

@@ -392,6 +392,14 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
         field("worker", shown(task.worker.as_deref().unwrap_or("-"))),
         field("payload", json(&task.payload)),
     ];
+    if !task.labels.is_empty() {
+        let labels: Vec<String> = task
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        lines.push(field("labels", shown(&labels.join(","))));
+    }
     if let Some(result) = &task.result {
         lines.push(field("result", json(result)));
     }
@@ -408,7 +416,12 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
     let [fields, output] =
         Layout::vertical([Constraint::Length(top), Constraint::Min(1)]).areas(inner);
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), fields);
-    let log_block = Block::bordered().title(" Output (live) ");
+    let finished = task.status.is_terminal();
+    let log_block = Block::bordered().title(if finished {
+        " Output "
+    } else {
+        " Output (live) "
+    });
     let log_inner = log_block.inner(output);
     frame.render_widget(log_block, output);
     let rows = log_inner.height as usize;
@@ -425,7 +438,12 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
         })
         .collect();
     if log_lines.is_empty() {
-        frame.render_widget(Paragraph::new("no output yet"), log_inner);
+        let empty = if finished {
+            "no output"
+        } else {
+            "no output yet"
+        };
+        frame.render_widget(Paragraph::new(empty), log_inner);
     } else {
         frame.render_widget(Paragraph::new(log_lines), log_inner);
     }

@@ -291,3 +291,18 @@ fn hostile_text_is_shown_not_obeyed() {
     assert!(raw_controls(&footer).is_empty(), "{footer}");
     assert!(footer.contains("disconnected: osc52:^[]52"), "{footer}");
 }
+
+#[test]
+fn a_finished_task_shows_its_labels_and_no_live_output() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Enter);
+    let mut detail = app.detail.clone().expect("a detail");
+    detail.labels = [("team".to_owned(), "ops".to_owned())].into();
+    app.detail = Some(detail);
+    let screen = draw(&mut app, 120, 40);
+    assert!(screen.contains("labels: team=ops"), "{screen}");
+    assert!(screen.contains("no output"), "{screen}");
+    assert!(!screen.contains("no output yet"), "{screen}");
+    assert!(!screen.contains("Output (live)"), "{screen}");
+}
