@@ -222,3 +222,15 @@ fn waiting_on_a_queue_no_worker_consumes_says_so() {
     run.ok();
     assert!(!run.stderr.contains("no live worker"), "{}", run.stderr);
 }
+
+#[test]
+fn a_batch_answers_one_status() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let keyed = br#"{"tasks":[{"kind":"noop","idempotency_key":"k1"}]}"#;
+    for body in [&br#"{"tasks":[]}"#[..], keyed, keyed] {
+        let (status, answer) = taskd.http("POST", "/api/v1/tasks/batch", body);
+        assert_eq!(status, 201, "{answer}");
+    }
+    assert_eq!(taskd.all_tasks().len(), 1, "the replay created nothing");
+}
