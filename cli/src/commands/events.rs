@@ -25,8 +25,8 @@ pub struct EventsArgs {
     /// Only events of this task. Repeatable.
     #[arg(long = "task", value_name = "ID", value_parser = super::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::task_ids))]
     pub tasks: Vec<Uuid>,
-    /// Exit after this many events.
-    #[arg(short = 'n', long)]
+    /// Exit after this many new events (unlike `tail -n`, past events are not replayed).
+    #[arg(short = 'n', long, value_name = "N")]
     pub count: Option<u64>,
 }
 
