@@ -625,9 +625,13 @@ impl EventTail {
 
     /// The next event, or a failure after `timeout`.
     pub fn next(&self, timeout: Duration) -> (std::time::SystemTime, Value) {
-        self.rx
-            .recv_timeout(timeout)
-            .unwrap_or_else(|_| panic!("no event within {timeout:?}"))
+        use std::sync::mpsc::RecvTimeoutError;
+        self.rx.recv_timeout(timeout).unwrap_or_else(|e| match e {
+            RecvTimeoutError::Timeout => panic!("no event within {timeout:?}"),
+            RecvTimeoutError::Disconnected => {
+                panic!("the event stream ended (the server closed it)")
+            }
+        })
     }
 
     /// Events until `done` says the last one completes the set.

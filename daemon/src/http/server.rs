@@ -243,9 +243,30 @@ impl AsyncWrite for Tracked {
         result
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        // hyper's own error answer is a head alone, in one buffer: `poll_write` handles it
+        // (and any rewrite still being sent).
+        let single = bufs.iter().filter(|b| !b.is_empty()).count() <= 1;
+        if self.rewrite.is_some() || single {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            return self.poll_write(cx, first);
+        }
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        result
+    }
+
     fn is_write_vectored(&self) -> bool {
-        // hyper then hands a head over in one buffer, which `poll_write` can recognise.
-        false
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
