@@ -155,6 +155,11 @@ fn a_full_disk_never_answers_201_for_a_task_it_did_not_store() {
         !log.contains("lease expired"),
         "refused outcomes are not lost leases:\n{log}"
     );
+    let refusals = log.matches("the database refuses writes").count();
+    assert!(
+        (1..=2).contains(&refusals),
+        "the refusal is logged once a minute, not at every write ({refusals} lines)"
+    );
 
     taskd.signal("TERM");
     assert!(taskd.wait_exit(Duration::from_secs(30)).success());
@@ -394,6 +399,14 @@ fn a_web_page_cannot_submit_to_a_local_taskd() {
         b"",
     );
     assert_eq!(status, 403, "reads are refused to a rebound name too");
+    let (status, _) = request(
+        &taskd.addr,
+        "GET",
+        "/api/v1/tasks",
+        &[("Host", &own_host), ("Host", "evil.example")],
+        b"",
+    );
+    assert_eq!(status, 403, "two Host headers");
 
     // What stays allowed: the allowed CORS origin, taskd's own origin, a configured host,
     // JSON with a charset, and an empty POST without a type (curl -X POST …/cancel).
@@ -810,4 +823,81 @@ fn a_read_only_postgres_refuses_with_503_and_recovers() {
     db.set_read_only(false);
     accepted.push(wait_for_writes(&taskd));
     assert_all_readable(&taskd, &accepted);
+}
+
+#[test]
+fn a_shell_task_cannot_read_taskds_environment() {
+    // As an unprivileged user (root reads any process): taskd is not dumpable, so a task
+    // running as the same user cannot read /proc/<taskd>/environ.
+    let Some(setpriv) = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+    else {
+        return taskplane_testkit::skip("taskd_environ: setpriv (util-linux) is missing");
+    };
+    let is_root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !is_root {
+        return taskplane_testkit::skip("taskd_environ: needs root to run taskd as another user");
+    }
+    let dir = temp();
+    let mode = |path: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    mode(dir.path(), 0o777);
+    let taskd = dir.path().join("taskd");
+    std::fs::copy(common::taskd_bin(), &taskd).expect("copy taskd");
+    mode(&taskd, 0o755);
+    let db = format!("sqlite://{}", dir.path().join("t.db").display());
+    let taskd_path = taskd.display().to_string();
+    let args = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        taskd_path.as_str(),
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        db.as_str(),
+        "--enable-shell",
+    ];
+    let daemon = Daemon::start_program(
+        dir.path(),
+        setpriv,
+        &args,
+        &[("TASKD_TEST_SECRET", "leaked-value".into())],
+    );
+    let script = r#"gp=$(awk '{print $4}' /proc/$PPID/stat); if tr '\0' '\n' < /proc/$gp/environ 2>/dev/null | grep TASKD_TEST_SECRET; then :; else echo hidden; fi"#;
+    let run = daemon.shell_wait(script);
+    let out = run.ok();
+    assert!(!out.contains("leaked-value"), "{out}");
+    assert!(out.contains("hidden"), "{out}");
+}
+
+#[test]
+fn no_log_line_carries_a_password_from_the_database_url() {
+    if !taskplane_testkit::services_available("url_redaction", true, false) {
+        return;
+    }
+    let dir = temp();
+    let db = taskplane_testkit::TempDatabase::create();
+    let url = format!("{}?sslpassword=S3cr%2Ft&token=T0k", db.url);
+    let taskd = Daemon::start_with(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            url.as_str(),
+            "--log-level",
+            "trace",
+        ],
+    );
+    assert_eq!(taskd.ready(), 200);
+    let log = taskd.log();
+    assert!(!log.contains("S3cr") && !log.contains("T0k"), "{log}");
 }

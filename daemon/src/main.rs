@@ -14,6 +14,11 @@ fn main() -> ExitCode {
     if let Some(code) = taskplane_provisioning::guard::run_if_requested() {
         return code;
     }
+    // Not dumpable: processes of the same user (a shell task among them) cannot read this
+    // one's memory or /proc/PID/environ, where the JWT secret and database password live.
+    // Programs taskd starts are dumpable again (exec resets it) and get a filtered
+    // environment.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     let mut cli = Cli::parse();
     // The HS256 secret may come from the environment; never from argv (see AuthArgs).
     cli.run.auth.jwt_secret = std::env::var("TASKD_JWT_SECRET")
@@ -92,6 +97,12 @@ fn init_logging(args: &RunArgs) {
         None => EnvFilter::try_from_default_env().ok(),
     }
     .unwrap_or_else(|| EnvFilter::new("info,sqlx=warn"));
+    // sqlx warns about connect parameters it does not know with their values (a password
+    // given as `?sslpassword=`): whatever the level asked for, those lines stay out.
+    let filter = match "sqlx_postgres::options=error".parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     // A log reader that goes away (a closed pipe) must not take taskd with it: without
     // this, the subscriber reports the failed write with eprintln!, which panics.
     let builder = tracing_subscriber::fmt()

@@ -69,7 +69,18 @@ impl Daemon {
     /// Starts `taskd` with exactly these arguments and these variables added to its clean
     /// environment (a PATH here replaces the test's own).
     pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, OsString)]) -> Daemon {
-        let mut child = Command::new(taskd_bin())
+        Daemon::start_program(dir, &taskd_bin(), args, env)
+    }
+
+    /// Starts `program` (taskd, or a wrapper such as `setpriv … taskd`) with these arguments
+    /// and variables added to its clean environment.
+    pub fn start_program(
+        dir: &Path,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, OsString)],
+    ) -> Daemon {
+        let mut child = Command::new(program)
             .args(args)
             .current_dir(dir)
             .env_clear()

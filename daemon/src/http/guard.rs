@@ -127,6 +127,8 @@ pub async fn same_site(State(guard): State<Arc<Guard>>, request: Request, next: 
     let from_uri = request.uri().authority().map(|a| a.as_str().to_owned());
     let host = from_header.clone().or_else(|| from_uri.clone());
     let refused = match (&from_header, &from_uri) {
+        // Two `Host` headers: which one a proxy on the way read is anyone's guess.
+        _ if headers.get_all(header::HOST).iter().count() > 1 => true,
         (Some(h), Some(u)) if !h.eq_ignore_ascii_case(u) => true,
         _ => host.as_deref().is_some_and(|h| !guard.hosts.allows(h)),
     };

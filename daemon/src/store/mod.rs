@@ -133,7 +133,14 @@ pub(crate) struct WriteHealth {
     /// Milliseconds since `started` of the last accepted write, plus one (0: never).
     accepted_at: std::sync::atomic::AtomicU64,
     reason: std::sync::Mutex<String>,
+    /// Milliseconds since `started` of the last "refuses" or "accepts again" line, plus
+    /// one: on a nearly full disk small writes pass between refused ones, and the state
+    /// would otherwise be logged at every flip.
+    logged_at: [std::sync::atomic::AtomicU64; 2],
 }
+
+/// How often a change of the write state is logged at most.
+const LOG_EVERY_MS: u64 = 60_000;
 
 /// How long a refused write keeps `/ready` at 503.
 const REFUSAL_HOLDS: std::time::Duration = std::time::Duration::from_secs(5);
@@ -145,6 +152,7 @@ impl Default for WriteHealth {
             refused_at: Default::default(),
             accepted_at: Default::default(),
             reason: Default::default(),
+            logged_at: Default::default(),
         }
     }
 }
@@ -161,13 +169,13 @@ impl WriteHealth {
         match &result {
             Ok(_) => {
                 let before = self.accepted_at.swap(self.now(), Ordering::AcqRel);
-                if self.refused_at.load(Ordering::Acquire) > before {
+                if self.refused_at.load(Ordering::Acquire) > before && self.may_log(1) {
                     tracing::info!("the database accepts writes again");
                 }
             }
             Err(error) if error.refuses_writes() => {
                 let before = self.refused_at.swap(self.now(), Ordering::AcqRel);
-                if before <= self.accepted_at.load(Ordering::Acquire) {
+                if before <= self.accepted_at.load(Ordering::Acquire) && self.may_log(0) {
                     tracing::error!(%error, "the database refuses writes; submits answer 503 until it takes them again");
                 }
                 if let Ok(mut reason) = self.reason.lock() {
@@ -177,6 +185,19 @@ impl WriteHealth {
             Err(_) => {}
         }
         result
+    }
+
+    /// Whether a change of state (0: refused, 1: accepted again) may be logged now: each
+    /// once a minute at most.
+    fn may_log(&self, change: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        let now = self.now();
+        let gate = &self.logged_at[change];
+        let last = gate.load(Ordering::Acquire);
+        (last == 0 || now.saturating_sub(last) >= LOG_EVERY_MS)
+            && gate
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     /// A write failed for a reason of its own (not the database's state): writes are taken.
