@@ -76,7 +76,7 @@ impl Ui {
             serde_json::to_string_pretty(value)
         }
         .map_err(|e| CliError::Other(format!("cannot encode the output: {e}")))?;
-        self.raw_line(&text)
+        self.raw_line(&json_escaped(&text))
     }
 
     /// A collection: the whole `document` with `json`, one compact line per item with `jsonl`.
@@ -101,7 +101,7 @@ impl Ui {
     pub fn json_line<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), CliError> {
         let text = serde_json::to_string(value)
             .map_err(|e| CliError::Other(format!("cannot encode the output: {e}")))?;
-        self.raw_line(&text)
+        self.raw_line(&json_escaped(&text))
     }
 
     /// One line (or a few) on stdout, for people: control characters are shown, not sent.
@@ -263,6 +263,27 @@ pub fn abandon_progress() {
     }
 }
 
+/// JSON text with the characters a terminal would act on written as `\uXXXX` escapes: serde
+/// escapes only C0 controls, and DEL, C1 (U+009B is a CSI) and the bidi controls would
+/// reach a terminal raw. The value is the same; they only ever stand inside strings.
+pub fn json_escaped(text: &str) -> Cow<'_, str> {
+    // serde has escaped every C0 control inside strings: a C0 left (a newline of pretty
+    // output) is the document's own whitespace.
+    let raw = |c: char| c >= '\u{7f}' && taskplane_api::text::is_dangerous(c);
+    if !text.chars().any(raw) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if raw(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 /// The ids in an output document: a task's `id`, an event's task, a queue's name, or those
 /// of every element of an array or of a `tasks`/`queues`/`workers` list.
 pub fn ids_of(value: &serde_json::Value) -> Vec<String> {
@@ -395,6 +416,18 @@ mod tests {
         );
         assert_eq!(ids_of(&json!({"queues": [{"queue": "mail"}]})), ["mail"]);
         assert_eq!(ids_of(&json!({"seq": 1, "task": {"id": "t"}})), ["t"]);
+        let hostile = json!({"line": "a\u{9b}2J\u{7f}\u{202e}b\u{1b}"});
+        let text = serde_json::to_string_pretty(&hostile).expect("json");
+        let escaped = json_escaped(&text);
+        assert!(
+            !escaped
+                .chars()
+                .any(|c| c != '\n' && taskplane_api::text::is_dangerous(c)),
+            "{escaped}"
+        );
+        assert!(escaped.contains('\n'), "pretty output keeps its lines");
+        let back: serde_json::Value = serde_json::from_str(&escaped).expect("still JSON");
+        assert_eq!(back, hostile, "the same value");
         assert_eq!(
             ids_of(&json!({"workers": [{"id": "w1", "queues": ["default", "mail"]}]})),
             ["w1"],
