@@ -253,17 +253,13 @@ fn one_endless_line_is_cut_while_it_is_read() {
 }
 
 fn env_of_task(taskd: &Daemon) -> Vec<String> {
-    let run = taskd.taskctl(&[
-        "submit",
+    let run = taskd.submit_once(
         "shell",
-        "--max-attempts",
-        "1",
-        "--wait",
-        "-o",
-        "json",
-        "--payload",
-        r#"{"argv":["env"],"env":{"FROM_PAYLOAD":"yes"}}"#,
-    ]);
+        &[
+            "--payload",
+            r#"{"argv":["env"],"env":{"FROM_PAYLOAD":"yes"}}"#,
+        ],
+    );
     run.ok();
     let id = run.json()["id"].as_str().expect("id").to_owned();
     let logs = taskd.taskctl(&["logs", &id]).ok();
@@ -318,17 +314,7 @@ fn a_missing_working_directory_is_not_a_missing_program() {
         (file.display().to_string(), "is not a directory"),
     ] {
         let payload = serde_json::json!({ "argv": ["pwd"], "cwd": cwd }).to_string();
-        let run = taskd.taskctl(&[
-            "submit",
-            "shell",
-            "--max-attempts",
-            "1",
-            "--wait",
-            "-o",
-            "json",
-            "--payload",
-            &payload,
-        ]);
+        let run = taskd.submit_once("shell", &["--payload", &payload]);
         run.fails_with(3);
         assert_eq!(
             run.json()["last_error"],

@@ -182,21 +182,24 @@ impl Daemon {
         taskctl(&self.url, args)
     }
 
-    /// `taskctl submit shell --max-attempts 1 --wait -o json -- sh -c SCRIPT`.
-    pub fn shell_wait(&self, script: &str) -> Run {
-        self.taskctl(&[
+    /// `taskctl submit KIND --max-attempts 1 --wait -o json REST…`: one attempt, waited for.
+    pub fn submit_once(&self, kind: &str, rest: &[&str]) -> Run {
+        let mut args = vec![
             "submit",
-            "shell",
+            kind,
             "--max-attempts",
             "1",
             "--wait",
             "-o",
             "json",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
+        ];
+        args.extend_from_slice(rest);
+        self.taskctl(&args)
+    }
+
+    /// `taskctl submit shell --max-attempts 1 --wait -o json -- sh -c SCRIPT`.
+    pub fn shell_wait(&self, script: &str) -> Run {
+        self.submit_once("shell", &["--", "sh", "-c", script])
     }
 
     /// Starts `taskctl` in the background.
