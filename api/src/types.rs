@@ -129,6 +129,18 @@ pub struct Task {
     pub retry_max_ms: Option<u64>,
 }
 
+impl Task {
+    /// The labels as `k=v,k2=v2`, in key order (how kubectl writes a selector).
+    pub fn labels_text(&self) -> String {
+        let pairs: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        pairs.join(",")
+    }
+}
+
 /// The body of `POST /api/v1/tasks`: everything but `kind` is optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

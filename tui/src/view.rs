@@ -393,12 +393,7 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
         field("payload", json(&task.payload)),
     ];
     if !task.labels.is_empty() {
-        let labels: Vec<String> = task
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        lines.push(field("labels", shown(&labels.join(","))));
+        lines.push(field("labels", shown(&task.labels_text())));
     }
     if let Some(result) = &task.result {
         lines.push(field("result", json(result)));

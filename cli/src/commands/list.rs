@@ -91,11 +91,6 @@ pub async fn run(client: &Client, ui: &Ui, args: ListArgs) -> Result<(), CliErro
             ),
         ];
         if ui.wide() {
-            let labels: Vec<String> = task
-                .labels
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
             row.extend([
                 output::cell(task.priority),
                 output::cell(
@@ -103,7 +98,7 @@ pub async fn run(client: &Client, ui: &Ui, args: ListArgs) -> Result<(), CliErro
                         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 ),
                 output::cell(task.worker.as_deref().unwrap_or("-")),
-                output::cell(labels.join(",")),
+                output::cell(task.labels_text()),
             ]);
         }
         table.add_row(row);

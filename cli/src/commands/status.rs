@@ -65,12 +65,7 @@ pub fn print_task(ui: &Ui, task: &Task) -> Result<(), CliError> {
         row("idempotency key", output::cell(key));
     }
     if !task.labels.is_empty() {
-        let labels: Vec<String> = task
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        row("labels", output::cell(labels.join(",")));
+        row("labels", output::cell(task.labels_text()));
     }
     row(
         "payload",
