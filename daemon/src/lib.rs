@@ -9,6 +9,7 @@ pub mod domain;
 pub mod events;
 pub mod executors;
 pub mod http;
+pub mod log_gate;
 pub mod metrics;
 pub mod store;
 pub mod worker;

@@ -66,19 +66,8 @@ impl From<StoreError> for ApiError {
             error if error.is_unavailable() => {
                 // Once a minute at most: while the database refuses writes, every request
                 // would add a line (to a disk that may be the full one).
-                static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
-                let now = chrono::Utc::now().timestamp();
-                let last = LAST.load(std::sync::atomic::Ordering::Relaxed);
-                if now - last >= 60
-                    && LAST
-                        .compare_exchange(
-                            last,
-                            now,
-                            std::sync::atomic::Ordering::AcqRel,
-                            std::sync::atomic::Ordering::Relaxed,
-                        )
-                        .is_ok()
-                {
+                static LINE: crate::log_gate::LogGate = crate::log_gate::LogGate::new(60_000);
+                if LINE.open() {
                     tracing::warn!(%error, "the store is unavailable (requests answer 503; logged once a minute)");
                 }
                 ApiError::new(

@@ -133,14 +133,11 @@ pub(crate) struct WriteHealth {
     /// Milliseconds since `started` of the last accepted write, plus one (0: never).
     accepted_at: std::sync::atomic::AtomicU64,
     reason: std::sync::Mutex<String>,
-    /// Milliseconds since `started` of the last "refuses" or "accepts again" line, plus
-    /// one: on a nearly full disk small writes pass between refused ones, and the state
-    /// would otherwise be logged at every flip.
-    logged_at: [std::sync::atomic::AtomicU64; 2],
+    /// The "refuses" and the "accepts again" lines, once a minute each: on a nearly full
+    /// disk small writes pass between refused ones, and the state would flip at each.
+    refused_line: crate::log_gate::LogGate,
+    accepted_line: crate::log_gate::LogGate,
 }
-
-/// How often a change of the write state is logged at most.
-const LOG_EVERY_MS: u64 = 60_000;
 
 /// How long a refused write keeps `/ready` at 503.
 const REFUSAL_HOLDS: std::time::Duration = std::time::Duration::from_secs(5);
@@ -152,7 +149,8 @@ impl Default for WriteHealth {
             refused_at: Default::default(),
             accepted_at: Default::default(),
             reason: Default::default(),
-            logged_at: Default::default(),
+            refused_line: crate::log_gate::LogGate::new(60_000),
+            accepted_line: crate::log_gate::LogGate::new(60_000),
         }
     }
 }
@@ -169,13 +167,13 @@ impl WriteHealth {
         match &result {
             Ok(_) => {
                 let before = self.accepted_at.swap(self.now(), Ordering::AcqRel);
-                if self.refused_at.load(Ordering::Acquire) > before && self.may_log(1) {
+                if self.refused_at.load(Ordering::Acquire) > before && self.accepted_line.open() {
                     tracing::info!("the database accepts writes again");
                 }
             }
             Err(error) if error.refuses_writes() => {
                 let before = self.refused_at.swap(self.now(), Ordering::AcqRel);
-                if before <= self.accepted_at.load(Ordering::Acquire) && self.may_log(0) {
+                if before <= self.accepted_at.load(Ordering::Acquire) && self.refused_line.open() {
                     tracing::error!(%error, "the database refuses writes; submits answer 503 until it takes them again");
                 }
                 if let Ok(mut reason) = self.reason.lock() {
@@ -185,19 +183,6 @@ impl WriteHealth {
             Err(_) => {}
         }
         result
-    }
-
-    /// Whether a change of state (0: refused, 1: accepted again) may be logged now: each
-    /// once a minute at most.
-    fn may_log(&self, change: usize) -> bool {
-        use std::sync::atomic::Ordering;
-        let now = self.now();
-        let gate = &self.logged_at[change];
-        let last = gate.load(Ordering::Acquire);
-        (last == 0 || now.saturating_sub(last) >= LOG_EVERY_MS)
-            && gate
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
     }
 
     /// A write failed for a reason of its own (not the database's state): writes are taken.
@@ -655,27 +640,9 @@ fn redact_query(text: &str) -> String {
 
 fn is_secret_name(name: &str) -> bool {
     // Drivers percent-decode names (`%70assword` is `password`), so the check does too.
-    let bytes = name.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                decoded.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                decoded.push(b);
-                i += 1;
-            }
-        }
-    }
-    let name = String::from_utf8_lossy(&decoded).to_ascii_lowercase();
+    let name = percent_encoding::percent_decode_str(name)
+        .decode_utf8_lossy()
+        .to_ascii_lowercase();
     [
         "pass",
         "pwd",
