@@ -212,7 +212,7 @@ impl Client {
         last_seq: Option<i64>,
     ) -> Result<EventStream, Error> {
         let url = format!("{}/api/v1/events", self.base);
-        let mut request = self.authorize(self.streaming.get(&url)).query(query);
+        let mut request = self.authorize(self.streaming.get(with_query(&url, query)));
         if let Some(seq) = last_seq {
             request = request.header("Last-Event-ID", seq.to_string());
         }
@@ -235,7 +235,7 @@ impl Client {
             after: Some(after),
             limit: None,
         };
-        let request = self.authorize(self.streaming.get(&url)).query(&query);
+        let request = self.authorize(self.streaming.get(with_query(&url, &query)));
         let response = self.open_stream(request).await?;
         Ok(LogTail {
             response,
@@ -299,10 +299,11 @@ impl Client {
         query: Option<&Q>,
     ) -> Result<reqwest::Response, Error> {
         let url = format!("{}{}", self.base, path);
+        let url = match query {
+            Some(query) => with_query(&url, query),
+            None => url,
+        };
         let mut request = self.authorize(self.http.request(method, &url));
-        if let Some(query) = query {
-            request = request.query(query);
-        }
         if let Some(body) = body {
             request = request.json(body);
         }
@@ -407,4 +408,17 @@ fn excerpt(bytes: &[u8]) -> String {
     let mut line: String = text.join(" ").chars().take(120).collect();
     line.push_str(" … (is this a taskd server?)");
     line
+}
+
+/// `url` with `query` as its query string. A list (`label` of [`ListQuery`]) becomes the key
+/// repeated once per value, which the form serializer reqwest uses cannot write.
+fn with_query<Q: Serialize + ?Sized>(url: &str, query: &Q) -> String {
+    // The query types are this crate's flat structs of strings, numbers and lists of
+    // strings: they always serialize (and a dropped filter must never widen a request).
+    let encoded = serde_html_form::to_string(query).expect("query parameters serialize");
+    if encoded.is_empty() {
+        url.to_owned()
+    } else {
+        format!("{url}?{encoded}")
+    }
 }

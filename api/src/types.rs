@@ -222,6 +222,10 @@ pub struct ListQuery {
     /// The `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
+    /// Label selectors, repeatable; a task must match them all: `key=value` (has the label
+    /// with that value), `key!=value` (has not), `key` (has the label), `!key` (has not).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label: Vec<String>,
 }
 
 /// Which stream a captured log line came from.
@@ -392,6 +396,14 @@ pub struct EventQuery {
     /// Only events of these tasks (comma-separated ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tasks: Option<String>,
+    /// First replay the kept events (the last ten minutes) recorded this many seconds ago
+    /// or later, then go on live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_secs: Option<u64>,
+    /// First replay the last this many kept events that match the filters (at most
+    /// 10000; with `since_secs`, only of those), then go on live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<u32>,
 }
 
 /// The broker's view of a queue (RabbitMQ only).

@@ -234,3 +234,101 @@ fn a_batch_answers_one_status() {
     }
     assert_eq!(taskd.all_tasks().len(), 1, "the replay created nothing");
 }
+
+#[test]
+fn tasks_are_listed_by_label_selectors() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let submit = |labels: &[&str]| {
+        let mut args = vec!["submit", "noop", "-q"];
+        for label in labels {
+            args.extend(["--label", label]);
+        }
+        taskd.taskctl(&args).ok()
+    };
+    let ops_prod = submit(&["team=ops", "env=prod"]);
+    let ops_dev = submit(&["team=ops", "env=dev"]);
+    let web = submit(&["team=web"]);
+    let bare = submit(&[]);
+
+    let ids = |args: &[&str]| {
+        let mut all = vec!["list", "-o", "id"];
+        all.extend(args);
+        taskd.taskctl(&all).ok()
+    };
+    assert_eq!(ids(&["-l", "team=ops"]), format!("{ops_dev}\n{ops_prod}"));
+    assert_eq!(ids(&["-l", "team=ops,env=prod"]), ops_prod);
+    assert_eq!(ids(&["-l", "team=ops", "-l", "env!=prod"]), ops_dev);
+    assert_eq!(ids(&["--selector", "!team"]), bare);
+    assert_eq!(ids(&["-l", "team,!env"]), web);
+    assert_eq!(ids(&["-l", "team=nobody"]), "");
+
+    // The API: repeated `label`, all must match; JSON for scripts.
+    let (status, page) = taskd.http("GET", "/api/v1/tasks?label=team=ops&label=env", b"");
+    assert_eq!(status, 200, "{page}");
+    let found: Vec<&str> = page["tasks"]
+        .as_array()
+        .expect("tasks")
+        .iter()
+        .map(|t| t["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(found, [ops_dev.as_str(), ops_prod.as_str()]);
+
+    // A bad selector: one line naming it, and a 400 from the API.
+    let line = taskd.taskctl(&["list", "-l", "bad key=x"]).fails_with(1);
+    assert!(line.contains("label selector 'bad key=x'"), "{line}");
+    let (status, answer) = taskd.http("GET", "/api/v1/tasks?label=%21", b"");
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_query", "{answer}");
+}
+
+#[test]
+fn events_replay_the_last_ones_or_a_recent_window() {
+    let dir = temp();
+    let taskd = Daemon::start(dir.path(), &[]);
+    let mut tasks = Vec::new();
+    for kind in ["noop", "echo", "noop"] {
+        let out = taskd.taskctl(&["submit", kind, "--wait", "-q"]).ok();
+        tasks.push(out.lines().next().unwrap_or_default().to_owned());
+    }
+    let events = |args: &[&str]| -> Vec<serde_json::Value> {
+        let mut all = vec!["events", "-o", "jsonl"];
+        all.extend(args);
+        taskd
+            .taskctl(&all)
+            .ok()
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a JSON event"))
+            .collect()
+    };
+    // Each task was created (queued), started and succeeded: nine events, in order.
+    let window = events(&["--since", "10m", "-n", "9"]);
+    let seqs: Vec<i64> = window
+        .iter()
+        .map(|e| e["seq"].as_i64().expect("seq"))
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let ids: std::collections::BTreeSet<&str> = window
+        .iter()
+        .map(|e| e["task"]["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, tasks.iter().map(String::as_str).collect());
+    assert_eq!(window.last().expect("an event")["type"], "succeeded");
+
+    // --last N: the newest N, oldest first; with a filter, the newest N that match.
+    let last = events(&["--last", "2", "-n", "2"]);
+    assert_eq!(last, window[7..]);
+    let echo = events(&["--last", "3", "--kind", "echo", "-n", "3"]);
+    assert!(
+        echo.iter().all(|e| e["task"]["id"] == tasks[1].as_str()),
+        "{echo:?}"
+    );
+    let kinds: Vec<&str> = echo
+        .iter()
+        .map(|e| e["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(kinds, ["created", "started", "succeeded"]);
+
+    let line = taskd.taskctl(&["events", "--last", "20000"]).fails_with(2);
+    assert!(line.contains("--last"), "{line}");
+}

@@ -64,6 +64,25 @@ impl EventHub {
         Ok(rows.into_iter().map(to_wire).collect())
     }
 
+    /// Events before `before`, newest first (`last=N` walks back through these).
+    pub async fn replay_before(
+        &self,
+        before: i64,
+        limit: u32,
+    ) -> crate::store::Result<Vec<TaskEvent>> {
+        let rows = self.store.events_before(before, limit).await?;
+        Ok(rows.into_iter().map(to_wire).collect())
+    }
+
+    /// The `seq` to resume after so that a client sees every kept event recorded at or after
+    /// `at` (the newest `seq` when there is none).
+    pub async fn resume_point_since(&self, at: i64) -> crate::store::Result<i64> {
+        match self.store.first_event_since(at).await? {
+            Some(seq) => Ok(seq - 1),
+            None => self.store.latest_event().await,
+        }
+    }
+
     /// Reads the feed until `shutdown`, broadcasting each event once, in `seq` order.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let latest = loop {

@@ -126,6 +126,7 @@ async fn read(client: &Client, params: &Params) -> Result<Vec<Action>, String> {
         kind: params.query.kind.clone(),
         limit: Some(PAGE),
         cursor: params.query.cursor.clone(),
+        ..ListQuery::default()
     };
     let tasks = client.list(&query).await.map_err(describe)?;
     let queues = client.queues().await.map_err(describe)?;

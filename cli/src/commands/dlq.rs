@@ -110,7 +110,7 @@ async fn list(client: &Client, ui: &Ui, args: DlqListArgs) -> Result<(), CliErro
             queue: args.queue,
             kind: args.kind,
             limit: Some(args.limit),
-            cursor: None,
+            ..ListQuery::default()
         })
         .await?;
     if ui.json() {

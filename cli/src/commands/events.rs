@@ -13,7 +13,8 @@ use crate::output::{self, Ui};
 /// cancelled.
 ///
 /// Runs until interrupted (or until --count events); reconnects by itself and resumes where
-/// it left off. With -o json or -o jsonl, each event is one JSON object per line.
+/// it left off. --last N and --since DUR first replay recent events (taskd keeps the last ten
+/// minutes). With -o json or -o jsonl, each event is one JSON object per line.
 #[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Only events of tasks in this queue.
@@ -25,7 +26,13 @@ pub struct EventsArgs {
     /// Only events of this task. Repeatable.
     #[arg(long = "task", value_name = "ID", value_parser = super::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::task_ids))]
     pub tasks: Vec<Uuid>,
-    /// Exit after this many new events (unlike `tail -n`, past events are not replayed).
+    /// First print the last N events that match (like `tail -n`), then follow.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub last: Option<u32>,
+    /// First print the events of the last DUR (e.g. 30s, 5m), then follow.
+    #[arg(long, value_name = "DUR", value_parser = super::submit::parse_duration)]
+    pub since: Option<Duration>,
+    /// Exit after printing N events, replayed ones included.
     #[arg(short = 'n', long, value_name = "N")]
     pub count: Option<u64>,
 }
@@ -41,6 +48,8 @@ pub async fn run(client: &Client, ui: &Ui, args: EventsArgs) -> Result<(), CliEr
                 .collect::<Vec<_>>()
                 .join(",")
         }),
+        since_secs: args.since.map(|since| since.as_secs_f64().ceil() as u64),
+        last: args.last,
     };
     let mut seen = 0u64;
     let mut last_seq = None;

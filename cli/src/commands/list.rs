@@ -20,6 +20,10 @@ pub struct ListArgs {
     /// Only tasks of this kind.
     #[arg(long, add = clap_complete::ArgValueCandidates::new(crate::complete::kinds))]
     pub kind: Option<String>,
+    /// Only tasks whose labels match, like kubectl's: `k=v`, `k!=v`, `k` (has the label) or
+    /// `!k` (has not); comma-separated or repeated, all must match.
+    #[arg(short = 'l', long, value_name = "SELECTOR", value_delimiter = ',')]
+    pub selector: Vec<String>,
     /// How many tasks at most (pages are fetched as needed).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     pub limit: u32,
@@ -37,6 +41,11 @@ pub async fn run(client: &Client, ui: &Ui, args: ListArgs) -> Result<(), CliErro
         kind: args.kind,
         limit: None,
         cursor: None,
+        label: args
+            .selector
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect(),
     };
     let mut all = TaskList::default();
     loop {

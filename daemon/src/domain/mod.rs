@@ -4,5 +4,6 @@
 //! exhaustively testable.
 
 pub mod backoff;
+pub mod labels;
 pub mod lifecycle;
 pub mod validate;

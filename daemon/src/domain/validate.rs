@@ -36,6 +36,8 @@ pub struct NewTask {
     pub idempotency_key: Option<String>,
     /// The labels as a JSON object text.
     pub labels: String,
+    /// The same labels as pairs, in key order (the store writes a row for each).
+    pub label_pairs: Vec<(String, String)>,
     pub retry_base_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
 }
@@ -229,6 +231,7 @@ pub fn submit(
         created_at_ms: now_ms,
         idempotency_key: request.idempotency_key,
         labels,
+        label_pairs: request.labels.into_iter().collect(),
         retry_base_ms: request.retry_base_ms,
         retry_max_ms: request.retry_max_ms,
     })
@@ -327,12 +330,7 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), ValidationError
         ));
     }
     for (key, value) in labels {
-        let key_ok = !key.is_empty()
-            && key.len() <= 63
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/'));
-        if !key_ok {
+        if !super::labels::valid_key(key) {
             return Err(ValidationError::invalid(
                 "labels",
                 format!(

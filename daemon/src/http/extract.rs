@@ -63,9 +63,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::try_from_uri(&parts.uri)
-            .map(|query| QueryParams(query.0))
-            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+        // serde_html_form, not axum's Query: a list parameter (`label`) is its key repeated.
+        let query = parts.uri.query().unwrap_or_default().as_bytes();
+        serde_path_to_error::deserialize(serde_html_form::Deserializer::from_bytes(query))
+            .map(QueryParams)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let message = if path == "." {
+                    format!("bad query string: {}", e.inner())
+                } else {
+                    format!("bad query parameter {path}: {}", e.inner())
+                };
+                ApiError::bad_request("invalid_query", message)
+            })
     }
 }
 

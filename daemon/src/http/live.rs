@@ -94,8 +94,9 @@ fn sse_event(event: &TaskEvent) -> Event {
 }
 
 /// `GET /api/v1/events`: every task state change, live, as Server-Sent Events; `queue`,
-/// `kind` and `tasks` filter; `Last-Event-ID` resumes from the database (events are kept for
-/// ten minutes); a comment every 15 s keeps proxies from closing the stream.
+/// `kind` and `tasks` filter; `since_secs` and `last` replay recent events first;
+/// `Last-Event-ID` resumes from the database (events are kept for ten minutes); a comment
+/// every 15 s keeps proxies from closing the stream.
 #[utoipa::path(get, path = "/api/v1/events", tag = "live",
     params(EventQuery, ("Last-Event-ID" = Option<String>, Header, description = "resume after this event")),
     responses(
@@ -110,6 +111,13 @@ pub async fn events(
     headers: HeaderMap,
     QueryParams(query): QueryParams<EventQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let (since_secs, last) = (query.since_secs, query.last);
+    if last.is_some_and(|n| n > REPLAY_LIMIT) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("last must be 0 to {REPLAY_LIMIT}"),
+        ));
+    }
     let filter = EventFilter::parse(query)?;
     let resume_after = headers
         .get("last-event-id")
@@ -125,6 +133,11 @@ pub async fn events(
         .transpose()?;
     // Subscribe before reading the backlog, so nothing falls between the two.
     let mut live = state.events.subscribe();
+    // A reconnecting client's Last-Event-ID wins over the replay it first asked for.
+    let resume_after = match resume_after {
+        Some(after) => Some(after),
+        None => replay_start(&state, &filter, since_secs, last).await?,
+    };
     // The first page answers now (a bad store shows as an error status); the rest of the
     // backlog streams page by page, since stopping at a page limit would drop the events
     // between its end and the live feed.
@@ -183,6 +196,59 @@ pub async fn events(
         }
     });
     Ok(Sse::new(channel_stream(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// How many kept events `last=N` looks back through at most to find N that match.
+const LOOK_BACK_LIMIT: usize = 100_000;
+
+/// Where a stream that asked for `since_secs` or `last` starts: the `seq` to replay after
+/// (None: live only).
+async fn replay_start(
+    state: &AppState,
+    filter: &EventFilter,
+    since_secs: Option<u64>,
+    last: Option<u32>,
+) -> Result<Option<i64>, ApiError> {
+    let floor = match since_secs {
+        Some(secs) => {
+            let at = now_ms()
+                .saturating_sub(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX));
+            Some(state.events.resume_point_since(at).await?)
+        }
+        None => None,
+    };
+    let Some(want) = last else {
+        return Ok(floor);
+    };
+    if want == 0 {
+        return Ok(Some(state.store.latest_event().await?));
+    }
+    // Walk back from the newest event until `want` of them match (or the floor, or the
+    // oldest kept event, or the look-back limit is reached).
+    let floor_seq = floor.unwrap_or(0);
+    let mut before = i64::MAX;
+    let mut matched = 0u32;
+    let mut looked = 0usize;
+    loop {
+        let page = state.events.replay_before(before, 1000).await?;
+        for event in &page {
+            if event.seq <= floor_seq {
+                return Ok(Some(floor_seq));
+            }
+            if filter.matches(event) {
+                matched += 1;
+                if matched == want {
+                    return Ok(Some(event.seq - 1));
+                }
+            }
+        }
+        looked += page.len();
+        match page.last() {
+            Some(oldest) if page.len() == 1000 && looked < LOOK_BACK_LIMIT => before = oldest.seq,
+            Some(oldest) => return Ok(Some(oldest.seq - 1)),
+            None => return Ok(Some(floor_seq)),
+        }
+    }
 }
 
 /// Streams a task's output as NDJSON until the task has finished and every line is out.

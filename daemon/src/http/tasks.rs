@@ -17,6 +17,7 @@ use super::extract::{JsonBody, QueryParams, TaskId};
 use super::guard;
 use super::openapi::{Refused, WriteRefused};
 use crate::auth::Principal;
+use crate::domain::labels::Selector;
 use crate::domain::validate::{self, NewTask};
 use crate::store::{CancelOutcome, FinishedFilter, ListFilter, RetryOutcome, StoredTask};
 use crate::worker::now_ms;
@@ -25,6 +26,8 @@ use taskplane_api::{ErrorBody, Task};
 
 const DEFAULT_LIST_LIMIT: u32 = 100;
 const MAX_LIST_LIMIT: u32 = 1000;
+/// A task has at most 32 labels; a selector list longer than that only costs the database.
+const MAX_LABEL_SELECTORS: usize = 32;
 /// A page of tasks ends once it holds this much (payloads, results, errors), even short of
 /// `limit`: 1,000 tasks of 1 MiB each would otherwise be a 1 GiB answer built in memory.
 const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
@@ -207,6 +210,18 @@ pub async fn list(
             })
         })
         .transpose()?;
+    if query.label.len() > MAX_LABEL_SELECTORS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("at most {MAX_LABEL_SELECTORS} label selectors"),
+        ));
+    }
+    let labels = query
+        .label
+        .iter()
+        .map(|text| Selector::parse(text))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|message| ApiError::bad_request("invalid_query", message))?;
     let rows = state
         .store
         .list(ListFilter {
@@ -214,6 +229,7 @@ pub async fn list(
             queue: query.queue,
             kind: query.kind,
             before,
+            labels,
             limit,
             max_bytes: MAX_LIST_BYTES,
         })

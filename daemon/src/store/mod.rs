@@ -382,6 +382,8 @@ pub struct ListFilter {
     pub kind: Option<String>,
     /// Only tasks with a smaller id (older) than this.
     pub before: Option<Uuid>,
+    /// Label selectors; a task must match them all.
+    pub labels: Vec<crate::domain::labels::Selector>,
     pub limit: u32,
     /// The page ends after the task that brings it to this many bytes ([`StoredTask::size`]),
     /// even short of `limit`.
@@ -395,6 +397,7 @@ impl Default for ListFilter {
             queue: None,
             kind: None,
             before: None,
+            labels: Vec::new(),
             limit: 100,
             max_bytes: usize::MAX,
         }
@@ -543,6 +546,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Change-feed rows with `after < seq <= upto`, oldest first.
     fn events(&self, after: i64, upto: i64, limit: u32) -> BoxFuture<'_, Result<Vec<StoredEvent>>>;
+
+    /// Change-feed rows with `seq < before`, newest first.
+    fn events_before(&self, before: i64, limit: u32) -> BoxFuture<'_, Result<Vec<StoredEvent>>>;
+
+    /// The oldest change-feed `seq` recorded at or after `at` (None when there is none).
+    fn first_event_since(&self, at: i64) -> BoxFuture<'_, Result<Option<i64>>>;
 
     /// The newest change-feed `seq` (0 when empty).
     fn latest_event(&self) -> BoxFuture<'_, Result<i64>>;

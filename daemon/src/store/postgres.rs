@@ -15,7 +15,13 @@ use uuid::Uuid;
 
 use super::{BoxFuture, ClaimedTask, Result, StoreError, WriteHealth, decode, sql};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_tasks.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_tasks.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_task_labels.sql"),
+    ),
+];
 
 /// The NOTIFY channel for "work is ready".
 const READY_CHANNEL: &str = "taskplane_ready";

@@ -83,6 +83,24 @@ macro_rules! impl_store {
                             inserted.insert(id);
                         }
                     }
+                    // The inserted tasks' labels, as rows a selector finds by index.
+                    let mut labels: Vec<(String, &str, &str)> = Vec::new();
+                    for task in tasks.iter().filter(|task| !task.label_pairs.is_empty()) {
+                        let id = task.id.to_string();
+                        if inserted.contains(&id) {
+                            for (key, value) in &task.label_pairs {
+                                labels.push((id.clone(), key, value));
+                            }
+                        }
+                    }
+                    for chunk in labels.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
+                        let mut query =
+                            sqlx::query(sqlx::AssertSqlSafe(sql::insert_labels(chunk.len())));
+                        for (id, key, value) in chunk {
+                            query = query.bind(id.as_str()).bind(*key).bind(*value);
+                        }
+                        query.execute(&mut *tx).await?;
+                    }
                     let mut out = Vec::with_capacity(tasks.len());
                     for task in &tasks {
                         if inserted.contains(&task.id.to_string()) {
@@ -131,14 +149,21 @@ macro_rules! impl_store {
                     let mut bytes = 0;
                     let mut before = filter.before;
                     let mut chunk: u32 = 32;
+                    let statement = sql::list(&filter.labels, self.label_driver(&filter.labels).await?);
                     'pages: while tasks.len() < filter.limit as usize {
                         let want = chunk.min(filter.limit - tasks.len() as u32);
-                        let query = sqlx::query(sqlx::AssertSqlSafe(sql::list()))
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
                             .bind(filter.status.map(|s| s.as_str()))
                             .bind(filter.queue.as_deref())
                             .bind(filter.kind.as_deref())
                             .bind(before.map(|id| id.to_string()))
                             .bind(i64::from(want));
+                        for selector in &filter.labels {
+                            query = query.bind(selector.key());
+                            if let Some(value) = selector.value() {
+                                query = query.bind(value);
+                            }
+                        }
                         let mut rows = query.fetch(&self.read);
                         let mut got = 0;
                         while let Some(row) = rows.try_next().await? {
@@ -482,6 +507,35 @@ macro_rules! impl_store {
                 })
             }
 
+            fn events_before(
+                &self,
+                before: i64,
+                limit: u32,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::StoredEvent>>>
+            {
+                Box::pin(async move {
+                    let rows = sqlx::query($crate::store::sql::EVENTS_BEFORE)
+                        .bind(before)
+                        .bind(i64::from(limit))
+                        .fetch_all(&self.read)
+                        .await?;
+                    rows.iter().map($crate::store::decode::event).collect()
+                })
+            }
+
+            fn first_event_since(
+                &self,
+                at: i64,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Option<i64>>> {
+                Box::pin(async move {
+                    let seq: Option<i64> = sqlx::query_scalar($crate::store::sql::FIRST_EVENT_SINCE)
+                        .bind(at)
+                        .fetch_one(&self.read)
+                        .await?;
+                    Ok(seq)
+                })
+            }
+
             fn latest_event(&self) -> $crate::store::BoxFuture<'_, $crate::store::Result<i64>> {
                 Box::pin(async move {
                     let seq: i64 = sqlx::query_scalar($crate::store::sql::LATEST_EVENT)
@@ -620,6 +674,43 @@ macro_rules! impl_store {
                 wake: std::sync::Arc<tokio::sync::Notify>,
             ) -> $crate::store::BoxFuture<'static, ()> {
                 self.dialect_listen_ready(wake)
+            }
+        }
+
+        impl $store {
+            /// Which label selector finds a list's tasks through the label index (see
+            /// [`sql::list`]($crate::store::sql::list)): the `key=value` one with the fewest
+            /// tasks, else the first `key` one, else none.
+            async fn label_driver(
+                &self,
+                selectors: &[$crate::domain::labels::Selector],
+            ) -> $crate::store::Result<Option<usize>> {
+                use $crate::domain::labels::Selector;
+                let equals: Vec<(usize, &str, &str)> = selectors
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, s)| match s {
+                        Selector::Equals(key, value) => Some((i, key.as_str(), value.as_str())),
+                        _ => None,
+                    })
+                    .collect();
+                if equals.len() < 2 {
+                    return Ok(equals.first().map(|(i, _, _)| *i).or_else(|| {
+                        selectors.iter().position(|s| matches!(s, Selector::Exists(_)))
+                    }));
+                }
+                let mut fewest: Option<(i64, usize)> = None;
+                for (i, key, value) in equals {
+                    let count: i64 = sqlx::query_scalar($crate::store::sql::LABEL_PROBE)
+                        .bind(key)
+                        .bind(value)
+                        .fetch_one(&self.read)
+                        .await?;
+                    if fewest.is_none_or(|(least, _)| count < least) {
+                        fewest = Some((count, i));
+                    }
+                }
+                Ok(fewest.map(|(_, i)| i))
             }
         }
     };

@@ -21,7 +21,13 @@ use uuid::Uuid;
 use super::{BoxFuture, ClaimedTask, Result, StoreError, WriteHealth, decode, sql};
 
 /// The schema, in order. A version is applied once and recorded in `schema_migrations`.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/sqlite/0001_tasks.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/sqlite/0001_tasks.sql")),
+    (
+        2,
+        include_str!("../../migrations/sqlite/0002_task_labels.sql"),
+    ),
+];
 
 /// Free pages worth giving back to the file system after a retention delete (4 MiB), and the
 /// most given back in one step.

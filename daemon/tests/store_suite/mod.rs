@@ -509,6 +509,130 @@ pub async fn listing_pages_and_filters(store: Arc<dyn Store>) {
     assert!(none.is_empty());
 }
 
+pub async fn label_selectors(store: Arc<dyn Store>) {
+    use taskd::domain::labels::Selector;
+    // Task i: team=t(i mod 3), env=prod for odd i, rare=yes for i = 7.
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let task = new_task(|t| {
+            t.labels.insert("team".into(), format!("t{}", i % 3));
+            if i % 2 == 1 {
+                t.labels.insert("env".into(), "prod".into());
+            }
+            if i == 7 {
+                t.labels.insert("rare".into(), "yes".into());
+                t.idempotency_key = Some("rare".into());
+            }
+        });
+        ids.push(insert_one(store.as_ref(), task).await);
+    }
+    // The same key again is no new task, and writes no second set of label rows.
+    let again = new_task(|t| {
+        t.labels.insert("rare".into(), "yes".into());
+        t.idempotency_key = Some("rare".into());
+    });
+    let rows = store.insert(vec![again]).await.expect("insert a known key");
+    assert!(!rows[0].1);
+    let unlabeled = insert_one(store.as_ref(), new_task(|_| {})).await;
+
+    let select = |texts: &[&str]| {
+        let labels = texts
+            .iter()
+            .map(|text| Selector::parse(text).expect("selector"))
+            .collect();
+        let store = store.clone();
+        async move {
+            store
+                .list(ListFilter {
+                    labels,
+                    limit: 1000,
+                    ..Default::default()
+                })
+                .await
+                .expect("list")
+                .into_iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    // What each selector should find, newest first.
+    let expect = |keep: &dyn Fn(usize) -> bool| {
+        let mut want: Vec<Uuid> = (0..30).filter(|i| keep(*i)).map(|i| ids[i]).collect();
+        want.reverse();
+        want
+    };
+    assert_eq!(select(&["team=t1"]).await, expect(&|i| i % 3 == 1));
+    assert_eq!(select(&["rare=yes"]).await, vec![ids[7]]);
+    assert_eq!(select(&["rare"]).await, vec![ids[7]]);
+    assert_eq!(select(&["env"]).await, expect(&|i| i % 2 == 1));
+    let mut no_team = vec![unlabeled];
+    no_team.extend(expect(&|_| false));
+    assert_eq!(select(&["!team"]).await, no_team);
+    let mut not_t1 = vec![unlabeled];
+    not_t1.extend(expect(&|i| i % 3 != 1));
+    assert_eq!(select(&["team!=t1"]).await, not_t1);
+    // Several: all must match, whichever one drives the query.
+    assert_eq!(
+        select(&["team=t1", "env=prod"]).await,
+        expect(&|i| i % 3 == 1 && i % 2 == 1)
+    );
+    assert_eq!(
+        select(&["env=prod", "team=t1"]).await,
+        expect(&|i| i % 3 == 1 && i % 2 == 1)
+    );
+    assert_eq!(
+        select(&["env=prod", "team=t1", "rare=yes"]).await,
+        vec![ids[7]]
+    );
+    assert_eq!(
+        select(&["team", "!env", "team!=t0"]).await,
+        expect(&|i| i % 2 == 0 && i % 3 != 0)
+    );
+    assert_eq!(select(&["env=prod", "!env"]).await, Vec::<Uuid>::new());
+    assert_eq!(select(&["team=nobody"]).await, Vec::<Uuid>::new());
+    assert_eq!(select(&["team=t1", "env=dev"]).await, Vec::<Uuid>::new());
+
+    // Pages follow the cursor through a selector's tasks, with the other filters applied.
+    let want = expect(&|i| i % 3 == 2);
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list(ListFilter {
+                labels: vec![Selector::parse("team=t2").expect("selector")],
+                status: Some(TaskStatus::Queued),
+                before,
+                limit: 4,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        seen.extend(page.iter().map(|t| t.id));
+        if page.len() < 4 {
+            break;
+        }
+        before = page.last().map(|t| t.id);
+    }
+    assert_eq!(seen, want);
+
+    // A task's label rows go with it.
+    assert!(matches!(
+        store.cancel(ids[7], NOW).await.expect("cancel"),
+        CancelOutcome::Cancelled(_)
+    ));
+    let deleted = store
+        .delete_finished(taskd::store::FinishedFilter {
+            statuses: vec![TaskStatus::Cancelled],
+            finished_before: NOW + 1,
+            kind: None,
+            queue: None,
+        })
+        .await
+        .expect("delete the cancelled task");
+    assert_eq!(deleted, 1);
+    assert!(select(&["rare"]).await.is_empty());
+}
+
 pub async fn logs_page_in_order(store: Arc<dyn Store>) {
     let id = insert_one(store.as_ref(), new_task(|_| {})).await;
     let lines = (0..30)
