@@ -210,21 +210,27 @@ pub struct TaskList {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "failed")]
     pub status: Option<TaskStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "default")]
     pub queue: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "shell")]
     pub kind: Option<String>,
     /// 1 to 1000; defaults to 100. A page of large tasks ends sooner (at about 8 MiB):
     /// follow `next_cursor` until it is null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = 50)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "01a20649-73ff-71a9-a177-5aa009d23a9d")]
     pub cursor: Option<String>,
     /// Label selectors, repeatable; a task must match them all: `key=value` (has the label
     /// with that value), `key!=value` (has not), `key` (has the label), `!key` (has not).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[param(example = json!(["team=ops"]))]
     pub label: Vec<String>,
 }
 
@@ -281,12 +287,15 @@ pub struct LogQuery {
     /// Stream the output as it is produced, one JSON [`LogLine`] per line
     /// (`application/x-ndjson`), until the task finishes.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[param(example = false)]
     pub follow: bool,
     /// Only lines with a greater `seq`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = 120)]
     pub after: Option<i64>,
     /// 1 to 10000; defaults to 1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -389,20 +398,25 @@ pub struct TaskEvent {
 pub struct EventQuery {
     /// Only events of tasks in this queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "default")]
     pub queue: Option<String>,
     /// Only events of tasks of this kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "shell")]
     pub kind: Option<String>,
     /// Only events of these tasks (comma-separated ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "01a20649-73ff-71a9-a177-5aa009d23a9d")]
     pub tasks: Option<String>,
     /// First replay the kept events (the last ten minutes) recorded this many seconds ago
     /// or later, then go on live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = 300)]
     pub since_secs: Option<u64>,
     /// First replay the last this many kept events that match the filters (at most
     /// 10000; with `since_secs`, only of those), then go on live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = 20)]
     pub last: Option<u32>,
 }
 

@@ -76,12 +76,43 @@ pub fn venv_tools(test: &str, tools: &[&str]) -> Option<PathBuf> {
 }
 
 /// A test cannot run here (`message` says why): fails it when services are required (CI),
-/// otherwise prints why it is skipped; the caller then returns.
+/// otherwise says why it is skipped; the caller then returns.
+///
+/// libtest counts a test that returns as passed, and shows what it printed only when it
+/// fails: so the test binary ends with a list of everything it skipped, written to stderr
+/// at exit, just below its `test result:` line.
 pub fn skip(message: &str) {
     if required() {
         panic!("{message}; TASKPLANE_REQUIRE_SERVICES=1 makes this a failure");
     }
     eprintln!("SKIPPED {message}");
+    let mut skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    if skipped.is_empty() {
+        // SAFETY: `atexit` stores a plain `extern "C"` function to call once, when the
+        // process exits (after libtest's summary); the function only locks a static and
+        // writes to stderr, and it never unwinds (errors are ignored, a poisoned lock read).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::atexit(list_skipped);
+        }
+    }
+    skipped.push(message.to_owned());
+}
+
+/// What this test binary skipped, for [`list_skipped`].
+static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Runs at exit: the closing list of skipped tests.
+extern "C" fn list_skipped() {
+    let skipped = SKIPPED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut text = format!(
+        "SKIPPED {} test(s) above, counted as passed but not run (scripts/test.sh installs and starts what they need):\n",
+        skipped.len()
+    );
+    for message in skipped.iter() {
+        text.push_str(&format!("  - {message}\n"));
+    }
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
 }
 
 /// Whether the services a test needs are up. When they are not: fails the test if services
@@ -104,10 +135,7 @@ pub fn services_available(test: &str, postgres: bool, rabbitmq: bool) -> bool {
         "{test}: {} not reachable (start them with scripts/services.sh)",
         missing.join(" and ")
     );
-    if required() {
-        panic!("{message}; TASKPLANE_REQUIRE_SERVICES=1 makes this a failure");
-    }
-    eprintln!("SKIPPED {message}");
+    skip(&message);
     false
 }
 

@@ -15,11 +15,9 @@ impl Tmux {
     /// `None` (and a note) when tmux is not installed, unless the services are required.
     pub fn start(test: &str, width: u16, height: u16) -> Option<Tmux> {
         if Command::new("tmux").arg("-V").output().is_err() {
-            assert!(
-                std::env::var("TASKPLANE_REQUIRE_SERVICES").is_err(),
-                "tmux is needed for this test (scripts/services.sh installs it)"
-            );
-            eprintln!("SKIPPED {test}: tmux is not installed");
+            taskplane_testkit::skip(&format!(
+                "{test}: tmux is not installed (scripts/install-test-tools.sh installs it)"
+            ));
             return None;
         }
         let tmux = Tmux {
