@@ -437,7 +437,7 @@ fn taskd_migrate_and_health_answer_with_their_exit_codes() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = format!("sqlite://{}", dir.path().join("m.db").display());
     for expected in [
-        "applied migration 0001",
+        "applied migrations 0001, 0002",
         "the schema is up to date; nothing to apply",
     ] {
         let out = std::process::Command::new(common::taskd_bin())

@@ -94,3 +94,86 @@ async fn labels_from_before_the_label_table_are_found() {
     let ids: Vec<String> = found.iter().map(|t| t.id.to_string()).collect();
     assert_eq!(ids, ["01a20649-73ff-71a9-a177-5aa009d23a9d"]);
 }
+
+/// The RabbitMQ delivery path's writers at once, on overlapping rows, for a few seconds: the
+/// dispatcher recording what it published, workers claiming delivered ids (each in its own
+/// order, as deliveries arrive) and settling them. PostgreSQL must never find a deadlock:
+/// each one would stall everything behind it for `deadlock_timeout` (1 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_delivery_writers_never_deadlock() {
+    use taskd::domain::lifecycle::Settlement;
+    use taskplane_api::SubmitTask;
+    let Some((_db, store)) = fresh("the_delivery_writers_never_deadlock").await else {
+        return;
+    };
+    let kinds = taskd::domain::validate::Kinds {
+        known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
+        shell_enabled: false,
+        provisioning_enabled: false,
+    };
+    let now = taskd::worker::now_ms();
+    let tasks: Vec<_> = (0..3000)
+        .map(|_| {
+            let request = SubmitTask {
+                kind: "noop".into(),
+                ..Default::default()
+            };
+            taskd::domain::validate::submit(request, &kinds, uuid::Uuid::now_v7(), now)
+                .expect("valid")
+        })
+        .collect();
+    let rows = store.insert(tasks).await.expect("insert");
+    let versions: Arc<Vec<(uuid::Uuid, i64)>> =
+        Arc::new(rows.iter().map(|(t, _)| (t.id, t.updated_at)).collect());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    let mut writers = Vec::new();
+    for publisher in 0..2u64 {
+        let (store, versions) = (store.clone(), versions.clone());
+        writers.push(tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(publisher);
+            while std::time::Instant::now() < deadline {
+                // Confirmations arrive in any order: a shuffled slice of 500.
+                let start = rng.usize(0..versions.len() - 500);
+                let mut batch = versions[start..start + 500].to_vec();
+                rng.shuffle(&mut batch);
+                store.mark_published(&batch, taskd::worker::now_ms()).await?;
+            }
+            Ok::<_, taskd::store::StoreError>(())
+        }));
+    }
+    for worker in 0..3u64 {
+        let (store, versions) = (store.clone(), versions.clone());
+        writers.push(tokio::spawn(async move {
+            let name = format!("worker-{worker}");
+            let mut rng = fastrand::Rng::with_seed(100 + worker);
+            while std::time::Instant::now() < deadline {
+                let start = rng.usize(0..versions.len() - 64);
+                let mut ids: Vec<uuid::Uuid> =
+                    versions[start..start + 64].iter().map(|(id, _)| *id).collect();
+                rng.shuffle(&mut ids);
+                let now = taskd::worker::now_ms();
+                let claimed = store.claim_ids(&name, &ids, now, now + 30_000).await?;
+                let outcomes: Vec<_> = claimed
+                    .iter()
+                    .map(|task| {
+                        (
+                            task.id,
+                            Settlement::Succeeded {
+                                result: "{}".into(),
+                            },
+                        )
+                    })
+                    .collect();
+                store.settle_many(&name, &outcomes, now).await?;
+            }
+            Ok(())
+        }));
+    }
+    let mut errors = Vec::new();
+    for writer in writers {
+        if let Err(error) = writer.await.expect("writer task") {
+            errors.push(error.to_string());
+        }
+    }
+    assert!(errors.is_empty(), "the writers failed: {errors:#?}");
+}
