@@ -176,4 +176,14 @@ async fn the_delivery_writers_never_deadlock() {
         }
     }
     assert!(errors.is_empty(), "the writers failed: {errors:#?}");
+    // They really overlapped: claims took tasks while the marks went on.
+    let succeeded = store
+        .list(taskd::store::ListFilter {
+            status: Some(taskplane_api::TaskStatus::Succeeded),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert!(succeeded.len() >= 100, "only {} tasks were claimed and settled", succeeded.len());
 }

@@ -35,6 +35,22 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    const LOCKS: sql::Locks = sql::POSTGRES_LOCKS;
+
+    /// Locks these task rows in id order, for a transaction that then changes them in
+    /// several statements.
+    async fn dialect_lock_rows(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        ids: &[String],
+    ) -> Result<()> {
+        sqlx::query("SELECT id FROM tasks WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+            .bind(ids)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn open(url: &str) -> Result<Self> {
         let options = PgConnectOptions::from_str(url)?.application_name("taskd");
         let pool = PgPoolOptions::new()
@@ -142,9 +158,18 @@ impl PgStore {
         lease_until: i64,
     ) -> Result<Vec<ClaimedTask>> {
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        // Locked in id order first: deliveries come in any order, and two workers (or a
+        // worker and the dispatcher) locking overlapping ids in different orders deadlock.
+        // No SKIP LOCKED: a delivered task passed over would be acked as a duplicate.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET {set}
-             WHERE id = ANY($4) AND status = 'queued'
+            "WITH locked AS (
+                 SELECT id AS locked_id FROM tasks
+                 WHERE id = ANY($4) AND status = 'queued'
+                 ORDER BY id
+                 FOR UPDATE)
+             UPDATE tasks SET {set}
+             FROM locked
+             WHERE tasks.id = locked.locked_id AND tasks.status = 'queued'
              RETURNING {}",
             sql::CLAIM_COLUMNS,
             set = sql::CLAIM_SET

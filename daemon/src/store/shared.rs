@@ -244,7 +244,7 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
                 Box::pin(self.health.track(async move {
-                    let done = sqlx::query(sqlx::AssertSqlSafe($crate::store::sql::retry_failed()))
+                    let done = sqlx::query(sqlx::AssertSqlSafe($crate::store::sql::retry_failed(Self::LOCKS)))
                         .bind(now)
                         .bind(kind)
                         .bind(queue)
@@ -267,7 +267,7 @@ macro_rules! impl_store {
                         let mut total = 0;
                         loop {
                             let mut tx = self.write.begin().await?;
-                            let done = sqlx::query(sqlx::AssertSqlSafe(sql::delete_finished()))
+                            let done = sqlx::query(sqlx::AssertSqlSafe(sql::delete_finished(Self::LOCKS)))
                                 .bind(&statuses)
                                 .bind(filter.finished_before)
                                 .bind(&filter.kind)
@@ -329,6 +329,10 @@ macro_rules! impl_store {
                     // One transaction for the lot: one commit (one WAL append, one fsync on
                     // PostgreSQL) however many tasks ended together.
                     let mut tx = self.write.begin().await?;
+                    // The rows are locked in id order before any changes: the statements
+                    // below group them by outcome, in no one order.
+                    let ids: Vec<String> = items.iter().map(|(id, _)| id.to_string()).collect();
+                    self.dialect_lock_rows(&mut tx, &ids).await?;
                     let mut settled = vec![false; items.len()];
                     // Successes, the common case, wait for one statement per chunk; every other
                     // outcome is one statement.
@@ -390,7 +394,7 @@ macro_rules! impl_store {
                 until: i64,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<u64>> {
                 Box::pin(self.health.track(async move {
-                    let done = sqlx::query($crate::store::sql::RENEW)
+                    let done = sqlx::query(sqlx::AssertSqlSafe($crate::store::sql::renew(Self::LOCKS)))
                         .bind(worker)
                         .bind(until)
                         .execute(&self.write)
@@ -405,7 +409,7 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<u64>> {
                 Box::pin(self.health.track(async move {
-                    let done = sqlx::query($crate::store::sql::RELEASE_LEASES)
+                    let done = sqlx::query(sqlx::AssertSqlSafe($crate::store::sql::release_leases(Self::LOCKS)))
                         .bind(worker)
                         .bind(now)
                         .execute(&self.write)
@@ -429,7 +433,7 @@ macro_rules! impl_store {
 
             fn promote_due(&self, now: i64) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
                 Box::pin(self.health.track(async move {
-                    let done = sqlx::query($crate::store::sql::PROMOTE)
+                    let done = sqlx::query(sqlx::AssertSqlSafe($crate::store::sql::promote(Self::LOCKS)))
                         .bind(now)
                         .execute(&self.write)
                         .await?;
@@ -439,7 +443,7 @@ macro_rules! impl_store {
 
             fn reap_expired(&self, now: i64) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
                 Box::pin(self.health.track(async move {
-                    let done = sqlx::query($crate::store::sql::REAP)
+                    let done = sqlx::query(sqlx::AssertSqlSafe($crate::store::sql::reap(Self::LOCKS)))
                         .bind(now)
                         .execute(&self.write)
                         .await?;
@@ -655,14 +659,20 @@ macro_rules! impl_store {
                 now: i64,
             ) -> $crate::store::BoxFuture<'a, $crate::store::Result<()>> {
                 Box::pin(self.health.track(async move {
+                    use $crate::store::sql;
+                    // In id order across the statements too, so the transaction takes its
+                    // row locks in one order from start to end.
+                    let mut rows: Vec<(String, i64)> =
+                        tasks.iter().map(|(id, at)| (id.to_string(), *at)).collect();
+                    rows.sort_unstable();
                     let mut tx = self.write.begin().await?;
-                    for (id, updated_at) in tasks {
-                        sqlx::query($crate::store::sql::MARK_PUBLISHED)
-                            .bind(now)
-                            .bind(id.to_string())
-                            .bind(*updated_at)
-                            .execute(&mut *tx)
-                            .await?;
+                    for chunk in rows.chunks(sql::ROWS_PER_STATEMENT) {
+                        let statement = sql::mark_published_rows(chunk.len(), Self::LOCKS);
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(now);
+                        for (id, updated_at) in chunk {
+                            query = query.bind(id.as_str()).bind(*updated_at);
+                        }
+                        query.execute(&mut *tx).await?;
                     }
                     tx.commit().await?;
                     Ok(())

@@ -4,6 +4,35 @@
 
 use crate::domain::labels::Selector;
 
+/// How a statement that changes many task rows locks them. On PostgreSQL it locks them first,
+/// in id order (`ordered`: waiting for a row another transaction holds; `skip`: passing over
+/// it, where a later round picks it up), so two such statements can never each hold a row the
+/// other waits for: no deadlocks by construction. SQLite has one writer and needs neither.
+#[derive(Debug, Clone, Copy)]
+pub struct Locks {
+    pub ordered: &'static str,
+    pub skip: &'static str,
+}
+
+pub const SQLITE_LOCKS: Locks = Locks {
+    ordered: "",
+    skip: "",
+};
+
+pub const POSTGRES_LOCKS: Locks = Locks {
+    ordered: " FOR UPDATE",
+    skip: " FOR UPDATE SKIP LOCKED",
+};
+
+/// `UPDATE tasks SET {set} WHERE {filter}`, with the rows locked first in id order (`lock`)
+/// and the filter checked again on the locked rows.
+fn update_locked(set: &str, filter: &str, lock: &str) -> String {
+    format!(
+        "WITH locked AS (SELECT id AS locked_id FROM tasks WHERE {filter} ORDER BY id{lock})
+         UPDATE tasks SET {set} FROM locked WHERE tasks.id = locked.locked_id AND {filter}"
+    )
+}
+
 /// The columns a [`StoredTask`](super::StoredTask) is decoded from.
 pub const TASK_COLUMNS: &str = "id, kind, queue, priority, payload, status, attempts, max_attempts, \
      timeout_secs, run_at, created_at, updated_at, started_at, finished_at, result, last_error, \
@@ -170,11 +199,12 @@ pub fn retry() -> String {
 
 /// Every failed task, or those of one kind (`$2`) or queue (`$3`); with `$4`, not the
 /// kinds only an admin may run.
-pub fn retry_failed() -> String {
-    format!(
-        "UPDATE tasks SET {REQUEUE}
-         WHERE status = 'failed' AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR queue = $3)
-           AND (NOT $4 OR kind NOT IN ('shell', 'salt', 'kubectl'))"
+pub fn retry_failed(locks: Locks) -> String {
+    update_locked(
+        REQUEUE,
+        "status = 'failed' AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR queue = $3)
+           AND (NOT $4 OR kind NOT IN ('shell', 'salt', 'kubectl'))",
+        locks.skip,
     )
 }
 
@@ -182,14 +212,17 @@ pub fn retry_failed() -> String {
 /// `ON DELETE CASCADE`): `$1` statuses as a
 /// comma-separated list, finished before `$2`, of kind `$3` and queue `$4` when given. At
 /// most 1000 at a time, so no statement holds its locks for long.
-const DOOMED: &str = "SELECT id FROM tasks
-     WHERE finished_at IS NOT NULL AND finished_at < $2
-       AND (',' || $1 || ',') LIKE ('%,' || status || ',%')
-       AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR queue = $4)
-     LIMIT 1000";
-
-pub fn delete_finished() -> String {
-    format!("DELETE FROM tasks WHERE id IN ({DOOMED})")
+pub fn delete_finished(locks: Locks) -> String {
+    format!(
+        "WITH doomed AS (SELECT id FROM tasks
+             WHERE finished_at IS NOT NULL AND finished_at < $2
+               AND (',' || $1 || ',') LIKE ('%,' || status || ',%')
+               AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR queue = $4)
+             ORDER BY id
+             LIMIT 1000{})
+         DELETE FROM tasks WHERE id IN (SELECT id FROM doomed)",
+        locks.skip
+    )
 }
 
 /// The guard every outcome shares: only the worker holding the lease may settle.
@@ -218,18 +251,29 @@ pub fn settle_requeued() -> String {
     )
 }
 
-pub const RENEW: &str = "UPDATE tasks SET lease_expires_at = $2
-     WHERE lease_owner = $1 AND status = 'running'";
+pub fn renew(locks: Locks) -> String {
+    update_locked(
+        "lease_expires_at = $2",
+        "lease_owner = $1 AND status = 'running'",
+        locks.ordered,
+    )
+}
 
 pub const CANCEL_REQUESTS: &str = "SELECT id FROM tasks
      WHERE lease_owner = $1 AND status = 'running' AND cancel_requested = TRUE";
 
-pub const PROMOTE: &str = "UPDATE tasks SET status = 'queued', updated_at = $1, published_at = NULL
-     WHERE status IN ('scheduled', 'retrying') AND run_at <= $1";
+pub fn promote(locks: Locks) -> String {
+    update_locked(
+        "status = 'queued', updated_at = $1, published_at = NULL",
+        "status IN ('scheduled', 'retrying') AND run_at <= $1",
+        locks.skip,
+    )
+}
 
 /// Running tasks whose lease ran out: their worker is gone.
-pub const REAP: &str = "UPDATE tasks SET
-         status = CASE WHEN cancel_requested = TRUE THEN 'cancelled'
+pub fn reap(locks: Locks) -> String {
+    update_locked(
+        "status = CASE WHEN cancel_requested = TRUE THEN 'cancelled'
                        WHEN attempts >= max_attempts THEN 'failed'
                        ELSE 'queued' END,
          finished_at = CASE WHEN cancel_requested = TRUE OR attempts >= max_attempts
@@ -238,8 +282,11 @@ pub const REAP: &str = "UPDATE tasks SET
              || ' stopped renewing its lease during attempt ' || attempts
              || ' (it crashed or was killed)',
          run_at = $1, lease_owner = NULL, lease_expires_at = NULL, updated_at = $1,
-         published_at = NULL
-     WHERE status = 'running' AND lease_expires_at < $1";
+         published_at = NULL",
+        "status = 'running' AND lease_expires_at < $1",
+        locks.skip,
+    )
+}
 
 pub const APPEND_LOG: &str = "INSERT INTO task_logs (task_id, attempt, stream, ts, line)
      VALUES ($1, $2, $3, $4, $5)";
@@ -254,21 +301,41 @@ pub const UNPUBLISHED: &str = "SELECT id, queue, kind, priority, payload, update
      ORDER BY priority DESC, created_at
      LIMIT $2";
 
-/// Guarded by `updated_at`, so a task that changed since it was read (and may need another
-/// publish) is not marked.
-pub const MARK_PUBLISHED: &str = "UPDATE tasks SET published_at = $1
-     WHERE id = $2 AND updated_at = $3 AND status = 'queued'";
+/// Marks `rows` tasks published at `$1`: an id and an `updated_at` each from `$2` on,
+/// guarded by `updated_at`, so a task that changed since it was read (and may need another
+/// publish) is not marked. Rows another transaction holds are passed over (they are being
+/// claimed or changed); the sweep publishes an unmarked task again, and the guarded claim
+/// drops the duplicate.
+pub fn mark_published_rows(rows: usize, locks: Locks) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| format!("(${}, ${})", 2 + 2 * r, 3 + 2 * r))
+        .collect();
+    // VALUES columns are column1, column2 in both SQLite and PostgreSQL.
+    format!(
+        "WITH marked AS (SELECT tasks.id AS marked_id FROM tasks
+             JOIN (VALUES {}) AS v ON tasks.id = v.column1 AND tasks.updated_at = v.column2
+             WHERE tasks.status = 'queued'
+             ORDER BY tasks.id{})
+         UPDATE tasks SET published_at = $1 FROM marked WHERE tasks.id = marked.marked_id",
+        values.join(", "),
+        locks.skip.replace("FOR UPDATE", "FOR UPDATE OF tasks")
+    )
+}
 
 /// A worker exiting without a drain hands its running tasks back: ready again without
 /// counting the attempt, or cancelled if that was asked for.
-pub const RELEASE_LEASES: &str = "UPDATE tasks SET
-         status = CASE WHEN cancel_requested = TRUE THEN 'cancelled' ELSE 'queued' END,
+pub fn release_leases(locks: Locks) -> String {
+    update_locked(
+        "status = CASE WHEN cancel_requested = TRUE THEN 'cancelled' ELSE 'queued' END,
          finished_at = CASE WHEN cancel_requested = TRUE THEN $2 ELSE NULL END,
          attempts = CASE WHEN cancel_requested = TRUE THEN attempts ELSE attempts - 1 END,
          started_at = CASE WHEN cancel_requested = TRUE THEN started_at ELSE NULL END,
          run_at = $2, lease_owner = NULL, lease_expires_at = NULL, updated_at = $2,
-         published_at = NULL
-     WHERE lease_owner = $1 AND status = 'running'";
+         published_at = NULL",
+        "lease_owner = $1 AND status = 'running'",
+        locks.ordered,
+    )
+}
 
 /// Change-feed rows with their task's unchanging fields: `seq` in `($1, $2]`, oldest first.
 pub const EVENTS: &str = "SELECT e.seq, e.kind AS event, e.status, e.attempts, e.worker, e.at,

@@ -42,6 +42,17 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    const LOCKS: sql::Locks = sql::SQLITE_LOCKS;
+
+    /// One writer connection: a transaction holds the whole database already.
+    async fn dialect_lock_rows(
+        &self,
+        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        _ids: &[String],
+    ) -> Result<()> {
+        Ok(())
+    }
+
     /// Opens (creating if needed) the database at `url` (`sqlite://PATH`).
     pub async fn open(url: &str) -> Result<Self> {
         let options = SqliteConnectOptions::from_str(url)?
