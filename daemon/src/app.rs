@@ -135,6 +135,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         events,
         metrics: metrics.clone(),
         store: store.clone(),
+        submits: crate::store::GroupCommit::start(store.clone()),
         kinds: Arc::new(Kinds {
             known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
             shell_enabled: args.enable_shell,

@@ -45,6 +45,7 @@ postgres_tests!(
     expired_leases_are_reaped,
     listing_pages_and_filters,
     label_selectors,
+    group_commit_answers_each_request,
     logs_page_in_order,
     publishing_is_tracked,
     claims_by_id_skip_what_is_not_ready,
@@ -136,7 +137,9 @@ async fn the_delivery_writers_never_deadlock() {
                 let start = rng.usize(0..versions.len() - 500);
                 let mut batch = versions[start..start + 500].to_vec();
                 rng.shuffle(&mut batch);
-                store.mark_published(&batch, taskd::worker::now_ms()).await?;
+                store
+                    .mark_published(&batch, taskd::worker::now_ms())
+                    .await?;
             }
             Ok::<_, taskd::store::StoreError>(())
         }));
@@ -148,8 +151,10 @@ async fn the_delivery_writers_never_deadlock() {
             let mut rng = fastrand::Rng::with_seed(100 + worker);
             while std::time::Instant::now() < deadline {
                 let start = rng.usize(0..versions.len() - 64);
-                let mut ids: Vec<uuid::Uuid> =
-                    versions[start..start + 64].iter().map(|(id, _)| *id).collect();
+                let mut ids: Vec<uuid::Uuid> = versions[start..start + 64]
+                    .iter()
+                    .map(|(id, _)| *id)
+                    .collect();
                 rng.shuffle(&mut ids);
                 let now = taskd::worker::now_ms();
                 let claimed = store.claim_ids(&name, &ids, now, now + 30_000).await?;
@@ -185,5 +190,9 @@ async fn the_delivery_writers_never_deadlock() {
         })
         .await
         .expect("list");
-    assert!(succeeded.len() >= 100, "only {} tasks were claimed and settled", succeeded.len());
+    assert!(
+        succeeded.len() >= 100,
+        "only {} tasks were claimed and settled",
+        succeeded.len()
+    );
 }

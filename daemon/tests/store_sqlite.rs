@@ -41,6 +41,7 @@ sqlite_tests!(
     expired_leases_are_reaped,
     listing_pages_and_filters,
     label_selectors,
+    group_commit_answers_each_request,
     logs_page_in_order,
     publishing_is_tracked,
     claims_by_id_skip_what_is_not_ready,

@@ -28,6 +28,8 @@ use guard::Guard;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Single submits, group-committed.
+    pub submits: Arc<crate::store::GroupCommit>,
     pub kinds: Arc<Kinds>,
     /// Told about new and requeued work.
     pub broker: Arc<Broker>,

@@ -80,7 +80,7 @@ pub async fn submit(
     let now = now_ms();
     let task = validate::submit(request, &state.kinds, Uuid::now_v7(), now)?;
     let (kind, payload) = (task.kind.clone(), task.payload.clone());
-    let mut stored = state.store.insert(vec![task]).await?;
+    let mut stored = state.submits.insert(vec![task]).await?;
     let (row, created) = stored.pop().ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -7,6 +7,7 @@
 #[macro_use]
 mod shared;
 mod decode;
+mod group;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 use crate::domain::lifecycle::Settlement;
 use crate::domain::validate::NewTask;
 
+pub use group::GroupCommit;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -46,6 +48,9 @@ pub enum StoreError {
     /// The database URL names a backend this build cannot use.
     #[error("unsupported database URL '{0}': use sqlite://PATH or postgres://…")]
     Unsupported(String),
+    /// The process is shutting down: its submit writer has stopped.
+    #[error("taskd is shutting down")]
+    Stopped,
 }
 
 impl StoreError {
@@ -64,7 +69,7 @@ impl StoreError {
                 sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
                 _ => false,
             },
-            StoreError::WritesRefused(_) => true,
+            StoreError::WritesRefused(_) | StoreError::Stopped => true,
             _ => false,
         }
     }

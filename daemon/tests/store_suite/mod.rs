@@ -633,6 +633,55 @@ pub async fn label_selectors(store: Arc<dyn Store>) {
     assert!(select(&["rare"]).await.is_empty());
 }
 
+pub async fn group_commit_answers_each_request(store: Arc<dyn Store>) {
+    let submits = taskd::store::GroupCommit::start(store.clone());
+    // Many single submits at once (they share transactions), four of them with one key.
+    let mut requests = Vec::new();
+    for i in 0..200 {
+        let submits = submits.clone();
+        let task = new_task(|t| {
+            t.labels.insert("n".into(), i.to_string());
+            if i % 50 == 0 {
+                t.idempotency_key = Some("shared".into());
+            }
+        });
+        requests.push(tokio::spawn(async move {
+            let id = task.id;
+            (id, submits.insert(vec![task]).await)
+        }));
+    }
+    let mut created = 0;
+    let mut replayed = Vec::new();
+    for request in requests {
+        let (id, answer) = request.await.expect("request");
+        let rows = answer.expect("committed");
+        assert_eq!(rows.len(), 1);
+        let (row, new) = &rows[0];
+        if *new {
+            assert_eq!(row.id, id, "each request gets its own task back");
+            created += 1;
+        } else {
+            replayed.push(row.id);
+        }
+        assert!(
+            store.get(row.id).await.expect("get").is_some(),
+            "answered = committed"
+        );
+    }
+    assert_eq!(created, 197);
+    assert_eq!(replayed.len(), 3);
+    let first = store
+        .list(ListFilter {
+            labels: vec![taskd::domain::labels::Selector::parse("n").expect("selector")],
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(first.len(), 197);
+    assert!(replayed.iter().all(|id| first.iter().any(|t| t.id == *id)));
+}
+
 pub async fn logs_page_in_order(store: Arc<dyn Store>) {
     let id = insert_one(store.as_ref(), new_task(|_| {})).await;
     let lines = (0..30)

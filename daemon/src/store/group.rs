@@ -1,0 +1,88 @@
+//! Group commit for single submits: requests that arrive while a submit transaction is in
+//! flight are inserted together in the next one, so concurrent clients cost one commit per
+//! group instead of one each. Nothing waits for a window: an idle writer takes the first
+//! request at once, so an idle submit is as fast as before, and a group grows only with the
+//! load (the time one commit takes).
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Result, Store, StoredTask};
+use crate::domain::validate::NewTask;
+
+/// The most tasks one group inserts (requests beyond it wait for the next).
+const MAX_GROUP_TASKS: usize = 512;
+/// Requests that may wait for the writer before a submit waits to queue.
+const BACKLOG: usize = 4096;
+
+type Reply = oneshot::Sender<Result<Vec<(StoredTask, bool)>>>;
+
+struct Request {
+    tasks: Vec<NewTask>,
+    reply: Reply,
+}
+
+/// The submit side of the store, shared by every request handler of a process.
+pub struct GroupCommit {
+    requests: mpsc::Sender<Request>,
+}
+
+impl GroupCommit {
+    /// Starts the writer; it ends when the last handle is dropped.
+    pub fn start(store: Arc<dyn Store>) -> Arc<GroupCommit> {
+        let (requests, rx) = mpsc::channel(BACKLOG);
+        tokio::spawn(write_groups(store, rx));
+        Arc::new(GroupCommit { requests })
+    }
+
+    /// Inserts `tasks` like [`Store::insert`], in one transaction with whatever other
+    /// requests are waiting; answers once that transaction has committed.
+    pub async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<(StoredTask, bool)>> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(Request { tasks, reply })
+            .await
+            .map_err(|_| super::StoreError::Stopped)?;
+        answer.await.map_err(|_| super::StoreError::Stopped)?
+    }
+}
+
+async fn write_groups(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>) {
+    while let Some(first) = rx.recv().await {
+        let mut count = first.tasks.len();
+        let mut group = vec![first];
+        while count < MAX_GROUP_TASKS {
+            match rx.try_recv() {
+                Ok(request) => {
+                    count += request.tasks.len();
+                    group.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        if group.len() == 1 {
+            let Request { tasks, reply } = group.pop().expect("one request");
+            let _ = reply.send(store.insert(tasks).await);
+            continue;
+        }
+        let sizes: Vec<usize> = group.iter().map(|r| r.tasks.len()).collect();
+        let all: Vec<NewTask> = group.iter().flat_map(|r| r.tasks.iter().cloned()).collect();
+        match store.insert(all).await {
+            Ok(rows) => {
+                let mut rows = rows.into_iter();
+                for (request, size) in group.into_iter().zip(sizes) {
+                    let _ = request.reply.send(Ok(rows.by_ref().take(size).collect()));
+                }
+            }
+            // Whatever failed the group, each request gets its own answer (and one bad
+            // request cannot fail the others): one transaction each, as without grouping.
+            Err(error) => {
+                tracing::debug!(%error, requests = group.len(), "a grouped submit failed; inserting its requests one by one");
+                for request in group {
+                    let _ = request.reply.send(store.insert(request.tasks).await);
+                }
+            }
+        }
+    }
+}
