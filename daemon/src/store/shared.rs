@@ -501,12 +501,17 @@ macro_rules! impl_store {
             ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::StoredEvent>>>
             {
                 Box::pin(async move {
-                    let rows = sqlx::query($crate::store::sql::EVENTS)
-                        .bind(after)
-                        .bind(upto)
-                        .bind(i64::from(limit))
-                        .fetch_all(&self.read)
-                        .await?;
+                    let query = if upto == i64::MAX {
+                        sqlx::query($crate::store::sql::EVENTS_AFTER)
+                            .bind(after)
+                            .bind(i64::from(limit))
+                    } else {
+                        sqlx::query($crate::store::sql::EVENTS)
+                            .bind(after)
+                            .bind(upto)
+                            .bind(i64::from(limit))
+                    };
+                    let rows = query.fetch_all(&self.read).await?;
                     rows.iter().map($crate::store::decode::event).collect()
                 })
             }

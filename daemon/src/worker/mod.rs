@@ -68,6 +68,39 @@ struct Slot {
     cancel: CancellationToken,
 }
 
+/// How many handlers are running. A slot is free again as soon as its handler returns:
+/// recording the outcome (and acking the delivery) goes on beside the next claim, so claims
+/// and settles overlap instead of taking turns.
+#[derive(Default)]
+struct Handlers {
+    busy: std::sync::atomic::AtomicUsize,
+    freed: tokio::sync::Notify,
+}
+
+/// One running handler; frees its slot when dropped (also if the attempt panics).
+struct HandlerSlot(Arc<Handlers>);
+
+impl HandlerSlot {
+    fn take(handlers: &Arc<Handlers>) -> HandlerSlot {
+        handlers
+            .busy
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        HandlerSlot(handlers.clone())
+    }
+}
+
+impl Drop for HandlerSlot {
+    fn drop(&mut self) {
+        self.0
+            .busy
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.freed.notify_one();
+    }
+}
+
+/// Attempts whose outcome is still being recorded, at most this many times the slots.
+const SETTLING_PER_SLOT: usize = 4;
+
 impl Worker {
     /// Runs until `shutdown` fires and the running tasks have finished or been requeued.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -77,6 +110,7 @@ impl Worker {
         // Fires when the grace period is over: every handler still running is stopped.
         let hard_stop = CancellationToken::new();
         let mut running: JoinSet<Uuid> = JoinSet::new();
+        let handlers = Arc::new(Handlers::default());
         let mut slots: HashMap<Uuid, Slot> = HashMap::new();
         let mut ticker = tokio::time::interval(TICK);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -90,7 +124,12 @@ impl Worker {
             AmqpIntake::new(
                 client.clone(),
                 this.config.queues.clone(),
-                u16::try_from(this.config.concurrency).unwrap_or(u16::MAX),
+                // A quarter more than the slots: room for deliveries whose outcome is being
+                // recorded beside full slots, while few messages wait here unordered (what
+                // sits in the prefetch cannot be overtaken by a higher priority; a
+                // single-slot worker keeps strict priority order).
+                u16::try_from(this.config.concurrency + this.config.concurrency / 4)
+                    .unwrap_or(u16::MAX),
                 this.config.id.clone(),
             )
         });
@@ -115,8 +154,10 @@ impl Worker {
                 break;
             }
 
-            let free = this.config.concurrency as usize
-                - running.len().min(this.config.concurrency as usize);
+            let slots_total = this.config.concurrency as usize;
+            let busy = handlers.busy.load(std::sync::atomic::Ordering::SeqCst);
+            let free = (slots_total - busy.min(slots_total))
+                .min((slots_total * SETTLING_PER_SLOT).saturating_sub(running.len()));
             let mut claimed_all = false;
             if amqp.is_none() && !draining && free > 0 {
                 match this.claim(free as u32).await {
@@ -133,6 +174,7 @@ impl Worker {
                             let sink = logs.sink(task.id, task.attempt);
                             running.spawn(this.clone().execute(
                                 task,
+                                HandlerSlot::take(&handlers),
                                 cancel,
                                 hard_stop.clone(),
                                 sink,
@@ -184,10 +226,11 @@ impl Worker {
                         let cancel = CancellationToken::new();
                         slots.insert(task.id, Slot { cancel: cancel.clone() });
                         let sink = logs.sink(task.id, task.attempt);
-                        running.spawn(this.clone().execute(task, cancel, hard_stop.clone(), sink, settler.clone(), Some(acker)));
+                        running.spawn(this.clone().execute(task, HandlerSlot::take(&handlers), cancel, hard_stop.clone(), sink, settler.clone(), Some(acker)));
                     }
                 }
-                _ = this.broker.ready_wake.notified(), if from_db && !draining && running.len() < this.config.concurrency as usize => {}
+                _ = handlers.freed.notified(), if !draining => {}
+                _ = this.broker.ready_wake.notified(), if from_db && !draining && free > 0 => {}
                 _ = shutdown.cancelled(), if !draining => {}
                 _ = grace_over, if !hard_stop.is_cancelled() => {
                     tracing::warn!(running = running.len(), "grace period over: stopping running tasks and requeueing them");
@@ -196,7 +239,7 @@ impl Worker {
                 _ = ticker.tick() => {
                     this.maintain(&slots, &mut last_renew, renew_every).await;
                     if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
-                        this.heartbeat(started_at, running.len()).await;
+                        this.heartbeat(started_at, handlers.busy.load(std::sync::atomic::Ordering::SeqCst)).await;
                         last_heartbeat = Some(tokio::time::Instant::now());
                     }
                     let every = this.config.retention.clamp(Duration::from_secs(1), RETENTION_EVERY);
@@ -209,7 +252,8 @@ impl Worker {
             if running.is_empty() {
                 slots.clear();
             }
-            this.metrics.set_busy(running.len());
+            this.metrics
+                .set_busy(handlers.busy.load(std::sync::atomic::Ordering::SeqCst));
         }
         if let Err(error) = this.store.remove_workers(Some(&this.config.id), 0).await {
             tracing::debug!(%error, "could not remove this worker from the live list");
@@ -423,9 +467,11 @@ impl Worker {
     }
 
     /// Runs one attempt and records its outcome. Returns the task id.
+    #[allow(clippy::too_many_arguments)]
     async fn execute(
         self: Arc<Self>,
         task: ClaimedTask,
+        slot: HandlerSlot,
         cancel: CancellationToken,
         hard_stop: CancellationToken,
         log: logs::LogSink,
@@ -442,15 +488,17 @@ impl Worker {
             worker = %self.config.id
         );
         tracing::Instrument::instrument(
-            self.attempt(task, cancel, hard_stop, log, settler, delivery),
+            self.attempt(task, slot, cancel, hard_stop, log, settler, delivery),
             span,
         )
         .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         self: Arc<Self>,
         task: ClaimedTask,
+        slot: HandlerSlot,
         cancel: CancellationToken,
         hard_stop: CancellationToken,
         log: logs::LogSink,
@@ -495,6 +543,7 @@ impl Worker {
             }
         };
         log.flush().await;
+        drop(slot);
 
         let delay = self.backoff_for(&task).delay(task.attempt, fastrand::f64());
         let settlement = lifecycle::settle(
