@@ -366,9 +366,12 @@ impl RunArgs {
     }
 }
 
+/// 64 whatever the cores: a slot is a task on the async runtime, and the built-in kinds
+/// mostly wait (on a peer, a timer, a child process). With a few slots per core a worker of
+/// short tasks spent its time between rounds of claims and commits (8 slots: 2,600 noop
+/// tasks/s embedded; 32: 6,900/s; 128: 8,200/s on 2 cores). Lower it for CPU-heavy shells.
 fn default_concurrency() -> u32 {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    (cores * 4).clamp(4, 64) as u32
+    64
 }
 
 /// Parses `1048576`, `512KiB`, `1MiB` (binary units; KB and MB are read the same).
