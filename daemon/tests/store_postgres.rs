@@ -196,3 +196,101 @@ async fn the_delivery_writers_never_deadlock() {
         succeeded.len()
     );
 }
+
+/// With the server's autovacuum off (as on this machine), the dead rows that claims and
+/// settles leave are vacuumed by taskd itself; with it on, taskd leaves that to the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tend_vacuums_what_autovacuum_would() {
+    let Some((db, store)) = fresh("tend_vacuums_what_autovacuum_would").await else {
+        return;
+    };
+    let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
+    let autovacuum: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+        .fetch_one(&pool)
+        .await
+        .expect("setting");
+    // Dead rows: every task claimed and settled leaves two old versions.
+    let kinds = taskd::domain::validate::Kinds {
+        known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
+        shell_enabled: false,
+        provisioning_enabled: false,
+    };
+    let now = taskd::worker::now_ms();
+    let tasks: Vec<_> = (0..2000)
+        .map(|_| {
+            let request = taskplane_api::SubmitTask {
+                kind: "noop".into(),
+                ..Default::default()
+            };
+            taskd::domain::validate::submit(request, &kinds, uuid::Uuid::now_v7(), now)
+                .expect("valid")
+        })
+        .collect();
+    store.insert(tasks).await.expect("insert");
+    let queues = vec!["default".to_owned()];
+    loop {
+        let claimed = store
+            .claim("w", &queues, 500, now, now + 30_000)
+            .await
+            .expect("claim");
+        if claimed.is_empty() {
+            break;
+        }
+        let outcomes: Vec<_> = claimed
+            .iter()
+            .map(|t| {
+                (
+                    t.id,
+                    taskd::domain::lifecycle::Settlement::Succeeded {
+                        result: "{}".into(),
+                    },
+                )
+            })
+            .collect();
+        store
+            .settle_many("w", &outcomes, now)
+            .await
+            .expect("settle");
+    }
+    let dead = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'tasks'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("stats")
+    };
+    if autovacuum == "on" {
+        let tended = store.tend().await.expect("tend");
+        assert!(
+            tended.is_empty(),
+            "autovacuum is on: taskd leaves it alone ({tended:?})"
+        );
+        return;
+    }
+    // The statistics reach pg_stat_user_tables within a second or so of the writes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let tended = loop {
+        let tended = store.tend().await.expect("tend");
+        if tended.iter().any(|t| t == "tasks") || std::time::Instant::now() > deadline {
+            break tended;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(tended.iter().any(|t| t == "tasks"), "tended {tended:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while dead().await >= 100 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead rows left after the vacuum: {}",
+            dead().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Nothing is due right after.
+    let again = store.tend().await.expect("tend");
+    assert!(
+        !again.iter().any(|t| t == "tasks"),
+        "tended again: {again:?}"
+    );
+}

@@ -561,6 +561,11 @@ pub trait Store: Send + Sync + 'static {
     /// The newest change-feed `seq` (0 when empty).
     fn latest_event(&self) -> BoxFuture<'_, Result<i64>>;
 
+    /// Housekeeping the database would do itself if it could: on a PostgreSQL server whose
+    /// autovacuum is off, vacuums and analyzes the tables whose dead or changed rows passed
+    /// autovacuum's own thresholds. Answers the tables it tended (none on SQLite).
+    fn tend(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+
     /// Deletes change-feed rows older than `before`.
     fn trim_events(&self, before: i64) -> BoxFuture<'_, Result<u64>>;
 

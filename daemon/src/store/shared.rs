@@ -545,6 +545,10 @@ macro_rules! impl_store {
                 })
             }
 
+            fn tend(&self) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<String>>> {
+                Box::pin(self.dialect_tend())
+            }
+
             fn latest_event(&self) -> $crate::store::BoxFuture<'_, $crate::store::Result<i64>> {
                 Box::pin(async move {
                     let seq: i64 = sqlx::query_scalar($crate::store::sql::LATEST_EVENT)

@@ -44,6 +44,12 @@ pub struct SqliteStore {
 impl SqliteStore {
     const LOCKS: sql::Locks = sql::SQLITE_LOCKS;
 
+    /// SQLite needs no vacuum for its plans (deleted pages are given back by
+    /// `dialect_reclaim`).
+    async fn dialect_tend(&self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// One writer connection: a transaction holds the whole database already.
     async fn dialect_lock_rows(
         &self,

@@ -34,6 +34,10 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 /// How long the change feed behind `/api/v1/events` keeps events (the resume window).
 const EVENT_RETENTION: Duration = Duration::from_secs(600);
 
+/// How often the worker looks whether the database's tables need a vacuum it does not get
+/// (see [`Store::tend`]).
+const TEND_EVERY: Duration = Duration::from_secs(10);
+
 /// How often finished tasks past their retention are deleted (more often if the retention
 /// itself is shorter).
 const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -118,6 +122,8 @@ impl Worker {
         let mut last_renew = tokio::time::Instant::now();
         let mut last_retention: Option<tokio::time::Instant> = None;
         let mut last_heartbeat: Option<tokio::time::Instant> = None;
+        let mut last_tend = tokio::time::Instant::now();
+        let mut tended_before = false;
         let started_at = now_ms();
         let mut grace_deadline: Option<tokio::time::Instant> = None;
         let mut amqp = this.broker.amqp_client().map(|client| {
@@ -241,6 +247,20 @@ impl Worker {
                     if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
                         this.heartbeat(started_at, handlers.busy.load(std::sync::atomic::Ordering::SeqCst)).await;
                         last_heartbeat = Some(tokio::time::Instant::now());
+                    }
+                    if last_tend.elapsed() >= TEND_EVERY {
+                        last_tend = tokio::time::Instant::now();
+                        match this.store.tend().await {
+                            Ok(tables) if !tables.is_empty() => {
+                                if !tended_before {
+                                    tracing::info!(?tables, "the database's autovacuum is off: taskd vacuums and analyzes its own tables");
+                                    tended_before = true;
+                                }
+                                tracing::debug!(?tables, "vacuumed and analyzed");
+                            }
+                            Ok(_) => {}
+                            Err(error) => tracing::debug!(%error, "tending the database failed"),
+                        }
                     }
                     let every = this.config.retention.clamp(Duration::from_secs(1), RETENTION_EVERY);
                     if last_retention.is_none_or(|at| at.elapsed() >= every) {
