@@ -78,17 +78,5 @@ async fn labels_from_before_the_label_table_are_found() {
     pool.close().await;
 
     let store = store::open(&url).await.expect("open");
-    assert_eq!(store.migrate().await.expect("migrate"), vec![2]);
-    let found = store
-        .list(store::ListFilter {
-            labels: vec![
-                taskd::domain::labels::Selector::parse("team=ops").expect("selector"),
-                taskd::domain::labels::Selector::parse("env").expect("selector"),
-            ],
-            ..Default::default()
-        })
-        .await
-        .expect("list");
-    let ids: Vec<String> = found.iter().map(|t| t.id.to_string()).collect();
-    assert_eq!(ids, ["01a20649-73ff-71a9-a177-5aa009d23a9d"]);
+    store_suite::labels_of_version_1_are_found(store).await;
 }

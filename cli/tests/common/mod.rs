@@ -498,6 +498,16 @@ impl Platform {
             platform.api = Some(platform.spawn("api", api_flags));
         }
         platform.start_worker(worker_flags);
+        // Ready when the API lists the worker: a `submit --wait` sooner would rightly warn
+        // that no live worker consumes its queue.
+        wait_until(
+            "the worker's first heartbeat",
+            Duration::from_secs(30),
+            || {
+                let (status, list) = platform.api().http("GET", "/api/v1/workers", b"");
+                status != 200 || list["workers"].as_array().is_some_and(|w| !w.is_empty())
+            },
+        );
         Some(platform)
     }
 

@@ -45,13 +45,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         serde_path_to_error::deserialize(&mut reader)
             .map(JsonBody)
             .map_err(|e| {
-                let path = e.path().to_string();
-                let message = if path == "." {
-                    format!("invalid JSON body: {}", e.inner())
-                } else {
-                    format!("invalid JSON body: {path}: {}", e.inner())
-                };
-                ApiError::bad_request("invalid_json", message)
+                named_error(
+                    e,
+                    "invalid_json",
+                    "invalid JSON body:",
+                    "invalid JSON body:",
+                )
             })
     }
 }
@@ -68,15 +67,31 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
         serde_path_to_error::deserialize(serde_html_form::Deserializer::from_bytes(query))
             .map(QueryParams)
             .map_err(|e| {
-                let path = e.path().to_string();
-                let message = if path == "." {
-                    format!("bad query string: {}", e.inner())
-                } else {
-                    format!("bad query parameter {path}: {}", e.inner())
-                };
-                ApiError::bad_request("invalid_query", message)
+                named_error(
+                    e,
+                    "invalid_query",
+                    "bad query string:",
+                    "bad query parameter",
+                )
             })
     }
+}
+
+/// A 400 whose message names the field at fault when there is one: `{named} {path}: …`,
+/// else `{whole} …`.
+fn named_error<E: std::fmt::Display>(
+    error: serde_path_to_error::Error<E>,
+    code: &'static str,
+    whole: &str,
+    named: &str,
+) -> ApiError {
+    let path = error.path().to_string();
+    let message = if path == "." {
+        format!("{whole} {}", error.inner())
+    } else {
+        format!("{named} {path}: {}", error.inner())
+    };
+    ApiError::bad_request(code, message)
 }
 
 /// The `{id}` path segment as a task id; anything but a UUID → 400 `invalid_id`.

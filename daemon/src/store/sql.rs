@@ -337,34 +337,31 @@ pub fn release_leases(locks: Locks) -> String {
     )
 }
 
-/// Change-feed rows with their task's unchanging fields: `seq` in `($1, $2]`, oldest first.
-pub const EVENTS: &str = "SELECT e.seq, e.kind AS event, e.status, e.attempts, e.worker, e.at,
-         e.task_id, t.kind, t.queue, t.priority, t.max_attempts, t.created_at
-     FROM task_events e JOIN tasks t ON t.id = e.task_id
-     WHERE e.seq > $1 AND e.seq <= $2
-     ORDER BY e.seq
-     LIMIT $3";
+/// Change-feed rows with their task's unchanging fields, then `$tail` (which rows, in what
+/// order).
+macro_rules! event_rows {
+    ($tail:literal) => {
+        concat!(
+            "SELECT e.seq, e.kind AS event, e.status, e.attempts, e.worker, e.at,
+                 e.task_id, t.kind, t.queue, t.priority, t.max_attempts, t.created_at
+             FROM task_events e JOIN tasks t ON t.id = e.task_id ",
+            $tail
+        )
+    };
+}
+
+/// Change-feed rows with `seq` in `($1, $2]`, oldest first.
+pub const EVENTS: &str = event_rows!("WHERE e.seq > $1 AND e.seq <= $2 ORDER BY e.seq LIMIT $3");
 
 /// [`EVENTS`] without an upper bound (`$2` is the limit): what the hub reads each tick. One
 /// bound, so that PostgreSQL without statistics (autovacuum off, or not run yet) still
 /// estimates many rows and walks the primary key in order up to the limit: with the
 /// two-sided range it guessed a few hundred, then read and sorted every row above `$1`
 /// (seconds per read once the hub fell behind).
-pub const EVENTS_AFTER: &str =
-    "SELECT e.seq, e.kind AS event, e.status, e.attempts, e.worker, e.at,
-         e.task_id, t.kind, t.queue, t.priority, t.max_attempts, t.created_at
-     FROM task_events e JOIN tasks t ON t.id = e.task_id
-     WHERE e.seq > $1
-     ORDER BY e.seq
-     LIMIT $2";
+pub const EVENTS_AFTER: &str = event_rows!("WHERE e.seq > $1 ORDER BY e.seq LIMIT $2");
 
-pub const EVENTS_BEFORE: &str =
-    "SELECT e.seq, e.kind AS event, e.status, e.attempts, e.worker, e.at,
-         e.task_id, t.kind, t.queue, t.priority, t.max_attempts, t.created_at
-     FROM task_events e JOIN tasks t ON t.id = e.task_id
-     WHERE e.seq < $1
-     ORDER BY e.seq DESC
-     LIMIT $2";
+/// Change-feed rows below `$1`, newest first.
+pub const EVENTS_BEFORE: &str = event_rows!("WHERE e.seq < $1 ORDER BY e.seq DESC LIMIT $2");
 
 pub const FIRST_EVENT_SINCE: &str = "SELECT MIN(seq) FROM task_events WHERE at >= $1";
 

@@ -682,6 +682,25 @@ pub async fn group_commit_answers_each_request(store: Arc<dyn Store>) {
     assert!(replayed.iter().all(|id| first.iter().any(|t| t.id == *id)));
 }
 
+/// After a backend's test made a version-1 database holding two tasks (the first with the
+/// labels team=ops and env=prod, ids ending in …9d and …9e): migrating applies version 2
+/// and a selector finds the labelled task.
+pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
+    assert_eq!(store.migrate().await.expect("migrate"), vec![2]);
+    let found = store
+        .list(ListFilter {
+            labels: vec![
+                taskd::domain::labels::Selector::parse("team=ops").expect("selector"),
+                taskd::domain::labels::Selector::parse("env").expect("selector"),
+            ],
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    let ids: Vec<String> = found.iter().map(|t| t.id.to_string()).collect();
+    assert_eq!(ids, ["01a20649-73ff-71a9-a177-5aa009d23a9d"]);
+}
+
 pub async fn logs_page_in_order(store: Arc<dyn Store>) {
     let id = insert_one(store.as_ref(), new_task(|_| {})).await;
     let lines = (0..30)
