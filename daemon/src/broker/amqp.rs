@@ -30,6 +30,9 @@ pub enum BrokerError {
     /// The broker refused a published message.
     #[error("RabbitMQ refused to store task {0}")]
     Nacked(Uuid),
+    /// Starting a consumer ended without an answer (its task was cancelled or panicked).
+    #[error("starting a RabbitMQ consumer failed: {0}")]
+    Stopped(String),
 }
 
 /// The broker's name for a taskd queue.
@@ -227,23 +230,31 @@ impl Amqp {
         tag: &str,
     ) -> Result<Deliveries, BrokerError> {
         let channel = self.connection().await?.create_channel().await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions { global: true })
-            .await?;
-        let mut deliveries = SelectAll::new();
-        for queue in queues {
-            Self::declare(&channel, queue).await?;
-            let consumer = channel
-                .basic_consume(
-                    queue_name(queue).into(),
-                    format!("{tag}.{queue}").into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
+        let started = async {
+            channel
+                .basic_qos(prefetch, BasicQosOptions { global: true })
                 .await?;
-            deliveries.push(consumer);
+            let mut deliveries = SelectAll::new();
+            for queue in queues {
+                Self::declare(&channel, queue).await?;
+                let consumer = channel
+                    .basic_consume(
+                        queue_name(queue).into(),
+                        format!("{tag}.{queue}").into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+                deliveries.push(consumer);
+            }
+            Ok::<_, BrokerError>(deliveries)
         }
-        Ok(deliveries)
+        .await;
+        if started.is_err() {
+            // A consumer already started on it would hold deliveries nobody reads.
+            let _ = channel.close(200, "consumer setup failed".into()).await;
+        }
+        started
     }
 }
 

@@ -19,6 +19,10 @@ pub struct AmqpIntake {
     prefetch: u16,
     tag: String,
     deliveries: Option<Deliveries>,
+    /// A consumer being started, on a task of its own: `next` may be dropped at any await
+    /// (the worker's loop selects over it), and a consumer the broker had started but this
+    /// side dropped would keep its prefetched deliveries unacked, and unseen, for good.
+    starting: Option<tokio::task::JoinHandle<Result<Deliveries, crate::broker::amqp::BrokerError>>>,
     retry_at: Instant,
     backoff: Duration,
 }
@@ -31,6 +35,7 @@ impl AmqpIntake {
             prefetch,
             tag,
             deliveries: None,
+            starting: None,
             retry_at: Instant::now(),
             backoff: Duration::from_millis(250),
         }
@@ -43,11 +48,22 @@ impl AmqpIntake {
         loop {
             let Some(deliveries) = self.deliveries.as_mut() else {
                 tokio::time::sleep_until(self.retry_at).await;
-                match self
-                    .amqp
-                    .consume(&self.queues, self.prefetch, &self.tag)
-                    .await
-                {
+                let starting = self.starting.get_or_insert_with(|| {
+                    let (amqp, queues, prefetch, tag) = (
+                        self.amqp.clone(),
+                        self.queues.clone(),
+                        self.prefetch,
+                        self.tag.clone(),
+                    );
+                    tokio::spawn(async move { amqp.consume(&queues, prefetch, &tag).await })
+                });
+                let started = starting.await;
+                self.starting = None;
+                let started = match started {
+                    Ok(result) => result,
+                    Err(error) => Err(crate::broker::amqp::BrokerError::Stopped(error.to_string())),
+                };
+                match started {
                     Ok(deliveries) => {
                         tracing::info!(queues = ?self.queues, "consuming from RabbitMQ");
                         self.deliveries = Some(deliveries);
