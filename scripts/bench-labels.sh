@@ -20,19 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-start() { # start NAME ARGS… : runs taskd, waits for its port, sets URL
-    local name=$1; shift
-    "$bin/taskd" --listen 127.0.0.1:0 --role api --log-level warn,taskd=info "$@" >"$work/$name.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 1 100); do
-        if grep -q "listening on http://" "$work/$name.log"; then
-            URL=$(grep -o 'listening on http://[0-9.:]*' "$work/$name.log" | head -n1 | sed 's/listening on //')
-            return
-        fi
-        sleep 0.1
-    done
-    echo "taskd $name did not start" >&2; cat "$work/$name.log" >&2; exit 1
-}
+source scripts/bench-lib.sh  # the cwd is the repository (see the cd above)
 
 # Task i: team=t(i mod 10) (10% each), shard=s(i mod 1000) (0.1%), env=prod for odd i (50%),
 # rare=yes for one task in 10,000.
@@ -54,8 +42,6 @@ for start in range(0, total, 1000):
     urllib.request.urlopen(request).read()
 PY
 }
-
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
 time_query() { # time_query URL QUERY : median milliseconds and how many tasks the page held
     local times=() count
@@ -88,12 +74,12 @@ report() { # report NAME URL
 
 echo "| database | query (limit=50) | tasks on the page | median ms |"
 echo "|---|---|---|---|"
-start sqlite --database "sqlite://$work/labels.db"
+start sqlite --role api --database "sqlite://$work/labels.db"
 seed "$URL"
 report "SQLite, $tasks tasks" "$URL"
 
 if psql "$admin" -qc "DROP DATABASE IF EXISTS taskplane_bench_labels WITH (FORCE)" -c "CREATE DATABASE taskplane_bench_labels" >/dev/null 2>&1; then
-    start postgres --database "${admin%/*}/taskplane_bench_labels"
+    start postgres --role api --database "${admin%/*}/taskplane_bench_labels"
     seed "$URL"
     report "PostgreSQL, $tasks tasks" "$URL"
 else

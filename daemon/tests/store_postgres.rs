@@ -66,18 +66,15 @@ async fn labels_from_before_the_label_table_are_found() {
         .await
         .expect("version 1");
     sqlx::raw_sql(
-        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL);
-         INSERT INTO schema_migrations VALUES (1, 0);
-         INSERT INTO tasks (id, kind, queue, payload, status, max_attempts, timeout_secs, run_at,
-                            created_at, updated_at, labels)
-         VALUES ('01a20649-73ff-71a9-a177-5aa009d23a9d', 'noop', 'default', '{}', 'queued', 3, 300,
-                 0, 0, 0, '{\"team\":\"ops\",\"env\":\"prod\"}'),
-                ('01a20649-73ff-71a9-a177-5aa009d23a9e', 'noop', 'default', '{}', 'queued', 3, 300,
-                 0, 0, 0, '{}')",
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )
     .execute(&pool)
     .await
-    .expect("a task of version 1");
+    .expect("the migrations table");
+    sqlx::raw_sql(store_suite::VERSION_1_ROWS)
+        .execute(&pool)
+        .await
+        .expect("tasks of version 1");
     pool.close().await;
 
     let store = store::open(&db.url).await.expect("open");

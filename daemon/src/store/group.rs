@@ -48,19 +48,31 @@ impl GroupCommit {
     }
 }
 
-async fn write_groups(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>) {
-    while let Some(first) = rx.recv().await {
-        let mut count = first.tasks.len();
-        let mut group = vec![first];
-        while count < MAX_GROUP_TASKS {
-            match rx.try_recv() {
-                Ok(request) => {
-                    count += request.tasks.len();
-                    group.push(request);
-                }
-                Err(_) => break,
+/// Waits for one item, then takes whatever else is already waiting, until the group weighs
+/// `max` (each item by `weight`): the gathering step of a group commit. `None` once every
+/// sender is gone.
+pub(crate) async fn next_group<T>(
+    rx: &mut mpsc::Receiver<T>,
+    max: usize,
+    weight: impl Fn(&T) -> usize,
+) -> Option<Vec<T>> {
+    let first = rx.recv().await?;
+    let mut total = weight(&first);
+    let mut group = vec![first];
+    while total < max {
+        match rx.try_recv() {
+            Ok(item) => {
+                total += weight(&item);
+                group.push(item);
             }
+            Err(_) => break,
         }
+    }
+    Some(group)
+}
+
+async fn write_groups(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>) {
+    while let Some(mut group) = next_group(&mut rx, MAX_GROUP_TASKS, |r| r.tasks.len()).await {
         if group.len() == 1 {
             let Request { tasks, reply } = group.pop().expect("one request");
             let _ = reply.send(store.insert(tasks).await);

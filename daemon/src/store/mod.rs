@@ -24,6 +24,7 @@ use crate::domain::lifecycle::Settlement;
 use crate::domain::validate::NewTask;
 
 pub use group::GroupCommit;
+pub(crate) use group::next_group;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

@@ -310,15 +310,15 @@ pub fn mark_published_rows(rows: usize, locks: Locks) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| format!("(${}, ${})", 2 + 2 * r, 3 + 2 * r))
         .collect();
-    // VALUES columns are column1, column2 in both SQLite and PostgreSQL.
-    format!(
-        "WITH marked AS (SELECT tasks.id AS marked_id FROM tasks
-             JOIN (VALUES {}) AS v ON tasks.id = v.column1 AND tasks.updated_at = v.column2
-             WHERE tasks.status = 'queued'
-             ORDER BY tasks.id{})
-         UPDATE tasks SET published_at = $1 FROM marked WHERE tasks.id = marked.marked_id",
-        values.join(", "),
-        locks.skip.replace("FOR UPDATE", "FOR UPDATE OF tasks")
+    // A row-value IN keeps the locking select on one table (both SQLite and PostgreSQL
+    // take it), so the same lock clause as every other statement applies.
+    update_locked(
+        "published_at = $1",
+        &format!(
+            "status = 'queued' AND (id, updated_at) IN (VALUES {})",
+            values.join(", ")
+        ),
+        locks.skip,
     )
 }
 

@@ -84,6 +84,12 @@ struct Handlers {
 /// One running handler; frees its slot when dropped (also if the attempt panics).
 struct HandlerSlot(Arc<Handlers>);
 
+impl Handlers {
+    fn busy(&self) -> usize {
+        self.busy.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 impl HandlerSlot {
     fn take(handlers: &Arc<Handlers>) -> HandlerSlot {
         handlers
@@ -161,7 +167,7 @@ impl Worker {
             }
 
             let slots_total = this.config.concurrency as usize;
-            let busy = handlers.busy.load(std::sync::atomic::Ordering::SeqCst);
+            let busy = handlers.busy();
             let free = (slots_total - busy.min(slots_total))
                 .min((slots_total * SETTLING_PER_SLOT).saturating_sub(running.len()));
             let mut claimed_all = false;
@@ -245,7 +251,7 @@ impl Worker {
                 _ = ticker.tick() => {
                     this.maintain(&slots, &mut last_renew, renew_every).await;
                     if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
-                        this.heartbeat(started_at, handlers.busy.load(std::sync::atomic::Ordering::SeqCst)).await;
+                        this.heartbeat(started_at, handlers.busy()).await;
                         last_heartbeat = Some(tokio::time::Instant::now());
                     }
                     if last_tend.elapsed() >= TEND_EVERY {
@@ -272,8 +278,7 @@ impl Worker {
             if running.is_empty() {
                 slots.clear();
             }
-            this.metrics
-                .set_busy(handlers.busy.load(std::sync::atomic::Ordering::SeqCst));
+            this.metrics.set_busy(handlers.busy());
         }
         if let Err(error) = this.store.remove_workers(Some(&this.config.id), 0).await {
             tracing::debug!(%error, "could not remove this worker from the live list");

@@ -53,22 +53,14 @@ impl Settler {
 }
 
 async fn write_loop(store: Arc<dyn Store>, worker: String, mut rx: mpsc::Receiver<Request>) {
-    let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
+    while let Some(batch) = crate::store::next_group(&mut rx, MAX_BATCH, |_| 1).await {
         let items: Vec<(Uuid, Settlement)> =
             batch.iter().map(|r| (r.id, r.settlement.clone())).collect();
         let result = store
             .settle_many(&worker, &items, super::now_ms())
             .await
             .map_err(|e| e.to_string());
-        for (i, request) in batch.drain(..).enumerate() {
+        for (i, request) in batch.into_iter().enumerate() {
             let answer = match &result {
                 Ok(settled) => Ok(settled.get(i).copied().unwrap_or(false)),
                 Err(error) => Err(error.clone()),

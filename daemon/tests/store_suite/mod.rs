@@ -682,9 +682,18 @@ pub async fn group_commit_answers_each_request(store: Arc<dyn Store>) {
     assert!(replayed.iter().all(|id| first.iter().any(|t| t.id == *id)));
 }
 
-/// After a backend's test made a version-1 database holding two tasks (the first with the
-/// labels team=ops and env=prod, ids ending in …9d and …9e): migrating applies version 2
-/// and a selector finds the labelled task.
+/// Version 1 recorded as applied, and two tasks of that version (the first labelled
+/// team=ops and env=prod): what a backend's test puts in a version-1 database.
+pub const VERSION_1_ROWS: &str = "INSERT INTO schema_migrations VALUES (1, 0);
+     INSERT INTO tasks (id, kind, queue, payload, status, max_attempts, timeout_secs, run_at,
+                        created_at, updated_at, labels)
+     VALUES ('01a20649-73ff-71a9-a177-5aa009d23a9d', 'noop', 'default', '{}', 'queued', 3, 300,
+             0, 0, 0, '{\"team\":\"ops\",\"env\":\"prod\"}'),
+            ('01a20649-73ff-71a9-a177-5aa009d23a9e', 'noop', 'default', '{}', 'queued', 3, 300,
+             0, 0, 0, '{}')";
+
+/// After a backend's test made a version-1 database with [`VERSION_1_ROWS`]: migrating
+/// applies version 2 and a selector finds the labelled task.
 pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
     assert_eq!(store.migrate().await.expect("migrate"), vec![2]);
     let found = store
