@@ -1,6 +1,7 @@
 //! Live task events. Every state change lands in the `task_events` change feed (written by
-//! database triggers in the same transaction as the change, whichever process made it); each
-//! API process polls the feed and fans the events out to its `/api/v1/events` subscribers.
+//! database triggers in the same transaction as the change, whichever process made it: on
+//! PostgreSQL a row per statement holds all the events it made); each API process polls the
+//! feed and fans the events out to its `/api/v1/events` subscribers.
 //! Because the feed is in the database, events from every api and worker process reach every
 //! api process, and a client can resume from the database with `Last-Event-ID`.
 
@@ -14,7 +15,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Store, StoredEvent};
+use crate::store::{EVENTS_PER_ROW, EventRow, Store, StoredEvent};
 
 /// How often the feed is read when nothing pokes the hub.
 const POLL_EVERY: Duration = Duration::from_millis(50);
@@ -22,8 +23,8 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 const HOLD: Duration = Duration::from_secs(1);
 /// How long after that a row with a given-up number still goes out (late).
 const GAP_WINDOW: Duration = Duration::from_secs(3);
-/// The most rows one read takes.
-const BATCH: u32 = 2000;
+/// The most rows one read takes (a row holds a statement's events).
+const BATCH: u32 = 500;
 /// The most unseen spans one gap check reads again.
 const MAX_GAPS: usize = 64;
 /// Gaps closer than this many numbers are read again as one span.
@@ -58,28 +59,79 @@ impl EventHub {
         self.poke.notify_one();
     }
 
-    /// Events after `after` from the database, for a client resuming with `Last-Event-ID`.
+    /// Up to `limit` events after the event `after` from the database, oldest first, for a
+    /// client resuming with `Last-Event-ID`.
     pub async fn replay(&self, after: i64, limit: u32) -> crate::store::Result<Vec<TaskEvent>> {
-        let rows = self.store.events(after, i64::MAX, limit).await?;
-        Ok(rows.into_iter().map(to_wire).collect())
+        let mut out = Vec::new();
+        // The row holding `after` may hold later events too.
+        let mut row_after = after.div_euclid(EVENTS_PER_ROW) - 1;
+        while out.len() < limit as usize {
+            let rows = self.store.event_rows(row_after, i64::MAX, 100).await?;
+            let full = rows.len() == 100;
+            for row in rows {
+                row_after = row.seq;
+                out.extend(
+                    row.events
+                        .into_iter()
+                        .filter(|event| event.seq > after)
+                        .map(to_wire),
+                );
+            }
+            if !full {
+                break;
+            }
+        }
+        out.truncate(limit as usize);
+        Ok(out)
     }
 
-    /// Events before `before`, newest first (`last=N` walks back through these).
+    /// Up to `limit` events before the event `before`, newest first (`last=N` walks back
+    /// through these).
     pub async fn replay_before(
         &self,
         before: i64,
         limit: u32,
     ) -> crate::store::Result<Vec<TaskEvent>> {
-        let rows = self.store.events_before(before, limit).await?;
-        Ok(rows.into_iter().map(to_wire).collect())
+        let mut out = Vec::new();
+        let mut row_before = before.div_euclid(EVENTS_PER_ROW).saturating_add(1);
+        while out.len() < limit as usize {
+            let rows = self.store.event_rows_before(row_before, 100).await?;
+            let full = rows.len() == 100;
+            for row in rows {
+                row_before = row.seq;
+                out.extend(
+                    row.events
+                        .into_iter()
+                        .rev()
+                        .filter(|event| event.seq < before)
+                        .map(to_wire),
+                );
+            }
+            if !full {
+                break;
+            }
+        }
+        out.truncate(limit as usize);
+        Ok(out)
     }
 
-    /// The `seq` to resume after so that a client sees every kept event recorded at or after
-    /// `at` (the newest `seq` when there is none).
+    /// The id of the newest event (0 when there is none): a stream resuming after it sees
+    /// only what happens from now on.
+    pub async fn latest(&self) -> crate::store::Result<i64> {
+        let seq = self.store.latest_event().await?;
+        Ok(if seq == 0 {
+            0
+        } else {
+            seq * EVENTS_PER_ROW + (EVENTS_PER_ROW - 1)
+        })
+    }
+
+    /// The event id to resume after so that a client sees every kept event recorded at or
+    /// after `at` (the newest when there is none).
     pub async fn resume_point_since(&self, at: i64) -> crate::store::Result<i64> {
         match self.store.first_event_since(at).await? {
-            Some(seq) => Ok(seq - 1),
-            None => self.store.latest_event().await,
+            Some(seq) => Ok(seq * EVENTS_PER_ROW - 1),
+            None => self.latest().await,
         }
     }
 
@@ -115,13 +167,13 @@ impl EventHub {
             'reads: for (after, upto) in reads {
                 let mut after = after;
                 loop {
-                    match self.store.events(after, upto, BATCH).await {
+                    match self.store.event_rows(after, upto, BATCH).await {
                         Ok(rows) => {
                             let full = rows.len() == BATCH as usize;
                             for row in rows {
                                 after = row.seq;
                                 if let Some(late) = feed.offer(row) {
-                                    let _ = self.tx.send(Arc::new(to_wire(late)));
+                                    self.send(late);
                                 }
                             }
                             if !full || upto == i64::MAX {
@@ -136,8 +188,14 @@ impl EventHub {
                 }
             }
             for row in feed.release(Instant::now()) {
-                let _ = self.tx.send(Arc::new(to_wire(row)));
+                self.send(row);
             }
+        }
+    }
+
+    fn send(&self, row: EventRow) {
+        for event in row.events {
+            let _ = self.tx.send(Arc::new(to_wire(event)));
         }
     }
 }
@@ -154,7 +212,7 @@ struct Feed {
     /// Every number below this has gone out or been given up.
     next: i64,
     /// Rows read above a missing number, waiting for it.
-    pending: BTreeMap<i64, StoredEvent>,
+    pending: BTreeMap<i64, EventRow>,
     /// Since when the lowest missing number has been waited for.
     waiting_since: Option<Instant>,
     /// Numbers given up, with when: a row among them that appears now goes out late.
@@ -181,7 +239,7 @@ impl Feed {
     /// Takes a row read from the feed. Answers it back when it must go out now (a late row
     /// among numbers given up); otherwise it waits for [`Feed::release`] (or was a
     /// duplicate).
-    fn offer(&mut self, row: StoredEvent) -> Option<StoredEvent> {
+    fn offer(&mut self, row: EventRow) -> Option<EventRow> {
         if row.seq >= self.next {
             self.pending.entry(row.seq).or_insert(row);
             return None;
@@ -204,7 +262,7 @@ impl Feed {
 
     /// The rows that can go out now, in order: those with no missing number below them,
     /// waiting at most [`HOLD`] for a missing one.
-    fn release(&mut self, now: Instant) -> Vec<StoredEvent> {
+    fn release(&mut self, now: Instant) -> Vec<EventRow> {
         let mut out = Vec::new();
         while let Some(entry) = self.pending.first_entry() {
             let seq = *entry.key();
@@ -289,7 +347,14 @@ fn to_wire(row: StoredEvent) -> TaskEvent {
 mod tests {
     use super::*;
 
-    fn row(seq: i64) -> StoredEvent {
+    fn row(seq: i64) -> EventRow {
+        EventRow {
+            seq,
+            events: vec![event(seq * EVENTS_PER_ROW)],
+        }
+    }
+
+    fn event(seq: i64) -> StoredEvent {
         StoredEvent {
             seq,
             event: "created".into(),
@@ -306,7 +371,7 @@ mod tests {
         }
     }
 
-    fn seqs(rows: Vec<StoredEvent>) -> Vec<i64> {
+    fn seqs(rows: Vec<EventRow>) -> Vec<i64> {
         rows.into_iter().map(|r| r.seq).collect()
     }
 

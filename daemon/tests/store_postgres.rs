@@ -52,6 +52,18 @@ postgres_tests!(
     transitions_agree_with_the_state_machine,
 );
 
+/// One statement's changes make one feed row: an insert of three tasks, a claim of two and a
+/// settle of two write three rows, not seven (and a lease renewal writes none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_records_each_change_once() {
+    let Some((_db, store)) = fresh("the_change_feed_records_each_change_once").await else {
+        return;
+    };
+    let rows = store_suite::the_change_feed_records_each_change_once(store).await;
+    let sizes: Vec<usize> = rows.iter().map(|row| row.events.len()).collect();
+    assert_eq!(sizes, [3, 2, 2]);
+}
+
 /// A database made before labels had rows of their own: migrating writes them, so a selector
 /// finds the tasks submitted before the upgrade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

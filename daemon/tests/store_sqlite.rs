@@ -48,6 +48,15 @@ sqlite_tests!(
     transitions_agree_with_the_state_machine,
 );
 
+/// SQLite has no statement-level triggers: each change is a feed row of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_change_feed_records_each_change_once() {
+    let (_dir, store) = fresh().await;
+    let rows = store_suite::the_change_feed_records_each_change_once(store).await;
+    assert!(rows.iter().all(|row| row.events.len() == 1));
+    assert_eq!(rows.len(), 7);
+}
+
 /// A database made before labels had rows of their own: migrating writes them, so a selector
 /// finds the tasks submitted before the upgrade.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

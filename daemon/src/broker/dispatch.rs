@@ -1,6 +1,6 @@
 //! The publisher of a process: sends freshly submitted tasks to RabbitMQ as soon as they are
 //! committed, and sweeps the database for ready tasks that no one published (requeued, due,
-//! retried, or submitted while the broker was down).
+//! retried, handed back, or left by a publisher that died).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,14 +8,19 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::Outbox;
 use super::amqp::Amqp;
 use crate::store::{Publishable, Store};
 use crate::worker::now_ms;
 
 /// How often the sweep runs when nothing wakes it.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
-/// A task its submitter was to publish is swept up after this long unrecorded.
-const SUBMITTER_GRACE_MS: i64 = 5_000;
+/// How often this process's publisher heartbeat is written.
+const BEAT_EVERY: Duration = Duration::from_secs(2);
+/// A publisher silent this long is taken for dead: its ready tasks are handed to the sweep.
+const PUBLISHER_TIMEOUT_MS: i64 = 10_000;
+/// How often the dispatcher looks for dead publishers' tasks.
+const ORPHANS_EVERY: Duration = Duration::from_secs(5);
 /// The most tasks one sweep publishes.
 const SWEEP_LIMIT: u32 = 1000;
 /// The most freshly submitted tasks published in one go.
@@ -26,6 +31,7 @@ pub struct Dispatcher {
     amqp: Arc<Amqp>,
     wake: Arc<Notify>,
     submitted: mpsc::Receiver<Vec<Publishable>>,
+    outbox: Arc<Outbox>,
 }
 
 impl Dispatcher {
@@ -34,18 +40,24 @@ impl Dispatcher {
         amqp: Arc<Amqp>,
         wake: Arc<Notify>,
         submitted: mpsc::Receiver<Vec<Publishable>>,
+        outbox: Arc<Outbox>,
     ) -> Dispatcher {
         Dispatcher {
             store,
             amqp,
             wake,
             submitted,
+            outbox,
         }
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) {
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(BEAT_EVERY);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut orphans = tokio::time::interval(ORPHANS_EVERY);
+        orphans.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -57,10 +69,27 @@ impl Dispatcher {
                             Err(_) => break,
                         }
                     }
-                    self.publish(&batch).await;
+                    self.publish_submitted(&batch).await;
+                }
+                _ = beat.tick() => {
+                    match self.store.publisher_beat(self.outbox.token(), now_ms()).await {
+                        Ok(()) => self.outbox.registered(),
+                        Err(error) => tracing::debug!(%error, "the publisher heartbeat failed"),
+                    }
+                }
+                _ = orphans.tick() => {
+                    match self.store.reclaim_orphans(now_ms() - PUBLISHER_TIMEOUT_MS).await {
+                        Ok(0) => {}
+                        Ok(tasks) => {
+                            tracing::info!(tasks, "taking over the ready tasks of a publisher that stopped");
+                            self.sweep().await;
+                        }
+                        Err(error) => tracing::debug!(%error, "looking for orphaned tasks failed"),
+                    }
                 }
                 _ = self.wake.notified() => self.sweep().await,
                 _ = sweep.tick() => {
+                    self.outbox.hand_back(self.store.as_ref()).await;
                     if self.amqp.ensure_connected().await {
                         self.sweep().await;
                     }
@@ -70,8 +99,8 @@ impl Dispatcher {
     }
 
     async fn sweep(&self) {
-        let before = now_ms() - SUBMITTER_GRACE_MS;
-        match self.store.unpublished(before, SWEEP_LIMIT).await {
+        self.outbox.hand_back(self.store.as_ref()).await;
+        match self.store.unpublished(SWEEP_LIMIT).await {
             Ok(tasks) if tasks.is_empty() => {}
             Ok(tasks) => {
                 tracing::debug!(tasks = tasks.len(), "dispatching unpublished tasks");
@@ -81,8 +110,31 @@ impl Dispatcher {
         }
     }
 
-    /// Publishes, then records what the broker confirmed. Whatever fails stays unpublished
-    /// in the database and is swept up later.
+    /// Publishes what this process submitted (stamped with its mark): nothing is written
+    /// when the broker confirms; what it does not is handed back to the sweep.
+    async fn publish_submitted(&self, tasks: &[Publishable]) {
+        let failed: Vec<uuid::Uuid> = match self.amqp.publish(tasks).await {
+            Ok(confirmed) if confirmed.len() == tasks.len() => return,
+            Ok(confirmed) => {
+                let confirmed: std::collections::HashSet<uuid::Uuid> =
+                    confirmed.into_iter().map(|(id, _)| id).collect();
+                tasks
+                    .iter()
+                    .map(|t| t.id)
+                    .filter(|id| !confirmed.contains(id))
+                    .collect()
+            }
+            Err(error) => {
+                tracing::warn!(%error, tasks = tasks.len(), "publishing failed; the dispatcher will retry");
+                tasks.iter().map(|t| t.id).collect()
+            }
+        };
+        self.outbox.give_back(failed);
+        self.outbox.hand_back(self.store.as_ref()).await;
+    }
+
+    /// Publishes tasks the dispatcher owns, then records what the broker confirmed.
+    /// Whatever fails stays unpublished in the database and is swept up later.
     async fn publish(&self, tasks: &[Publishable]) {
         match self.amqp.publish(tasks).await {
             Ok(confirmed) => {

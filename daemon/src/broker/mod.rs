@@ -5,11 +5,17 @@
 //! published to a durable RabbitMQ queue and workers consume it; the database stays the
 //! source of truth, so a task committed but never published is found and published by the
 //! [`Dispatcher`].
+//!
+//! The outbox costs no write per publish: a submitting process stamps its tasks with its
+//! publisher mark in the insert (`published_at = -token`) and publishes them; only what it
+//! could not publish is handed back to the dispatcher (`published_at = NULL`), and a
+//! publisher that stops beating has its ready tasks handed back by any dispatcher.
 
 pub mod amqp;
 mod dispatch;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -31,6 +37,79 @@ struct AmqpParts {
     client: Arc<Amqp>,
     dispatch_wake: Arc<Notify>,
     submitted: mpsc::Sender<Vec<Publishable>>,
+    outbox: Arc<Outbox>,
+}
+
+/// This process's publisher identity: the tasks it submits carry its mark until the
+/// dispatcher is told otherwise.
+pub struct Outbox {
+    token: i64,
+    /// Set once the first heartbeat is in the database; until then submits are left to the
+    /// dispatcher (a mark no heartbeat vouches for would look like a dead publisher's).
+    registered: AtomicBool,
+    /// Tasks it could not publish, to be handed back to the dispatcher (see
+    /// [`Store::hand_back`]); kept until the database takes them.
+    returns: std::sync::Mutex<Vec<uuid::Uuid>>,
+}
+
+impl Outbox {
+    fn new() -> Outbox {
+        // Positive and below 2^53 (so that a mark reads the same everywhere), from the random
+        // low bits of a UUIDv7.
+        let token = ((uuid::Uuid::now_v7().as_u128() as i64) & ((1 << 53) - 1)).max(1);
+        Outbox {
+            token,
+            registered: AtomicBool::new(false),
+            returns: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn token(&self) -> i64 {
+        self.token
+    }
+
+    /// The `published_at` of a task this process publishes itself.
+    pub fn mark(&self) -> i64 {
+        -self.token
+    }
+
+    pub fn registered(&self) {
+        self.registered.store(true, Ordering::Release);
+    }
+
+    fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Acquire)
+    }
+
+    /// Keeps tasks this process could not publish until they are handed back.
+    fn give_back(&self, ids: impl IntoIterator<Item = uuid::Uuid>) {
+        self.returns
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .extend(ids);
+    }
+
+    /// Hands back what [`Outbox::give_back`] kept; what the database refuses is kept for
+    /// the next call. Answers whether anything was handed back.
+    async fn hand_back(&self, store: &dyn Store) -> bool {
+        let ids = std::mem::take(
+            &mut *self
+                .returns
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if ids.is_empty() {
+            return false;
+        }
+        match store.hand_back(self.mark(), &ids).await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(%error, tasks = ids.len(), "handing unpublished tasks to the dispatcher failed; retrying");
+                self.give_back(ids);
+                false
+            }
+        }
+    }
 }
 
 impl Broker {
@@ -48,14 +127,22 @@ impl Broker {
     pub fn amqp(url: &str, store: Arc<dyn Store>) -> (Broker, Dispatcher) {
         let client = Arc::new(Amqp::new(url));
         let dispatch_wake = Arc::new(Notify::new());
+        let outbox = Arc::new(Outbox::new());
         let (submitted, rx) = mpsc::channel(SUBMIT_BACKLOG);
-        let dispatcher = Dispatcher::new(store, client.clone(), dispatch_wake.clone(), rx);
+        let dispatcher = Dispatcher::new(
+            store,
+            client.clone(),
+            dispatch_wake.clone(),
+            rx,
+            outbox.clone(),
+        );
         let broker = Broker {
             ready_wake: Arc::new(Notify::new()),
             amqp: Some(AmqpParts {
                 client,
                 dispatch_wake,
                 submitted,
+                outbox,
             }),
         };
         (broker, dispatcher)
@@ -66,12 +153,30 @@ impl Broker {
         self.amqp.as_ref().map(|parts| &parts.client)
     }
 
-    /// Newly committed tasks: publish them (AMQP) or wake a worker (db).
-    pub fn submitted(&self, tasks: &[&StoredTask]) {
+    /// The outbox mark a submit stamps on its tasks (see [`NewTask::published_at`]): 0 with
+    /// the db broker, this process's publisher mark once it is registered, else None (the
+    /// dispatcher publishes them).
+    ///
+    /// [`NewTask::published_at`]: crate::domain::validate::NewTask::published_at
+    pub fn submit_mark(&self) -> Option<i64> {
+        match &self.amqp {
+            None => Some(0),
+            Some(parts) if parts.outbox.is_registered() => Some(parts.outbox.mark()),
+            Some(_) => None,
+        }
+    }
+
+    /// Newly committed tasks, stamped with `mark` (from [`Broker::submit_mark`]): publish
+    /// them (AMQP) or wake a worker (db).
+    pub fn submitted(&self, tasks: &[&StoredTask], mark: Option<i64>) {
         let Some(parts) = &self.amqp else {
             self.ready_wake.notify_one();
             return;
         };
+        if mark.is_none() {
+            parts.dispatch_wake.notify_one();
+            return;
+        }
         let ready: Vec<Publishable> = tasks
             .iter()
             .filter(|t| t.status == taskplane_api::TaskStatus::Queued)
@@ -80,10 +185,14 @@ impl Broker {
         if ready.is_empty() {
             return;
         }
-        // A full backlog means the broker is slow or down; the dispatcher publishes these
-        // from the database once it can.
-        if parts.submitted.try_send(ready).is_err() {
-            tracing::debug!("publish backlog full; leaving tasks to the dispatcher");
+        // A full backlog means the broker is slow or down: the tasks go back to the
+        // dispatcher, which publishes them from the database once it can.
+        if let Err(full) = parts.submitted.try_send(ready) {
+            tracing::debug!("publish backlog full; handing tasks to the dispatcher");
+            parts
+                .outbox
+                .give_back(full.into_inner().into_iter().map(|t| t.id));
+            parts.dispatch_wake.notify_one();
         }
     }
 

@@ -40,6 +40,10 @@ pub struct NewTask {
     pub label_pairs: Vec<(String, String)>,
     pub retry_base_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
+    /// The row's outbox mark (`published_at`, see the schema): 0 (nobody publishes it; the
+    /// database is the queue) unless the submitting process stamps its publisher's mark, or
+    /// None to leave it to the dispatcher.
+    pub published_at: Option<i64>,
 }
 
 /// Why a submit was refused. `code` is the API's error code.
@@ -234,6 +238,7 @@ pub fn submit(
         label_pairs: request.labels.into_iter().collect(),
         retry_base_ms: request.retry_base_ms,
         retry_max_ms: request.retry_max_ms,
+        published_at: Some(0),
     })
 }
 

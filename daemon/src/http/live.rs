@@ -221,7 +221,7 @@ async fn replay_start(
         return Ok(floor);
     };
     if want == 0 {
-        return Ok(Some(state.store.latest_event().await?));
+        return Ok(Some(state.events.latest().await?));
     }
     // Walk back from the newest event until `want` of them match (or the floor, or the
     // oldest kept event, or the look-back limit is reached).

@@ -34,13 +34,13 @@ const MAX_LIST_BYTES: usize = 8 * 1024 * 1024;
 const DEFAULT_LOG_LIMIT: u32 = 1000;
 const MAX_LOG_LIMIT: u32 = 10_000;
 
-/// What follows a committed submit: count it, hand it to the broker, and read the event feed
-/// now rather than at the next tick.
-fn accepted(state: &AppState, created: &[&crate::store::StoredTask]) {
+/// What follows a committed submit (its tasks stamped with `mark`): count it, hand it to the
+/// broker, and read the event feed now rather than at the next tick.
+fn accepted(state: &AppState, created: &[&crate::store::StoredTask], mark: Option<i64>) {
     for row in created {
         state.metrics.submitted(&row.queue, &row.kind);
     }
-    state.broker.submitted(created);
+    state.broker.submitted(created, mark);
     state.events.poke();
 }
 
@@ -78,7 +78,9 @@ pub async fn submit(
         }
     }
     let now = now_ms();
-    let task = validate::submit(request, &state.kinds, Uuid::now_v7(), now)?;
+    let mut task = validate::submit(request, &state.kinds, Uuid::now_v7(), now)?;
+    let mark = state.broker.submit_mark();
+    task.published_at = mark;
     let (kind, payload) = (task.kind.clone(), task.payload.clone());
     let mut stored = state.submits.insert(vec![task]).await?;
     let (row, created) = stored.pop().ok_or_else(|| {
@@ -89,7 +91,7 @@ pub async fn submit(
         )
     })?;
     if created {
-        accepted(&state, &[&row]);
+        accepted(&state, &[&row], mark);
     } else if row.kind != kind || row.payload != payload {
         // A replay answers the first task only for the same request: a key reused for
         // different work (or someone else's key) must not pass for success.
@@ -140,16 +142,20 @@ pub async fn submit_batch(
         ));
     }
     let now = now_ms();
+    let mark = state.broker.submit_mark();
     let tasks: Vec<NewTask> = batch
         .tasks
         .into_iter()
         .enumerate()
         .map(|(i, request)| {
-            validate::submit(request, &state.kinds, Uuid::now_v7(), now).map_err(|e| {
-                let mut error = ApiError::from(e);
-                error.message = format!("tasks[{i}]: {}", error.message);
-                error
-            })
+            let mut task =
+                validate::submit(request, &state.kinds, Uuid::now_v7(), now).map_err(|e| {
+                    let mut error = ApiError::from(e);
+                    error.message = format!("tasks[{i}]: {}", error.message);
+                    error
+                })?;
+            task.published_at = mark;
+            Ok::<_, ApiError>(task)
         })
         .collect::<Result<_, _>>()?;
     let stored = if tasks.is_empty() {
@@ -164,7 +170,7 @@ pub async fn submit_batch(
         .collect();
     let any_created = !created.is_empty();
     if any_created {
-        accepted(&state, &created);
+        accepted(&state, &created, mark);
     }
     let list = TaskList {
         tasks: stored

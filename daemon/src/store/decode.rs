@@ -7,8 +7,8 @@ use taskplane_api::{LogStream, TaskStatus};
 use uuid::Uuid;
 
 use super::{
-    ClaimedTask, Publishable, QueueCount, Result, StoreError, StoredEvent, StoredLogLine,
-    StoredTask, WorkerRow,
+    ClaimedTask, EVENTS_PER_ROW, EventRow, Publishable, QueueCount, Result, StoreError,
+    StoredEvent, StoredLogLine, StoredTask, WorkerRow,
 };
 
 /// What a row type must decode for the shared code to read it.
@@ -177,25 +177,48 @@ fn status(id: &str, text: &str) -> Result<TaskStatus> {
     TaskStatus::from_str(text).map_err(|e| corrupt(id, e))
 }
 
-pub fn event<R: TaskRow>(row: &R) -> Result<StoredEvent>
+/// One change-feed row: its `seq` and its events (a JSON array, see the schema).
+pub fn event_row<R: TaskRow>(row: &R) -> Result<EventRow>
 where
     for<'a> &'a str: ColumnIndex<R>,
 {
-    let id = row.text("task_id")?;
-    Ok(StoredEvent {
-        seq: row.int("seq")?,
-        event: row.text("event")?,
-        status: status(&id, &row.text("status")?)?,
-        attempts: count(&id, row.int("attempts")?)?,
-        worker: row.opt_text("worker")?,
-        at: row.int("at")?,
-        task_id: parse_id(&id)?,
-        kind: row.text("kind")?,
-        queue: row.text("queue")?,
-        priority: row.small("priority")?,
-        max_attempts: count(&id, row.int("max_attempts")?)?,
-        created_at: row.int("created_at")?,
-    })
+    type Wire = (
+        String,
+        String,
+        String,
+        i64,
+        Option<String>,
+        i64,
+        String,
+        String,
+        i64,
+        i64,
+        i64,
+    );
+    let seq = row.int("seq")?;
+    let what = format!("change-feed row {seq}");
+    let wire: Vec<Wire> =
+        serde_json::from_str(&row.text("events")?).map_err(|e| corrupt(&what, e))?;
+    let mut events = Vec::with_capacity(wire.len());
+    for (place, event) in wire.into_iter().enumerate() {
+        let (id, name, state, attempts, worker, at, kind, queue, priority, max_attempts, created) =
+            event;
+        events.push(StoredEvent {
+            seq: seq * EVENTS_PER_ROW + place as i64,
+            event: name,
+            status: status(&id, &state)?,
+            attempts: count(&id, attempts)?,
+            worker,
+            at,
+            kind,
+            queue,
+            priority: i32::try_from(priority).map_err(|e| corrupt(&id, e))?,
+            max_attempts: count(&id, max_attempts)?,
+            created_at: created,
+            task_id: parse_id(&id)?,
+        });
+    }
+    Ok(EventRow { seq, events })
 }
 
 pub fn queue_count<R: TaskRow>(row: &R) -> Result<QueueCount>

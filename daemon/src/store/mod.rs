@@ -328,9 +328,22 @@ pub struct ClaimedTask {
     pub created_at: i64,
 }
 
-/// One row of the change feed, with its task's unchanging fields.
+/// How many events one change-feed row holds at most: an event's id is its row's `seq`
+/// times this plus its place in the row.
+pub const EVENTS_PER_ROW: i64 = 1 << 20;
+
+/// One row of the change feed: the events of one statement (PostgreSQL) or one change
+/// (SQLite), in task id order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRow {
+    pub seq: i64,
+    pub events: Vec<StoredEvent>,
+}
+
+/// One task state change, with its task's unchanging fields.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
+    /// `seq * EVENTS_PER_ROW + place` (see [`EVENTS_PER_ROW`]).
     pub seq: i64,
     /// `created`, `queued`, `started`, `retrying`, `succeeded`, `failed`, `cancelled`.
     pub event: String,
@@ -550,16 +563,18 @@ pub trait Store: Send + Sync + 'static {
 
     fn logs(&self, id: Uuid, after: i64, limit: u32) -> BoxFuture<'_, Result<Vec<StoredLogLine>>>;
 
-    /// Change-feed rows with `after < seq <= upto`, oldest first.
-    fn events(&self, after: i64, upto: i64, limit: u32) -> BoxFuture<'_, Result<Vec<StoredEvent>>>;
+    /// Change-feed rows with `after < seq <= upto`, oldest first (at most `limit` rows).
+    fn event_rows(&self, after: i64, upto: i64, limit: u32)
+    -> BoxFuture<'_, Result<Vec<EventRow>>>;
 
     /// Change-feed rows with `seq < before`, newest first.
-    fn events_before(&self, before: i64, limit: u32) -> BoxFuture<'_, Result<Vec<StoredEvent>>>;
+    fn event_rows_before(&self, before: i64, limit: u32) -> BoxFuture<'_, Result<Vec<EventRow>>>;
 
-    /// The oldest change-feed `seq` recorded at or after `at` (None when there is none).
+    /// The oldest change-feed row's `seq` recorded at or after `at` (None when there is
+    /// none).
     fn first_event_since(&self, at: i64) -> BoxFuture<'_, Result<Option<i64>>>;
 
-    /// The newest change-feed `seq` (0 when empty).
+    /// The newest change-feed row's `seq` (0 when empty).
     fn latest_event(&self) -> BoxFuture<'_, Result<i64>>;
 
     /// Housekeeping the database would do itself if it could: on a PostgreSQL server whose
@@ -583,21 +598,30 @@ pub trait Store: Send + Sync + 'static {
     fn remove_workers<'a>(&'a self, id: Option<&'a str>, before: i64)
     -> BoxFuture<'a, Result<u64>>;
 
-    /// Ready tasks a broker has not been given: those the dispatcher owns (requeued, due,
-    /// retried) and those whose submitter should have published them before
-    /// `submitted_before` but did not record it.
-    fn unpublished(
-        &self,
-        submitted_before: i64,
-        limit: u32,
-    ) -> BoxFuture<'_, Result<Vec<Publishable>>>;
+    /// Ready tasks the dispatcher must publish: requeued, due, retried, or handed back
+    /// (see [`Store::hand_back`] and [`Store::reclaim_orphans`]).
+    fn unpublished(&self, limit: u32) -> BoxFuture<'_, Result<Vec<Publishable>>>;
 
-    /// Records that these `(id, updated_at)` versions of tasks reached the broker.
+    /// Records that these `(id, updated_at)` versions of tasks reached the broker (the
+    /// dispatcher's publishes; a submitter's are known from its mark).
     fn mark_published<'a>(
         &'a self,
         tasks: &'a [(Uuid, i64)],
         now: i64,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// A publisher's heartbeat: the tasks marked with its token (`published_at = -token`)
+    /// are its to publish for as long as it beats.
+    fn publisher_beat(&self, token: i64, now: i64) -> BoxFuture<'_, Result<()>>;
+
+    /// Hands tasks their publisher (whose mark is `mark`) could not publish to the
+    /// dispatcher.
+    fn hand_back<'a>(&'a self, mark: i64, ids: &'a [Uuid]) -> BoxFuture<'a, Result<u64>>;
+
+    /// Hands the dispatcher the ready tasks, created before `stale_before`, of publishers
+    /// silent since then (they died between commit and publish), and forgets publishers
+    /// silent for an hour. Answers how many tasks it handed over.
+    fn reclaim_orphans(&self, stale_before: i64) -> BoxFuture<'_, Result<u64>>;
 
     /// Wakes `wake` whenever another process makes work ready, for as long as the store
     /// lives (PostgreSQL LISTEN/NOTIFY). Backends without notifications never wake it.

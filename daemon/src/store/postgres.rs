@@ -21,6 +21,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_task_labels.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_feed_batches.sql"),
+    ),
 ];
 
 /// The NOTIFY channel for "work is ready".

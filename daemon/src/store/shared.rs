@@ -76,7 +76,8 @@ macro_rules! impl_store {
                                 .bind(&task.idempotency_key)
                                 .bind(&task.labels)
                                 .bind(task.retry_base_ms.map(|ms| ms as i64))
-                                .bind(task.retry_max_ms.map(|ms| ms as i64));
+                                .bind(task.retry_max_ms.map(|ms| ms as i64))
+                                .bind(task.published_at);
                         }
                         for row in query.fetch_all(&mut *tx).await? {
                             let id: String = sqlx::Row::try_get(&row, 0)?;
@@ -493,12 +494,12 @@ macro_rules! impl_store {
                 })
             }
 
-            fn events(
+            fn event_rows(
                 &self,
                 after: i64,
                 upto: i64,
                 limit: u32,
-            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::StoredEvent>>>
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::EventRow>>>
             {
                 Box::pin(async move {
                     let query = if upto == i64::MAX {
@@ -512,15 +513,15 @@ macro_rules! impl_store {
                             .bind(i64::from(limit))
                     };
                     let rows = query.fetch_all(&self.read).await?;
-                    rows.iter().map($crate::store::decode::event).collect()
+                    rows.iter().map($crate::store::decode::event_row).collect()
                 })
             }
 
-            fn events_before(
+            fn event_rows_before(
                 &self,
                 before: i64,
                 limit: u32,
-            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::StoredEvent>>>
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::EventRow>>>
             {
                 Box::pin(async move {
                     let rows = sqlx::query($crate::store::sql::EVENTS_BEFORE)
@@ -528,7 +529,7 @@ macro_rules! impl_store {
                         .bind(i64::from(limit))
                         .fetch_all(&self.read)
                         .await?;
-                    rows.iter().map($crate::store::decode::event).collect()
+                    rows.iter().map($crate::store::decode::event_row).collect()
                 })
             }
 
@@ -648,18 +649,75 @@ macro_rules! impl_store {
 
             fn unpublished(
                 &self,
-                submitted_before: i64,
                 limit: u32,
             ) -> $crate::store::BoxFuture<'_, $crate::store::Result<Vec<$crate::store::Publishable>>>
             {
                 Box::pin(async move {
                     let rows = sqlx::query($crate::store::sql::UNPUBLISHED)
-                        .bind(submitted_before)
                         .bind(i64::from(limit))
                         .fetch_all(&self.read)
                         .await?;
                     rows.iter().map($crate::store::decode::publishable).collect()
                 })
+            }
+
+            fn publisher_beat(
+                &self,
+                token: i64,
+                now: i64,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<()>> {
+                Box::pin(self.health.track(async move {
+                    sqlx::query($crate::store::sql::PUBLISHER_BEAT)
+                        .bind(token)
+                        .bind(now)
+                        .execute(&self.write)
+                        .await?;
+                    Ok(())
+                }))
+            }
+
+            fn hand_back<'a>(
+                &'a self,
+                mark: i64,
+                ids: &'a [uuid::Uuid],
+            ) -> $crate::store::BoxFuture<'a, $crate::store::Result<u64>> {
+                Box::pin(self.health.track(async move {
+                    use $crate::store::sql;
+                    let mut ids: Vec<String> = ids.iter().map(|id| id.to_string()).collect();
+                    ids.sort_unstable();
+                    let mut tx = self.write.begin().await?;
+                    let mut handed = 0;
+                    for chunk in ids.chunks(sql::ROWS_PER_STATEMENT) {
+                        let statement = sql::hand_back_rows(chunk.len(), Self::LOCKS);
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement)).bind(mark);
+                        for id in chunk {
+                            query = query.bind(id.as_str());
+                        }
+                        handed += query.execute(&mut *tx).await?.rows_affected();
+                    }
+                    tx.commit().await?;
+                    Ok(handed)
+                }))
+            }
+
+            fn reclaim_orphans(
+                &self,
+                stale_before: i64,
+            ) -> $crate::store::BoxFuture<'_, $crate::store::Result<u64>> {
+                Box::pin(self.health.track(async move {
+                    use $crate::store::sql;
+                    let handed = sqlx::query(sqlx::AssertSqlSafe(sql::orphaned(Self::LOCKS)))
+                        .bind(stale_before)
+                        .bind(stale_before)
+                        .execute(&self.write)
+                        .await?
+                        .rows_affected();
+                    sqlx::query(sql::PRUNE_PUBLISHERS)
+                        .bind(stale_before - 3_600_000)
+                        .execute(&self.write)
+                        .await?;
+                    Ok(handed)
+                }))
             }
 
             fn mark_published<'a>(

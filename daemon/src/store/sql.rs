@@ -46,16 +46,15 @@ pub const CLAIM_COLUMNS: &str = "id, kind, queue, payload, attempts, max_attempt
 pub const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, worker = $1, \
      lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3";
 
-/// `published_at = 0`: the submitter publishes it (see the schema).
 /// Rows per multi-row statement. Small on purpose: SQLite looks up each bound parameter's
 /// name by a linear scan, so binding costs grow with the square of a statement's
 /// parameters (a 100-row insert spent more time binding than writing).
 pub const ROWS_PER_STATEMENT: usize = 32;
 
 /// Columns bound per row by [`insert_rows`].
-pub const INSERT_PARAMS: usize = 14;
+pub const INSERT_PARAMS: usize = 15;
 
-/// A multi-row insert of `rows` tasks (14 parameters each, in the column order below) that
+/// A multi-row insert of `rows` tasks (15 parameters each, in the column order below) that
 /// returns the ids it inserted; a task whose idempotency key exists is skipped.
 pub fn insert_rows(rows: usize) -> String {
     // updated_at starts as created_at: parameter 10 twice.
@@ -66,7 +65,7 @@ pub fn insert_rows(rows: usize) -> String {
                 .chain(11..=INSERT_PARAMS)
                 .map(|i| format!("${}", r * INSERT_PARAMS + i))
                 .collect();
-            format!("({}, 0)", params.join(", "))
+            format!("({})", params.join(", "))
         })
         .collect();
     format!(
@@ -294,12 +293,44 @@ pub const APPEND_LOG: &str = "INSERT INTO task_logs (task_id, attempt, stream, t
 pub const LOGS: &str = "SELECT seq, attempt, stream, ts, line FROM task_logs
      WHERE task_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
 
-/// Ready tasks that no one has published: dispatched at once, or after `$1` when their
-/// submitter was meant to publish them (it may have failed or died).
+/// Ready tasks the dispatcher must publish (requeued, due, retried, handed back), oldest
+/// first within a priority.
 pub const UNPUBLISHED: &str = "SELECT id, queue, kind, priority, payload, updated_at FROM tasks
-     WHERE status = 'queued' AND (published_at IS NULL OR (published_at = 0 AND created_at < $1))
+     WHERE status = 'queued' AND published_at IS NULL
      ORDER BY priority DESC, created_at
-     LIMIT $2";
+     LIMIT $1";
+
+/// A publisher's heartbeat: `$1` its token, `$2` now.
+pub const PUBLISHER_BEAT: &str = "INSERT INTO publishers (token, heartbeat_at) VALUES ($1, $2)
+     ON CONFLICT (token) DO UPDATE SET heartbeat_at = excluded.heartbeat_at";
+
+pub const PRUNE_PUBLISHERS: &str = "DELETE FROM publishers WHERE heartbeat_at < $1";
+
+/// Hands tasks their publisher could not publish to the dispatcher: `$1` the publisher's
+/// mark (its token, negated), the ids from `$2` on.
+pub fn hand_back_rows(rows: usize, locks: Locks) -> String {
+    let ids: Vec<String> = (0..rows).map(|r| format!("${}", 2 + r)).collect();
+    update_locked(
+        "published_at = NULL",
+        &format!(
+            "status = 'queued' AND published_at = $1 AND id IN ({})",
+            ids.join(", ")
+        ),
+        locks.ordered,
+    )
+}
+
+/// Hands the dispatcher the ready tasks of publishers that stopped: stamped with a token
+/// (or 0, nobody) before `$1`, and no publisher with that token has beaten since `$2`.
+pub fn orphaned(locks: Locks) -> String {
+    update_locked(
+        "published_at = NULL",
+        "status = 'queued' AND published_at <= 0 AND created_at < $1
+           AND NOT EXISTS (SELECT 1 FROM publishers
+                           WHERE token = -tasks.published_at AND heartbeat_at >= $2)",
+        locks.skip,
+    )
+}
 
 /// Marks `rows` tasks published at `$1`: an id and an `updated_at` each from `$2` on,
 /// guarded by `updated_at`, so a task that changed since it was read (and may need another
@@ -337,31 +368,21 @@ pub fn release_leases(locks: Locks) -> String {
     )
 }
 
-/// Change-feed rows with their task's unchanging fields, then `$tail` (which rows, in what
-/// order).
-macro_rules! event_rows {
-    ($tail:literal) => {
-        concat!(
-            "SELECT e.seq, e.kind AS event, e.status, e.attempts, e.worker, e.at,
-                 e.task_id, t.kind, t.queue, t.priority, t.max_attempts, t.created_at
-             FROM task_events e JOIN tasks t ON t.id = e.task_id ",
-            $tail
-        )
-    };
-}
-
-/// Change-feed rows with `seq` in `($1, $2]`, oldest first.
-pub const EVENTS: &str = event_rows!("WHERE e.seq > $1 AND e.seq <= $2 ORDER BY e.seq LIMIT $3");
+/// Change-feed rows (each a JSON array of events) with `seq` in `($1, $2]`, oldest first.
+pub const EVENTS: &str =
+    "SELECT seq, events FROM task_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3";
 
 /// [`EVENTS`] without an upper bound (`$2` is the limit): what the hub reads each tick. One
 /// bound, so that PostgreSQL without statistics (autovacuum off, or not run yet) still
 /// estimates many rows and walks the primary key in order up to the limit: with the
 /// two-sided range it guessed a few hundred, then read and sorted every row above `$1`
 /// (seconds per read once the hub fell behind).
-pub const EVENTS_AFTER: &str = event_rows!("WHERE e.seq > $1 ORDER BY e.seq LIMIT $2");
+pub const EVENTS_AFTER: &str =
+    "SELECT seq, events FROM task_events WHERE seq > $1 ORDER BY seq LIMIT $2";
 
 /// Change-feed rows below `$1`, newest first.
-pub const EVENTS_BEFORE: &str = event_rows!("WHERE e.seq < $1 ORDER BY e.seq DESC LIMIT $2");
+pub const EVENTS_BEFORE: &str =
+    "SELECT seq, events FROM task_events WHERE seq < $1 ORDER BY seq DESC LIMIT $2";
 
 pub const FIRST_EVENT_SINCE: &str = "SELECT MIN(seq) FROM task_events WHERE at >= $1";
 

@@ -27,6 +27,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/sqlite/0002_task_labels.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/sqlite/0003_feed_batches.sql"),
+    ),
 ];
 
 /// Free pages worth giving back to the file system after a retention delete (4 MiB), and the

@@ -693,9 +693,9 @@ pub const VERSION_1_ROWS: &str = "INSERT INTO schema_migrations VALUES (1, 0);
              0, 0, 0, '{}')";
 
 /// After a backend's test made a version-1 database with [`VERSION_1_ROWS`]: migrating
-/// applies version 2 and a selector finds the labelled task.
+/// applies the later versions and a selector finds the labelled task.
 pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
-    assert_eq!(store.migrate().await.expect("migrate"), vec![2]);
+    assert_eq!(store.migrate().await.expect("migrate"), vec![2, 3]);
     let found = store
         .list(ListFilter {
             labels: vec![
@@ -743,62 +743,159 @@ pub async fn logs_page_in_order(store: Arc<dyn Store>) {
     );
 }
 
-pub async fn publishing_is_tracked(store: Arc<dyn Store>) {
-    let fresh = insert_one(store.as_ref(), new_task(|_| {})).await;
-    let later = insert_one(store.as_ref(), new_task(|t| t.delay_ms = Some(10))).await;
-    // A fresh task belongs to its submitter for a grace period, then to the dispatcher.
-    assert!(
-        store
-            .unpublished(NOW, 10)
-            .await
-            .expect("unpublished")
-            .is_empty()
-    );
-    let swept = store.unpublished(NOW + 1, 10).await.expect("unpublished");
-    assert_eq!(swept.iter().map(|t| t.id).collect::<Vec<_>>(), vec![fresh]);
+fn ids(tasks: &[taskd::store::Publishable]) -> HashSet<Uuid> {
+    tasks.iter().map(|t| t.id).collect()
+}
 
+pub async fn publishing_is_tracked(store: Arc<dyn Store>) {
+    let marked = |mark: Option<i64>| new_task(move |_| {}).with_mark(mark);
+    // Publisher 7 beats; its tasks are its own to publish, and no write says it did.
+    store.publisher_beat(7, NOW + 5).await.expect("beat");
+    let mine = insert_one(store.as_ref(), marked(Some(-7))).await;
+    let left = insert_one(store.as_ref(), marked(None)).await;
+    let dead = insert_one(store.as_ref(), marked(Some(-8))).await;
+    let nobody = insert_one(store.as_ref(), marked(Some(0))).await;
+    let unpublished = store.unpublished(10).await.expect("unpublished");
+    assert_eq!(
+        ids(&unpublished),
+        HashSet::from([left]),
+        "only a task left to the dispatcher"
+    );
+
+    let stamped = unpublished[0].updated_at;
     store
-        .mark_published(&[(fresh, swept[0].updated_at)], NOW + 2)
+        .mark_published(&[(left, stamped)], NOW + 2)
         .await
         .expect("mark");
-    assert!(
-        store
-            .unpublished(NOW + 5, 10)
-            .await
-            .expect("unpublished")
-            .is_empty()
-    );
+    assert!(store.unpublished(10).await.expect("unpublished").is_empty());
 
+    // Not yet stale: nothing changes hands.
+    assert_eq!(store.reclaim_orphans(NOW).await.expect("reclaim"), 0);
+    // Publisher 8 never beat and nobody publishes a 0-marked task: both go to the dispatcher;
+    // publisher 7 has beaten since, so its task stays its own.
+    assert_eq!(store.reclaim_orphans(NOW + 1).await.expect("reclaim"), 2);
+    assert_eq!(
+        ids(&store.unpublished(10).await.expect("unpublished")),
+        HashSet::from([dead, nobody])
+    );
+    // What a publisher could not publish it hands back; another's mark is not its to return.
+    assert_eq!(store.hand_back(-8, &[mine]).await.expect("hand back"), 0);
+    assert_eq!(store.hand_back(-7, &[mine]).await.expect("hand back"), 1);
+    assert_eq!(
+        ids(&store.unpublished(10).await.expect("unpublished")),
+        HashSet::from([dead, nobody, mine])
+    );
+    // Once publisher 7 falls silent too, a later reclaim finds nothing more of it.
+    assert_eq!(store.reclaim_orphans(NOW + 100).await.expect("reclaim"), 0);
+    for task in store.unpublished(10).await.expect("unpublished") {
+        store
+            .mark_published(&[(task.id, task.updated_at)], NOW + 3)
+            .await
+            .expect("mark");
+    }
+    assert!(store.unpublished(10).await.expect("unpublished").is_empty());
+
+    let later = insert_one(store.as_ref(), new_task(|t| t.delay_ms = Some(10))).await;
     // A due task is the dispatcher's at once; a stale version is not marked.
     store.promote_due(NOW + 10).await.expect("promote");
-    let due = store
-        .unpublished(NOW - 1000, 10)
-        .await
-        .expect("unpublished");
+    let due = store.unpublished(10).await.expect("unpublished");
     assert_eq!(due.iter().map(|t| t.id).collect::<Vec<_>>(), vec![later]);
     store
         .mark_published(&[(later, due[0].updated_at - 1)], NOW + 11)
         .await
         .expect("mark");
-    assert_eq!(
-        store
-            .unpublished(NOW - 1000, 10)
-            .await
-            .expect("unpublished")
-            .len(),
-        1
-    );
+    assert_eq!(store.unpublished(10).await.expect("unpublished").len(), 1);
     store
         .mark_published(&[(later, due[0].updated_at)], NOW + 11)
         .await
         .expect("mark");
-    assert!(
-        store
-            .unpublished(NOW - 1000, 10)
-            .await
-            .expect("unpublished")
-            .is_empty()
+    assert!(store.unpublished(10).await.expect("unpublished").is_empty());
+}
+
+trait WithMark {
+    fn with_mark(self, mark: Option<i64>) -> Self;
+}
+
+impl WithMark for NewTask {
+    fn with_mark(mut self, mark: Option<i64>) -> NewTask {
+        self.published_at = mark;
+        self
+    }
+}
+
+/// Every change lands in the feed once, in order, with its task's fields, whatever shape the
+/// backend writes it in. Answers the feed's rows (a backend's own test checks their shape).
+pub async fn the_change_feed_records_each_change_once(
+    store: Arc<dyn Store>,
+) -> Vec<taskd::store::EventRow> {
+    let before = store.latest_event().await.expect("latest");
+    let tasks: Vec<NewTask> = (0..3).map(|_| new_task(|t| t.priority = Some(2))).collect();
+    let mut ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+    ids.sort();
+    store.insert(tasks).await.expect("insert");
+    let claimed = store
+        .claim_ids("w1", &ids[..2], NOW + 1, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    // A lease renewal changes no status: no event.
+    store
+        .renew_leases("w1", NOW + LEASE * 2)
+        .await
+        .expect("renew");
+    let ok = |r: &str| Settlement::Succeeded { result: r.into() };
+    store
+        .settle_many("w1", &[(ids[0], ok("a")), (ids[1], ok("b"))], NOW + 2)
+        .await
+        .expect("settle");
+    let rows = store
+        .event_rows(before, i64::MAX, 100)
+        .await
+        .expect("event rows");
+    let events: Vec<_> = rows.iter().flat_map(|row| row.events.clone()).collect();
+    let seen: Vec<(Uuid, &str)> = events
+        .iter()
+        .map(|e| (e.task_id, e.event.as_str()))
+        .collect();
+    let mut expected = Vec::new();
+    for (names, tasks) in [
+        ("created", &ids[..]),
+        ("started", &ids[..2]),
+        ("succeeded", &ids[..2]),
+    ] {
+        expected.extend(tasks.iter().map(|id| (*id, names)));
+    }
+    assert_eq!(
+        seen, expected,
+        "each change once, statement by statement, in id order"
     );
+    let started = &events[3];
+    assert_eq!(started.status, TaskStatus::Running);
+    assert_eq!(started.worker.as_deref(), Some("w1"));
+    assert_eq!(started.attempts, 1);
+    assert_eq!((started.priority, started.queue.as_str()), (2, "default"));
+    assert_eq!((started.kind.as_str(), started.created_at), ("noop", NOW));
+    assert_eq!(started.at, NOW + 1);
+    // Event ids rise and name their row.
+    for pair in events.windows(2) {
+        assert!(pair[0].seq < pair[1].seq);
+    }
+    for row in &rows {
+        for event in &row.events {
+            assert_eq!(event.seq / taskd::store::EVENTS_PER_ROW, row.seq);
+        }
+    }
+    // Walking back finds the same rows, newest first.
+    let back = store
+        .event_rows_before(i64::MAX, 100)
+        .await
+        .expect("rows before");
+    assert_eq!(back.first().map(|r| r.seq), rows.last().map(|r| r.seq));
+    assert_eq!(
+        store.latest_event().await.expect("latest"),
+        rows.last().expect("rows").seq
+    );
+    rows
 }
 
 pub async fn claims_by_id_skip_what_is_not_ready(store: Arc<dyn Store>) {
