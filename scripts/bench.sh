@@ -4,8 +4,10 @@
 # reported. Rows per mode: single submits from 16 concurrent clients (how applications
 # submit), batches of 100 from 8 submitters, and one task at a time on an idle taskd. Needs
 # PostgreSQL and RabbitMQ for the production rows (scripts/services.sh) and psql/rabbitmqctl
-# to make a scratch database and vhost. Ends with the count of deadlock and slow-statement
-# lines in every taskd log. Usage: scripts/bench.sh [SINGLE_TASKS] [BATCH_TASKS]
+# to make a scratch database and vhost. On PostgreSQL it also counts the row writes per task
+# (n_tup_ins + n_tup_upd over every table, TOAST included, across the batch row's runs) and,
+# with RabbitMQ, the deliveries the worker dropped as duplicates. Ends with the count of
+# deadlock and slow-statement lines in every taskd log. Usage: scripts/bench.sh [SINGLE_TASKS] [BATCH_TASKS]
 # (default 20000 and 50000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,10 +43,53 @@ row() { # row LABEL URL BENCH-ARGS…
         "$(printf '%s\n' "${p99s[@]}" | median)"
 }
 
-rows() { # rows MODE URL : the three workloads against one deployment
+writes() { # writes DB : row writes so far, every table (the statistics settle first)
+    # A backend reports its counts when idle, at most every 10 s (PostgreSQL 15).
+    sleep 11
+    psql "$1" -Atc "SELECT COALESCE(SUM(n_tup_ins + n_tup_upd), 0) FROM pg_stat_all_tables
+        WHERE schemaname IN ('public', 'pg_toast')"
+}
+
+notes=()
+rows() { # rows MODE URL [DB] : the three workloads against one deployment
     row "$1, $single single submits (16 clients)" "$2" --tasks "$single" --concurrency 16 --batch 1
+    local before=""
+    [ -n "${3:-}" ] && before=$(writes "$3")
     row "$1, $batched in batches of 100 (8 submitters)" "$2" --tasks "$batched" --concurrency 8 --batch 100
+    if [ -n "$before" ]; then
+        local after; after=$(writes "$3")
+        notes+=("$1: $(python3 -c "print(round(($after - $before) / (3 * $batched), 2))") row writes per task (batch row)")
+    fi
     row "$1, idle, one task at a time" "$2" --tasks 200 --concurrency 1 --batch 1
+}
+
+pair_row() { # pair_row LABEL URL1 URL2 TASKS CONCURRENCY BATCH : half the load through each api
+    local label=$1 one=$2 two=$3 tasks=$4 conc=$5 batch=$6
+    local rates=() p50s=() p99s=()
+    for run in 1 2 3; do
+        "$bin/taskctl" --server "$one" bench -o json --tasks $((tasks / 2)) --concurrency $((conc / 2)) --batch "$batch" >"$work/one.json" &
+        local first=$!
+        "$bin/taskctl" --server "$two" bench -o json --tasks $((tasks / 2)) --concurrency $((conc / 2)) --batch "$batch" >"$work/two.json"
+        wait "$first"
+        read -r rate p50 p99 < <(python3 - "$work/one.json" "$work/two.json" <<'PY'
+import json, sys
+runs = [json.load(open(path)) for path in sys.argv[1:]]
+seconds = max(r["tasks"] / r["completed_per_sec"] for r in runs)
+print(round(sum(r["tasks"] for r in runs) / seconds),
+      max(r["end_to_end_ms"]["p50"] for r in runs),
+      max(r["end_to_end_ms"]["p99"] for r in runs))
+PY
+)
+        rates+=("$rate"); p50s+=("$p50"); p99s+=("$p99")
+    done
+    printf '| %s | %s | %s | %s |\n' "$label" \
+        "$(printf '%s\n' "${rates[@]}" | median)" \
+        "$(printf '%s\n' "${p50s[@]}" | median)" \
+        "$(printf '%s\n' "${p99s[@]}" | median)"
+}
+
+dropped() { # dropped URL : deliveries the worker there dropped as not ready
+    curl -s "$1/metrics" | awk '$1 == "taskplane_deliveries_dropped_total" { print $2 }'
 }
 
 echo "| mode | tasks/s end to end | p50 ms | p99 ms |"
@@ -57,17 +102,30 @@ admin="${TASKPLANE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 psql "$admin" -qc "DROP DATABASE IF EXISTS taskplane_bench WITH (FORCE)" -c "CREATE DATABASE taskplane_bench" 2>/dev/null
 db="${admin%/*}/taskplane_bench"
 start pg-db --database "$db" --broker db
-rows "PostgreSQL, --broker db" "$URL"
+rows "PostgreSQL, --broker db" "$URL" "$db"
 kill "${pids[${#pids[@]}-1]}"
 
 rabbitmqctl add_vhost taskplane_bench >/dev/null
 rabbitmqctl set_permissions -p taskplane_bench guest '.*' '.*' '.*' >/dev/null
 amqp="amqp://guest:guest@127.0.0.1:5672/taskplane_bench"
 start pg-worker --role worker --database "$db" --broker "$amqp"
+worker_url=$URL
 start pg-api --role api --database "$db" --broker "$amqp"
-rows "PostgreSQL + RabbitMQ, 1 api + 1 worker" "$URL"
+rows "PostgreSQL + RabbitMQ, 1 api + 1 worker" "$URL" "$db"
+notes+=("PostgreSQL + RabbitMQ, 1 + 1: $(dropped "$worker_url") deliveries dropped as duplicates or not ready")
+
+# The same database and broker, a second api and worker beside the first: the load is split
+# between the two apis (half the tasks and half the clients through each).
+api_url=$URL
+start pg-worker2 --role worker --database "$db" --broker "$amqp"
+worker2_url=$URL
+start pg-api2 --role api --database "$db" --broker "$amqp"
+pair_row "PostgreSQL + RabbitMQ, 2 api + 2 workers, $single single submits (16 clients)" "$api_url" "$URL" "$single" 16 1
+pair_row "PostgreSQL + RabbitMQ, 2 api + 2 workers, $batched in batches of 100 (8 submitters)" "$api_url" "$URL" "$batched" 8 100
+notes+=("PostgreSQL + RabbitMQ, 2 + 2: $(( $(dropped "$worker_url") + $(dropped "$worker2_url") )) deliveries dropped in all")
 
 echo
+printf '%s\n' "${notes[@]}"
 for log in "$work"/*.log; do
     printf '%s: %s deadlock, %s slow statement lines\n' "$(basename "$log" .log)" \
         "$(grep -ci 'deadlock' "$log" || true)" "$(grep -ci 'slow statement' "$log" || true)"

@@ -106,8 +106,10 @@ psql "$db" -qc "CREATE TEMP TABLE accepted (id TEXT)" -c "\\copy accepted FROM '
                  'stuck ' || count(*) FILTER (WHERE t.id IS NOT NULL AND t.finished_at IS NULL)
           FROM accepted a LEFT JOIN tasks t ON t.id = a.id" > "$work/counts"
 read -r _ succeeded _ lost _ stuck < <(tr '|' ' ' < "$work/counts")
-duplicates=$(psql "$db" -Atc "SELECT count(*) FROM (SELECT task_id FROM task_events
-    WHERE kind IN ('succeeded', 'failed', 'cancelled') GROUP BY task_id HAVING count(*) > 1) d")
+# A feed row holds a statement's events: [task id, event, ...] each.
+duplicates=$(psql "$db" -Atc "SELECT count(*) FROM (SELECT e->>0 FROM task_events,
+        json_array_elements(events::json) AS e
+    WHERE e->>1 IN ('succeeded', 'failed', 'cancelled') GROUP BY e->>0 HAVING count(*) > 1) d")
 deadlocks=$(cat "$work"/*.log | grep -ci 'deadlock' || true)
 panics=$(cat "$work"/*.log | grep -ci 'panicked' || true)
 echo "accepted $accepted, succeeded $succeeded, lost $lost, stuck $stuck, duplicate outcomes $duplicates"

@@ -63,6 +63,7 @@ fn metrics_count_tasks_by_queue_kind_and_status() {
         r#"taskplane_http_request_duration_seconds_count{method="POST",route="/api/v1/tasks",status="201"} 4"#,
         r#"taskplane_http_request_duration_seconds_count{method="POST",route="/api/v1/tasks",status="400"} 1"#,
         "taskplane_worker_busy_slots 0",
+        "taskplane_deliveries_dropped_total 0",
         "# TYPE taskplane_task_duration_seconds histogram",
     ] {
         assert!(text.contains(expected), "missing {expected} in:\n{text}");

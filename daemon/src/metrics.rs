@@ -137,6 +137,7 @@ pub struct Metrics {
     queue_wait: Mutex<BTreeMap<(String, String), Histogram>>,
     http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
     busy: AtomicU64,
+    dropped: AtomicU64,
     streams: std::sync::Arc<AtomicU64>,
 }
 
@@ -176,6 +177,11 @@ impl Metrics {
     pub fn stream_opened(&self) -> OpenStream {
         self.streams.fetch_add(1, Ordering::Relaxed);
         OpenStream(self.streams.clone())
+    }
+
+    /// A broker delivered a task that was not ready (a duplicate, a cancelled task).
+    pub fn delivery_dropped(&self) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn set_busy(&self, slots: usize) {
@@ -254,6 +260,16 @@ impl Metrics {
             out,
             "taskplane_worker_busy_slots {}",
             self.busy.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP taskplane_deliveries_dropped_total Broker deliveries of tasks that were not ready (duplicates, cancelled tasks), acknowledged and dropped."
+        );
+        let _ = writeln!(out, "# TYPE taskplane_deliveries_dropped_total counter");
+        let _ = writeln!(
+            out,
+            "taskplane_deliveries_dropped_total {}",
+            self.dropped.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -314,6 +314,7 @@ impl Worker {
             match id {
                 Some(id) => {
                     if let Some(duplicate) = by_id.insert(id, delivery.acker) {
+                        self.metrics.delivery_dropped();
                         ack(&duplicate).await;
                     }
                 }
@@ -340,6 +341,7 @@ impl Worker {
                 }
                 for (id, acker) in by_id {
                     tracing::debug!(task_id = %id, "delivery of a task that is not ready; dropped");
+                    self.metrics.delivery_dropped();
                     ack(&acker).await;
                 }
                 out
