@@ -15,7 +15,7 @@ use crate::worker::{self, Worker, WorkerConfig};
 use crate::{http, store};
 
 async fn open_store(args: &RunArgs) -> Result<(Arc<dyn store::Store>, Vec<i64>), String> {
-    let redacted = store::redact_url(&args.database);
+    let redacted = crate::util::redact_url(&args.database);
     let store = store::open(&args.database)
         .await
         .map_err(|e| format!("cannot open the database {redacted}: {e}"))?;
@@ -32,7 +32,7 @@ async fn open_store(args: &RunArgs) -> Result<(Arc<dyn store::Store>, Vec<i64>),
 /// `taskd migrate`: says on stdout what it applied, or that there was nothing to do.
 pub async fn migrate(args: &RunArgs) -> Result<(), String> {
     let (_, applied) = open_store(args).await?;
-    let database = store::redact_url(&args.database);
+    let database = crate::util::redact_url(&args.database);
     match applied.as_slice() {
         [] => println!("{database}: the schema is up to date; nothing to apply"),
         versions => {
@@ -64,7 +64,7 @@ pub async fn health(url: &str) -> Result<(), String> {
 
 pub async fn serve(args: RunArgs) -> Result<(), String> {
     // Settle who may call the API before opening anything.
-    let auth = crate::auth::Verifier::from_args(&args.auth)?;
+    let auth = crate::auth::Verifier::from_config(&args.auth.config())?;
     if args.role.runs_api()
         && auth.is_none()
         && !args.insecure_no_auth
@@ -180,8 +180,8 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     ));
     tracing::info!(
         role = args.role.as_str(),
-        database = %store::redact_url(&args.database),
-        broker = %store::redact_url(&args.broker),
+        database = %crate::util::redact_url(&args.database),
+        broker = %crate::util::redact_url(&args.broker),
         "listening on http://{local}"
     );
 
@@ -244,7 +244,7 @@ async fn watch_signals(
     tracing::warn!("second signal: exiting now");
     crate::executors::kill_all_process_groups();
     if let Some((store, worker)) = releaser {
-        let release = store.release_leases(&worker, worker::now_ms());
+        let release = store.release_leases(&worker, crate::util::now_ms());
         match tokio::time::timeout(std::time::Duration::from_secs(1), release).await {
             Ok(Ok(n)) => tracing::warn!(tasks = n, "handed running tasks back to the queue"),
             _ => tracing::warn!(

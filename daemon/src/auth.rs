@@ -8,7 +8,23 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::AuthArgs;
+/// What auth is set up with: taskd's `--jwt-*` flags (`config::AuthArgs::config`), or a
+/// test's own values. With neither a secret nor a public key, auth is off.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// A file holding the HS256 secret.
+    pub jwt_secret_file: Option<std::path::PathBuf>,
+    /// The HS256 secret itself (TASKD_JWT_SECRET).
+    pub jwt_secret: Option<String>,
+    /// The RS256 or EdDSA public key (PEM) tokens are checked with.
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// The private key (PEM) `taskd token issue` signs with.
+    pub jwt_private_key_file: Option<std::path::PathBuf>,
+    /// The `iss` accepted and minted.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` accepted and minted.
+    pub jwt_audience: Option<String>,
+}
 
 /// What a token allows. `admin` includes the other two.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -119,7 +135,7 @@ impl std::fmt::Debug for Verifier {
 }
 
 /// Reads the HS256 secret: the file's contents (trailing newline removed) or the variable.
-fn secret(args: &AuthArgs) -> Result<Option<Vec<u8>>, String> {
+fn secret(args: &AuthConfig) -> Result<Option<Vec<u8>>, String> {
     let secret = match (&args.jwt_secret_file, &args.jwt_secret) {
         (Some(path), _) => {
             std::fs::read(path).map_err(|e| format!("--jwt-secret-file {}: {e}", path.display()))?
@@ -157,7 +173,7 @@ fn algorithm_name(algorithm: Algorithm) -> &'static str {
 
 impl Verifier {
     /// The verifier the flags describe, or `None` when auth is off.
-    pub fn from_args(args: &AuthArgs) -> Result<Option<Verifier>, String> {
+    pub fn from_config(args: &AuthConfig) -> Result<Option<Verifier>, String> {
         let (key, algorithm) = match (secret(args)?, &args.jwt_public_key_file) {
             (Some(_), Some(_)) => {
                 return Err(
@@ -268,7 +284,7 @@ pub struct TokenRequest {
 
 /// Mints a token with the flags' key: the HS256 secret, or `--jwt-private-key-file`
 /// (RS256 or EdDSA, PEM).
-pub fn issue(args: &AuthArgs, request: &TokenRequest) -> Result<String, String> {
+pub fn issue(args: &AuthConfig, request: &TokenRequest) -> Result<String, String> {
     let (key, algorithm) = match (secret(args)?, &args.jwt_private_key_file) {
         (Some(secret), None) => (EncodingKey::from_secret(&secret), Algorithm::HS256),
         (None, Some(path)) => {
@@ -334,14 +350,14 @@ mod tests {
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
-    fn args() -> AuthArgs {
-        AuthArgs {
+    fn args() -> AuthConfig {
+        AuthConfig {
             jwt_secret: Some(SECRET.to_owned()),
-            ..AuthArgs::default()
+            ..AuthConfig::default()
         }
     }
 
-    fn token(args: &AuthArgs, scopes: &[Scope]) -> String {
+    fn token(args: &AuthConfig, scopes: &[Scope]) -> String {
         issue(
             args,
             &TokenRequest {
@@ -353,8 +369,10 @@ mod tests {
         .expect("mint")
     }
 
-    fn verifier(args: &AuthArgs) -> Verifier {
-        Verifier::from_args(args).expect("valid").expect("auth on")
+    fn verifier(args: &AuthConfig) -> Verifier {
+        Verifier::from_config(args)
+            .expect("valid")
+            .expect("auth on")
     }
 
     #[test]
@@ -375,21 +393,21 @@ mod tests {
     #[test]
     fn tokens_from_another_key_issuer_or_audience_are_refused() {
         let args = args();
-        let other = AuthArgs {
+        let other = AuthConfig {
             jwt_secret: Some("another-secret-another-secret-xx".to_owned()),
-            ..AuthArgs::default()
+            ..AuthConfig::default()
         };
         assert_eq!(
             verifier(&args).verify(&token(&other, &[Scope::Read])),
             Err(AuthError::BadSignature)
         );
-        let strict = AuthArgs {
+        let strict = AuthConfig {
             jwt_issuer: Some("taskplane".to_owned()),
             jwt_audience: Some("prod".to_owned()),
             ..args.clone()
         };
         // A token without the required iss (its aud is right).
-        let no_issuer = AuthArgs {
+        let no_issuer = AuthConfig {
             jwt_audience: Some("prod".to_owned()),
             ..args.clone()
         };
@@ -397,7 +415,7 @@ mod tests {
             verifier(&strict).verify(&token(&no_issuer, &[Scope::Read])),
             Err(AuthError::WrongIssuer)
         );
-        let wrong_aud = AuthArgs {
+        let wrong_aud = AuthConfig {
             jwt_audience: Some("staging".to_owned()),
             ..strict.clone()
         };
@@ -414,27 +432,27 @@ mod tests {
 
     #[test]
     fn short_secrets_and_missing_keys_are_refused() {
-        let short = AuthArgs {
+        let short = AuthConfig {
             jwt_secret: Some("short".to_owned()),
-            ..AuthArgs::default()
+            ..AuthConfig::default()
         };
-        assert!(Verifier::from_args(&short).is_err());
-        let example = AuthArgs {
+        assert!(Verifier::from_config(&short).is_err());
+        let example = AuthConfig {
             jwt_secret: Some("change-me-to-at-least-32-random-bytes".to_owned()),
-            ..AuthArgs::default()
+            ..AuthConfig::default()
         };
         assert!(
-            Verifier::from_args(&example).is_err(),
+            Verifier::from_config(&example).is_err(),
             "the docs' placeholder"
         );
         assert!(
-            Verifier::from_args(&AuthArgs::default())
+            Verifier::from_config(&AuthConfig::default())
                 .expect("ok")
                 .is_none()
         );
         assert!(
             issue(
-                &AuthArgs::default(),
+                &AuthConfig::default(),
                 &TokenRequest {
                     scopes: vec![Scope::Read],
                     ttl: Duration::from_secs(1),

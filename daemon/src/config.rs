@@ -110,6 +110,20 @@ pub struct AuthArgs {
     pub jwt_audience: Option<String>,
 }
 
+impl AuthArgs {
+    /// The settings [`crate::auth`] works from.
+    pub fn config(&self) -> crate::auth::AuthConfig {
+        crate::auth::AuthConfig {
+            jwt_secret_file: self.jwt_secret_file.clone(),
+            jwt_secret: self.jwt_secret.clone(),
+            jwt_public_key_file: self.jwt_public_key_file.clone(),
+            jwt_private_key_file: self.jwt_private_key_file.clone(),
+            jwt_issuer: self.jwt_issuer.clone(),
+            jwt_audience: self.jwt_audience.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Role {
     /// The API and a worker in one process.
@@ -324,7 +338,7 @@ impl RunArgs {
         if self.broker != "db" && !self.broker.starts_with("amqp://") {
             return Err(format!(
                 "--broker {}: use db (the database is the queue) or amqp://user:pass@host:5672/vhost",
-                crate::store::redact_url(&self.broker)
+                crate::util::redact_url(&self.broker)
             ));
         }
         if !self.database.starts_with("sqlite:")
@@ -333,7 +347,7 @@ impl RunArgs {
         {
             return Err(format!(
                 "--database {}: use sqlite://PATH or postgres://user:pass@host:5432/db",
-                crate::store::redact_url(&self.database)
+                crate::util::redact_url(&self.database)
             ));
         }
         if self.queues.is_empty() || self.queues.iter().any(|q| q.trim().is_empty()) {

@@ -11,5 +11,7 @@ pub mod executors;
 pub mod http;
 pub mod log_gate;
 pub mod metrics;
+pub mod output;
 pub mod store;
+pub mod util;
 pub mod worker;

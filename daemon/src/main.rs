@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             ttl: *ttl,
             subject: subject.clone(),
         };
-        return match taskd::auth::issue(&cli.run.auth, &request) {
+        return match taskd::auth::issue(&cli.run.auth.config(), &request) {
             Ok(token) => {
                 println!("{token}");
                 ExitCode::SUCCESS

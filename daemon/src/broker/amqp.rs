@@ -16,7 +16,8 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use crate::store::{Publishable, redact_url};
+use crate::store::Publishable;
+use crate::util::redact_url;
 
 /// RabbitMQ keeps ten priority levels per queue (more costs memory and CPU in the broker).
 const MAX_PRIORITY: u8 = 9;

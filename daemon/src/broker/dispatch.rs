@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::Outbox;
 use super::amqp::Amqp;
 use crate::store::{Publishable, Store};
-use crate::worker::now_ms;
+use crate::util::now_ms;
 
 /// How often the sweep runs when nothing wakes it.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);

@@ -7,3 +7,6 @@ pub mod backoff;
 pub mod labels;
 pub mod lifecycle;
 pub mod validate;
+
+/// How often a worker writes its heartbeat; one that misses three is taken for gone.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(2);

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use taskplane_api::kinds::SleepPayload;
 
 use super::{ExecError, Executor, TaskContext, parse};
-use crate::store::BoxFuture;
+use crate::util::BoxFuture;
 
 /// Succeeds at once with no result.
 pub struct Noop;

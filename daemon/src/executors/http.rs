@@ -23,7 +23,7 @@ use taskplane_api::kinds::HttpPayload;
 
 pub use self::policy::{AddressPolicy, Refused, parse_cidr};
 use super::{ExecError, Executor, TaskContext, parse};
-use crate::store::BoxFuture;
+use crate::util::BoxFuture;
 
 /// How much of a response body the result keeps; no more is read.
 const BODY_EXCERPT_BYTES: usize = 4096;

@@ -18,8 +18,8 @@ use taskplane_provisioning::runner::Stream;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::store::BoxFuture;
-use crate::worker::logs::LogSink;
+use crate::output::LogSink;
+use crate::util::BoxFuture;
 
 /// Everything a handler gets for one attempt.
 pub struct TaskContext {

@@ -8,7 +8,7 @@ use taskplane_api::kinds::{KubectlPayload, SaltPayload};
 use taskplane_provisioning::{kubectl, salt};
 
 use super::{ExecError, Executor, TaskContext, log_line, parse};
-use crate::store::BoxFuture;
+use crate::util::BoxFuture;
 
 const DISABLED: &str = "kind is disabled on this worker; start it with --enable-provisioning";
 

@@ -7,7 +7,7 @@ use taskplane_api::kinds::ShellPayload;
 use taskplane_provisioning::runner::{self, InheritEnv, Invocation, StdoutMode};
 
 use super::{ExecError, Executor, TaskContext, parse};
-use crate::store::BoxFuture;
+use crate::util::BoxFuture;
 
 /// The variables of taskd's environment every shell task gets: what a program needs to find
 /// its tools, its home, its user and its locale, and nothing that could be a secret. A name

@@ -25,7 +25,8 @@ use super::AppState;
 use super::convert;
 use super::error::ApiError;
 use super::extract::QueryParams;
-use crate::worker::{HEARTBEAT_EVERY, now_ms};
+use crate::domain::HEARTBEAT_EVERY;
+use crate::util::now_ms;
 
 /// How many events a resuming client may be sent from the database.
 const REPLAY_LIMIT: u32 = 10_000;

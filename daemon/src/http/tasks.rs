@@ -20,7 +20,7 @@ use crate::auth::Principal;
 use crate::domain::labels::Selector;
 use crate::domain::validate::{self, NewTask};
 use crate::store::{CancelOutcome, FinishedFilter, ListFilter, RetryOutcome, StoredTask};
-use crate::worker::now_ms;
+use crate::util::now_ms;
 use axum::Extension;
 use taskplane_api::{ErrorBody, Task};
 

@@ -3,7 +3,6 @@
 //! queue.
 
 mod intake;
-pub mod logs;
 mod settle;
 
 use std::collections::HashMap;
@@ -21,16 +20,16 @@ use crate::broker::Broker;
 use crate::domain::backoff::Backoff;
 use crate::domain::lifecycle::{self, AttemptOutcome};
 use crate::executors::{Registry, TaskContext};
+use crate::output::{self as logs, LogWriter};
 use crate::store::{ClaimedTask, FinishedFilter, Store, WorkerRow};
+use crate::util::now_ms;
 use intake::AmqpIntake;
-use logs::LogWriter;
 use taskplane_api::TaskStatus;
 
 /// How often the worker looks for cancel requests, due tasks and expired leases, and for
 /// new work when nothing woke it.
 const TICK: Duration = Duration::from_millis(200);
-/// How often a worker records that it is alive; `/api/v1/workers` drops one that misses three.
-pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
+use crate::domain::HEARTBEAT_EVERY;
 /// How long the change feed behind `/api/v1/events` keeps events (the resume window).
 const EVENT_RETENTION: Duration = Duration::from_secs(600);
 
@@ -671,10 +670,6 @@ fn worth_logging(chore: &'static str, error: &dyn std::fmt::Display) -> bool {
 }
 
 /// Now, in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
 /// A worker id that is unique across hosts and restarts: `host-pid-xxxx`.
 pub fn worker_id() -> String {
     format!(

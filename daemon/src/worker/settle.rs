@@ -57,7 +57,7 @@ async fn write_loop(store: Arc<dyn Store>, worker: String, mut rx: mpsc::Receive
         let items: Vec<(Uuid, Settlement)> =
             batch.iter().map(|r| (r.id, r.settlement.clone())).collect();
         let result = store
-            .settle_many(&worker, &items, super::now_ms())
+            .settle_many(&worker, &items, crate::util::now_ms())
             .await
             .map_err(|e| e.to_string());
         for (i, request) in batch.into_iter().enumerate() {

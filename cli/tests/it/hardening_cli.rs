@@ -8,7 +8,7 @@
 //! this file that answers every route with such text: it plays the attacker, a taskd (or
 //! something posing as one) that is not to be trusted.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

@@ -3,7 +3,7 @@
 //! listen openly without auth, the write rate limit, the body limit, CORS, and taskctl
 //! against an auth-enabled daemon.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -2,7 +2,7 @@
 //! the task's identity, and `taskctl bench` on a small load (its report's shape, not its
 //! figures: those belong in the benchmark report).
 
-mod common;
+use crate::common;
 
 use common::Daemon;
 use serde_json::Value;

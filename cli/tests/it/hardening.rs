@@ -3,7 +3,7 @@
 //! validation of odd input. The shell and http kinds and taskctl's output have suites of
 //! their own (`hardening_shell.rs`, `hardening_http.rs`, `hardening_cli.rs`).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,6 +3,10 @@
 //! and restart the real servers, so they hold an exclusive lock that every other test here
 //! shares. Without the services these tests skip (with TASKPLANE_REQUIRE_SERVICES=1 they fail).
 
+// A binary of its own: these tests stop and restart the servers every other suite uses, and
+// cargo runs test binaries one at a time.
+#[macro_use]
+#[path = "../it/common/mod.rs"]
 mod common;
 
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! completion (the committed scripts are current, and bash completes subcommands and the
 //! live server's task ids).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! filters to a running task, cancels it after y, and `q` gives the shell back with the
 //! terminal restored (canonical mode on, the screen the shell's again).
 
-mod common;
+use crate::common;
 
 use common::Daemon;
 use common::tmux::Tmux;

@@ -2,8 +2,7 @@
 //! on the embedded platform and once on PostgreSQL + RabbitMQ (skipped, or failed under
 //! TASKPLANE_REQUIRE_SERVICES=1, when those are missing).
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! token file used when no flag or environment variable names them, and the token never
 //! printed.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! End to end on the embedded platform: the real `taskd` on SQLite and the real `taskctl`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

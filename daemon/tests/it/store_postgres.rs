@@ -1,7 +1,7 @@
 //! The store contract on PostgreSQL, each test in a database of its own. Skips (or, with
 //! TASKPLANE_REQUIRE_SERVICES=1, fails) when PostgreSQL is not running.
 
-mod store_suite;
+use crate::store_suite;
 
 use std::sync::Arc;
 
@@ -73,7 +73,7 @@ async fn labels_from_before_the_label_table_are_found() {
     }
     let db = TempDatabase::create();
     let pool = sqlx::PgPool::connect(&db.url).await.expect("connect");
-    sqlx::raw_sql(include_str!("../migrations/postgres/0001_tasks.sql"))
+    sqlx::raw_sql(include_str!("../../migrations/postgres/0001_tasks.sql"))
         .execute(&pool)
         .await
         .expect("version 1");
@@ -109,7 +109,7 @@ async fn the_delivery_writers_never_deadlock() {
         shell_enabled: false,
         provisioning_enabled: false,
     };
-    let now = taskd::worker::now_ms();
+    let now = taskd::util::now_ms();
     let tasks: Vec<_> = (0..3000)
         .map(|_| {
             let request = SubmitTask {
@@ -134,9 +134,7 @@ async fn the_delivery_writers_never_deadlock() {
                 let start = rng.usize(0..versions.len() - 500);
                 let mut batch = versions[start..start + 500].to_vec();
                 rng.shuffle(&mut batch);
-                store
-                    .mark_published(&batch, taskd::worker::now_ms())
-                    .await?;
+                store.mark_published(&batch, taskd::util::now_ms()).await?;
             }
             Ok::<_, taskd::store::StoreError>(())
         }));
@@ -153,7 +151,7 @@ async fn the_delivery_writers_never_deadlock() {
                     .map(|(id, _)| *id)
                     .collect();
                 rng.shuffle(&mut ids);
-                let now = taskd::worker::now_ms();
+                let now = taskd::util::now_ms();
                 let claimed = store.claim_ids(&name, &ids, now, now + 30_000).await?;
                 let outcomes: Vec<_> = claimed
                     .iter()
@@ -212,7 +210,7 @@ async fn tend_vacuums_what_autovacuum_would() {
         shell_enabled: false,
         provisioning_enabled: false,
     };
-    let now = taskd::worker::now_ms();
+    let now = taskd::util::now_ms();
     let tasks: Vec<_> = (0..2000)
         .map(|_| {
             let request = taskplane_api::SubmitTask {

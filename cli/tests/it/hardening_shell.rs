@@ -3,7 +3,7 @@
 //! costs no memory, taskd's secrets stay out of a task's environment, and a missing working
 //! directory is named as such.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

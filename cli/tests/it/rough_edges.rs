@@ -1,7 +1,7 @@
 //! The CLI's rough edges a new user met first (issue "What a new user meets first"): each
 //! fixed one is kept here as a test.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Bad input gets a clear error and loses nothing: the API answers the contract's JSON error
 //! with the right status, and taskctl prints one line and exits with the contract's code.
 
-mod common;
+use crate::common;
 
 use common::{Daemon, taskctl};
 use serde_json::{Value, json};

@@ -7,7 +7,7 @@
 //! outputs written in the exact shape kubectl 1.37 prints (no cluster was reachable to record
 //! them from). `kubectl kustomize`, which needs no cluster, is passed to the real kubectl.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

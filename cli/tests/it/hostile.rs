@@ -11,7 +11,7 @@
 //! (list, logs, events and their query parameters): a document that declares a parameter in
 //! the wrong place gives a client without those functions, or one that builds wrong URLs.
 
-mod common;
+use crate::common;
 
 use common::{Daemon, raw_http_full};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! servers on loopback addresses (all of 127.0.0.0/8 is usable on Linux, so 127.0.0.2 plays
 //! an allowed host and 127.0.0.1 a refused one).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};

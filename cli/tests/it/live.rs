@@ -1,8 +1,7 @@
 //! The live control plane end to end, on both backends: the event stream, following a
 //! task's output, queue depth and the worker list.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};

@@ -1,6 +1,6 @@
 //! The store contract on the embedded SQLite backend, each test on its own file.
 
-mod store_suite;
+use crate::store_suite;
 
 use std::sync::Arc;
 
@@ -67,7 +67,7 @@ async fn labels_from_before_the_label_table_are_found() {
     let pool = sqlx::SqlitePool::connect_with(options.create_if_missing(true))
         .await
         .expect("connect");
-    sqlx::raw_sql(include_str!("../migrations/sqlite/0001_tasks.sql"))
+    sqlx::raw_sql(include_str!("../../migrations/sqlite/0001_tasks.sql"))
         .execute(&pool)
         .await
         .expect("version 1");
