@@ -53,36 +53,81 @@ macro_rules! impl_store {
             > {
                 Box::pin(self.health.track(async move {
                     use $crate::store::{decode, sql};
+                    // One chunk's multi-row insert, answering the ids it inserted; a task the
+                    // statement skipped had an idempotency key that exists.
+                    macro_rules! insert_chunk {
+                        ($chunk:expr, $executor:expr) => {{
+                            let chunk = $chunk;
+                            let statement = sql::insert_rows(chunk.len());
+                            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                            for task in chunk {
+                                query = query
+                                    .bind(task.id.to_string())
+                                    .bind(&task.kind)
+                                    .bind(&task.queue)
+                                    .bind(task.priority)
+                                    .bind(&task.payload)
+                                    .bind(task.status.as_str())
+                                    .bind(i64::from(task.max_attempts))
+                                    .bind(task.timeout_secs as i64)
+                                    .bind(task.run_at_ms)
+                                    .bind(task.created_at_ms)
+                                    .bind(&task.idempotency_key)
+                                    .bind(&task.labels)
+                                    .bind(task.retry_base_ms.map(|ms| ms as i64))
+                                    .bind(task.retry_max_ms.map(|ms| ms as i64))
+                                    .bind(task.published_at);
+                            }
+                            let mut ids = Vec::with_capacity(chunk.len());
+                            for row in query.fetch_all($executor).await? {
+                                ids.push(sqlx::Row::try_get::<String, _>(&row, 0)?);
+                            }
+                            ids
+                        }};
+                    }
+                    // The tasks skipped for an existing idempotency key: each key's first
+                    // task, read back.
+                    macro_rules! answer {
+                        ($inserted:expr, $executor:expr) => {{
+                            let inserted = $inserted;
+                            let mut out = Vec::with_capacity(tasks.len());
+                            for task in &tasks {
+                                if inserted.contains(&task.id.to_string()) {
+                                    out.push(($crate::store::StoredTask::from_new(task), true));
+                                    continue;
+                                }
+                                let row = sqlx::query(sqlx::AssertSqlSafe(sql::select_by_key()))
+                                    .bind(&task.idempotency_key)
+                                    .fetch_one($executor)
+                                    .await?;
+                                out.push((decode::task(&row)?, false));
+                            }
+                            out
+                        }};
+                    }
+                    // Workers that claim from the database wake on a notification. With a
+                    // broker (the tasks carry a publisher's mark) nobody listens, and on
+                    // PostgreSQL a notifying commit takes a lock every other notifying
+                    // commit waits for: two API processes' submits queued behind each other.
+                    let notify = tasks.iter().any(|task| {
+                        task.published_at == Some(0)
+                            && task.status == taskplane_api::TaskStatus::Queued
+                    });
+                    let labelled = tasks.iter().any(|task| !task.label_pairs.is_empty());
+                    if tasks.len() <= sql::ROWS_PER_STATEMENT && !labelled && !notify {
+                        // The common case is one statement, committed on its own: one round
+                        // trip instead of three (BEGIN and COMMIT are two more, and on
+                        // SQLite each is a hop to its writer thread). A replayed key's task is
+                        // committed by then (the insert waited for it), so reading it after
+                        // sees it.
+                        let inserted: std::collections::HashSet<String> =
+                            insert_chunk!(&tasks[..], &self.write).into_iter().collect();
+                        return Ok(answer!(inserted, &self.write));
+                    }
                     let mut tx = self.write.begin().await?;
-                    // Multi-row inserts (a statement per chunk, not per task); a task the
-                    // statement skipped had an idempotency key that exists: its first task
-                    // is read back instead.
                     let mut inserted = std::collections::HashSet::with_capacity(tasks.len());
-                    for chunk in tasks.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
-                        let statement = sql::insert_rows(chunk.len());
-                        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
-                        for task in chunk {
-                            query = query
-                                .bind(task.id.to_string())
-                                .bind(&task.kind)
-                                .bind(&task.queue)
-                                .bind(task.priority)
-                                .bind(&task.payload)
-                                .bind(task.status.as_str())
-                                .bind(i64::from(task.max_attempts))
-                                .bind(task.timeout_secs as i64)
-                                .bind(task.run_at_ms)
-                                .bind(task.created_at_ms)
-                                .bind(&task.idempotency_key)
-                                .bind(&task.labels)
-                                .bind(task.retry_base_ms.map(|ms| ms as i64))
-                                .bind(task.retry_max_ms.map(|ms| ms as i64))
-                                .bind(task.published_at);
-                        }
-                        for row in query.fetch_all(&mut *tx).await? {
-                            let id: String = sqlx::Row::try_get(&row, 0)?;
-                            inserted.insert(id);
-                        }
+                    for chunk in tasks.chunks(sql::ROWS_PER_STATEMENT) {
+                        inserted.extend(insert_chunk!(chunk, &mut *tx));
                     }
                     // The inserted tasks' labels, as rows a selector finds by index.
                     let mut labels: Vec<(String, &str, &str)> = Vec::new();
@@ -94,7 +139,7 @@ macro_rules! impl_store {
                             }
                         }
                     }
-                    for chunk in labels.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
+                    for chunk in labels.chunks(sql::ROWS_PER_STATEMENT) {
                         let mut query =
                             sqlx::query(sqlx::AssertSqlSafe(sql::insert_labels(chunk.len())));
                         for (id, key, value) in chunk {
@@ -102,19 +147,10 @@ macro_rules! impl_store {
                         }
                         query.execute(&mut *tx).await?;
                     }
-                    let mut out = Vec::with_capacity(tasks.len());
-                    for task in &tasks {
-                        if inserted.contains(&task.id.to_string()) {
-                            out.push(($crate::store::StoredTask::from_new(task), true));
-                            continue;
-                        }
-                        let row = sqlx::query(sqlx::AssertSqlSafe(sql::select_by_key()))
-                            .bind(&task.idempotency_key)
-                            .fetch_one(&mut *tx)
-                            .await?;
-                        out.push((decode::task(&row)?, false));
+                    let out = answer!(inserted, &mut *tx);
+                    if notify {
+                        self.dialect_notify_ready(&mut tx).await?;
                     }
-                    self.dialect_notify_ready(&mut tx).await?;
                     tx.commit().await?;
                     Ok(out)
                 }))
@@ -327,6 +363,36 @@ macro_rules! impl_store {
                 Box::pin(self.health.track(async move {
                     use $crate::domain::lifecycle::Settlement;
                     use $crate::store::sql;
+                    if items.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    // The common case, a few successes, is one statement committed on its own
+                    // (one round trip; a transaction adds three: BEGIN, the lock, COMMIT).
+                    if items.len() <= sql::ROWS_PER_STATEMENT
+                        && items
+                            .iter()
+                            .all(|(_, settlement)| matches!(settlement, Settlement::Succeeded { .. }))
+                    {
+                        let statement = sql::settle_succeeded_locked(items.len(), Self::LOCKS);
+                        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+                            .bind(now)
+                            .bind(worker);
+                        for (id, settlement) in items {
+                            if let Settlement::Succeeded { result } = settlement {
+                                query = query.bind(id.to_string()).bind(result.as_str());
+                            }
+                        }
+                        let done: std::collections::HashSet<String> = query
+                            .fetch_all(&self.write)
+                            .await?
+                            .iter()
+                            .filter_map(|row| sqlx::Row::try_get::<String, _>(row, 0).ok())
+                            .collect();
+                        return Ok(items
+                            .iter()
+                            .map(|(id, _)| done.contains(&id.to_string()))
+                            .collect());
+                    }
                     // One transaction for the lot: one commit (one WAL append, one fsync on
                     // PostgreSQL) however many tasks ended together.
                     let mut tx = self.write.begin().await?;

@@ -96,6 +96,28 @@ pub fn settle_succeeded_rows(rows: usize) -> String {
     )
 }
 
+/// [`settle_succeeded_rows`] as a statement of its own (no transaction around it): the rows
+/// are locked in id order first, as every multi-row statement does.
+pub fn settle_succeeded_locked(rows: usize, locks: Locks) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| format!("(${}, ${})", 3 + 2 * r, 4 + 2 * r))
+        .collect();
+    format!(
+        "WITH b (settled_id, settled_result) AS (VALUES {}),
+         locked AS (SELECT id AS locked_id FROM tasks
+             WHERE id IN (SELECT settled_id FROM b) AND status = 'running' AND lease_owner = $2
+             ORDER BY id{})
+         UPDATE tasks SET status = 'succeeded', result = b.settled_result, finished_at = $1,
+             lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+         FROM b, locked
+         WHERE tasks.id = b.settled_id AND tasks.id = locked.locked_id
+           AND tasks.status = 'running' AND tasks.lease_owner = $2
+         RETURNING tasks.id",
+        values.join(", "),
+        locks.ordered
+    )
+}
+
 pub fn select_by_id() -> String {
     format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")
 }
