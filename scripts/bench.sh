@@ -129,4 +129,6 @@ printf '%s\n' "${notes[@]}"
 for log in "$work"/*.log; do
     printf '%s: %s deadlock, %s slow statement lines\n' "$(basename "$log" .log)" \
         "$(grep -ci 'deadlock' "$log" || true)" "$(grep -ci 'slow statement' "$log" || true)"
+    # What they were, so that a slow or deadlocked statement can be found.
+    grep -hi -A2 'deadlock\|slow statement' "$log" | head -n 6 | cut -c1-400 | sed 's/^/    /' || true
 done

@@ -59,7 +59,8 @@ impl PgStore {
         }
         let due: Vec<String> = sqlx::query_scalar(
             "SELECT relname::text FROM pg_stat_user_tables
-             WHERE relname IN ('tasks', 'task_events', 'task_labels', 'task_logs', 'workers')
+             WHERE relname IN ('tasks', 'task_events', 'task_labels', 'task_logs', 'workers',
+                               'publishers')
                AND (n_dead_tup > 50 + 0.2 * n_live_tup
                     OR n_mod_since_analyze > 50 + 0.1 * n_live_tup)
              ORDER BY relname",
@@ -69,10 +70,15 @@ impl PgStore {
         if due.is_empty() {
             return Ok(due);
         }
-        let mut conn = self.write.acquire().await?;
+        // A connection of its own, without sqlx's slow-statement warning: a VACUUM of a
+        // large table under load takes seconds by nature (its time is logged below).
+        let options = sqlx::ConnectOptions::disable_statement_logging(
+            (*self.write.connect_options()).clone(),
+        );
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
             .bind(TEND_LOCK)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut conn)
             .await?;
         if !locked {
             return Ok(Vec::new());
@@ -81,18 +87,20 @@ impl PgStore {
         for table in due {
             // The names come from the fixed list above.
             let statement = format!("VACUUM (ANALYZE) {table}");
+            let began = std::time::Instant::now();
             match sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                .execute(&mut *conn)
+                .execute(&mut conn)
                 .await
             {
-                Ok(_) => done.push(table),
+                Ok(_) => {
+                    tracing::debug!(%table, seconds = began.elapsed().as_secs_f64(), "vacuumed and analyzed");
+                    done.push(table)
+                }
                 Err(error) => tracing::debug!(%error, %table, "vacuum failed"),
             }
         }
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(TEND_LOCK)
-            .execute(&mut *conn)
-            .await?;
+        // Closing the connection releases the advisory lock too.
+        sqlx::Connection::close(conn).await?;
         Ok(done)
     }
 
