@@ -13,6 +13,7 @@
 
 pub mod amqp;
 mod dispatch;
+mod intake;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::store::{Publishable, Store, StoredTask};
 pub use amqp::Amqp;
 pub use dispatch::Dispatcher;
+pub use intake::{AmqpIntake, Delivered, Receipt};
 
 /// How many freshly submitted batches may wait for the publisher before the API leaves them
 /// to the dispatcher.

@@ -2,28 +2,23 @@
 //! records the outcome, renews its leases, and hands the due and the orphaned back to the
 //! queue.
 
-mod intake;
 mod settle;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::Acker;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::Broker;
+use crate::broker::{AmqpIntake, Broker, Delivered, Receipt};
 use crate::domain::backoff::Backoff;
 use crate::domain::lifecycle::{self, AttemptOutcome};
 use crate::executors::{Registry, TaskContext};
 use crate::output::{self as logs, LogWriter};
 use crate::store::{ClaimedTask, FinishedFilter, Store, WorkerRow};
 use crate::util::now_ms;
-use intake::AmqpIntake;
 use taskplane_api::TaskStatus;
 
 /// How often the worker looks for cancel requests, due tasks and expired leases, and for
@@ -302,24 +297,19 @@ impl Worker {
     /// Claims the tasks RabbitMQ delivered. Deliveries of tasks that are not ready (a
     /// duplicate, a cancelled task) are acknowledged and dropped; if the database cannot be
     /// reached they go back to the queue.
-    async fn claim_delivered(&self, batch: Vec<Delivery>) -> Vec<(ClaimedTask, Acker)> {
-        let mut by_id: HashMap<Uuid, Acker> = HashMap::with_capacity(batch.len());
+    async fn claim_delivered(&self, batch: Vec<Delivered>) -> Vec<(ClaimedTask, Receipt)> {
+        let mut by_id: HashMap<Uuid, Receipt> = HashMap::with_capacity(batch.len());
         for delivery in batch {
-            let id = delivery
-                .properties
-                .message_id()
-                .as_ref()
-                .and_then(|id| Uuid::parse_str(id.as_str()).ok());
-            match id {
+            match delivery.task_id {
                 Some(id) => {
-                    if let Some(duplicate) = by_id.insert(id, delivery.acker) {
+                    if let Some(duplicate) = by_id.insert(id, delivery.receipt) {
                         self.metrics.delivery_dropped();
-                        ack(&duplicate).await;
+                        duplicate.ack().await;
                     }
                 }
                 None => {
                     tracing::warn!("dropping a RabbitMQ message without a task id");
-                    ack(&delivery.acker).await;
+                    delivery.receipt.ack().await;
                 }
             }
         }
@@ -334,14 +324,14 @@ impl Worker {
             Ok(claimed) => {
                 let mut out = Vec::with_capacity(claimed.len());
                 for task in claimed {
-                    if let Some(acker) = by_id.remove(&task.id) {
-                        out.push((task, acker));
+                    if let Some(receipt) = by_id.remove(&task.id) {
+                        out.push((task, receipt));
                     }
                 }
-                for (id, acker) in by_id {
+                for (id, receipt) in by_id {
                     tracing::debug!(task_id = %id, "delivery of a task that is not ready; dropped");
                     self.metrics.delivery_dropped();
-                    ack(&acker).await;
+                    receipt.ack().await;
                 }
                 out
             }
@@ -350,13 +340,8 @@ impl Worker {
                 // Not at once: the database is likely down, and an instant redelivery would
                 // spin.
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                for acker in by_id.values() {
-                    let _ = acker
-                        .nack(BasicNackOptions {
-                            requeue: true,
-                            ..BasicNackOptions::default()
-                        })
-                        .await;
+                for receipt in by_id.values() {
+                    receipt.requeue().await;
                 }
                 Vec::new()
             }
@@ -502,7 +487,7 @@ impl Worker {
         hard_stop: CancellationToken,
         log: logs::LogSink,
         settler: settle::Settler,
-        delivery: Option<Acker>,
+        delivery: Option<Receipt>,
     ) -> Uuid {
         // Every log line of this attempt carries the task's identity.
         let span = tracing::info_span!(
@@ -529,7 +514,7 @@ impl Worker {
         hard_stop: CancellationToken,
         log: logs::LogSink,
         settler: settle::Settler,
-        delivery: Option<Acker>,
+        delivery: Option<Receipt>,
     ) -> Uuid {
         let id = task.id;
         let began = now_ms();
@@ -621,27 +606,14 @@ impl Worker {
             }
         };
         // The broker hears of the task only once the database holds its outcome.
-        if let Some(acker) = delivery {
+        if let Some(receipt) = delivery {
             if settled {
-                ack(&acker).await;
+                receipt.ack().await;
             } else {
-                let _ = acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await;
+                receipt.requeue().await;
             }
         }
         id
-    }
-}
-
-/// Acknowledges a delivery. A failure means the channel is gone; the broker then redelivers
-/// the message and the guarded claim drops it.
-async fn ack(acker: &Acker) {
-    if let Err(error) = acker.ack(BasicAckOptions::default()).await {
-        tracing::debug!(%error, "acknowledging a delivery failed");
     }
 }
 

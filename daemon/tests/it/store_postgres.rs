@@ -263,8 +263,25 @@ async fn tend_vacuums_what_autovacuum_would() {
         );
         return;
     }
-    // The statistics reach pg_stat_user_tables within a second or so of the writes.
+    // The statistics reach pg_stat_user_tables within a second or so of the writes, from
+    // each connection on its own: wait for all of them (a claim and a settle per task), or
+    // counts flushed after the vacuum would make the table due again.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let updates: i64 =
+            sqlx::query_scalar("SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'tasks'")
+                .fetch_one(&pool)
+                .await
+                .expect("stats");
+        if updates >= 4000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the statistics show {updates} of 4000 updates"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     let tended = loop {
         let tended = store.tend().await.expect("tend");
         if tended.iter().any(|t| t == "tasks") || std::time::Instant::now() > deadline {

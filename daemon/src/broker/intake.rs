@@ -1,15 +1,64 @@
-//! Where a worker's tasks come from: claimed straight from the database (`--broker db`), or
-//! delivered by RabbitMQ and then claimed by id. The RabbitMQ side reconnects by itself.
+//! A worker's RabbitMQ consumer: deliveries become task ids with a [`Receipt`], so the worker
+//! never sees a lapin type (with `--broker db` it claims from the database and has no
+//! receipts). It reconnects by itself.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
+use lapin::Acker;
 use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::broker::Amqp;
 use crate::broker::amqp::Deliveries;
+
+/// One delivered message: the task it names (None for a message without a valid task id)
+/// and how to answer the broker for it.
+pub struct Delivered {
+    pub task_id: Option<Uuid>,
+    pub receipt: Receipt,
+}
+
+impl Delivered {
+    fn from_delivery(delivery: Delivery) -> Delivered {
+        let task_id = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .and_then(|id| Uuid::parse_str(id.as_str()).ok());
+        Delivered {
+            task_id,
+            receipt: Receipt(delivery.acker),
+        }
+    }
+}
+
+/// Answers the broker for one delivery, once the database holds what became of it.
+pub struct Receipt(Acker);
+
+impl Receipt {
+    /// Done with: the broker forgets the message. A failure means the channel is gone; the
+    /// broker then redelivers the message and the guarded claim drops it.
+    pub async fn ack(&self) {
+        if let Err(error) = self.0.ack(BasicAckOptions::default()).await {
+            tracing::debug!(%error, "acknowledging a delivery failed");
+        }
+    }
+
+    /// Not done with: back to the queue for any worker.
+    pub async fn requeue(&self) {
+        let options = BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        };
+        if let Err(error) = self.0.nack(options).await {
+            tracing::debug!(%error, "returning a delivery to the queue failed");
+        }
+    }
+}
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -44,7 +93,7 @@ impl AmqpIntake {
     /// Waits for at least one delivery (connecting and reconnecting as needed), then takes
     /// whatever else is already there, up to `max` in all. Cancel-safe: dropping the future
     /// loses no delivery.
-    pub async fn next(&mut self, max: usize) -> Vec<Delivery> {
+    pub async fn next(&mut self, max: usize) -> Vec<Delivered> {
         loop {
             let Some(deliveries) = self.deliveries.as_mut() else {
                 tokio::time::sleep_until(self.retry_at).await;
@@ -80,10 +129,12 @@ impl AmqpIntake {
             };
             match deliveries.next().await {
                 Some(Ok(first)) => {
-                    let mut batch = vec![first];
+                    let mut batch = vec![Delivered::from_delivery(first)];
                     while batch.len() < max {
                         match deliveries.next().now_or_never() {
-                            Some(Some(Ok(delivery))) => batch.push(delivery),
+                            Some(Some(Ok(delivery))) => {
+                                batch.push(Delivered::from_delivery(delivery))
+                            }
                             _ => break,
                         }
                     }
