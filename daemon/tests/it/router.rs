@@ -1,0 +1,267 @@
+//! The HTTP router in process: `api_router` over a temporary SQLite store, driven request by
+//! request (no socket, no taskd process), for what the guard and the error mapping decide.
+//! Signals, kill -9 and real connections stay with the process tests in `cli/tests`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{Request, StatusCode, header};
+use serde_json::Value;
+use taskd::auth::{AuthConfig, Scope, TokenRequest, Verifier};
+use taskd::broker::Broker;
+use taskd::domain::validate::Kinds;
+use taskd::events::EventHub;
+use taskd::http::guard::{Guard, HostPolicy};
+use taskd::http::{AppState, api_router};
+use taskd::metrics::Metrics;
+use taskd::store::{self, GroupCommit};
+use tower_service::Service;
+
+const SECRET: &str = "an in-process test secret of 32+ bytes";
+
+struct Api {
+    router: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    /// The API on a fresh SQLite file, with auth on (HS256) when `auth`.
+    async fn start(auth: bool) -> Api {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("taskd.db").display());
+        let store = store::open(&url).await.expect("open");
+        store.migrate().await.expect("migrate");
+        let listen: SocketAddr = "127.0.0.1:7070".parse().expect("address");
+        let verifier = auth.then(|| {
+            Verifier::from_config(&config())
+                .expect("auth config")
+                .expect("auth on")
+        });
+        let guard = Arc::new(Guard {
+            auth: verifier,
+            private_probes: false,
+            limiter: None,
+            timeout: Duration::from_secs(30),
+            cors_origins: Vec::new(),
+            hosts: HostPolicy::new(&listen, auth, &[]),
+        });
+        let state = AppState {
+            events: EventHub::new(store.clone()),
+            metrics: Arc::new(Metrics::default()),
+            submits: GroupCommit::start(store.clone()),
+            store,
+            kinds: Arc::new(Kinds {
+                known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
+                shell_enabled: false,
+                provisioning_enabled: false,
+            }),
+            broker: Arc::new(Broker::db()),
+            role: "all",
+        };
+        Api {
+            router: api_router(state, guard, 1024 * 1024),
+            _dir: dir,
+        }
+    }
+
+    /// Sends one request (from 127.0.0.1, `Host: 127.0.0.1:7070` unless `headers` says
+    /// otherwise) and answers its status and JSON body (Null when it has none).
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+        {
+            request = request.header(header::HOST, "127.0.0.1:7070");
+        }
+        if !body.is_empty() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut request = request.body(Body::from(body.to_owned())).expect("request");
+        let peer: SocketAddr = "127.0.0.1:40000".parse().expect("address");
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let response = self.router.call(request).await.expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
+            .await
+            .expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, json)
+    }
+}
+
+fn config() -> AuthConfig {
+    AuthConfig {
+        jwt_secret: Some(SECRET.into()),
+        ..AuthConfig::default()
+    }
+}
+
+fn token(scopes: &[Scope]) -> String {
+    let request = TokenRequest {
+        scopes: scopes.to_vec(),
+        ttl: Duration::from_secs(600),
+        subject: "router-test".into(),
+    };
+    format!(
+        "Bearer {}",
+        taskd::auth::issue(&config(), &request).expect("token")
+    )
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a JSON error: {body}"))
+}
+
+#[tokio::test]
+async fn bad_input_maps_to_the_contract_errors_and_stores_nothing() {
+    let mut api = Api::start(false).await;
+    for (method, path, body, status, expected) in [
+        ("POST", "/api/v1/tasks", "{\"kind\": ", 400, "invalid_json"),
+        ("POST", "/api/v1/tasks", "[1,2]", 400, "invalid_json"),
+        (
+            "POST",
+            "/api/v1/tasks",
+            r#"{"kind":"teleport"}"#,
+            400,
+            "unknown_kind",
+        ),
+        (
+            "POST",
+            "/api/v1/tasks",
+            r#"{"kind":"shell","payload":{"command":"id"}}"#,
+            400,
+            "kind_disabled",
+        ),
+        ("GET", "/api/v1/tasks/not-an-id", "", 400, "invalid_id"),
+        ("GET", "/api/v1/tasks?limit=many", "", 400, "invalid_query"),
+        (
+            "GET",
+            "/api/v1/tasks/01a20649-73ff-71a9-a177-5aa009d23a9d",
+            "",
+            404,
+            "not_found",
+        ),
+        ("DELETE", "/api/v1/tasks", "", 405, "method_not_allowed"),
+    ] {
+        let (got, answer) = api.send(method, path, body, &[]).await;
+        assert_eq!(got.as_u16(), status, "{method} {path} {body}: {answer}");
+        assert_eq!(code(&answer), expected, "{method} {path} {body}");
+    }
+    let (status, list) = api.send("GET", "/api/v1/tasks", "", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["tasks"].as_array().map(Vec::len), Some(0), "{list}");
+
+    // And good input is stored: 201, then found.
+    let (status, task) = api
+        .send("POST", "/api/v1/tasks", r#"{"kind":"noop"}"#, &[])
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let id = task["id"].as_str().expect("id").to_owned();
+    let (status, found) = api
+        .send("GET", &format!("/api/v1/tasks/{id}"), "", &[])
+        .await;
+    assert_eq!(
+        (status, found["id"].as_str()),
+        (StatusCode::OK, Some(id.as_str()))
+    );
+}
+
+#[tokio::test]
+async fn the_guard_checks_hosts_origins_tokens_and_scopes() {
+    let mut open = Api::start(false).await;
+    // DNS rebinding: a name this taskd was not told about.
+    let (status, answer) = open
+        .send("GET", "/api/v1/tasks", "", &[("host", "evil.example:7070")])
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::FORBIDDEN, "host_not_allowed")
+    );
+    // A cross-site page may read nothing back and write nothing.
+    let (status, answer) = open
+        .send(
+            "POST",
+            "/api/v1/tasks",
+            r#"{"kind":"noop"}"#,
+            &[("origin", "https://evil.example")],
+        )
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::FORBIDDEN, "cross_origin")
+    );
+    // A form post is not JSON.
+    let (status, answer) = open
+        .send(
+            "POST",
+            "/api/v1/tasks",
+            "",
+            &[("content-type", "text/plain")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{answer}");
+
+    let mut guarded = Api::start(true).await;
+    let (status, answer) = guarded.send("GET", "/api/v1/tasks", "", &[]).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let (status, answer) = guarded
+        .send(
+            "GET",
+            "/api/v1/tasks",
+            "",
+            &[("authorization", "Bearer not.a.token")],
+        )
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let read = token(&[Scope::Read]);
+    let (status, _) = guarded
+        .send("GET", "/api/v1/tasks", "", &[("authorization", &read)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, answer) = guarded
+        .send(
+            "POST",
+            "/api/v1/tasks",
+            r#"{"kind":"noop"}"#,
+            &[("authorization", &read)],
+        )
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    let write = token(&[Scope::Write]);
+    let (status, answer) = guarded
+        .send(
+            "POST",
+            "/api/v1/tasks",
+            r#"{"kind":"noop"}"#,
+            &[("authorization", &write)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+    // The probes answer without a token.
+    let (status, _) = guarded.send("GET", "/health", "", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}
