@@ -28,19 +28,33 @@ trap cleanup EXIT
 
 source scripts/bench-lib.sh  # the cwd is the repository (see the cd above)
 
-row() { # row LABEL URL BENCH-ARGS…
-    local label=$1 url=$2; shift 2
-    local rates=() p50s=() p99s=()
-    for run in 1 2 3; do
-        json=$("$bin/taskctl" --server "$url" bench -o json "$@")
-        rates+=("$(echo "$json" | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["completed_per_sec"]))')")
-        p50s+=("$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["end_to_end_ms"]["p50"])')")
-        p99s+=("$(echo "$json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["end_to_end_ms"]["p99"])')")
-    done
-    printf '| %s | %s | %s | %s |\n' "$label" \
+summarize() { # summarize JSON… : rate p50 p99 of bench runs that ran side by side
+    python3 - "$@" <<'PY'
+import json, sys
+runs = [json.load(open(path)) for path in sys.argv[1:]]
+seconds = max(r["tasks"] / r["completed_per_sec"] for r in runs)
+print(round(sum(r["tasks"] for r in runs) / seconds),
+      max(r["end_to_end_ms"]["p50"] for r in runs),
+      max(r["end_to_end_ms"]["p99"] for r in runs))
+PY
+}
+
+table_row() { # table_row LABEL : the medians of the caller's rates, p50s and p99s
+    printf '| %s | %s | %s | %s |\n' "$1" \
         "$(printf '%s\n' "${rates[@]}" | median)" \
         "$(printf '%s\n' "${p50s[@]}" | median)" \
         "$(printf '%s\n' "${p99s[@]}" | median)"
+}
+
+row() { # row LABEL URL BENCH-ARGS…
+    local label=$1 url=$2; shift 2
+    local rates=() p50s=() p99s=() rate p50 p99
+    for run in 1 2 3; do
+        "$bin/taskctl" --server "$url" bench -o json "$@" >"$work/run.json"
+        read -r rate p50 p99 < <(summarize "$work/run.json")
+        rates+=("$rate"); p50s+=("$p50"); p99s+=("$p99")
+    done
+    table_row "$label"
 }
 
 writes() { # writes DB : row writes so far, every table (the statistics settle first)
@@ -65,27 +79,16 @@ rows() { # rows MODE URL [DB] : the three workloads against one deployment
 
 pair_row() { # pair_row LABEL URL1 URL2 TASKS CONCURRENCY BATCH : half the load through each api
     local label=$1 one=$2 two=$3 tasks=$4 conc=$5 batch=$6
-    local rates=() p50s=() p99s=()
+    local rates=() p50s=() p99s=() rate p50 p99
     for run in 1 2 3; do
         "$bin/taskctl" --server "$one" bench -o json --tasks $((tasks / 2)) --concurrency $((conc / 2)) --batch "$batch" >"$work/one.json" &
         local first=$!
         "$bin/taskctl" --server "$two" bench -o json --tasks $((tasks / 2)) --concurrency $((conc / 2)) --batch "$batch" >"$work/two.json"
         wait "$first"
-        read -r rate p50 p99 < <(python3 - "$work/one.json" "$work/two.json" <<'PY'
-import json, sys
-runs = [json.load(open(path)) for path in sys.argv[1:]]
-seconds = max(r["tasks"] / r["completed_per_sec"] for r in runs)
-print(round(sum(r["tasks"] for r in runs) / seconds),
-      max(r["end_to_end_ms"]["p50"] for r in runs),
-      max(r["end_to_end_ms"]["p99"] for r in runs))
-PY
-)
+        read -r rate p50 p99 < <(summarize "$work/one.json" "$work/two.json")
         rates+=("$rate"); p50s+=("$p50"); p99s+=("$p99")
     done
-    printf '| %s | %s | %s | %s |\n' "$label" \
-        "$(printf '%s\n' "${rates[@]}" | median)" \
-        "$(printf '%s\n' "${p50s[@]}" | median)" \
-        "$(printf '%s\n' "${p99s[@]}" | median)"
+    table_row "$label"
 }
 
 dropped() { # dropped URL : deliveries the worker there dropped as not ready

@@ -89,9 +89,12 @@ impl Dispatcher {
                 }
                 _ = self.wake.notified() => self.sweep().await,
                 _ = sweep.tick() => {
-                    self.outbox.hand_back(self.store.as_ref()).await;
                     if self.amqp.ensure_connected().await {
                         self.sweep().await;
+                    } else {
+                        // Handed back even while the broker is away, so that another
+                        // process's dispatcher can publish them.
+                        self.outbox.hand_back(self.store.as_ref()).await;
                     }
                 }
             }

@@ -92,8 +92,8 @@ impl Outbox {
     }
 
     /// Hands back what [`Outbox::give_back`] kept; what the database refuses is kept for
-    /// the next call. Answers whether anything was handed back.
-    async fn hand_back(&self, store: &dyn Store) -> bool {
+    /// the next call.
+    async fn hand_back(&self, store: &dyn Store) {
         let ids = std::mem::take(
             &mut *self
                 .returns
@@ -101,15 +101,11 @@ impl Outbox {
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
         if ids.is_empty() {
-            return false;
+            return;
         }
-        match store.hand_back(self.mark(), &ids).await {
-            Ok(_) => true,
-            Err(error) => {
-                tracing::warn!(%error, tasks = ids.len(), "handing unpublished tasks to the dispatcher failed; retrying");
-                self.give_back(ids);
-                false
-            }
+        if let Err(error) = store.hand_back(self.mark(), &ids).await {
+            tracing::warn!(%error, tasks = ids.len(), "handing unpublished tasks to the dispatcher failed; retrying");
+            self.give_back(ids);
         }
     }
 }

@@ -373,7 +373,7 @@ macro_rules! impl_store {
                             .iter()
                             .all(|(_, settlement)| matches!(settlement, Settlement::Succeeded { .. }))
                     {
-                        let statement = sql::settle_succeeded_locked(items.len(), Self::LOCKS);
+                        let statement = sql::settle_succeeded_rows(items.len(), Self::LOCKS);
                         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
                             .bind(now)
                             .bind(worker);
@@ -433,7 +433,7 @@ macro_rules! impl_store {
                         settled[i] = done.rows_affected() == 1;
                     }
                     for chunk in successes.chunks(sql::ROWS_PER_STATEMENT) {
-                        let statement = sql::settle_succeeded_rows(chunk.len());
+                        let statement = sql::settle_succeeded_rows(chunk.len(), Self::LOCKS);
                         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
                             .bind(now)
                             .bind(worker);
@@ -773,7 +773,6 @@ macro_rules! impl_store {
                 Box::pin(self.health.track(async move {
                     use $crate::store::sql;
                     let handed = sqlx::query(sqlx::AssertSqlSafe(sql::orphaned(Self::LOCKS)))
-                        .bind(stale_before)
                         .bind(stale_before)
                         .execute(&self.write)
                         .await?

@@ -80,25 +80,10 @@ pub fn insert_rows(rows: usize) -> String {
 }
 
 /// Settles `rows` succeeded tasks in one statement: `$1` now, `$2` the worker, then an id
-/// and a result per task. Returns the ids it settled (the worker still held them).
-pub fn settle_succeeded_rows(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|r| format!("(${}, ${})", 3 + 2 * r, 4 + 2 * r))
-        .collect();
-    // VALUES columns are column1, column2 in both SQLite and PostgreSQL.
-    format!(
-        "UPDATE tasks SET status = 'succeeded', result = b.column2, finished_at = $1,
-             lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
-         FROM (VALUES {}) AS b
-         WHERE tasks.id = b.column1 AND tasks.status = 'running' AND tasks.lease_owner = $2
-         RETURNING tasks.id",
-        values.join(", ")
-    )
-}
-
-/// [`settle_succeeded_rows`] as a statement of its own (no transaction around it): the rows
-/// are locked in id order first, as every multi-row statement does.
-pub fn settle_succeeded_locked(rows: usize, locks: Locks) -> String {
+/// and a result per task. Returns the ids it settled (the worker still held them). The rows
+/// are locked in id order first, as every multi-row statement does, so it may run as a
+/// statement of its own (no transaction around it).
+pub fn settle_succeeded_rows(rows: usize, locks: Locks) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| format!("(${}, ${})", 3 + 2 * r, 4 + 2 * r))
         .collect();
@@ -343,13 +328,13 @@ pub fn hand_back_rows(rows: usize, locks: Locks) -> String {
 }
 
 /// Hands the dispatcher the ready tasks of publishers that stopped: stamped with a token
-/// (or 0, nobody) before `$1`, and no publisher with that token has beaten since `$2`.
+/// (or 0, nobody) before `$1`, and no publisher with that token has beaten since.
 pub fn orphaned(locks: Locks) -> String {
     update_locked(
         "published_at = NULL",
         "status = 'queued' AND published_at <= 0 AND created_at < $1
            AND NOT EXISTS (SELECT 1 FROM publishers
-                           WHERE token = -tasks.published_at AND heartbeat_at >= $2)",
+                           WHERE token = -tasks.published_at AND heartbeat_at >= $1)",
         locks.skip,
     )
 }
