@@ -3,13 +3,11 @@
 //! Every state change is one guarded statement (`… WHERE id = ? AND status = …`), so two
 //! workers racing on a task, a duplicate delivery or a stale report change nothing.
 
-// First, so that its macro is in scope in the backends.
-#[macro_use]
-mod shared;
 mod decode;
 mod group;
 mod postgres;
 mod sql;
+mod sql_store;
 mod sqlite;
 
 use std::sync::Arc;
@@ -24,6 +22,7 @@ use crate::domain::validate::NewTask;
 pub use group::GroupCommit;
 pub(crate) use group::next_group;
 pub use postgres::PgStore;
+pub use sql_store::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 
 pub use crate::util::BoxFuture;

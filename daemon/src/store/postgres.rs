@@ -9,11 +9,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{BoxFuture, ClaimedTask, Result, StoreError, WriteHealth, decode, sql};
+use super::{
+    BoxFuture, ClaimedTask, Dialect, Result, SqlStore, StoreError, WriteHealth, decode, sql,
+};
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_tasks.sql")),
@@ -31,17 +33,24 @@ const MIGRATIONS: &[(i64, &str)] = &[
 const READY_CHANNEL: &str = "taskplane_ready";
 /// Serializes migrations across processes (an arbitrary, fixed key).
 const MIGRATION_LOCK: i64 = 0x0074_6173_6b70_6c6e;
-/// Serializes [`PgStore::dialect_tend`] across processes.
+/// Serializes [`Pg::tend`](Dialect::tend) across processes.
 const TEND_LOCK: i64 = MIGRATION_LOCK + 1;
 
-pub struct PgStore {
-    write: PgPool,
-    read: PgPool,
-    health: WriteHealth,
-}
+/// The dialect of PostgreSQL: row locks in id order, `FOR UPDATE SKIP LOCKED` claims, LISTEN/NOTIFY wake-ups,
+/// migrations under an advisory lock, and taskd's own vacuum when autovacuum is off.
+pub struct Pg;
 
-impl PgStore {
+/// The store on this dialect.
+pub type PgStore = SqlStore<Pg>;
+
+impl Dialect for Pg {
+    type Db = sqlx::Postgres;
+
     const LOCKS: sql::Locks = sql::POSTGRES_LOCKS;
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
 
     /// With the server's autovacuum off, nothing removes the dead row versions every
     /// claim and settle leaves, nor gathers statistics: the claim's index walks past every
@@ -50,9 +59,9 @@ impl PgStore {
     /// So taskd does it, by autovacuum's own rule (dead rows above 50 + 20 % of the live
     /// ones, changes since the last analyze above 50 + 10 %), one process at a time (an
     /// advisory lock). With autovacuum on this does nothing.
-    async fn dialect_tend(&self) -> Result<Vec<String>> {
+    async fn tend(store: &PgStore) -> Result<Vec<String>> {
         let autovacuum: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
-            .fetch_one(&self.read)
+            .fetch_one(&store.read)
             .await?;
         if autovacuum == "on" {
             return Ok(Vec::new());
@@ -65,7 +74,7 @@ impl PgStore {
                     OR n_mod_since_analyze > 50 + 0.1 * n_live_tup)
              ORDER BY relname",
         )
-        .fetch_all(&self.read)
+        .fetch_all(&store.read)
         .await?;
         if due.is_empty() {
             return Ok(due);
@@ -73,7 +82,7 @@ impl PgStore {
         // A connection of its own, without sqlx's slow-statement warning: a VACUUM of a
         // large table under load takes seconds by nature (its time is logged below).
         let options = sqlx::ConnectOptions::disable_statement_logging(
-            (*self.write.connect_options()).clone(),
+            (*store.write.connect_options()).clone(),
         );
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options).await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
@@ -106,8 +115,7 @@ impl PgStore {
 
     /// Locks these task rows in id order, for a transaction that then changes them in
     /// several statements.
-    async fn dialect_lock_rows(
-        &self,
+    async fn lock_rows(
         tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
         ids: &[String],
     ) -> Result<()> {
@@ -118,24 +126,8 @@ impl PgStore {
         Ok(())
     }
 
-    pub async fn open(url: &str) -> Result<Self> {
-        let options = PgConnectOptions::from_str(url)?.application_name("taskd");
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            // Fail fast while the server is down, so the API answers 503 promptly.
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options);
-        let store = PgStore {
-            write: pool.clone(),
-            read: pool,
-            health: WriteHealth::default(),
-        };
-        sqlx::query("SELECT 1").execute(&store.read).await?;
-        Ok(store)
-    }
-
-    async fn dialect_migrate(&self) -> Result<Vec<i64>> {
-        let mut tx = self.write.begin().await?;
+    async fn migrate(store: &PgStore) -> Result<Vec<i64>> {
+        let mut tx = store.write.begin().await?;
         // Every statement below runs under one lock, so processes starting together apply
         // the schema once.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
@@ -176,8 +168,8 @@ impl PgStore {
         Ok(applied_now)
     }
 
-    async fn dialect_claim(
-        &self,
+    async fn claim(
+        store: &PgStore,
         worker: &str,
         queues: &[String],
         limit: u32,
@@ -212,13 +204,13 @@ impl PgStore {
         .bind(now)
         .bind(queues)
         .bind(i64::from(limit))
-        .fetch_all(&self.write)
+        .fetch_all(&store.write)
         .await?;
         decode::claimed_in_order(&rows)
     }
 
-    async fn dialect_claim_ids(
-        &self,
+    async fn claim_ids(
+        store: &PgStore,
         worker: &str,
         ids: &[Uuid],
         now: i64,
@@ -245,21 +237,18 @@ impl PgStore {
         .bind(lease_until)
         .bind(now)
         .bind(&ids)
-        .fetch_all(&self.write)
+        .fetch_all(&store.write)
         .await?;
         decode::claimed_in_order(&rows)
     }
 
     /// Delivered when the transaction commits, so no worker wakes for uncommitted work.
-    /// PostgreSQL's autovacuum returns deleted rows' space by itself.
-    async fn dialect_reclaim(&self) -> Result<()> {
+    /// PostgreSQL's autovacuum returns deleted rows' space by itstore.
+    async fn reclaim(_store: &PgStore) -> Result<()> {
         Ok(())
     }
 
-    async fn dialect_notify_ready(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-    ) -> Result<()> {
+    async fn notify_ready(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(READY_CHANNEL)
             .execute(&mut **tx)
@@ -267,8 +256,8 @@ impl PgStore {
         Ok(())
     }
 
-    fn dialect_listen_ready(&self, wake: Arc<Notify>) -> BoxFuture<'static, ()> {
-        let pool = self.read.clone();
+    fn listen_ready(store: &PgStore, wake: Arc<Notify>) -> BoxFuture<'static, ()> {
+        let pool = store.read.clone();
         Box::pin(async move {
             let mut delay = Duration::from_millis(500);
             loop {
@@ -294,4 +283,20 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore);
+impl PgStore {
+    pub async fn open(url: &str) -> Result<PgStore> {
+        let options = PgConnectOptions::from_str(url)?.application_name("taskd");
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            // Fail fast while the server is down, so the API answers 503 promptly.
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options);
+        let store = SqlStore {
+            write: pool.clone(),
+            read: pool,
+            health: Arc::new(WriteHealth::default()),
+        };
+        sqlx::query("SELECT 1").execute(&store.read).await?;
+        Ok(store)
+    }
+}

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::Connection;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use super::{BoxFuture, ClaimedTask, Result, StoreError, WriteHealth, decode, sql};
+use super::{
+    BoxFuture, ClaimedTask, Dialect, Result, SqlStore, StoreError, WriteHealth, decode, sql,
+};
 
 /// The schema, in order. A version is applied once and recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -39,92 +39,41 @@ const RECLAIM_PAGES: i64 = 1024;
 /// The largest file switched to incremental auto-vacuum at start by itself (one VACUUM).
 const MAX_AUTO_VACUUM_BYTES: i64 = 256 * 1024 * 1024;
 
-pub struct SqliteStore {
-    write: SqlitePool,
-    read: SqlitePool,
-    health: Arc<WriteHealth>,
-}
+/// The dialect of SQLite: one writer connection (so no row locks), `json_each` for lists of ids,
+/// in-process wake-ups only, and incremental vacuum after retention deletes.
+pub struct Lite;
 
-impl SqliteStore {
+/// The store on this dialect.
+pub type SqliteStore = SqlStore<Lite>;
+
+impl Dialect for Lite {
+    type Db = sqlx::Sqlite;
+
     const LOCKS: sql::Locks = sql::SQLITE_LOCKS;
 
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
     /// SQLite needs no vacuum for its plans (deleted pages are given back by
-    /// `dialect_reclaim`).
-    async fn dialect_tend(&self) -> Result<Vec<String>> {
+    /// `reclaim`).
+    async fn tend(_store: &SqliteStore) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
 
     /// One writer connection: a transaction holds the whole database already.
-    async fn dialect_lock_rows(
-        &self,
+    async fn lock_rows(
         _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
         _ids: &[String],
     ) -> Result<()> {
         Ok(())
     }
 
-    /// Opens (creating if needed) the database at `url` (`sqlite://PATH`).
-    pub async fn open(url: &str) -> Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            // The WAL is cut back after checkpoints rather than kept at its largest size.
-            // (Incremental auto-vacuum is set once, by `migrate`: setting it on every new
-            // connection is a write, which a full disk refuses, and reads would fail too.)
-            .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
-            .pragma("temp_store", "memory");
-        let health = Arc::new(WriteHealth::default());
-        let refusals = health.clone();
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .before_acquire(move |_, _| {
-                // While writes are refused, each write gets a fresh connection: SQLite opens
-                // a file it cannot write read-only and would stay so after the file heals.
-                let fresh = refusals.refused();
-                Box::pin(async move { Ok(!fresh) })
-            })
-            .min_connections(1)
-            .idle_timeout(None)
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    // A statement or COMMIT that fails (a full disk, a read-only file) can
-                    // leave SQLite without the transaction that sqlx still counts as open:
-                    // its ROLLBACK then fails, and every later `begin` would become a
-                    // SAVEPOINT inside a transaction that never commits, so submits would
-                    // be answered without being stored. Such a connection is closed; the
-                    // pool opens a fresh one. The usual path (nothing open) costs no
-                    // round trip; otherwise the ping lets a queued rollback finish first.
-                    if !conn.is_in_transaction() {
-                        return Ok(true);
-                    }
-                    conn.ping().await?;
-                    let clean = !conn.is_in_transaction();
-                    if !clean {
-                        tracing::warn!("closing the SQLite write connection: a failed transaction left it unusable");
-                    }
-                    Ok(clean)
-                })
-            })
-            .connect_with(options.clone())
-            .await?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        Ok(SqliteStore {
-            write,
-            read,
-            health,
-        })
-    }
-
     /// Gives the free pages of a file that retention has thinned back to the file system, a
     /// step at a time (each its own statement, so submits and settles go in between).
-    async fn dialect_reclaim(&self) -> Result<()> {
+    async fn reclaim(store: &SqliteStore) -> Result<()> {
         let mut free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
-            .fetch_one(&self.write)
+            .fetch_one(&store.write)
             .await?;
         if free < RECLAIM_PAGES {
             return Ok(());
@@ -134,10 +83,10 @@ impl SqliteStore {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "PRAGMA incremental_vacuum({RECLAIM_PAGES})"
             )))
-            .execute(&self.write)
+            .execute(&store.write)
             .await?;
             let left: i64 = sqlx::query_scalar("PRAGMA freelist_count")
-                .fetch_one(&self.write)
+                .fetch_one(&store.write)
                 .await?;
             if left >= free {
                 break;
@@ -148,14 +97,14 @@ impl SqliteStore {
         // The file shrinks at the checkpoint that copies the vacuumed pages back; TRUNCATE
         // also empties the WAL those steps filled.
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.write)
+            .execute(&store.write)
             .await?;
         tracing::debug!(pages, "returned free pages to the file system");
         Ok(())
     }
 
-    async fn dialect_migrate(&self) -> Result<Vec<i64>> {
-        let mut conn = self.write.acquire().await?;
+    async fn migrate(store: &SqliteStore) -> Result<Vec<i64>> {
+        let mut conn = store.write.acquire().await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                  version INTEGER PRIMARY KEY NOT NULL, applied_at INTEGER NOT NULL)",
@@ -163,7 +112,7 @@ impl SqliteStore {
         .execute(&mut *conn)
         .await?;
         // Deleted rows' pages go back to the file system after retention deletes (see
-        // `dialect_reclaim`). A new file, or one made before this was the default, switches
+        // `reclaim`). A new file, or one made before this was the default, switches
         // once (a VACUUM rewrites the file: instant on a new file, seconds on a large one).
         let vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
             .fetch_one(&mut *conn)
@@ -233,8 +182,8 @@ impl SqliteStore {
         Ok(applied_now)
     }
 
-    async fn dialect_claim(
-        &self,
+    async fn claim(
+        store: &SqliteStore,
         worker: &str,
         queues: &[String],
         limit: u32,
@@ -267,13 +216,13 @@ impl SqliteStore {
         .bind(now)
         .bind(queues)
         .bind(i64::from(limit))
-        .fetch_all(&self.write)
+        .fetch_all(&store.write)
         .await?;
         decode::claimed_in_order(&rows)
     }
 
-    async fn dialect_claim_ids(
-        &self,
+    async fn claim_ids(
+        store: &SqliteStore,
         worker: &str,
         ids: &[Uuid],
         now: i64,
@@ -292,22 +241,76 @@ impl SqliteStore {
         .bind(lease_until)
         .bind(now)
         .bind(ids)
-        .fetch_all(&self.write)
+        .fetch_all(&store.write)
         .await?;
         decode::claimed_in_order(&rows)
     }
 
     /// In-process wake-ups come from the API directly; other processes are found by polling.
-    async fn dialect_notify_ready(
-        &self,
-        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-    ) -> Result<()> {
+    async fn notify_ready(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<()> {
         Ok(())
     }
 
-    fn dialect_listen_ready(&self, _wake: Arc<Notify>) -> BoxFuture<'static, ()> {
+    fn listen_ready(_store: &SqliteStore, _wake: Arc<Notify>) -> BoxFuture<'static, ()> {
         Box::pin(std::future::pending())
     }
 }
 
-impl_store!(SqliteStore);
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://PATH`).
+    pub async fn open(url: &str) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            // The WAL is cut back after checkpoints rather than kept at its largest size.
+            // (Incremental auto-vacuum is set once, by `migrate`: setting it on every new
+            // connection is a write, which a full disk refuses, and reads would fail too.)
+            .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
+            .pragma("temp_store", "memory");
+        let health = Arc::new(WriteHealth::default());
+        let refusals = health.clone();
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .before_acquire(move |_, _| {
+                // While writes are refused, each write gets a fresh connection: SQLite opens
+                // a file it cannot write read-only and would stay so after the file heals.
+                let fresh = refusals.refused();
+                Box::pin(async move { Ok(!fresh) })
+            })
+            .min_connections(1)
+            .idle_timeout(None)
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    // A statement or COMMIT that fails (a full disk, a read-only file) can
+                    // leave SQLite without the transaction that sqlx still counts as open:
+                    // its ROLLBACK then fails, and every later `begin` would become a
+                    // SAVEPOINT inside a transaction that never commits, so submits would
+                    // be answered without being stored. Such a connection is closed; the
+                    // pool opens a fresh one. The usual path (nothing open) costs no
+                    // round trip; otherwise the ping lets a queued rollback finish first.
+                    if !conn.is_in_transaction() {
+                        return Ok(true);
+                    }
+                    conn.ping().await?;
+                    let clean = !conn.is_in_transaction();
+                    if !clean {
+                        tracing::warn!("closing the SQLite write connection: a failed transaction left it unusable");
+                    }
+                    Ok(clean)
+                })
+            })
+            .connect_with(options.clone())
+            .await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(SqlStore {
+            write,
+            read,
+            health,
+        })
+    }
+}
