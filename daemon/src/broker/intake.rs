@@ -1,7 +1,11 @@
-//! A worker's RabbitMQ consumer: deliveries become task ids with a [`Receipt`], so the worker
-//! never sees a lapin type (with `--broker db` it claims from the database and has no
-//! receipts). It reconnects by itself.
+//! How a worker gets its tasks, whatever the broker: an [`Intake`] waits for work and claims
+//! it, answering each task with the [`Receipt`] to give once its outcome is stored. With
+//! `--broker db` it claims ready rows (woken by submits) and the receipts do nothing; with
+//! RabbitMQ it consumes deliveries, claims the tasks they name and acks or requeues each
+//! delivery by its receipt. No lapin type leaves this module; the consumer reconnects by
+//! itself.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,17 +13,124 @@ use futures_util::{FutureExt, StreamExt};
 use lapin::Acker;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::broker::Amqp;
 use crate::broker::amqp::Deliveries;
+use crate::log_gate::worth_logging;
+use crate::metrics::Metrics;
+use crate::store::{ClaimedTask, Store};
+use crate::util::{BoxFuture, now_ms};
+
+/// A worker's source of tasks.
+pub trait Intake: Send {
+    /// Waits until work may be ready: a delivery arrived, or a submit woke this worker.
+    /// Cancel-safe: dropping it loses nothing.
+    fn wait(&mut self) -> BoxFuture<'_, ()>;
+
+    /// Claims up to `max` ready tasks for this worker without waiting for more, each with
+    /// the receipt to answer once its outcome is stored. Failures are logged and answer
+    /// nothing (the worker's loop tries again). Claims in the database, so it is to be
+    /// awaited to its end.
+    fn take(&mut self, max: usize) -> BoxFuture<'_, Vec<(ClaimedTask, Receipt)>>;
+}
+
+/// Whom tasks are claimed for, and where.
+pub struct Claimant {
+    pub store: Arc<dyn Store>,
+    pub worker: String,
+    pub queues: Vec<String>,
+    /// How long a claim holds a task without renewal.
+    pub lease: Duration,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Claimant {
+    fn lease_from(&self, now: i64) -> i64 {
+        now + self.lease.as_millis() as i64
+    }
+}
+
+/// Answers the broker for one delivery, once the database holds what became of it; with
+/// the db broker there is nobody to answer, and both do nothing.
+pub struct Receipt(Option<Acker>);
+
+impl Receipt {
+    /// The receipt of a task claimed from the database.
+    pub fn none() -> Receipt {
+        Receipt(None)
+    }
+
+    /// Done with: the broker forgets the message. A failure means the channel is gone; the
+    /// broker then redelivers the message and the guarded claim drops it.
+    pub async fn ack(&self) {
+        if let Some(acker) = &self.0
+            && let Err(error) = acker.ack(BasicAckOptions::default()).await
+        {
+            tracing::debug!(%error, "acknowledging a delivery failed");
+        }
+    }
+
+    /// Not done with: back to the queue for any worker.
+    pub async fn requeue(&self) {
+        let options = BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        };
+        if let Some(acker) = &self.0
+            && let Err(error) = acker.nack(options).await
+        {
+            tracing::debug!(%error, "returning a delivery to the queue failed");
+        }
+    }
+}
+
+/// The database is the queue: claims ready rows in priority order.
+pub struct DbIntake {
+    claimant: Claimant,
+    wake: Arc<Notify>,
+}
+
+impl DbIntake {
+    pub fn new(claimant: Claimant, wake: Arc<Notify>) -> DbIntake {
+        DbIntake { claimant, wake }
+    }
+}
+
+impl Intake for DbIntake {
+    fn wait(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.wake.notified())
+    }
+
+    fn take(&mut self, max: usize) -> BoxFuture<'_, Vec<(ClaimedTask, Receipt)>> {
+        Box::pin(async move {
+            let c = &self.claimant;
+            let now = now_ms();
+            let limit = u32::try_from(max).unwrap_or(u32::MAX);
+            match c
+                .store
+                .claim(&c.worker, &c.queues, limit, now, c.lease_from(now))
+                .await
+            {
+                Ok(tasks) => tasks.into_iter().map(|t| (t, Receipt::none())).collect(),
+                Err(error) => {
+                    if worth_logging("claim", &error) {
+                        tracing::warn!(%error, "claiming tasks failed; will retry");
+                    }
+                    Vec::new()
+                }
+            }
+        })
+    }
+}
 
 /// One delivered message: the task it names (None for a message without a valid task id)
 /// and how to answer the broker for it.
-pub struct Delivered {
-    pub task_id: Option<Uuid>,
-    pub receipt: Receipt,
+struct Delivered {
+    task_id: Option<Uuid>,
+    receipt: Receipt,
 }
 
 impl Delivered {
@@ -31,44 +142,22 @@ impl Delivered {
             .and_then(|id| Uuid::parse_str(id.as_str()).ok());
         Delivered {
             task_id,
-            receipt: Receipt(delivery.acker),
-        }
-    }
-}
-
-/// Answers the broker for one delivery, once the database holds what became of it.
-pub struct Receipt(Acker);
-
-impl Receipt {
-    /// Done with: the broker forgets the message. A failure means the channel is gone; the
-    /// broker then redelivers the message and the guarded claim drops it.
-    pub async fn ack(&self) {
-        if let Err(error) = self.0.ack(BasicAckOptions::default()).await {
-            tracing::debug!(%error, "acknowledging a delivery failed");
-        }
-    }
-
-    /// Not done with: back to the queue for any worker.
-    pub async fn requeue(&self) {
-        let options = BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
-        };
-        if let Err(error) = self.0.nack(options).await {
-            tracing::debug!(%error, "returning a delivery to the queue failed");
+            receipt: Receipt(Some(delivery.acker)),
         }
     }
 }
 
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// RabbitMQ delivers: a consumer on the worker's queues, whose deliveries are claimed by id.
 pub struct AmqpIntake {
+    claimant: Claimant,
     amqp: Arc<Amqp>,
-    queues: Vec<String>,
     prefetch: u16,
-    tag: String,
     deliveries: Option<Deliveries>,
-    /// A consumer being started, on a task of its own: `next` may be dropped at any await
+    /// The delivery [`Intake::wait`] received, for the next [`Intake::take`].
+    waiting: Option<Delivered>,
+    /// A consumer being started, on a task of its own: `wait` may be dropped at any await
     /// (the worker's loop selects over it), and a consumer the broker had started but this
     /// side dropped would keep its prefetched deliveries unacked, and unseen, for good.
     starting: Option<tokio::task::JoinHandle<Result<Deliveries, crate::broker::amqp::BrokerError>>>,
@@ -77,32 +166,35 @@ pub struct AmqpIntake {
 }
 
 impl AmqpIntake {
-    pub fn new(amqp: Arc<Amqp>, queues: Vec<String>, prefetch: u16, tag: String) -> AmqpIntake {
+    /// Consumes the claimant's queues with `prefetch` unacknowledged deliveries at most.
+    pub fn new(claimant: Claimant, amqp: Arc<Amqp>, prefetch: u16) -> AmqpIntake {
         AmqpIntake {
+            claimant,
             amqp,
-            queues,
             prefetch,
-            tag,
             deliveries: None,
+            waiting: None,
             starting: None,
             retry_at: Instant::now(),
             backoff: Duration::from_millis(250),
         }
     }
 
-    /// Waits for at least one delivery (connecting and reconnecting as needed), then takes
-    /// whatever else is already there, up to `max` in all. Cancel-safe: dropping the future
-    /// loses no delivery.
-    pub async fn next(&mut self, max: usize) -> Vec<Delivered> {
+    /// Waits for a delivery (connecting and reconnecting as needed) and keeps it for the
+    /// next [`Intake::take`]. Cancel-safe: dropping the future loses no delivery.
+    async fn receive(&mut self) {
+        if self.waiting.is_some() {
+            return;
+        }
         loop {
             let Some(deliveries) = self.deliveries.as_mut() else {
                 tokio::time::sleep_until(self.retry_at).await;
                 let starting = self.starting.get_or_insert_with(|| {
                     let (amqp, queues, prefetch, tag) = (
                         self.amqp.clone(),
-                        self.queues.clone(),
+                        self.claimant.queues.clone(),
                         self.prefetch,
-                        self.tag.clone(),
+                        self.claimant.worker.clone(),
                     );
                     tokio::spawn(async move { amqp.consume(&queues, prefetch, &tag).await })
                 });
@@ -114,7 +206,7 @@ impl AmqpIntake {
                 };
                 match started {
                     Ok(deliveries) => {
-                        tracing::info!(queues = ?self.queues, "consuming from RabbitMQ");
+                        tracing::info!(queues = ?self.claimant.queues, "consuming from RabbitMQ");
                         self.deliveries = Some(deliveries);
                         self.backoff = Duration::from_millis(250);
                     }
@@ -128,17 +220,9 @@ impl AmqpIntake {
                 continue;
             };
             match deliveries.next().await {
-                Some(Ok(first)) => {
-                    let mut batch = vec![Delivered::from_delivery(first)];
-                    while batch.len() < max {
-                        match deliveries.next().now_or_never() {
-                            Some(Some(Ok(delivery))) => {
-                                batch.push(Delivered::from_delivery(delivery))
-                            }
-                            _ => break,
-                        }
-                    }
-                    return batch;
+                Some(Ok(delivery)) => {
+                    self.waiting = Some(Delivered::from_delivery(delivery));
+                    return;
                 }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "the RabbitMQ consumer failed; reconnecting");
@@ -152,10 +236,160 @@ impl AmqpIntake {
         }
     }
 
+    /// The delivery kept by [`AmqpIntake::receive`] and whatever else is already here, up
+    /// to `max` in all, without waiting.
+    async fn received(&mut self, max: usize) -> Vec<Delivered> {
+        let mut batch: Vec<Delivered> = self.waiting.take().into_iter().collect();
+        while batch.len() < max {
+            let Some(deliveries) = self.deliveries.as_mut() else {
+                break;
+            };
+            match deliveries.next().now_or_never() {
+                Some(Some(Ok(delivery))) => batch.push(Delivered::from_delivery(delivery)),
+                Some(Some(Err(error))) => {
+                    tracing::warn!(%error, "the RabbitMQ consumer failed; reconnecting");
+                    self.lost().await;
+                }
+                Some(None) => {
+                    tracing::warn!("the RabbitMQ consumer ended; reconnecting");
+                    self.lost().await;
+                }
+                None => break,
+            }
+        }
+        batch
+    }
+
+    /// Claims the tasks of these deliveries. Deliveries of tasks that are not ready (a
+    /// duplicate, a cancelled task) are acknowledged and dropped; if the database cannot be
+    /// reached they go back to the queue.
+    async fn claim(&self, batch: Vec<Delivered>) -> Vec<(ClaimedTask, Receipt)> {
+        let c = &self.claimant;
+        let mut by_id: HashMap<Uuid, Receipt> = HashMap::with_capacity(batch.len());
+        for delivery in batch {
+            match delivery.task_id {
+                Some(id) => {
+                    if let Some(duplicate) = by_id.insert(id, delivery.receipt) {
+                        c.metrics.delivery_dropped();
+                        duplicate.ack().await;
+                    }
+                }
+                None => {
+                    tracing::warn!("dropping a RabbitMQ message without a task id");
+                    delivery.receipt.ack().await;
+                }
+            }
+        }
+        if by_id.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<Uuid> = by_id.keys().copied().collect();
+        let now = now_ms();
+        match c
+            .store
+            .claim_ids(&c.worker, &ids, now, c.lease_from(now))
+            .await
+        {
+            Ok(claimed) => {
+                let mut out = Vec::with_capacity(claimed.len());
+                for task in claimed {
+                    if let Some(receipt) = by_id.remove(&task.id) {
+                        out.push((task, receipt));
+                    }
+                }
+                for (id, receipt) in by_id {
+                    tracing::debug!(task_id = %id, "delivery of a task that is not ready; dropped");
+                    c.metrics.delivery_dropped();
+                    receipt.ack().await;
+                }
+                out
+            }
+            Err(error) => {
+                tracing::warn!(%error, "claiming delivered tasks failed; returning them to the queue");
+                // Not at once: the database is likely down, and an instant redelivery would
+                // spin.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                for receipt in by_id.values() {
+                    receipt.requeue().await;
+                }
+                Vec::new()
+            }
+        }
+    }
+
     async fn lost(&mut self) {
         self.deliveries = None;
         self.amqp.reset().await;
         self.retry_at = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+impl Intake for AmqpIntake {
+    fn wait(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.receive())
+    }
+
+    fn take(&mut self, max: usize) -> BoxFuture<'_, Vec<(ClaimedTask, Receipt)>> {
+        Box::pin(async move {
+            let batch = self.received(max).await;
+            self.claim(batch).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::validate::{self, Kinds};
+    use crate::store::SqliteStore;
+    use taskplane_api::SubmitTask;
+
+    #[tokio::test]
+    async fn the_db_intake_claims_up_to_its_max_and_wakes_on_a_submit() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("intake.db").display());
+        let store = SqliteStore::open(&url).await.expect("open");
+        store.migrate().await.expect("migrate");
+        let store: Arc<dyn Store> = Arc::new(store);
+        let kinds = Kinds {
+            known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
+            shell_enabled: false,
+            provisioning_enabled: false,
+        };
+        let now = now_ms();
+        let tasks = (0..3)
+            .map(|_| {
+                let request = SubmitTask {
+                    kind: "noop".into(),
+                    ..Default::default()
+                };
+                validate::submit(request, &kinds, Uuid::now_v7(), now).expect("valid")
+            })
+            .collect();
+        store.insert(tasks).await.expect("insert");
+        let wake = Arc::new(Notify::new());
+        let mut intake = DbIntake::new(
+            Claimant {
+                store: store.clone(),
+                worker: "w".into(),
+                queues: vec!["default".into()],
+                lease: Duration::from_secs(30),
+                metrics: Arc::new(Metrics::default()),
+            },
+            wake.clone(),
+        );
+        assert_eq!(intake.take(2).await.len(), 2);
+        let rest = intake.take(5).await;
+        assert_eq!(rest.len(), 1, "what is left");
+        assert_eq!(rest[0].0.attempt, 1);
+        assert!(intake.take(5).await.is_empty());
+
+        let mut waiting = intake.wait();
+        assert!((&mut waiting).now_or_never().is_none(), "nothing woke it");
+        wake.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("a submit's wake-up ends the wait");
     }
 }

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc};
 use crate::store::{Publishable, Store, StoredTask};
 pub use amqp::Amqp;
 pub use dispatch::Dispatcher;
-pub use intake::{AmqpIntake, Delivered, Receipt};
+pub use intake::{AmqpIntake, Claimant, DbIntake, Intake, Receipt};
 
 /// How many freshly submitted batches may wait for the publisher before the API leaves them
 /// to the dispatcher.
@@ -144,6 +144,15 @@ impl Broker {
             }),
         };
         (broker, dispatcher)
+    }
+
+    /// A worker's intake: claims from the database, or consumes RabbitMQ with `prefetch`
+    /// unacknowledged deliveries at most.
+    pub fn intake(&self, claimant: Claimant, prefetch: u16) -> Box<dyn Intake> {
+        match &self.amqp {
+            None => Box::new(DbIntake::new(claimant, self.ready_wake.clone())),
+            Some(parts) => Box::new(AmqpIntake::new(claimant, parts.client.clone(), prefetch)),
+        }
     }
 
     /// The RabbitMQ client, when that is the broker.

@@ -3,6 +3,7 @@
 //! queue.
 
 mod settle;
+pub mod upkeep;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,29 +13,19 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::broker::{AmqpIntake, Broker, Delivered, Receipt};
+use crate::broker::{Broker, Claimant, Receipt};
 use crate::domain::backoff::Backoff;
 use crate::domain::lifecycle::{self, AttemptOutcome};
 use crate::executors::{Registry, TaskContext};
+use crate::log_gate::worth_logging;
 use crate::output::{self as logs, LogWriter};
-use crate::store::{ClaimedTask, FinishedFilter, Store, WorkerRow};
+use crate::store::{ClaimedTask, Store, WorkerRow};
 use crate::util::now_ms;
-use taskplane_api::TaskStatus;
+use upkeep::{Heartbeat, Reaper, Retention, Tender, Upkeep};
 
 /// How often the worker looks for cancel requests, due tasks and expired leases, and for
 /// new work when nothing woke it.
 const TICK: Duration = Duration::from_millis(200);
-use crate::domain::HEARTBEAT_EVERY;
-/// How long the change feed behind `/api/v1/events` keeps events (the resume window).
-const EVENT_RETENTION: Duration = Duration::from_secs(600);
-
-/// How often the worker looks whether the database's tables need a vacuum it does not get
-/// (see [`Store::tend`]).
-const TEND_EVERY: Duration = Duration::from_secs(10);
-
-/// How often finished tasks past their retention are deleted (more often if the retention
-/// itself is shorter).
-const RETENTION_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -120,25 +111,40 @@ impl Worker {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let renew_every = (this.config.lease / 3).max(TICK);
         let mut last_renew = tokio::time::Instant::now();
-        let mut last_retention: Option<tokio::time::Instant> = None;
-        let mut last_heartbeat: Option<tokio::time::Instant> = None;
-        let mut last_tend = tokio::time::Instant::now();
-        let mut tended_before = false;
-        let started_at = now_ms();
+        let mut upkeep = Upkeep::new(
+            Heartbeat::new(
+                this.store.clone(),
+                WorkerRow {
+                    id: this.config.id.clone(),
+                    host: hostname(),
+                    pid: std::process::id(),
+                    queues: this.config.queues.join(","),
+                    concurrency: this.config.concurrency,
+                    busy: 0,
+                    started_at: now_ms(),
+                    heartbeat_at: 0,
+                },
+            ),
+            Reaper::new(this.store.clone(), this.broker.clone()),
+            Retention::new(this.store.clone(), this.config.retention),
+            Tender::new(this.store.clone()),
+        );
         let mut grace_deadline: Option<tokio::time::Instant> = None;
-        let mut amqp = this.broker.amqp_client().map(|client| {
-            AmqpIntake::new(
-                client.clone(),
-                this.config.queues.clone(),
-                // A quarter more than the slots: room for deliveries whose outcome is being
-                // recorded beside full slots, while few messages wait here unordered (what
-                // sits in the prefetch cannot be overtaken by a higher priority; a
-                // single-slot worker keeps strict priority order).
-                u16::try_from(this.config.concurrency + this.config.concurrency / 4)
-                    .unwrap_or(u16::MAX),
-                this.config.id.clone(),
-            )
-        });
+        let mut intake = this.broker.intake(
+            Claimant {
+                store: this.store.clone(),
+                worker: this.config.id.clone(),
+                queues: this.config.queues.clone(),
+                lease: this.config.lease,
+                metrics: this.metrics.clone(),
+            },
+            // A quarter more than the slots: room for deliveries whose outcome is being
+            // recorded beside full slots, while few messages wait here unordered (what sits
+            // in the prefetch cannot be overtaken by a higher priority; a single-slot worker
+            // keeps strict priority order).
+            u16::try_from(this.config.concurrency + this.config.concurrency / 4)
+                .unwrap_or(u16::MAX),
+        );
         tracing::info!(
             worker = %this.config.id,
             queues = ?this.config.queues,
@@ -165,35 +171,27 @@ impl Worker {
             let free = (slots_total - busy.min(slots_total))
                 .min((slots_total * SETTLING_PER_SLOT).saturating_sub(running.len()));
             let mut claimed_all = false;
-            if amqp.is_none() && !draining && free > 0 {
-                match this.claim(free as u32).await {
-                    Ok(tasks) => {
-                        claimed_all = tasks.len() == free;
-                        for task in tasks {
-                            let cancel = CancellationToken::new();
-                            slots.insert(
-                                task.id,
-                                Slot {
-                                    cancel: cancel.clone(),
-                                },
-                            );
-                            let sink = logs.sink(task.id, task.attempt);
-                            running.spawn(this.clone().execute(
-                                task,
-                                HandlerSlot::take(&handlers),
-                                cancel,
-                                hard_stop.clone(),
-                                sink,
-                                settler.clone(),
-                                None,
-                            ));
-                        }
-                    }
-                    Err(error) => {
-                        if worth_logging("claim", &error) {
-                            tracing::warn!(%error, "claiming tasks failed; will retry");
-                        }
-                    }
+            if !draining && free > 0 {
+                let tasks = intake.take(free).await;
+                claimed_all = tasks.len() == free;
+                for (task, receipt) in tasks {
+                    let cancel = CancellationToken::new();
+                    slots.insert(
+                        task.id,
+                        Slot {
+                            cancel: cancel.clone(),
+                        },
+                    );
+                    let sink = logs.sink(task.id, task.attempt);
+                    running.spawn(this.clone().execute(
+                        task,
+                        HandlerSlot::take(&handlers),
+                        cancel,
+                        hard_stop.clone(),
+                        sink,
+                        settler.clone(),
+                        receipt,
+                    ));
                 }
             }
             if claimed_all {
@@ -201,13 +199,6 @@ impl Worker {
                 tokio::task::yield_now().await;
             }
 
-            let from_db = amqp.is_none();
-            let delivered = async {
-                match amqp.as_mut() {
-                    Some(intake) if !draining && free > 0 => intake.next(free).await,
-                    _ => std::future::pending().await,
-                }
-            };
             let grace_over = async {
                 match grace_deadline {
                     Some(at) => tokio::time::sleep_until(at).await,
@@ -227,46 +218,16 @@ impl Worker {
                         next = running.try_join_next();
                     }
                 }
-                batch = delivered => {
-                    for (task, acker) in this.claim_delivered(batch).await {
-                        let cancel = CancellationToken::new();
-                        slots.insert(task.id, Slot { cancel: cancel.clone() });
-                        let sink = logs.sink(task.id, task.attempt);
-                        running.spawn(this.clone().execute(task, HandlerSlot::take(&handlers), cancel, hard_stop.clone(), sink, settler.clone(), Some(acker)));
-                    }
-                }
+                _ = intake.wait(), if !draining && free > 0 => {}
                 _ = handlers.freed.notified(), if !draining => {}
-                _ = this.broker.ready_wake.notified(), if from_db && !draining && free > 0 => {}
                 _ = shutdown.cancelled(), if !draining => {}
                 _ = grace_over, if !hard_stop.is_cancelled() => {
                     tracing::warn!(running = running.len(), "grace period over: stopping running tasks and requeueing them");
                     hard_stop.cancel();
                 }
                 _ = ticker.tick() => {
-                    this.maintain(&slots, &mut last_renew, renew_every).await;
-                    if last_heartbeat.is_none_or(|at| at.elapsed() >= HEARTBEAT_EVERY) {
-                        this.heartbeat(started_at, handlers.busy()).await;
-                        last_heartbeat = Some(tokio::time::Instant::now());
-                    }
-                    if last_tend.elapsed() >= TEND_EVERY {
-                        last_tend = tokio::time::Instant::now();
-                        match this.store.tend().await {
-                            Ok(tables) if !tables.is_empty() => {
-                                if !tended_before {
-                                    tracing::info!(?tables, "the database's autovacuum is off: taskd vacuums and analyzes its own tables");
-                                    tended_before = true;
-                                }
-                                tracing::debug!(?tables, "vacuumed and analyzed");
-                            }
-                            Ok(_) => {}
-                            Err(error) => tracing::debug!(%error, "tending the database failed"),
-                        }
-                    }
-                    let every = this.config.retention.clamp(Duration::from_secs(1), RETENTION_EVERY);
-                    if last_retention.is_none_or(|at| at.elapsed() >= every) {
-                        this.apply_retention().await;
-                        last_retention = Some(tokio::time::Instant::now());
-                    }
+                    this.own_leases(&slots, &mut last_renew, renew_every).await;
+                    upkeep.tick(handlers.busy(), now_ms()).await;
                 }
             }
             if running.is_empty() {
@@ -280,126 +241,8 @@ impl Worker {
         tracing::info!(worker = %this.config.id, "worker stopped");
     }
 
-    async fn claim(&self, limit: u32) -> crate::store::Result<Vec<ClaimedTask>> {
-        let now = now_ms();
-        let lease_until = now + self.config.lease.as_millis() as i64;
-        self.store
-            .claim(
-                &self.config.id,
-                &self.config.queues,
-                limit,
-                now,
-                lease_until,
-            )
-            .await
-    }
-
-    /// Claims the tasks RabbitMQ delivered. Deliveries of tasks that are not ready (a
-    /// duplicate, a cancelled task) are acknowledged and dropped; if the database cannot be
-    /// reached they go back to the queue.
-    async fn claim_delivered(&self, batch: Vec<Delivered>) -> Vec<(ClaimedTask, Receipt)> {
-        let mut by_id: HashMap<Uuid, Receipt> = HashMap::with_capacity(batch.len());
-        for delivery in batch {
-            match delivery.task_id {
-                Some(id) => {
-                    if let Some(duplicate) = by_id.insert(id, delivery.receipt) {
-                        self.metrics.delivery_dropped();
-                        duplicate.ack().await;
-                    }
-                }
-                None => {
-                    tracing::warn!("dropping a RabbitMQ message without a task id");
-                    delivery.receipt.ack().await;
-                }
-            }
-        }
-        let ids: Vec<Uuid> = by_id.keys().copied().collect();
-        let now = now_ms();
-        let lease_until = now + self.config.lease.as_millis() as i64;
-        match self
-            .store
-            .claim_ids(&self.config.id, &ids, now, lease_until)
-            .await
-        {
-            Ok(claimed) => {
-                let mut out = Vec::with_capacity(claimed.len());
-                for task in claimed {
-                    if let Some(receipt) = by_id.remove(&task.id) {
-                        out.push((task, receipt));
-                    }
-                }
-                for (id, receipt) in by_id {
-                    tracing::debug!(task_id = %id, "delivery of a task that is not ready; dropped");
-                    self.metrics.delivery_dropped();
-                    receipt.ack().await;
-                }
-                out
-            }
-            Err(error) => {
-                tracing::warn!(%error, "claiming delivered tasks failed; returning them to the queue");
-                // Not at once: the database is likely down, and an instant redelivery would
-                // spin.
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                for receipt in by_id.values() {
-                    receipt.requeue().await;
-                }
-                Vec::new()
-            }
-        }
-    }
-
-    /// Records that this worker is alive and how busy it is.
-    async fn heartbeat(&self, started_at: i64, busy: usize) {
-        let row = WorkerRow {
-            id: self.config.id.clone(),
-            host: hostname(),
-            pid: std::process::id(),
-            queues: self.config.queues.join(","),
-            concurrency: self.config.concurrency,
-            busy: busy as u32,
-            started_at,
-            heartbeat_at: now_ms(),
-        };
-        if let Err(error) = self.store.heartbeat(&row).await {
-            tracing::warn!(%error, "recording the heartbeat failed");
-        }
-    }
-
-    /// Deletes finished tasks older than the retention period, old events and the rows of
-    /// workers that have long been gone.
-    async fn apply_retention(&self) {
-        let now = now_ms();
-        if let Err(error) = self
-            .store
-            .trim_events(now - EVENT_RETENTION.as_millis() as i64)
-            .await
-        {
-            tracing::warn!(%error, "trimming the event feed failed");
-        }
-        if let Err(error) = self.store.remove_workers(None, now - 3_600_000).await {
-            tracing::warn!(%error, "forgetting departed workers failed");
-        }
-        let filter = FinishedFilter {
-            statuses: vec![
-                TaskStatus::Succeeded,
-                TaskStatus::Failed,
-                TaskStatus::Cancelled,
-            ],
-            finished_before: now_ms() - self.config.retention.as_millis() as i64,
-            kind: None,
-            queue: None,
-        };
-        match self.store.delete_finished(filter).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(tasks = n, retention = ?self.config.retention, "deleted finished tasks past their retention")
-            }
-            Err(error) => tracing::warn!(%error, "applying the retention period failed"),
-        }
-    }
-
-    /// The periodic chores: cancel requests, lease renewal, due tasks, expired leases.
-    async fn maintain(
+    /// The chores of this worker's own tasks: cancel requests and lease renewal.
+    async fn own_leases(
         &self,
         slots: &HashMap<Uuid, Slot>,
         last_renew: &mut tokio::time::Instant,
@@ -436,34 +279,6 @@ impl Worker {
                 }
             }
         }
-        let now = now_ms();
-        match store.promote_due(now).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::debug!(tasks = n, "due tasks are ready");
-                self.broker.work_ready();
-            }
-            Err(error) => {
-                if worth_logging("promote", &error) {
-                    tracing::warn!(%error, "promoting due tasks failed");
-                }
-            }
-        }
-        match store.reap_expired(now).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(
-                    tasks = n,
-                    "took back tasks whose worker stopped renewing its lease"
-                );
-                self.broker.work_ready();
-            }
-            Err(error) => {
-                if worth_logging("reap", &error) {
-                    tracing::warn!(%error, "reaping expired leases failed");
-                }
-            }
-        }
     }
 
     /// The task's own backoff bounds where it has them, this worker's otherwise.
@@ -487,7 +302,7 @@ impl Worker {
         hard_stop: CancellationToken,
         log: logs::LogSink,
         settler: settle::Settler,
-        delivery: Option<Receipt>,
+        delivery: Receipt,
     ) -> Uuid {
         // Every log line of this attempt carries the task's identity.
         let span = tracing::info_span!(
@@ -514,7 +329,7 @@ impl Worker {
         hard_stop: CancellationToken,
         log: logs::LogSink,
         settler: settle::Settler,
-        delivery: Option<Receipt>,
+        delivery: Receipt,
     ) -> Uuid {
         let id = task.id;
         let began = now_ms();
@@ -606,42 +421,15 @@ impl Worker {
             }
         };
         // The broker hears of the task only once the database holds its outcome.
-        if let Some(receipt) = delivery {
-            if settled {
-                receipt.ack().await;
-            } else {
-                receipt.requeue().await;
-            }
+        if settled {
+            delivery.ack().await;
+        } else {
+            delivery.requeue().await;
         }
         id
     }
 }
 
-/// Whether a chore's failure is worth a log line: the first of a run of the same error, then
-/// once a minute while it lasts. The loop retries every tick, and a database that refuses
-/// writes would otherwise add a dozen lines a second to a disk that may be the full one.
-fn worth_logging(chore: &'static str, error: &dyn std::fmt::Display) -> bool {
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-    static LAST: Mutex<BTreeMap<&'static str, (String, std::time::Instant)>> =
-        Mutex::new(BTreeMap::new());
-    let Ok(mut last) = LAST.lock() else {
-        return true;
-    };
-    let text = error.to_string();
-    let now = std::time::Instant::now();
-    match last.get(chore) {
-        Some((seen, at)) if *seen == text && now.duration_since(*at) < Duration::from_secs(60) => {
-            false
-        }
-        _ => {
-            last.insert(chore, (text, now));
-            true
-        }
-    }
-}
-
-/// Now, in Unix milliseconds.
 /// A worker id that is unique across hosts and restarts: `host-pid-xxxx`.
 pub fn worker_id() -> String {
     format!(
