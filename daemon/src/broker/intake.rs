@@ -347,7 +347,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_db_intake_claims_up_to_its_max_and_wakes_on_a_submit() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("intake.db").display());
         let store = SqliteStore::open(&url).await.expect("open");
         store.migrate().await.expect("migrate");

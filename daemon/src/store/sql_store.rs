@@ -29,6 +29,13 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// How statements that change many task rows lock them (see [`sql::Locks`]).
     const LOCKS: sql::Locks;
 
+    /// How a multi-row statement's parameters are written (see [`sql::Params`]).
+    const PARAMS: sql::Params;
+
+    /// The most tasks one insert or success settle takes: a batch of up to this many is one
+    /// statement, committed on its own.
+    const ROWS_PER_STATEMENT: usize;
+
     /// How many rows a statement changed.
     fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
 
@@ -147,7 +154,7 @@ where
                 .iter()
                 .any(|task| task.published_at == Some(0) && task.status == TaskStatus::Queued);
             let labelled = tasks.iter().any(|task| !task.label_pairs.is_empty());
-            if tasks.len() <= sql::ROWS_PER_STATEMENT && !labelled && !notify {
+            if tasks.len() <= D::ROWS_PER_STATEMENT && !labelled && !notify {
                 // The common case is one statement, committed on its own: one round
                 // trip instead of three (BEGIN and COMMIT are two more, and on
                 // SQLite each is a hop to its writer thread). A replayed key's task is
@@ -162,7 +169,7 @@ where
             }
             let mut tx = self.write.begin().await?;
             let mut inserted = HashSet::with_capacity(tasks.len());
-            for chunk in tasks.chunks(sql::ROWS_PER_STATEMENT) {
+            for chunk in tasks.chunks(D::ROWS_PER_STATEMENT) {
                 inserted.extend(Self::insert_chunk(&mut tx, chunk).await?);
             }
             // The inserted tasks' labels, as rows a selector finds by index.
@@ -380,12 +387,12 @@ where
             }
             // The common case, a few successes, is one statement committed on its own
             // (one round trip; a transaction adds three: BEGIN, the lock, COMMIT).
-            if items.len() <= sql::ROWS_PER_STATEMENT
+            if items.len() <= D::ROWS_PER_STATEMENT
                 && items
                     .iter()
                     .all(|(_, settlement)| matches!(settlement, Settlement::Succeeded { .. }))
             {
-                let statement = sql::settle_succeeded_rows(items.len(), D::LOCKS);
+                let statement = sql::settle_succeeded_rows(items.len(), D::LOCKS, D::PARAMS);
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
                     .bind(now)
                     .bind(worker);
@@ -446,8 +453,8 @@ where
                 let done = query.execute(&mut *tx).await?;
                 settled[i] = D::rows_affected(&done) == 1;
             }
-            for chunk in successes.chunks(sql::ROWS_PER_STATEMENT) {
-                let statement = sql::settle_succeeded_rows(chunk.len(), D::LOCKS);
+            for chunk in successes.chunks(D::ROWS_PER_STATEMENT) {
+                let statement = sql::settle_succeeded_rows(chunk.len(), D::LOCKS, D::PARAMS);
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
                     .bind(now)
                     .bind(worker);
@@ -791,7 +798,7 @@ where
         conn: &mut <D::Db as Database>::Connection,
         chunk: &[NewTask],
     ) -> Result<Vec<String>> {
-        let statement = sql::insert_rows(chunk.len());
+        let statement = sql::insert_rows(chunk.len(), D::PARAMS);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
         for task in chunk {
             query = query
@@ -804,6 +811,8 @@ where
                 .bind(i64::from(task.max_attempts))
                 .bind(task.timeout_secs as i64)
                 .bind(task.run_at_ms)
+                .bind(task.created_at_ms)
+                // updated_at starts as created_at.
                 .bind(task.created_at_ms)
                 .bind(&task.idempotency_key)
                 .bind(&task.labels)

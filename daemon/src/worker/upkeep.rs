@@ -317,7 +317,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_heartbeat_records_the_worker_and_how_busy_it_is() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let store = store(&dir).await;
         let row = WorkerRow {
             id: "w1".into(),
@@ -342,7 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_reaper_hands_back_due_tasks_and_expired_leases_and_wakes_the_broker() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let store = store(&dir).await;
         let broker = Arc::new(Broker::db());
         let reaper = Reaper::new(store.clone(), broker.clone());
@@ -377,7 +377,7 @@ mod tests {
 
     #[tokio::test]
     async fn retention_deletes_only_what_finished_before_the_period() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("temp dir");
         let store = store(&dir).await;
         let old = submit(store.as_ref(), NOW, None).await;
         let recent = submit(store.as_ref(), NOW, None).await;
