@@ -4,11 +4,10 @@
 use crate::common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
-use common::{Backend, EventTail, Platform, wait_child, wait_until};
+use common::{Backend, EventTail, Lines, Platform, wait_child, wait_until};
 use serde_json::{Value, json};
 
 fn at(event: &Value) -> SystemTime {
@@ -124,9 +123,8 @@ fn logs_follow_streams_a_running_task_and_ends_with_it(backend: Backend) {
         .taskctl(&["submit", "shell", "-q", "--", "sh", "-c", &script])
         .ok();
     let mut follower = api.taskctl_spawn(&["logs", "-f", &id, "--timestamps", "-o", "table"]);
-    let mut out = BufReader::new(follower.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read a line");
+    let out = Lines::of(follower.stdout.take().expect("stdout"));
+    let line = out.next(Duration::from_secs(30));
     assert!(line.trim_end().ends_with("stdout first"), "{line}");
     assert_eq!(
         api.task(&id)["status"],
@@ -134,8 +132,7 @@ fn logs_follow_streams_a_running_task_and_ends_with_it(backend: Backend) {
         "the line came while the task ran"
     );
     std::fs::write(&marker, b"").expect("marker");
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).expect("read the rest");
+    let rest = out.rest(Duration::from_secs(30)).join("\n");
     let run = wait_child(follower, Duration::from_secs(10));
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(rest.trim_end().ends_with("stderr second"), "{rest}");

@@ -329,6 +329,48 @@ pub fn taskctl_env(url: &str, args: &[&str], cwd: &Path, env: &[(&str, OsString)
 
 /// Waits for a background taskctl with a deadline, reading its output meanwhile (so a large
 /// output cannot fill the pipe and stall it).
+/// A child's output read on a thread of its own, so a test waits for a line with a deadline
+/// instead of blocking on the pipe for good.
+pub struct Lines(std::sync::mpsc::Receiver<String>);
+
+impl Lines {
+    pub fn of(pipe: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    /// The next line, or a failure after `timeout` (or when the pipe closed first).
+    pub fn next(&self, timeout: Duration) -> String {
+        self.0
+            .recv_timeout(timeout)
+            .unwrap_or_else(|e| panic!("no line within {timeout:?}: {e}"))
+    }
+
+    /// Every line until the pipe closes, or a failure after `timeout`.
+    pub fn rest(&self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) => lines.push(line),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return lines,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("the output did not end within {timeout:?}: {lines:?}")
+                }
+            }
+        }
+    }
+}
+
 pub fn wait_child(mut child: Child, timeout: Duration) -> Run {
     fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
         std::thread::spawn(move || {
