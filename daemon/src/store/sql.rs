@@ -85,9 +85,11 @@ pub const ROWS_PER_STATEMENT: usize = 32;
 /// Columns bound per row by [`insert_rows`].
 pub const INSERT_PARAMS: usize = 16;
 
-/// A multi-row insert of `rows` tasks (16 parameters each, in the column order below) that
-/// returns the ids it inserted; a task whose idempotency key exists is skipped.
-pub fn insert_rows(rows: usize, params: Params) -> String {
+/// A multi-row insert of `rows` tasks (16 parameters each, in the column order below); a task
+/// whose idempotency key exists is skipped. With `returning` it answers the ids it inserted
+/// (only keyed tasks can be skipped, so a batch without keys needs no answer but the count,
+/// and the rows need not travel back one by one).
+pub fn insert_rows(rows: usize, params: Params, returning: bool) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| format!("({})", params.run(r * INSERT_PARAMS + 1, INSERT_PARAMS)))
         .collect();
@@ -96,16 +98,17 @@ pub fn insert_rows(rows: usize, params: Params) -> String {
              timeout_secs, run_at, created_at, updated_at, idempotency_key, labels,
              retry_base_ms, retry_max_ms, published_at)
          VALUES {}
-         ON CONFLICT (idempotency_key) DO NOTHING
-         RETURNING id",
-        values.join(", ")
+         ON CONFLICT (idempotency_key) DO NOTHING{}",
+        values.join(", "),
+        if returning { " RETURNING id" } else { "" }
     )
 }
 
 /// Settles `rows` succeeded tasks in one statement: now and the worker, then an id and a
-/// result per task. Returns the ids it settled (the worker still held them). The rows are
-/// locked in id order first, as every multi-row statement does, so it may run as a
-/// statement of its own (no transaction around it).
+/// result per task. It changes the rows the worker still held (the count says whether that
+/// was all; [`settled_check`] tells which). The rows are locked in id order first, as every
+/// multi-row statement does, so it may run as a statement of its own (no transaction
+/// around it).
 pub fn settle_succeeded_rows(rows: usize, locks: Locks, params: Params) -> String {
     let values: Vec<String> = (0..rows)
         .map(|r| format!("({})", params.run(3 + 2 * r, 2)))
@@ -123,11 +126,22 @@ pub fn settle_succeeded_rows(rows: usize, locks: Locks, params: Params) -> Strin
              lease_expires_at = NULL, updated_at = (SELECT settled_at FROM p)
          FROM b, locked
          WHERE tasks.id = b.settled_id AND tasks.id = locked.locked_id
-           AND tasks.status = 'running'
-         RETURNING tasks.id",
+           AND tasks.status = 'running'",
         params.run(1, 2),
         values.join(", "),
         locks.ordered
+    )
+}
+
+/// Which of `rows` ids a [`settle_succeeded_rows`] by the worker at an instant settled: the
+/// ids, then the worker, then the instant.
+pub fn settled_check(rows: usize, params: Params) -> String {
+    format!(
+        "SELECT id FROM tasks WHERE id IN ({}) AND status = 'succeeded' AND worker = {}
+           AND finished_at = {}",
+        params.run(1, rows),
+        params.nth(rows + 1),
+        params.nth(rows + 2)
     )
 }
 

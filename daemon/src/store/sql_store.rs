@@ -392,25 +392,15 @@ where
                     .iter()
                     .all(|(_, settlement)| matches!(settlement, Settlement::Succeeded { .. }))
             {
-                let statement = sql::settle_succeeded_rows(items.len(), D::LOCKS, D::PARAMS);
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
-                    .bind(now)
-                    .bind(worker);
-                for (id, settlement) in items {
-                    if let Settlement::Succeeded { result } = settlement {
-                        query = query.bind(id.to_string()).bind(result.as_str());
-                    }
-                }
-                let done: HashSet<String> = query
-                    .fetch_all(&self.write)
-                    .await?
+                let successes: Vec<(String, &str)> = items
                     .iter()
-                    .filter_map(|row| sqlx::Row::try_get::<String, _>(row, 0).ok())
+                    .filter_map(|(id, settlement)| match settlement {
+                        Settlement::Succeeded { result } => Some((id.to_string(), result.as_str())),
+                        _ => None,
+                    })
                     .collect();
-                return Ok(items
-                    .iter()
-                    .map(|(id, _)| done.contains(&id.to_string()))
-                    .collect());
+                let mut conn = self.write.acquire().await?;
+                return Self::settle_successes(&mut conn, worker, now, &successes).await;
             }
             // One transaction for the lot: one commit (one WAL append, one fsync on
             // PostgreSQL) however many tasks ended together.
@@ -422,11 +412,13 @@ where
             let mut settled = vec![false; items.len()];
             // Successes, the common case, wait for one statement per chunk; every other
             // outcome is one statement.
-            let mut successes: Vec<(usize, String, &str)> = Vec::new();
+            let mut success_at: Vec<usize> = Vec::new();
+            let mut successes: Vec<(String, &str)> = Vec::new();
             for (i, (id, settlement)) in items.iter().enumerate() {
                 let (statement, text, at) = match settlement {
                     Settlement::Succeeded { result } => {
-                        successes.push((i, id.to_string(), result.as_str()));
+                        success_at.push(i);
+                        successes.push((id.to_string(), result.as_str()));
                         continue;
                     }
                     Settlement::Retrying { error, run_at_ms } => (
@@ -453,22 +445,13 @@ where
                 let done = query.execute(&mut *tx).await?;
                 settled[i] = D::rows_affected(&done) == 1;
             }
-            for chunk in successes.chunks(D::ROWS_PER_STATEMENT) {
-                let statement = sql::settle_succeeded_rows(chunk.len(), D::LOCKS, D::PARAMS);
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
-                    .bind(now)
-                    .bind(worker);
-                for (_, id, result) in chunk {
-                    query = query.bind(id.as_str()).bind(*result);
-                }
-                let done: HashSet<String> = query
-                    .fetch_all(&mut *tx)
-                    .await?
-                    .iter()
-                    .filter_map(|row| sqlx::Row::try_get::<String, _>(row, 0).ok())
-                    .collect();
-                for (i, id, _) in chunk {
-                    settled[*i] = done.contains(id);
+            let chunks = success_at
+                .chunks(D::ROWS_PER_STATEMENT)
+                .zip(successes.chunks(D::ROWS_PER_STATEMENT));
+            for (places, rows) in chunks {
+                let done = Self::settle_successes(&mut tx, worker, now, rows).await?;
+                for (i, done) in places.iter().zip(done) {
+                    settled[*i] = done;
                 }
             }
             tx.commit().await?;
@@ -792,13 +775,52 @@ where
     for<'a> &'a str: ColumnIndex<<D::Db as Database>::Row>,
     usize: ColumnIndex<<D::Db as Database>::Row>,
 {
+    /// Settles these successes (id, result) in one statement, answering for each whether
+    /// the worker still held it. The count answers the common case, all of them; otherwise
+    /// one read tells which.
+    async fn settle_successes(
+        conn: &mut <D::Db as Database>::Connection,
+        worker: &str,
+        now: i64,
+        rows: &[(String, &str)],
+    ) -> Result<Vec<bool>> {
+        let statement = sql::settle_succeeded_rows(rows.len(), D::LOCKS, D::PARAMS);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(now)
+            .bind(worker);
+        for (id, result) in rows {
+            query = query.bind(id.as_str()).bind(*result);
+        }
+        let done = query.execute(&mut *conn).await?;
+        if D::rows_affected(&done) == rows.len() as u64 {
+            return Ok(vec![true; rows.len()]);
+        }
+        let mut check = sqlx::query(sqlx::AssertSqlSafe(sql::settled_check(
+            rows.len(),
+            D::PARAMS,
+        )));
+        for (id, _) in rows {
+            check = check.bind(id.as_str());
+        }
+        let settled: HashSet<String> = check
+            .bind(worker)
+            .bind(now)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .filter_map(|row| sqlx::Row::try_get::<String, _>(row, 0).ok())
+            .collect();
+        Ok(rows.iter().map(|(id, _)| settled.contains(id)).collect())
+    }
+
     /// One chunk's multi-row insert, answering the ids it inserted; a task the statement
     /// skipped had an idempotency key that exists.
     async fn insert_chunk(
         conn: &mut <D::Db as Database>::Connection,
         chunk: &[NewTask],
     ) -> Result<Vec<String>> {
-        let statement = sql::insert_rows(chunk.len(), D::PARAMS);
+        let keyed = chunk.iter().any(|task| task.idempotency_key.is_some());
+        let statement = sql::insert_rows(chunk.len(), D::PARAMS, keyed);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
         for task in chunk {
             query = query
@@ -819,6 +841,11 @@ where
                 .bind(task.retry_base_ms.map(|ms| ms as i64))
                 .bind(task.retry_max_ms.map(|ms| ms as i64))
                 .bind(task.published_at);
+        }
+        if !keyed {
+            // Nothing to skip: the statement inserted every row or failed.
+            query.execute(&mut *conn).await?;
+            return Ok(chunk.iter().map(|task| task.id.to_string()).collect());
         }
         let mut ids = Vec::with_capacity(chunk.len());
         for row in query.fetch_all(&mut *conn).await? {

@@ -279,6 +279,28 @@ pub async fn settling_in_groups(store: Arc<dyn Store>) {
             .status,
         TaskStatus::Succeeded
     );
+    // Successes only, one of them another worker's: the one-statement path tells them apart.
+    let mine = insert_one(store.as_ref(), new_task(|_| {})).await;
+    store
+        .claim("w4", &queues(), 1, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    let theirs = insert_one(store.as_ref(), new_task(|_| {})).await;
+    store
+        .claim("w5", &queues(), 1, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    let settled = store
+        .settle_many("w4", &[(theirs, ok("no")), (mine, ok("yes"))], NOW + 30)
+        .await
+        .expect("settle");
+    assert_eq!(settled, [false, true]);
+    let theirs = store.get(theirs).await.expect("get").expect("row");
+    assert_eq!(
+        theirs.status,
+        TaskStatus::Running,
+        "w4 could not settle w5's task"
+    );
 }
 
 pub async fn retrying_failing_and_requeueing(store: Arc<dyn Store>) {
