@@ -50,6 +50,9 @@ impl Dialect for Pg {
 
     const PARAMS: sql::Params = sql::Params::Numbered;
 
+    // The channel is `READY_CHANNEL`.
+    const NOTIFY_READY: Option<&'static str> = Some("SELECT pg_notify('taskplane_ready', '')");
+
     /// Bigger statements cost PostgreSQL more to plan than they save in round trips.
     const ROWS_PER_STATEMENT: usize = 32;
 
@@ -248,16 +251,8 @@ impl Dialect for Pg {
     }
 
     /// Delivered when the transaction commits, so no worker wakes for uncommitted work.
-    /// PostgreSQL's autovacuum returns deleted rows' space by itstore.
+    /// PostgreSQL's autovacuum returns deleted rows' space by itself.
     async fn reclaim(_store: &PgStore) -> Result<()> {
-        Ok(())
-    }
-
-    async fn notify_ready(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(READY_CHANNEL)
-            .execute(&mut **tx)
-            .await?;
         Ok(())
     }
 

@@ -29,6 +29,10 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// How statements that change many task rows lock them (see [`sql::Locks`]).
     const LOCKS: sql::Locks;
 
+    /// The statement that tells other processes' `--broker db` workers that work is ready,
+    /// delivered when the submit commits (None: they find it by polling).
+    const NOTIFY_READY: Option<&'static str>;
+
     /// How a multi-row statement's parameters are written (see [`sql::Params`]).
     const PARAMS: sql::Params;
 
@@ -66,12 +70,6 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     fn lock_rows<'a, 't>(
         tx: &'a mut Transaction<'t, Self::Db>,
         ids: &'a [String],
-    ) -> impl Future<Output = Result<()>> + Send + 'a;
-
-    /// Tells other processes' `--broker db` workers, inside a submit's transaction, that
-    /// work is ready (delivered when it commits).
-    fn notify_ready<'a, 't>(
-        tx: &'a mut Transaction<'t, Self::Db>,
     ) -> impl Future<Output = Result<()>> + Send + 'a;
 
     /// Wakes `wake` whenever another process notifies that work is ready; runs for good.
@@ -150,18 +148,21 @@ where
             // broker (the tasks carry a publisher's mark) nobody listens, and on
             // PostgreSQL a notifying commit takes a lock every other notifying
             // commit waits for: two API processes' submits queued behind each other.
-            let notify = tasks
-                .iter()
-                .any(|task| task.published_at == Some(0) && task.status == TaskStatus::Queued);
+            let notify = D::NOTIFY_READY.filter(|_| {
+                tasks
+                    .iter()
+                    .any(|task| task.published_at == Some(0) && task.status == TaskStatus::Queued)
+            });
             let labelled = tasks.iter().any(|task| !task.label_pairs.is_empty());
-            if tasks.len() <= D::ROWS_PER_STATEMENT && !labelled && !notify {
+            let keyed = tasks.iter().any(|task| task.idempotency_key.is_some());
+            if tasks.len() <= D::ROWS_PER_STATEMENT && !labelled && (notify.is_none() || !keyed) {
                 // The common case is one statement, committed on its own: one round
                 // trip instead of three (BEGIN and COMMIT are two more, and on
-                // SQLite each is a hop to its writer thread). A replayed key's task is
-                // committed by then (the insert waited for it), so reading it after
-                // sees it.
+                // SQLite each is a hop to its writer thread); the notification, if any,
+                // goes in the same statement. A replayed key's task is committed by then
+                // (the insert waited for it), so reading it after sees it.
                 let mut conn = self.write.acquire().await?;
-                let inserted: HashSet<String> = Self::insert_chunk(&mut conn, &tasks)
+                let inserted: HashSet<String> = Self::insert_chunk(&mut conn, &tasks, notify)
                     .await?
                     .into_iter()
                     .collect();
@@ -170,7 +171,7 @@ where
             let mut tx = self.write.begin().await?;
             let mut inserted = HashSet::with_capacity(tasks.len());
             for chunk in tasks.chunks(D::ROWS_PER_STATEMENT) {
-                inserted.extend(Self::insert_chunk(&mut tx, chunk).await?);
+                inserted.extend(Self::insert_chunk(&mut tx, chunk, None).await?);
             }
             // The inserted tasks' labels, as rows a selector finds by index.
             let mut labels: Vec<(String, &str, &str)> = Vec::new();
@@ -190,8 +191,8 @@ where
                 query.execute(&mut *tx).await?;
             }
             let out = Self::answer(&mut tx, &tasks, &inserted).await?;
-            if notify {
-                D::notify_ready(&mut tx).await?;
+            if let Some(notify) = notify {
+                sqlx::query(notify).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(out)
@@ -814,13 +815,18 @@ where
     }
 
     /// One chunk's multi-row insert, answering the ids it inserted; a task the statement
-    /// skipped had an idempotency key that exists.
+    /// skipped had an idempotency key that exists. With `then` (a statement that reads
+    /// nothing, for a chunk without keys) the same statement runs it after the insert.
     async fn insert_chunk(
         conn: &mut <D::Db as Database>::Connection,
         chunk: &[NewTask],
+        then: Option<&str>,
     ) -> Result<Vec<String>> {
         let keyed = chunk.iter().any(|task| task.idempotency_key.is_some());
-        let statement = sql::insert_rows(chunk.len(), D::PARAMS, keyed);
+        let mut statement = sql::insert_rows(chunk.len(), D::PARAMS, keyed);
+        if let Some(then) = then.filter(|_| !keyed) {
+            statement = format!("WITH inserted AS ({statement}) {then}");
+        }
         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
         for task in chunk {
             query = query

@@ -53,6 +53,9 @@ impl Dialect for Lite {
 
     const PARAMS: sql::Params = sql::Params::InOrder;
 
+    /// In-process wake-ups come from the API directly; other processes find work by polling.
+    const NOTIFY_READY: Option<&'static str> = None;
+
     /// With parameters in order, binding costs nothing per parameter: a batch of 100 is one
     /// statement (one hop to the writer thread) instead of a transaction of four, and far
     /// below SQLite's 32,766 parameters.
@@ -251,11 +254,6 @@ impl Dialect for Lite {
         .fetch_all(&store.write)
         .await?;
         decode::claimed_in_order(&rows)
-    }
-
-    /// In-process wake-ups come from the API directly; other processes are found by polling.
-    async fn notify_ready(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>) -> Result<()> {
-        Ok(())
     }
 
     fn listen_ready(_store: &SqliteStore, _wake: Arc<Notify>) -> BoxFuture<'static, ()> {

@@ -52,6 +52,15 @@ postgres_tests!(
     transitions_agree_with_the_state_machine,
 );
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submits_wake_other_processes() {
+    let Some((db, submitter)) = fresh("submits_wake_other_processes").await else {
+        return;
+    };
+    let listener = store::open(&db.url).await.expect("open a second store");
+    store_suite::submits_wake_other_processes(listener, submitter).await;
+}
+
 /// One statement's changes make one feed row: an insert of three tasks, a claim of two and a
 /// settle of two write three rows, not seven (and a lease renewal writes none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1031,3 +1031,46 @@ pub async fn transitions_agree_with_the_state_machine(store: Arc<dyn Store>) {
         .expect("settle");
     step(before, Event::Succeed, status(store.clone()).await);
 }
+
+/// A submit of ready work for database-claiming workers wakes `listener`'s workers (another
+/// process's store on the same database), in the one-statement insert and in the transaction
+/// alike; work for a broker's workers wakes nobody.
+pub async fn submits_wake_other_processes(listener: Arc<dyn Store>, submitter: Arc<dyn Store>) {
+    use std::time::Duration;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let listening = tokio::spawn(listener.listen_ready(wake.clone()));
+    // LISTEN is in place once a notification gets through; until then, submit again.
+    let woken = |wake: Arc<tokio::sync::Notify>| async move {
+        tokio::time::timeout(Duration::from_millis(200), wake.notified())
+            .await
+            .is_ok()
+    };
+    let mut listening_yet = false;
+    for _ in 0..50 {
+        insert_one(submitter.as_ref(), new_task(|_| {})).await;
+        if woken(wake.clone()).await {
+            listening_yet = true;
+            break;
+        }
+    }
+    assert!(listening_yet, "no notification reached the listener");
+    // One statement (no key, no labels) and a transaction (a key) both notify.
+    insert_one(submitter.as_ref(), new_task(|_| {})).await;
+    assert!(
+        woken(wake.clone()).await,
+        "the one-statement insert notified"
+    );
+    insert_one(
+        submitter.as_ref(),
+        new_task(|t| t.idempotency_key = Some("wake".into())),
+    )
+    .await;
+    assert!(woken(wake.clone()).await, "the keyed insert notified");
+    // A task a publisher publishes is no database worker's business.
+    insert_one(submitter.as_ref(), new_task(|_| {}).with_mark(Some(-5))).await;
+    assert!(
+        !woken(wake.clone()).await,
+        "a broker's task woke database workers"
+    );
+    listening.abort();
+}
