@@ -227,11 +227,14 @@ impl Dialect for Pg {
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
         // Locked in id order first: deliveries come in any order, and two workers (or a
         // worker and the dispatcher) locking overlapping ids in different orders deadlock.
-        // No SKIP LOCKED: a delivered task passed over would be acked as a duplicate.
+        // No SKIP LOCKED: a delivered task passed over would be acked as a duplicate. The
+        // lock finds the rows by id alone (the update checks the status): with the status
+        // there too, the planner walked every queued task of a backlog for the 64 ids
+        // (30,000 queued: 8.5 ms against 1.1 ms; over 1 s under load).
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH locked AS (
                  SELECT id AS locked_id FROM tasks
-                 WHERE id = ANY($4) AND status = 'queued'
+                 WHERE id = ANY($4)
                  ORDER BY id
                  FOR UPDATE)
              UPDATE tasks SET {set}
