@@ -57,8 +57,15 @@ impl Params {
 /// `UPDATE tasks SET {set} WHERE {filter}`, with the rows locked first in id order (`lock`)
 /// and the filter checked again on the locked rows.
 fn update_locked(set: &str, filter: &str, lock: &str) -> String {
+    update_locked_found(set, filter, filter, lock)
+}
+
+/// [`update_locked`] for rows named by id: `find` picks them (by id alone, so the planner
+/// takes the primary key: with the status there too it may walk every queued task of a
+/// backlog), and `filter` is checked on the locked rows.
+fn update_locked_found(set: &str, find: &str, filter: &str, lock: &str) -> String {
     format!(
-        "WITH locked AS (SELECT id AS locked_id FROM tasks WHERE {filter} ORDER BY id{lock})
+        "WITH locked AS (SELECT id AS locked_id FROM tasks WHERE {find} ORDER BY id{lock})
          UPDATE tasks SET {set} FROM locked WHERE tasks.id = locked.locked_id AND {filter}"
     )
 }
@@ -358,13 +365,11 @@ pub const PRUNE_PUBLISHERS: &str = "DELETE FROM publishers WHERE heartbeat_at < 
 /// Hands tasks their publisher could not publish to the dispatcher: `$1` the publisher's
 /// mark (its token, negated), the ids from `$2` on.
 pub fn hand_back_rows(rows: usize, locks: Locks) -> String {
-    let ids: Vec<String> = (0..rows).map(|r| format!("${}", 2 + r)).collect();
-    update_locked(
+    let find = format!("id IN ({})", Params::Numbered.run(2, rows));
+    update_locked_found(
         "published_at = NULL",
-        &format!(
-            "status = 'queued' AND published_at = $1 AND id IN ({})",
-            ids.join(", ")
-        ),
+        &find,
+        &format!("status = 'queued' AND published_at = $1 AND {find}"),
         locks.ordered,
     )
 }
@@ -392,8 +397,10 @@ pub fn mark_published_rows(rows: usize, locks: Locks) -> String {
         .collect();
     // A row-value IN keeps the locking select on one table (both SQLite and PostgreSQL
     // take it), so the same lock clause as every other statement applies.
-    update_locked(
+    let ids: Vec<String> = (0..rows).map(|r| format!("${}", 2 + 2 * r)).collect();
+    update_locked_found(
         "published_at = $1",
+        &format!("id IN ({})", ids.join(", ")),
         &format!(
             "status = 'queued' AND (id, updated_at) IN (VALUES {})",
             values.join(", ")
