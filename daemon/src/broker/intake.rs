@@ -212,9 +212,7 @@ impl AmqpIntake {
                     }
                     Err(error) => {
                         tracing::warn!(%error, retry_in = ?self.backoff, "cannot consume from RabbitMQ");
-                        self.amqp.reset().await;
-                        self.retry_at = Instant::now() + self.backoff;
-                        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                        self.back_off().await;
                     }
                 }
                 continue;
@@ -224,14 +222,8 @@ impl AmqpIntake {
                     self.waiting = Some(Delivered::from_delivery(delivery));
                     return;
                 }
-                Some(Err(error)) => {
-                    tracing::warn!(%error, "the RabbitMQ consumer failed; reconnecting");
-                    self.lost().await;
-                }
-                None => {
-                    tracing::warn!("the RabbitMQ consumer ended; reconnecting");
-                    self.lost().await;
-                }
+                Some(Err(error)) => self.lost(Some(error)).await,
+                None => self.lost(None).await,
             }
         }
     }
@@ -246,14 +238,8 @@ impl AmqpIntake {
             };
             match deliveries.next().now_or_never() {
                 Some(Some(Ok(delivery))) => batch.push(Delivered::from_delivery(delivery)),
-                Some(Some(Err(error))) => {
-                    tracing::warn!(%error, "the RabbitMQ consumer failed; reconnecting");
-                    self.lost().await;
-                }
-                Some(None) => {
-                    tracing::warn!("the RabbitMQ consumer ended; reconnecting");
-                    self.lost().await;
-                }
+                Some(Some(Err(error))) => self.lost(Some(error)).await,
+                Some(None) => self.lost(None).await,
                 None => break,
             }
         }
@@ -317,8 +303,20 @@ impl AmqpIntake {
         }
     }
 
-    async fn lost(&mut self) {
+    /// The consumer failed (with `error`) or ended: it is dropped, and a new one is started
+    /// after the backoff.
+    async fn lost(&mut self, error: Option<lapin::Error>) {
+        match error {
+            Some(error) => tracing::warn!(%error, "the RabbitMQ consumer failed; reconnecting"),
+            None => tracing::warn!("the RabbitMQ consumer ended; reconnecting"),
+        }
         self.deliveries = None;
+        self.back_off().await;
+    }
+
+    /// Resets the connection and waits longer before the next consumer (up to
+    /// [`MAX_BACKOFF`]).
+    async fn back_off(&mut self) {
         self.amqp.reset().await;
         self.retry_at = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);

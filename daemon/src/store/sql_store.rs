@@ -386,20 +386,19 @@ where
             if items.is_empty() {
                 return Ok(Vec::new());
             }
-            // The common case, a few successes, is one statement committed on its own
-            // (one round trip; a transaction adds three: BEGIN, the lock, COMMIT).
-            if items.len() <= D::ROWS_PER_STATEMENT
-                && items
-                    .iter()
-                    .all(|(_, settlement)| matches!(settlement, Settlement::Succeeded { .. }))
-            {
-                let successes: Vec<(String, &str)> = items
-                    .iter()
-                    .filter_map(|(id, settlement)| match settlement {
-                        Settlement::Succeeded { result } => Some((id.to_string(), result.as_str())),
-                        _ => None,
-                    })
-                    .collect();
+            // Successes, the common case, are one statement per chunk; every other outcome
+            // is one statement.
+            let mut success_at: Vec<usize> = Vec::new();
+            let mut successes: Vec<(String, &str)> = Vec::new();
+            for (i, (id, settlement)) in items.iter().enumerate() {
+                if let Settlement::Succeeded { result } = settlement {
+                    success_at.push(i);
+                    successes.push((id.to_string(), result.as_str()));
+                }
+            }
+            // A few successes are one statement committed on its own (one round trip; a
+            // transaction adds three: BEGIN, the lock, COMMIT).
+            if successes.len() == items.len() && items.len() <= D::ROWS_PER_STATEMENT {
                 let mut conn = self.write.acquire().await?;
                 return Self::settle_successes(&mut conn, worker, now, &successes).await;
             }
@@ -411,17 +410,9 @@ where
             let ids: Vec<String> = items.iter().map(|(id, _)| id.to_string()).collect();
             D::lock_rows(&mut tx, &ids).await?;
             let mut settled = vec![false; items.len()];
-            // Successes, the common case, wait for one statement per chunk; every other
-            // outcome is one statement.
-            let mut success_at: Vec<usize> = Vec::new();
-            let mut successes: Vec<(String, &str)> = Vec::new();
             for (i, (id, settlement)) in items.iter().enumerate() {
                 let (statement, text, at) = match settlement {
-                    Settlement::Succeeded { result } => {
-                        success_at.push(i);
-                        successes.push((id.to_string(), result.as_str()));
-                        continue;
-                    }
+                    Settlement::Succeeded { .. } => continue,
                     Settlement::Retrying { error, run_at_ms } => (
                         sql::settle_retrying(),
                         Some(error.as_str()),

@@ -110,7 +110,7 @@ impl Reaper {
 pub struct Retention {
     store: Arc<dyn Store>,
     /// Finished tasks older than this are deleted.
-    pub keep: Duration,
+    keep: Duration,
 }
 
 impl Retention {
@@ -191,11 +191,11 @@ impl Every {
         Every { period, last: None }
     }
 
-    /// Due after `first` rather than at once.
-    pub fn after(period: Duration, first: Duration) -> Every {
+    /// Due a period from now rather than at once.
+    pub fn later(period: Duration) -> Every {
         Every {
             period,
-            last: Instant::now().checked_sub(period.saturating_sub(first)),
+            last: Some(Instant::now()),
         }
     }
 
@@ -216,10 +216,10 @@ impl Every {
 
 /// The chores on their schedules, for the worker's loop to call on each tick.
 pub struct Upkeep {
-    pub heartbeat: Heartbeat,
-    pub reaper: Reaper,
-    pub retention: Retention,
-    pub tender: Tender,
+    heartbeat: Heartbeat,
+    reaper: Reaper,
+    retention: Retention,
+    tender: Tender,
     heartbeat_every: Every,
     retention_every: Every,
     tend_every: Every,
@@ -245,7 +245,7 @@ impl Upkeep {
             heartbeat_every: Every::new(HEARTBEAT_EVERY),
             retention_every,
             // Not at start: nothing has changed yet.
-            tend_every: Every::after(TEND_EVERY, TEND_EVERY),
+            tend_every: Every::later(TEND_EVERY),
         }
     }
 
@@ -420,7 +420,7 @@ mod tests {
         let mut now = Every::new(Duration::from_secs(3600));
         assert!(now.due(), "due at once");
         assert!(!now.due(), "not again within the period");
-        let mut later = Every::after(Duration::from_secs(3600), Duration::from_secs(3600));
+        let mut later = Every::later(Duration::from_secs(3600));
         assert!(!later.due(), "not before its first period");
         let mut always = Every::new(Duration::ZERO);
         assert!(always.due() && always.due());
