@@ -11,11 +11,9 @@ use super::{
     StoredEvent, StoredLogLine, StoredTask, WorkerRow,
 };
 
-/// What a row type must decode for the shared code to read it.
-pub trait TaskRow: Row
-where
-    for<'a> &'a str: ColumnIndex<Self>,
-{
+/// What a row type must decode for the shared code to read it: any sqlx row, and SQLite's
+/// rows read on the writer's own connection ([`super::sqlite`]).
+pub trait TaskRow {
     fn text(&self, column: &str) -> Result<String>;
     fn opt_text(&self, column: &str) -> Result<Option<String>>;
     fn int(&self, column: &str) -> Result<i64>;
@@ -76,10 +74,7 @@ fn opt_count(id: &str, value: Option<i64>) -> Result<Option<u64>> {
     value.map(|v| count(id, v)).transpose()
 }
 
-pub fn task<R: TaskRow>(row: &R) -> Result<StoredTask>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn task<R: TaskRow>(row: &R) -> Result<StoredTask> {
     let id = row.text("id")?;
     let status = TaskStatus::from_str(&row.text("status")?).map_err(|e| corrupt(&id, e))?;
     Ok(StoredTask {
@@ -108,10 +103,7 @@ where
     })
 }
 
-pub fn claimed<R: TaskRow>(row: &R) -> Result<(i32, ClaimedTask)>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn claimed<R: TaskRow>(row: &R) -> Result<(i32, ClaimedTask)> {
     let id = row.text("id")?;
     Ok((
         row.small("priority")?,
@@ -131,19 +123,18 @@ where
 }
 
 /// Claimed rows, most urgent first (RETURNING keeps no order).
-pub fn claimed_in_order<R: TaskRow>(rows: &[R]) -> Result<Vec<ClaimedTask>>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
-    let mut claimed = rows.iter().map(claimed).collect::<Result<Vec<_>>>()?;
-    claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
-    Ok(claimed.into_iter().map(|(_, task)| task).collect())
+pub fn claimed_in_order<R: TaskRow>(rows: &[R]) -> Result<Vec<ClaimedTask>> {
+    let claimed = rows.iter().map(claimed).collect::<Result<Vec<_>>>()?;
+    Ok(most_urgent_first(claimed))
 }
 
-pub fn publishable<R: TaskRow>(row: &R) -> Result<Publishable>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+/// Claimed tasks (each with its priority), most urgent first.
+pub fn most_urgent_first(mut claimed: Vec<(i32, ClaimedTask)>) -> Vec<ClaimedTask> {
+    claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
+    claimed.into_iter().map(|(_, task)| task).collect()
+}
+
+pub fn publishable<R: TaskRow>(row: &R) -> Result<Publishable> {
     Ok(Publishable {
         id: parse_id(&row.text("id")?)?,
         queue: row.text("queue")?,
@@ -154,10 +145,7 @@ where
     })
 }
 
-pub fn log_line<R: TaskRow>(row: &R, task_id: &str) -> Result<StoredLogLine>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn log_line<R: TaskRow>(row: &R, task_id: &str) -> Result<StoredLogLine> {
     let stream = match row.text("stream")?.as_str() {
         "stdout" => LogStream::Stdout,
         "stderr" => LogStream::Stderr,
@@ -178,10 +166,7 @@ fn status(id: &str, text: &str) -> Result<TaskStatus> {
 }
 
 /// One change-feed row: its `seq` and its events (a JSON array, see the schema).
-pub fn event_row<R: TaskRow>(row: &R) -> Result<EventRow>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn event_row<R: TaskRow>(row: &R) -> Result<EventRow> {
     type Wire = (
         String,
         String,
@@ -221,10 +206,7 @@ where
     Ok(EventRow { seq, events })
 }
 
-pub fn queue_count<R: TaskRow>(row: &R) -> Result<QueueCount>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn queue_count<R: TaskRow>(row: &R) -> Result<QueueCount> {
     let queue = row.text("queue")?;
     Ok(QueueCount {
         status: status(&queue, &row.text("status")?)?,
@@ -234,10 +216,7 @@ where
     })
 }
 
-pub fn worker<R: TaskRow>(row: &R) -> Result<WorkerRow>
-where
-    for<'a> &'a str: ColumnIndex<R>,
-{
+pub fn worker<R: TaskRow>(row: &R) -> Result<WorkerRow> {
     let id = row.text("id")?;
     Ok(WorkerRow {
         host: row.text("host")?,

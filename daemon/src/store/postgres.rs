@@ -14,8 +14,11 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    BoxFuture, ClaimedTask, Dialect, Result, SqlStore, StoreError, WriteHealth, decode, sql,
+    BoxFuture, ClaimedTask, Dialect, Result, SqlStore, StoreError, StoredTask, WriteHealth, decode,
+    sql,
 };
+use crate::domain::lifecycle::Settlement;
+use crate::domain::validate::NewTask;
 
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_tasks.sql")),
@@ -46,6 +49,8 @@ pub type PgStore = SqlStore<Pg>;
 impl Dialect for Pg {
     type Db = sqlx::Postgres;
 
+    type Writer = ();
+
     const LOCKS: sql::Locks = sql::POSTGRES_LOCKS;
 
     const PARAMS: sql::Params = sql::Params::Numbered;
@@ -58,6 +63,19 @@ impl Dialect for Pg {
 
     fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    async fn insert(store: &PgStore, tasks: Vec<NewTask>) -> Result<Vec<(StoredTask, bool)>> {
+        store.insert_statements(tasks).await
+    }
+
+    async fn settle_many(
+        store: &PgStore,
+        worker: &str,
+        items: &[(Uuid, Settlement)],
+        now: i64,
+    ) -> Result<Vec<bool>> {
+        store.settle_statements(worker, items, now).await
     }
 
     /// With the server's autovacuum off, nothing removes the dead row versions every
@@ -298,6 +316,7 @@ impl PgStore {
             write: pool.clone(),
             read: pool,
             health: Arc::new(WriteHealth::default()),
+            writer: (),
         };
         sqlx::query("SELECT 1").execute(&store.read).await?;
         Ok(store)

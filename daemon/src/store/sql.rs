@@ -284,6 +284,14 @@ pub fn delete_finished(locks: Locks) -> String {
 const GUARD: &str = "WHERE id = $1 AND status = 'running' AND lease_owner = $2";
 const RELEASE: &str = "lease_owner = NULL, lease_expires_at = NULL, updated_at = $3";
 
+/// One success (`$4`, the result): SQLite's writer settles row by row (see
+/// `sqlite::writer`); PostgreSQL settles many in one [`settle_succeeded_rows`].
+pub fn settle_succeeded() -> String {
+    format!(
+        "UPDATE tasks SET status = 'succeeded', result = $4, finished_at = $3, {RELEASE} {GUARD}"
+    )
+}
+
 pub fn settle_retrying() -> String {
     format!("UPDATE tasks SET status = 'retrying', last_error = $4, run_at = $5, {RELEASE} {GUARD}")
 }

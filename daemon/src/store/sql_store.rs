@@ -26,6 +26,10 @@ use crate::domain::validate::NewTask;
 pub trait Dialect: Sized + Send + Sync + 'static {
     type Db: Database;
 
+    /// What the dialect keeps beside the pools for its hot writes: SQLite's writer rounds
+    /// ([`super::sqlite`]); nothing on PostgreSQL, whose connections write side by side.
+    type Writer: Send + Sync + 'static;
+
     /// How statements that change many task rows lock them (see [`sql::Locks`]).
     const LOCKS: sql::Locks;
 
@@ -45,6 +49,20 @@ pub trait Dialect: Sized + Send + Sync + 'static {
 
     /// Applies the schema's migrations not yet applied, answering their versions.
     fn migrate(store: &SqlStore<Self>) -> impl Future<Output = Result<Vec<i64>>> + Send;
+
+    /// Inserts tasks (see [`Store::insert`]).
+    fn insert(
+        store: &SqlStore<Self>,
+        tasks: Vec<NewTask>,
+    ) -> impl Future<Output = Result<Vec<(StoredTask, bool)>>> + Send + '_;
+
+    /// Settles attempts (see [`Store::settle_many`]).
+    fn settle_many<'a>(
+        store: &'a SqlStore<Self>,
+        worker: &'a str,
+        items: &'a [(Uuid, Settlement)],
+        now: i64,
+    ) -> impl Future<Output = Result<Vec<bool>>> + Send + 'a;
 
     /// Claims up to `limit` ready tasks of `queues`, in priority order.
     fn claim<'a>(
@@ -88,6 +106,7 @@ pub struct SqlStore<D: Dialect> {
     pub(super) write: Pool<D::Db>,
     pub(super) read: Pool<D::Db>,
     pub(super) health: Arc<WriteHealth>,
+    pub(super) writer: D::Writer,
 }
 
 impl<D> Store for SqlStore<D>
@@ -143,60 +162,7 @@ where
     }
 
     fn insert(&self, tasks: Vec<NewTask>) -> BoxFuture<'_, Result<Vec<(StoredTask, bool)>>> {
-        Box::pin(self.health.track(async move {
-            // Workers that claim from the database wake on a notification. With a
-            // broker (the tasks carry a publisher's mark) nobody listens, and on
-            // PostgreSQL a notifying commit takes a lock every other notifying
-            // commit waits for: two API processes' submits queued behind each other.
-            let notify = D::NOTIFY_READY.filter(|_| {
-                tasks
-                    .iter()
-                    .any(|task| task.published_at == Some(0) && task.status == TaskStatus::Queued)
-            });
-            let labelled = tasks.iter().any(|task| !task.label_pairs.is_empty());
-            let keyed = tasks.iter().any(|task| task.idempotency_key.is_some());
-            if tasks.len() <= D::ROWS_PER_STATEMENT && !labelled && (notify.is_none() || !keyed) {
-                // The common case is one statement, committed on its own: one round
-                // trip instead of three (BEGIN and COMMIT are two more, and on
-                // SQLite each is a hop to its writer thread); the notification, if any,
-                // goes in the same statement. A replayed key's task is committed by then
-                // (the insert waited for it), so reading it after sees it.
-                let mut conn = self.write.acquire().await?;
-                let inserted: HashSet<String> = Self::insert_chunk(&mut conn, &tasks, notify)
-                    .await?
-                    .into_iter()
-                    .collect();
-                return Self::answer(&mut conn, &tasks, &inserted).await;
-            }
-            let mut tx = self.write.begin().await?;
-            let mut inserted = HashSet::with_capacity(tasks.len());
-            for chunk in tasks.chunks(D::ROWS_PER_STATEMENT) {
-                inserted.extend(Self::insert_chunk(&mut tx, chunk, None).await?);
-            }
-            // The inserted tasks' labels, as rows a selector finds by index.
-            let mut labels: Vec<(String, &str, &str)> = Vec::new();
-            for task in tasks.iter().filter(|task| !task.label_pairs.is_empty()) {
-                let id = task.id.to_string();
-                if inserted.contains(&id) {
-                    for (key, value) in &task.label_pairs {
-                        labels.push((id.clone(), key, value));
-                    }
-                }
-            }
-            for chunk in labels.chunks(sql::ROWS_PER_STATEMENT) {
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql::insert_labels(chunk.len())));
-                for (id, key, value) in chunk {
-                    query = query.bind(id.as_str()).bind(*key).bind(*value);
-                }
-                query.execute(&mut *tx).await?;
-            }
-            let out = Self::answer(&mut tx, &tasks, &inserted).await?;
-            if let Some(notify) = notify {
-                sqlx::query(notify).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(out)
-        }))
+        Box::pin(self.health.track(D::insert(self, tasks)))
     }
 
     fn get(&self, id: Uuid) -> BoxFuture<'_, Result<Option<StoredTask>>> {
@@ -382,73 +348,7 @@ where
         items: &'a [(Uuid, Settlement)],
         now: i64,
     ) -> BoxFuture<'a, Result<Vec<bool>>> {
-        Box::pin(self.health.track(async move {
-            if items.is_empty() {
-                return Ok(Vec::new());
-            }
-            // Successes, the common case, are one statement per chunk; every other outcome
-            // is one statement.
-            let mut success_at: Vec<usize> = Vec::new();
-            let mut successes: Vec<(String, &str)> = Vec::new();
-            for (i, (id, settlement)) in items.iter().enumerate() {
-                if let Settlement::Succeeded { result } = settlement {
-                    success_at.push(i);
-                    successes.push((id.to_string(), result.as_str()));
-                }
-            }
-            // A few successes are one statement committed on its own (one round trip; a
-            // transaction adds three: BEGIN, the lock, COMMIT).
-            if successes.len() == items.len() && items.len() <= D::ROWS_PER_STATEMENT {
-                let mut conn = self.write.acquire().await?;
-                return Self::settle_successes(&mut conn, worker, now, &successes).await;
-            }
-            // One transaction for the lot: one commit (one WAL append, one fsync on
-            // PostgreSQL) however many tasks ended together.
-            let mut tx = self.write.begin().await?;
-            // The rows are locked in id order before any changes: the statements
-            // below group them by outcome, in no one order.
-            let ids: Vec<String> = items.iter().map(|(id, _)| id.to_string()).collect();
-            D::lock_rows(&mut tx, &ids).await?;
-            let mut settled = vec![false; items.len()];
-            for (i, (id, settlement)) in items.iter().enumerate() {
-                let (statement, text, at) = match settlement {
-                    Settlement::Succeeded { .. } => continue,
-                    Settlement::Retrying { error, run_at_ms } => (
-                        sql::settle_retrying(),
-                        Some(error.as_str()),
-                        Some(*run_at_ms),
-                    ),
-                    Settlement::Failed { error } => {
-                        (sql::settle_failed(), Some(error.as_str()), None)
-                    }
-                    Settlement::Cancelled => (sql::settle_cancelled(), None, None),
-                    Settlement::Requeued => (sql::settle_requeued(), None, None),
-                };
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
-                    .bind(id.to_string())
-                    .bind(worker)
-                    .bind(now);
-                if let Some(text) = text {
-                    query = query.bind(text);
-                }
-                if let Some(at) = at {
-                    query = query.bind(at);
-                }
-                let done = query.execute(&mut *tx).await?;
-                settled[i] = D::rows_affected(&done) == 1;
-            }
-            let chunks = success_at
-                .chunks(D::ROWS_PER_STATEMENT)
-                .zip(successes.chunks(D::ROWS_PER_STATEMENT));
-            for (places, rows) in chunks {
-                let done = Self::settle_successes(&mut tx, worker, now, rows).await?;
-                for (i, done) in places.iter().zip(done) {
-                    settled[*i] = done;
-                }
-            }
-            tx.commit().await?;
-            Ok(settled)
-        }))
+        Box::pin(self.health.track(D::settle_many(self, worker, items, now)))
     }
 
     fn renew_leases<'a>(&'a self, worker: &'a str, until: i64) -> BoxFuture<'a, Result<u64>> {
@@ -767,6 +667,139 @@ where
     for<'a> &'a str: ColumnIndex<<D::Db as Database>::Row>,
     usize: ColumnIndex<<D::Db as Database>::Row>,
 {
+    /// Inserts tasks in statements of up to [`Dialect::ROWS_PER_STATEMENT`] rows: one
+    /// committed on its own where it can be, else a transaction.
+    pub(super) async fn insert_statements(
+        &self,
+        tasks: Vec<NewTask>,
+    ) -> Result<Vec<(StoredTask, bool)>> {
+        // Workers that claim from the database wake on a notification. With a
+        // broker (the tasks carry a publisher's mark) nobody listens, and on
+        // PostgreSQL a notifying commit takes a lock every other notifying
+        // commit waits for: two API processes' submits queued behind each other.
+        let notify = D::NOTIFY_READY.filter(|_| {
+            tasks
+                .iter()
+                .any(|task| task.published_at == Some(0) && task.status == TaskStatus::Queued)
+        });
+        let labelled = tasks.iter().any(|task| !task.label_pairs.is_empty());
+        let keyed = tasks.iter().any(|task| task.idempotency_key.is_some());
+        if tasks.len() <= D::ROWS_PER_STATEMENT && !labelled && (notify.is_none() || !keyed) {
+            // The common case is one statement, committed on its own: one round
+            // trip instead of three (BEGIN and COMMIT are two more, and on
+            // SQLite each is a hop to its writer thread); the notification, if any,
+            // goes in the same statement. A replayed key's task is committed by then
+            // (the insert waited for it), so reading it after sees it.
+            let mut conn = self.write.acquire().await?;
+            let inserted: HashSet<String> = Self::insert_chunk(&mut conn, &tasks, notify)
+                .await?
+                .into_iter()
+                .collect();
+            return Self::answer(&mut conn, &tasks, &inserted).await;
+        }
+        let mut tx = self.write.begin().await?;
+        let mut inserted = HashSet::with_capacity(tasks.len());
+        for chunk in tasks.chunks(D::ROWS_PER_STATEMENT) {
+            inserted.extend(Self::insert_chunk(&mut tx, chunk, None).await?);
+        }
+        // The inserted tasks' labels, as rows a selector finds by index.
+        let mut labels: Vec<(String, &str, &str)> = Vec::new();
+        for task in tasks.iter().filter(|task| !task.label_pairs.is_empty()) {
+            let id = task.id.to_string();
+            if inserted.contains(&id) {
+                for (key, value) in &task.label_pairs {
+                    labels.push((id.clone(), key, value));
+                }
+            }
+        }
+        for chunk in labels.chunks(sql::ROWS_PER_STATEMENT) {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql::insert_labels(chunk.len())));
+            for (id, key, value) in chunk {
+                query = query.bind(id.as_str()).bind(*key).bind(*value);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        let out = Self::answer(&mut tx, &tasks, &inserted).await?;
+        if let Some(notify) = notify {
+            sqlx::query(notify).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Settles attempts: successes in statements of many rows, every other outcome a
+    /// statement of its own, all in one transaction unless a single statement does.
+    pub(super) async fn settle_statements(
+        &self,
+        worker: &str,
+        items: &[(Uuid, Settlement)],
+        now: i64,
+    ) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Successes, the common case, are one statement per chunk; every other outcome
+        // is one statement.
+        let mut success_at: Vec<usize> = Vec::new();
+        let mut successes: Vec<(String, &str)> = Vec::new();
+        for (i, (id, settlement)) in items.iter().enumerate() {
+            if let Settlement::Succeeded { result } = settlement {
+                success_at.push(i);
+                successes.push((id.to_string(), result.as_str()));
+            }
+        }
+        // A few successes are one statement committed on its own (one round trip; a
+        // transaction adds three: BEGIN, the lock, COMMIT).
+        if successes.len() == items.len() && items.len() <= D::ROWS_PER_STATEMENT {
+            let mut conn = self.write.acquire().await?;
+            return Self::settle_successes(&mut conn, worker, now, &successes).await;
+        }
+        // One transaction for the lot: one commit (one WAL append, one fsync on
+        // PostgreSQL) however many tasks ended together.
+        let mut tx = self.write.begin().await?;
+        // The rows are locked in id order before any changes: the statements
+        // below group them by outcome, in no one order.
+        let ids: Vec<String> = items.iter().map(|(id, _)| id.to_string()).collect();
+        D::lock_rows(&mut tx, &ids).await?;
+        let mut settled = vec![false; items.len()];
+        for (i, (id, settlement)) in items.iter().enumerate() {
+            let (statement, text, at) = match settlement {
+                Settlement::Succeeded { .. } => continue,
+                Settlement::Retrying { error, run_at_ms } => (
+                    sql::settle_retrying(),
+                    Some(error.as_str()),
+                    Some(*run_at_ms),
+                ),
+                Settlement::Failed { error } => (sql::settle_failed(), Some(error.as_str()), None),
+                Settlement::Cancelled => (sql::settle_cancelled(), None, None),
+                Settlement::Requeued => (sql::settle_requeued(), None, None),
+            };
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
+                .bind(id.to_string())
+                .bind(worker)
+                .bind(now);
+            if let Some(text) = text {
+                query = query.bind(text);
+            }
+            if let Some(at) = at {
+                query = query.bind(at);
+            }
+            let done = query.execute(&mut *tx).await?;
+            settled[i] = D::rows_affected(&done) == 1;
+        }
+        let chunks = success_at
+            .chunks(D::ROWS_PER_STATEMENT)
+            .zip(successes.chunks(D::ROWS_PER_STATEMENT));
+        for (places, rows) in chunks {
+            let done = Self::settle_successes(&mut tx, worker, now, rows).await?;
+            for (i, done) in places.iter().zip(done) {
+                settled[*i] = done;
+            }
+        }
+        tx.commit().await?;
+        Ok(settled)
+    }
+
     /// Settles these successes (id, result) in one statement, answering for each whether
     /// the worker still held it. The count answers the common case, all of them; otherwise
     /// one read tells which.

@@ -16,20 +16,24 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+mod writer;
+
 use super::{
-    BoxFuture, ClaimedTask, Dialect, Result, SqlStore, StoreError, WriteHealth, decode, sql,
+    BoxFuture, ClaimedTask, Dialect, Result, SqlStore, StoreError, StoredTask, WriteHealth, sql,
 };
+use crate::domain::lifecycle::Settlement;
+use crate::domain::validate::NewTask;
 
 /// The schema, in order. A version is applied once and recorded in `schema_migrations`.
 const MIGRATIONS: &[(i64, &str)] = &[
-    (1, include_str!("../../migrations/sqlite/0001_tasks.sql")),
+    (1, include_str!("../../../migrations/sqlite/0001_tasks.sql")),
     (
         2,
-        include_str!("../../migrations/sqlite/0002_task_labels.sql"),
+        include_str!("../../../migrations/sqlite/0002_task_labels.sql"),
     ),
     (
         3,
-        include_str!("../../migrations/sqlite/0003_feed_batches.sql"),
+        include_str!("../../../migrations/sqlite/0003_feed_batches.sql"),
     ),
 ];
 
@@ -49,6 +53,8 @@ pub type SqliteStore = SqlStore<Lite>;
 impl Dialect for Lite {
     type Db = sqlx::Sqlite;
 
+    type Writer = writer::Writer;
+
     const LOCKS: sql::Locks = sql::SQLITE_LOCKS;
 
     const PARAMS: sql::Params = sql::Params::InOrder;
@@ -63,6 +69,19 @@ impl Dialect for Lite {
 
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()
+    }
+
+    async fn insert(store: &SqliteStore, tasks: Vec<NewTask>) -> Result<Vec<(StoredTask, bool)>> {
+        store.writer.insert(tasks).await
+    }
+
+    async fn settle_many(
+        store: &SqliteStore,
+        worker: &str,
+        items: &[(Uuid, Settlement)],
+        now: i64,
+    ) -> Result<Vec<bool>> {
+        store.writer.settle(worker, items, now).await
     }
 
     /// SQLite needs no vacuum for its plans (deleted pages are given back by
@@ -200,35 +219,10 @@ impl Dialect for Lite {
         now: i64,
         lease_until: i64,
     ) -> Result<Vec<ClaimedTask>> {
-        // With one queue, `queue = $4` lets SQLite walk the `tasks_ready` index in priority
-        // order and stop at the limit; a list (`json_each`) makes it sort every ready task.
-        let (filter, queues) = match queues {
-            [queue] => ("queue = $4", queue.clone()),
-            _ => (
-                "queue IN (SELECT value FROM json_each($4))",
-                serde_json::to_string(queues).map_err(|e| decode::corrupt("-", e))?,
-            ),
-        };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET {set}
-             WHERE id IN (
-                 SELECT id FROM tasks
-                 WHERE status = 'queued' AND {filter}
-                 ORDER BY priority DESC, run_at, id
-                 LIMIT $5)
-               AND status = 'queued'
-             RETURNING {}",
-            sql::CLAIM_COLUMNS,
-            set = sql::CLAIM_SET
-        )))
-        .bind(worker)
-        .bind(lease_until)
-        .bind(now)
-        .bind(queues)
-        .bind(i64::from(limit))
-        .fetch_all(&store.write)
-        .await?;
-        decode::claimed_in_order(&rows)
+        store
+            .writer
+            .claim(worker, queues, limit, now, lease_until)
+            .await
     }
 
     async fn claim_ids(
@@ -238,22 +232,7 @@ impl Dialect for Lite {
         now: i64,
         lease_until: i64,
     ) -> Result<Vec<ClaimedTask>> {
-        let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let ids = serde_json::to_string(&ids).map_err(|e| decode::corrupt("-", e))?;
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE tasks SET {set}
-             WHERE id IN (SELECT value FROM json_each($4)) AND status = 'queued'
-             RETURNING {}",
-            sql::CLAIM_COLUMNS,
-            set = sql::CLAIM_SET
-        )))
-        .bind(worker)
-        .bind(lease_until)
-        .bind(now)
-        .bind(ids)
-        .fetch_all(&store.write)
-        .await?;
-        decode::claimed_in_order(&rows)
+        store.writer.claim_ids(worker, ids, now, lease_until).await
     }
 
     fn listen_ready(_store: &SqliteStore, _wake: Arc<Notify>) -> BoxFuture<'static, ()> {
@@ -319,6 +298,7 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         Ok(SqlStore {
+            writer: writer::Writer::start(write.clone()),
             write,
             read,
             health,

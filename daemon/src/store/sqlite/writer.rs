@@ -1,0 +1,700 @@
+//! SQLite's writer: the hot writes (submits, settles and claims) in rounds.
+//!
+//! sqlx runs every SQLite statement on the connection's own thread, handed over a channel,
+//! and sends each row back the same way: on the embedded batch workload those hand-offs
+//! (thread wake-ups, binds, row copies) took more of the writer's time than SQLite did, and
+//! each statement committed on its own, writing the pages it touched to the WAL again.
+//!
+//! Here the writes that are waiting make one round: one transaction on the write
+//! connection, run on this side of it directly (sqlx lends its raw handle, `lock_handle`,
+//! and rusqlite drives it over the same libsqlite3-sys), statement by statement with no
+//! hop between them, committed once. Row by row is the fastest shape for SQLite without
+//! hops (a prepared single-row statement, stepped per row). A round starts as soon as the
+//! last one ends, so an idle write costs one short transaction and rounds grow with the
+//! load, as in [`GroupCommit`](crate::store::GroupCommit). Nobody is answered before the
+//! round commits.
+
+use rusqlite::types::ToSql;
+use sqlx::Sqlite;
+use sqlx::pool::Pool;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::domain::lifecycle::Settlement;
+use crate::domain::validate::NewTask;
+use crate::store::decode::{self, TaskRow};
+use crate::store::{ClaimedTask, Result, StoreError, StoredTask, next_group, sql};
+
+/// The most rows of work one round takes (tasks inserted, settled or asked for).
+const MAX_ROUND_ROWS: usize = 1024;
+/// Writes that may wait for a round before a caller waits to queue.
+const BACKLOG: usize = 4096;
+
+/// The handle the store holds; the round loop ends when it is dropped.
+pub struct Writer {
+    ops: mpsc::Sender<Op>,
+}
+
+struct Op {
+    work: Work,
+    reply: oneshot::Sender<Result<Done>>,
+}
+
+enum Work {
+    Insert(Vec<NewTask>),
+    Settle {
+        worker: String,
+        items: Vec<(Uuid, Settlement)>,
+        now: i64,
+    },
+    Claim {
+        worker: String,
+        queues: Vec<String>,
+        limit: u32,
+        now: i64,
+        lease_until: i64,
+    },
+    ClaimIds {
+        worker: String,
+        ids: Vec<Uuid>,
+        now: i64,
+        lease_until: i64,
+    },
+}
+
+enum Done {
+    Inserted(Vec<(StoredTask, bool)>),
+    Settled(Vec<bool>),
+    Claimed(Vec<ClaimedTask>),
+}
+
+impl Writer {
+    /// Starts the round loop on the write pool (one connection).
+    pub fn start(pool: Pool<Sqlite>) -> Writer {
+        let (ops, rx) = mpsc::channel(BACKLOG);
+        tokio::spawn(rounds(pool, rx));
+        Writer { ops }
+    }
+
+    async fn call(&self, work: Work) -> Result<Done> {
+        let (reply, answer) = oneshot::channel();
+        self.ops
+            .send(Op { work, reply })
+            .await
+            .map_err(|_| StoreError::Stopped)?;
+        answer.await.map_err(|_| StoreError::Stopped)?
+    }
+
+    /// Inserts these tasks (see [`Store::insert`](crate::store::Store::insert)).
+    pub async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<(StoredTask, bool)>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        match self.call(Work::Insert(tasks)).await? {
+            Done::Inserted(rows) => Ok(rows),
+            _ => unreachable!("an insert is answered with its rows"),
+        }
+    }
+
+    /// Settles these attempts (see [`Store::settle_many`](crate::store::Store::settle_many)).
+    pub async fn settle(
+        &self,
+        worker: &str,
+        items: &[(Uuid, Settlement)],
+        now: i64,
+    ) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let work = Work::Settle {
+            worker: worker.to_owned(),
+            items: items.to_vec(),
+            now,
+        };
+        match self.call(work).await? {
+            Done::Settled(settled) => Ok(settled),
+            _ => unreachable!("a settle is answered with what it settled"),
+        }
+    }
+
+    /// Claims up to `limit` ready tasks of `queues`, most urgent first.
+    pub async fn claim(
+        &self,
+        worker: &str,
+        queues: &[String],
+        limit: u32,
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<ClaimedTask>> {
+        if limit == 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let work = Work::Claim {
+            worker: worker.to_owned(),
+            queues: queues.to_vec(),
+            limit,
+            now,
+            lease_until,
+        };
+        match self.call(work).await? {
+            Done::Claimed(tasks) => Ok(tasks),
+            _ => unreachable!("a claim is answered with its tasks"),
+        }
+    }
+
+    /// Claims these tasks where they are still queued.
+    pub async fn claim_ids(
+        &self,
+        worker: &str,
+        ids: &[Uuid],
+        now: i64,
+        lease_until: i64,
+    ) -> Result<Vec<ClaimedTask>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let work = Work::ClaimIds {
+            worker: worker.to_owned(),
+            ids: ids.to_vec(),
+            now,
+            lease_until,
+        };
+        match self.call(work).await? {
+            Done::Claimed(tasks) => Ok(tasks),
+            _ => unreachable!("a claim is answered with its tasks"),
+        }
+    }
+}
+
+impl Work {
+    /// Rows of work, for the size of a round.
+    fn weight(&self) -> usize {
+        match self {
+            Work::Insert(tasks) => tasks.len(),
+            Work::Settle { items, .. } => items.len(),
+            Work::Claim { limit, .. } => *limit as usize,
+            Work::ClaimIds { ids, .. } => ids.len(),
+        }
+    }
+
+    /// Where in a round this runs: settles first (they free the slots the claims fill),
+    /// then submits, then claims (which so find the round's own submits).
+    fn rank(&self) -> u8 {
+        match self {
+            Work::Settle { .. } => 0,
+            Work::Insert(_) => 1,
+            Work::Claim { .. } | Work::ClaimIds { .. } => 2,
+        }
+    }
+
+    fn run(&self, db: &rusqlite::Connection) -> Result<Done> {
+        match self {
+            Work::Insert(tasks) => insert(db, tasks).map(Done::Inserted),
+            Work::Settle { worker, items, now } => {
+                settle(db, worker, items, *now).map(Done::Settled)
+            }
+            Work::Claim {
+                worker,
+                queues,
+                limit,
+                now,
+                lease_until,
+            } => claim(db, worker, queues, *limit, *now, *lease_until).map(Done::Claimed),
+            Work::ClaimIds {
+                worker,
+                ids,
+                now,
+                lease_until,
+            } => claim_ids(db, worker, ids, *now, *lease_until).map(Done::Claimed),
+        }
+    }
+}
+
+/// Takes whatever writes are waiting as one round, for good. A round that fails is run
+/// again one write at a time, so each write gets its own answer and one bad write cannot
+/// fail the others.
+async fn rounds(pool: Pool<Sqlite>, mut rx: mpsc::Receiver<Op>) {
+    while let Some(ops) = next_group(&mut rx, MAX_ROUND_ROWS, |op| op.work.weight()).await {
+        let (works, replies): (Vec<Work>, Vec<_>) =
+            ops.into_iter().map(|op| (op.work, op.reply)).unzip();
+        match round(&pool, &works).await {
+            Ok(done) => {
+                for (reply, done) in replies.into_iter().zip(done) {
+                    let _ = reply.send(Ok(done));
+                }
+            }
+            Err(error) if works.len() == 1 => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(error));
+                }
+            }
+            Err(error) => {
+                tracing::debug!(%error, writes = works.len(), "a write round failed; running its writes one by one");
+                for (work, reply) in works.iter().zip(replies) {
+                    let alone = round(&pool, std::slice::from_ref(work)).await;
+                    let _ = reply.send(alone.map(|mut done| done.pop().expect("one write")));
+                }
+            }
+        }
+    }
+}
+
+/// One round: these writes in one transaction on the write connection, answered in order.
+async fn round(pool: &Pool<Sqlite>, works: &[Work]) -> Result<Vec<Done>> {
+    let mut conn = pool.acquire().await?;
+    let (done, clean) = {
+        let mut handle = conn.lock_handle().await?;
+        let raw = handle.as_raw_handle().as_ptr();
+        // SAFETY: the handle is locked out of sqlx's connection thread until `handle`
+        // drops, after this call; the connection made from it here does not close it, and
+        // finalizes its own statements when it drops, inside the call.
+        #[allow(unsafe_code)]
+        blocking(|| unsafe { on_handle(raw, works) })
+    };
+    if !clean {
+        // A failed statement or COMMIT that leaves a transaction open on the pool's one
+        // connection would make every later write part of it: close it instead.
+        tracing::warn!(
+            "closing the SQLite write connection: a failed write round left it unusable"
+        );
+        let _ = conn.close().await;
+    }
+    done
+}
+
+/// Runs `f` where it may block: on a multi-threaded runtime the thread's other tasks move
+/// elsewhere meanwhile; on a current-thread runtime (tests) it simply runs.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The round's transaction on a raw handle; also answers whether the connection is out of
+/// any transaction afterwards.
+///
+/// # Safety
+/// `raw` must be an open connection that nothing else uses until this returns.
+#[allow(unsafe_code)]
+unsafe fn on_handle(raw: *mut rusqlite::ffi::sqlite3, works: &[Work]) -> (Result<Vec<Done>>, bool) {
+    // SAFETY: as the caller promises; `from_handle` borrows the connection (it is not
+    // closed when `db` drops).
+    let db = match unsafe { rusqlite::Connection::from_handle(raw) } {
+        Ok(db) => db,
+        Err(error) => return (Err(error.into()), true),
+    };
+    // The writer writes the change feed itself, a row per write (see `Feed`); the
+    // triggers stay on for every other statement on this connection.
+    use rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER as TRIGGERS;
+    let done = match db.set_db_config(TRIGGERS, false) {
+        Ok(_) => in_transaction(&db, works),
+        Err(error) => Err(error.into()),
+    };
+    let clean = db.is_autocommit() || (db.execute_batch("ROLLBACK").is_ok() && db.is_autocommit());
+    let triggers = db.set_db_config(TRIGGERS, true).unwrap_or(false);
+    (done, clean && triggers)
+}
+
+fn in_transaction(db: &rusqlite::Connection, works: &[Work]) -> Result<Vec<Done>> {
+    // IMMEDIATE takes the write lock at once: another process on the file (an api beside
+    // a worker) makes this wait on the busy timeout, never fail halfway.
+    db.execute_batch("BEGIN IMMEDIATE")?;
+    let mut order: Vec<usize> = (0..works.len()).collect();
+    order.sort_by_key(|&i| works[i].rank());
+    let mut done: Vec<Option<Done>> = works.iter().map(|_| None).collect();
+    for i in order {
+        done[i] = Some(works[i].run(db)?);
+    }
+    db.execute_batch("COMMIT")?;
+    Ok(done
+        .into_iter()
+        .map(|d| d.expect("every write ran"))
+        .collect())
+}
+
+fn insert(db: &rusqlite::Connection, tasks: &[NewTask]) -> Result<Vec<(StoredTask, bool)>> {
+    let mut insert = db.prepare_cached(&sql::insert_rows(1, sql::Params::InOrder, false))?;
+    let mut out = Vec::with_capacity(tasks.len());
+    let mut feed = Feed::default();
+    for task in tasks {
+        let retry_base = task.retry_base_ms.map(|ms| ms as i64);
+        let retry_max = task.retry_max_ms.map(|ms| ms as i64);
+        let values: [&dyn ToSql; sql::INSERT_PARAMS] = [
+            &task.id.to_string(),
+            &task.kind,
+            &task.queue,
+            &task.priority,
+            &task.payload,
+            &task.status.as_str(),
+            &task.max_attempts,
+            &(task.timeout_secs as i64),
+            &task.run_at_ms,
+            &task.created_at_ms,
+            // updated_at starts as created_at.
+            &task.created_at_ms,
+            &task.idempotency_key,
+            &task.labels,
+            &retry_base,
+            &retry_max,
+            &task.published_at,
+        ];
+        if insert.execute(&values[..])? == 1 {
+            if !task.label_pairs.is_empty() {
+                let mut label = db.prepare_cached(&sql::insert_labels(1))?;
+                let id = task.id.to_string();
+                for (key, value) in &task.label_pairs {
+                    label.execute([&id, key, value])?;
+                }
+            }
+            feed.push(Event {
+                id: task.id,
+                event: "created",
+                status: task.status.as_str(),
+                attempts: 0,
+                worker: None,
+                at: task.created_at_ms,
+                kind: &task.kind,
+                queue: &task.queue,
+                priority: task.priority,
+                max_attempts: task.max_attempts,
+                created_at: task.created_at_ms,
+            });
+            out.push((StoredTask::from_new(task), true));
+        } else {
+            // Skipped: its idempotency key is taken (by a committed task, or one of this
+            // round's), and that task is the answer.
+            let mut first = db.prepare_cached(&sql::select_by_key())?;
+            let mut rows = first.query([&task.idempotency_key])?;
+            let row = rows.next()?.ok_or_else(|| {
+                decode::corrupt(&task.id.to_string(), "skipped for a key no task holds")
+            })?;
+            out.push((decode::task(&LiteRow(row))?, false));
+        }
+    }
+    feed.write(db)?;
+    Ok(out)
+}
+
+fn settle(
+    db: &rusqlite::Connection,
+    worker: &str,
+    items: &[(Uuid, Settlement)],
+    now: i64,
+) -> Result<Vec<bool>> {
+    let mut settled = Vec::with_capacity(items.len());
+    let mut feed = Feed::default();
+    let mut unchanged: Vec<(i64, String, String, i32, u32, i64)> = Vec::with_capacity(items.len());
+    for (task, settlement) in items {
+        let id = task.to_string();
+        let (statement, text, at) = match settlement {
+            Settlement::Succeeded { result } => (sql::settle_succeeded(), Some(result), None),
+            Settlement::Retrying { error, run_at_ms } => {
+                (sql::settle_retrying(), Some(error), Some(*run_at_ms))
+            }
+            Settlement::Failed { error } => (sql::settle_failed(), Some(error), None),
+            Settlement::Cancelled => (sql::settle_cancelled(), None, None),
+            Settlement::Requeued => (sql::settle_requeued(), None, None),
+        };
+        let mut named: Vec<(&str, &dyn ToSql)> = vec![("$1", &id), ("$2", &worker), ("$3", &now)];
+        if let Some(text) = &text {
+            named.push(("$4", text));
+        }
+        if let Some(at) = &at {
+            named.push(("$5", at));
+        }
+        let mut update = db.prepare_cached(&format!("{statement} {SETTLED_RETURNING}"))?;
+        let mut rows = update.query(named.as_slice())?;
+        match rows.next()? {
+            Some(row) => {
+                unchanged.push((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ));
+                settled.push(true);
+            }
+            None => settled.push(false),
+        }
+    }
+    let mut fields = unchanged.iter();
+    for ((task, settlement), _) in items.iter().zip(&settled).filter(|(_, done)| **done) {
+        let (attempts, kind, queue, priority, max_attempts, created_at) =
+            fields.next().expect("a row per settled task");
+        let status = settlement.status().as_str();
+        feed.push(Event {
+            id: *task,
+            event: status,
+            status,
+            attempts: *attempts,
+            worker: Some(worker),
+            at: now,
+            kind,
+            queue,
+            priority: *priority,
+            max_attempts: *max_attempts,
+            created_at: *created_at,
+        });
+    }
+    feed.write(db)?;
+    Ok(settled)
+}
+
+/// What a settle reads back of the task for its event.
+const SETTLED_RETURNING: &str =
+    "RETURNING attempts, kind, queue, priority, max_attempts, created_at";
+
+fn claim(
+    db: &rusqlite::Connection,
+    worker: &str,
+    queues: &[String],
+    limit: u32,
+    now: i64,
+    lease_until: i64,
+) -> Result<Vec<ClaimedTask>> {
+    // With one queue, `queue = $4` lets SQLite walk the `tasks_ready` index in priority
+    // order and stop at the limit; a list (`json_each`) makes it sort every ready task.
+    // The limit is written in: SQLite plans a bound LIMIT by its value, so a statement whose
+    // limit changes from one claim to the next would be prepared again each time.
+    let (filter, queues) = match queues {
+        [queue] => ("queue = $4", queue.clone()),
+        _ => (
+            "queue IN (SELECT value FROM json_each($4))",
+            serde_json::to_string(queues).map_err(|e| decode::corrupt("-", e))?,
+        ),
+    };
+    let statement = format!(
+        "UPDATE tasks SET {set}
+         WHERE id IN (
+             SELECT id FROM tasks
+             WHERE status = 'queued' AND {filter}
+             ORDER BY priority DESC, run_at, id
+             LIMIT {limit})
+           AND status = 'queued'
+         RETURNING {}",
+        sql::CLAIM_COLUMNS,
+        set = sql::CLAIM_SET
+    );
+    claimed(db, &statement, worker, lease_until, now, &queues)
+}
+
+fn claim_ids(
+    db: &rusqlite::Connection,
+    worker: &str,
+    ids: &[Uuid],
+    now: i64,
+    lease_until: i64,
+) -> Result<Vec<ClaimedTask>> {
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let ids = serde_json::to_string(&ids).map_err(|e| decode::corrupt("-", e))?;
+    let statement = format!(
+        "UPDATE tasks SET {set}
+         WHERE id IN (SELECT value FROM json_each($4)) AND status = 'queued'
+         RETURNING {}",
+        sql::CLAIM_COLUMNS,
+        set = sql::CLAIM_SET
+    );
+    claimed(db, &statement, worker, lease_until, now, &ids)
+}
+
+/// Runs a claim (`$1` the worker, `$2` its lease's end, `$3` now, `$4` which tasks).
+fn claimed(
+    db: &rusqlite::Connection,
+    statement: &str,
+    worker: &str,
+    lease_until: i64,
+    now: i64,
+    which: &str,
+) -> Result<Vec<ClaimedTask>> {
+    let mut claim = db.prepare_cached(statement)?;
+    let named: [(&str, &dyn ToSql); 4] = [
+        ("$1", &worker),
+        ("$2", &lease_until),
+        ("$3", &now),
+        ("$4", &which),
+    ];
+    let mut rows = claim.query(&named[..])?;
+    let mut claimed = Vec::new();
+    while let Some(row) = rows.next()? {
+        claimed.push(decode::claimed(&LiteRow(row))?);
+    }
+    drop(rows);
+    let mut feed = Feed::default();
+    for (priority, task) in &claimed {
+        feed.push(Event {
+            id: task.id,
+            event: "started",
+            status: "running",
+            attempts: i64::from(task.attempt),
+            worker: Some(worker),
+            at: now,
+            kind: &task.kind,
+            queue: &task.queue,
+            priority: *priority,
+            max_attempts: task.max_attempts,
+            created_at: task.created_at,
+        });
+    }
+    feed.write(db)?;
+    Ok(decode::most_urgent_first(claimed))
+}
+
+/// One change-feed event, in the row's wire shape (see `decode::event_row`).
+struct Event<'a> {
+    id: Uuid,
+    event: &'a str,
+    status: &'a str,
+    attempts: i64,
+    worker: Option<&'a str>,
+    at: i64,
+    kind: &'a str,
+    queue: &'a str,
+    priority: i32,
+    max_attempts: u32,
+    created_at: i64,
+}
+
+/// The change-feed row of one write: its events as one JSON array in task id order, the
+/// shape PostgreSQL's statement triggers write (an event's id is the row's seq times
+/// [`EVENTS_PER_ROW`](crate::store::EVENTS_PER_ROW) plus its place), so a round of a
+/// hundred tasks is one feed row instead of a hundred.
+#[derive(Default)]
+struct Feed<'a> {
+    events: Vec<Event<'a>>,
+}
+
+impl<'a> Feed<'a> {
+    fn push(&mut self, event: Event<'a>) {
+        self.events.push(event);
+    }
+
+    fn write(mut self, db: &rusqlite::Connection) -> Result<()> {
+        if self.events.is_empty() {
+            return Ok(());
+        }
+        self.events.sort_by_key(|event| event.id);
+        let at = self.events.iter().map(|event| event.at).max().unwrap_or(0);
+        let wire: Vec<_> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.id.to_string(),
+                    e.event,
+                    e.status,
+                    e.attempts,
+                    e.worker,
+                    e.at,
+                    e.kind,
+                    e.queue,
+                    e.priority,
+                    e.max_attempts,
+                    e.created_at,
+                )
+            })
+            .collect();
+        let events = serde_json::to_string(&wire).map_err(|e| decode::corrupt("-", e))?;
+        db.prepare_cached("INSERT INTO task_events (at, events) VALUES (?1, ?2)")?
+            .execute(rusqlite::params![at, events])?;
+        Ok(())
+    }
+}
+
+/// A row read on the writer's connection, for the shared decoding.
+struct LiteRow<'a>(&'a rusqlite::Row<'a>);
+
+impl TaskRow for LiteRow<'_> {
+    fn text(&self, column: &str) -> Result<String> {
+        Ok(self.0.get(column)?)
+    }
+    fn opt_text(&self, column: &str) -> Result<Option<String>> {
+        Ok(self.0.get(column)?)
+    }
+    fn int(&self, column: &str) -> Result<i64> {
+        Ok(self.0.get(column)?)
+    }
+    fn opt_int(&self, column: &str) -> Result<Option<i64>> {
+        Ok(self.0.get(column)?)
+    }
+    fn small(&self, column: &str) -> Result<i32> {
+        Ok(self.0.get(column)?)
+    }
+    fn flag(&self, column: &str) -> Result<bool> {
+        Ok(self.0.get(column)?)
+    }
+}
+
+/// SQLite's own failure, in the shape sqlx reports it, so that the store tells a full disk
+/// or a busy file from a bad statement the same way on either path.
+#[derive(Debug)]
+struct LiteError {
+    code: i32,
+    message: String,
+}
+
+impl std::fmt::Display for LiteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "(code: {}) {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for LiteError {}
+
+impl sqlx::error::DatabaseError for LiteError {
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+        Some(self.code.to_string().into())
+    }
+
+    fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+        self
+    }
+
+    fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+        self
+    }
+
+    fn kind(&self) -> sqlx::error::ErrorKind {
+        match self.code {
+            rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+            | rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY => {
+                sqlx::error::ErrorKind::UniqueViolation
+            }
+            rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY => {
+                sqlx::error::ErrorKind::ForeignKeyViolation
+            }
+            rusqlite::ffi::SQLITE_CONSTRAINT_NOTNULL => sqlx::error::ErrorKind::NotNullViolation,
+            rusqlite::ffi::SQLITE_CONSTRAINT_CHECK => sqlx::error::ErrorKind::CheckViolation,
+            _ => sqlx::error::ErrorKind::Other,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> StoreError {
+        match error {
+            rusqlite::Error::SqliteFailure(failure, message) => {
+                StoreError::Database(sqlx::Error::Database(Box::new(LiteError {
+                    code: failure.extended_code,
+                    message: message.unwrap_or_else(|| failure.to_string()),
+                })))
+            }
+            // A value of the wrong type or out of range: a row this version cannot read.
+            other => StoreError::Corrupt {
+                id: "-".to_owned(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
