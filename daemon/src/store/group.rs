@@ -26,19 +26,34 @@ struct Request {
 /// The submit side of the store, shared by every request handler of a process.
 pub struct GroupCommit {
     requests: mpsc::Sender<Request>,
+    /// A store that groups its writes itself ([`Store::groups_writes`]) takes each
+    /// request straight.
+    direct: Option<Arc<dyn Store>>,
 }
 
 impl GroupCommit {
     /// Starts the writer; it ends when the last handle is dropped.
     pub fn start(store: Arc<dyn Store>) -> Arc<GroupCommit> {
         let (requests, rx) = mpsc::channel(BACKLOG);
+        if store.groups_writes() {
+            return Arc::new(GroupCommit {
+                requests,
+                direct: Some(store),
+            });
+        }
         tokio::spawn(write_groups(store, rx));
-        Arc::new(GroupCommit { requests })
+        Arc::new(GroupCommit {
+            requests,
+            direct: None,
+        })
     }
 
     /// Inserts `tasks` like [`Store::insert`], in one transaction with whatever other
     /// requests are waiting; answers once that transaction has committed.
     pub async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<(StoredTask, bool)>> {
+        if let Some(store) = &self.direct {
+            return store.insert(tasks).await;
+        }
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(Request { tasks, reply })

@@ -623,6 +623,13 @@ pub trait Store: Send + Sync + 'static {
     /// Wakes `wake` whenever another process makes work ready, for as long as the store
     /// lives (PostgreSQL LISTEN/NOTIFY). Backends without notifications never wake it.
     fn listen_ready(&self, wake: Arc<Notify>) -> BoxFuture<'static, ()>;
+
+    /// True when the store itself gathers the writes that wait into shared transactions
+    /// (SQLite's writer rounds): submits and outcomes then go to it straight, without a
+    /// group commit of their own in front.
+    fn groups_writes(&self) -> bool {
+        false
+    }
 }
 
 /// Opens the store a database URL names.

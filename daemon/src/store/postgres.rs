@@ -51,6 +51,8 @@ impl Dialect for Pg {
 
     type Writer = ();
 
+    const WRITES_IN_ROUNDS: bool = false;
+
     const LOCKS: sql::Locks = sql::POSTGRES_LOCKS;
 
     const PARAMS: sql::Params = sql::Params::Numbered;

@@ -37,6 +37,10 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// delivered when the submit commits (None: they find it by polling).
     const NOTIFY_READY: Option<&'static str>;
 
+    /// Whether [`Dialect::Writer`] gathers the hot writes into rounds itself (see
+    /// [`Store::groups_writes`]).
+    const WRITES_IN_ROUNDS: bool;
+
     /// How a multi-row statement's parameters are written (see [`sql::Params`]).
     const PARAMS: sql::Params;
 
@@ -648,6 +652,10 @@ where
 
     fn listen_ready(&self, wake: Arc<Notify>) -> BoxFuture<'static, ()> {
         D::listen_ready(self, wake)
+    }
+
+    fn groups_writes(&self) -> bool {
+        D::WRITES_IN_ROUNDS
     }
 }
 

@@ -55,6 +55,8 @@ impl Dialect for Lite {
 
     type Writer = writer::Writer;
 
+    const WRITES_IN_ROUNDS: bool = true;
+
     const LOCKS: sql::Locks = sql::SQLITE_LOCKS;
 
     const PARAMS: sql::Params = sql::Params::InOrder;

@@ -11,8 +11,15 @@
 //! hop between them, committed once. Row by row is the fastest shape for SQLite without
 //! hops (a prepared single-row statement, stepped per row). A round starts as soon as the
 //! last one ends, so an idle write costs one short transaction and rounds grow with the
-//! load, as in [`GroupCommit`](crate::store::GroupCommit). Nobody is answered before the
-//! round commits.
+//! load; the API's submits and the worker's outcomes come here straight
+//! ([`Store::groups_writes`](crate::store::Store::groups_writes)). Nobody is answered
+//! before the round commits.
+//!
+//! The round writes its own change-feed row, one for all its events, with the row
+//! triggers off for the round (`SQLITE_DBCONFIG_ENABLE_TRIGGER`, a setting of the
+//! connection): a trigger wrote a row per change, which was half of SQLite's own cost per
+//! task and as many rows for the event hub to read. Every other write on the connection
+//! still gets its events from the triggers.
 
 use rusqlite::types::ToSql;
 use sqlx::Sqlite;
@@ -187,11 +194,11 @@ impl Work {
         }
     }
 
-    fn run(&self, db: &rusqlite::Connection) -> Result<Done> {
+    fn run(&self, db: &rusqlite::Connection, feed: &mut Feed) -> Result<Done> {
         match self {
-            Work::Insert(tasks) => insert(db, tasks).map(Done::Inserted),
+            Work::Insert(tasks) => insert(db, feed, tasks).map(Done::Inserted),
             Work::Settle { worker, items, now } => {
-                settle(db, worker, items, *now).map(Done::Settled)
+                settle(db, feed, worker, items, *now).map(Done::Settled)
             }
             Work::Claim {
                 worker,
@@ -199,13 +206,13 @@ impl Work {
                 limit,
                 now,
                 lease_until,
-            } => claim(db, worker, queues, *limit, *now, *lease_until).map(Done::Claimed),
+            } => claim(db, feed, worker, queues, *limit, *now, *lease_until).map(Done::Claimed),
             Work::ClaimIds {
                 worker,
                 ids,
                 now,
                 lease_until,
-            } => claim_ids(db, worker, ids, *now, *lease_until).map(Done::Claimed),
+            } => claim_ids(db, feed, worker, ids, *now, *lease_until).map(Done::Claimed),
         }
     }
 }
@@ -285,7 +292,7 @@ unsafe fn on_handle(raw: *mut rusqlite::ffi::sqlite3, works: &[Work]) -> (Result
         Ok(db) => db,
         Err(error) => return (Err(error.into()), true),
     };
-    // The writer writes the change feed itself, a row per write (see `Feed`); the
+    // The writer writes the change feed itself, a row per round (see `Feed`); the
     // triggers stay on for every other statement on this connection.
     use rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER as TRIGGERS;
     let done = match db.set_db_config(TRIGGERS, false) {
@@ -304,9 +311,11 @@ fn in_transaction(db: &rusqlite::Connection, works: &[Work]) -> Result<Vec<Done>
     let mut order: Vec<usize> = (0..works.len()).collect();
     order.sort_by_key(|&i| works[i].rank());
     let mut done: Vec<Option<Done>> = works.iter().map(|_| None).collect();
+    let mut feed = Feed::default();
     for i in order {
-        done[i] = Some(works[i].run(db)?);
+        done[i] = Some(works[i].run(db, &mut feed)?);
     }
+    feed.write(db)?;
     db.execute_batch("COMMIT")?;
     Ok(done
         .into_iter()
@@ -314,10 +323,14 @@ fn in_transaction(db: &rusqlite::Connection, works: &[Work]) -> Result<Vec<Done>
         .collect())
 }
 
-fn insert(db: &rusqlite::Connection, tasks: &[NewTask]) -> Result<Vec<(StoredTask, bool)>> {
+fn insert(
+    db: &rusqlite::Connection,
+    feed: &mut Feed,
+    tasks: &[NewTask],
+) -> Result<Vec<(StoredTask, bool)>> {
     let mut insert = db.prepare_cached(&sql::insert_rows(1, sql::Params::InOrder, false))?;
     let mut out = Vec::with_capacity(tasks.len());
-    let mut feed = Feed::default();
+    let mut events = Vec::new();
     for task in tasks {
         let retry_base = task.retry_base_ms.map(|ms| ms as i64);
         let retry_max = task.retry_max_ms.map(|ms| ms as i64);
@@ -348,7 +361,7 @@ fn insert(db: &rusqlite::Connection, tasks: &[NewTask]) -> Result<Vec<(StoredTas
                     label.execute([&id, key, value])?;
                 }
             }
-            feed.push(Event {
+            events.push(Event {
                 id: task.id,
                 event: "created",
                 status: task.status.as_str(),
@@ -373,18 +386,19 @@ fn insert(db: &rusqlite::Connection, tasks: &[NewTask]) -> Result<Vec<(StoredTas
             out.push((decode::task(&LiteRow(row))?, false));
         }
     }
-    feed.write(db)?;
+    feed.add(events)?;
     Ok(out)
 }
 
 fn settle(
     db: &rusqlite::Connection,
+    feed: &mut Feed,
     worker: &str,
     items: &[(Uuid, Settlement)],
     now: i64,
 ) -> Result<Vec<bool>> {
     let mut settled = Vec::with_capacity(items.len());
-    let mut feed = Feed::default();
+    let mut events = Vec::new();
     let mut unchanged: Vec<(i64, String, String, i32, u32, i64)> = Vec::with_capacity(items.len());
     for (task, settlement) in items {
         let id = task.to_string();
@@ -426,7 +440,7 @@ fn settle(
         let (attempts, kind, queue, priority, max_attempts, created_at) =
             fields.next().expect("a row per settled task");
         let status = settlement.status().as_str();
-        feed.push(Event {
+        events.push(Event {
             id: *task,
             event: status,
             status,
@@ -440,7 +454,7 @@ fn settle(
             created_at: *created_at,
         });
     }
-    feed.write(db)?;
+    feed.add(events)?;
     Ok(settled)
 }
 
@@ -450,6 +464,7 @@ const SETTLED_RETURNING: &str =
 
 fn claim(
     db: &rusqlite::Connection,
+    feed: &mut Feed,
     worker: &str,
     queues: &[String],
     limit: u32,
@@ -479,11 +494,12 @@ fn claim(
         sql::CLAIM_COLUMNS,
         set = sql::CLAIM_SET
     );
-    claimed(db, &statement, worker, lease_until, now, &queues)
+    claimed(db, feed, &statement, worker, lease_until, now, &queues)
 }
 
 fn claim_ids(
     db: &rusqlite::Connection,
+    feed: &mut Feed,
     worker: &str,
     ids: &[Uuid],
     now: i64,
@@ -498,12 +514,13 @@ fn claim_ids(
         sql::CLAIM_COLUMNS,
         set = sql::CLAIM_SET
     );
-    claimed(db, &statement, worker, lease_until, now, &ids)
+    claimed(db, feed, &statement, worker, lease_until, now, &ids)
 }
 
 /// Runs a claim (`$1` the worker, `$2` its lease's end, `$3` now, `$4` which tasks).
 fn claimed(
     db: &rusqlite::Connection,
+    feed: &mut Feed,
     statement: &str,
     worker: &str,
     lease_until: i64,
@@ -523,9 +540,9 @@ fn claimed(
         claimed.push(decode::claimed(&LiteRow(row))?);
     }
     drop(rows);
-    let mut feed = Feed::default();
+    let mut events = Vec::new();
     for (priority, task) in &claimed {
-        feed.push(Event {
+        events.push(Event {
             id: task.id,
             event: "started",
             status: "running",
@@ -539,7 +556,7 @@ fn claimed(
             created_at: task.created_at,
         });
     }
-    feed.write(db)?;
+    feed.add(events)?;
     Ok(decode::most_urgent_first(claimed))
 }
 
@@ -558,48 +575,52 @@ struct Event<'a> {
     created_at: i64,
 }
 
-/// The change-feed row of one write: its events as one JSON array in task id order, the
-/// shape PostgreSQL's statement triggers write (an event's id is the row's seq times
+/// The change-feed row of one round: its writes' events as one JSON array, each write's in
+/// task id order and the writes in the order they ran, the shape PostgreSQL's statement
+/// triggers write (an event's id is the row's seq times
 /// [`EVENTS_PER_ROW`](crate::store::EVENTS_PER_ROW) plus its place), so a round of a
 /// hundred tasks is one feed row instead of a hundred.
 #[derive(Default)]
-struct Feed<'a> {
-    events: Vec<Event<'a>>,
+struct Feed {
+    json: Vec<u8>,
+    events: usize,
+    at: i64,
 }
 
-impl<'a> Feed<'a> {
-    fn push(&mut self, event: Event<'a>) {
-        self.events.push(event);
+impl Feed {
+    /// Adds one write's events.
+    fn add(&mut self, mut events: Vec<Event<'_>>) -> Result<()> {
+        events.sort_by_key(|event| event.id);
+        for e in events {
+            self.json.push(if self.events == 0 { b'[' } else { b',' });
+            self.events += 1;
+            self.at = self.at.max(e.at);
+            let wire = (
+                e.id.to_string(),
+                e.event,
+                e.status,
+                e.attempts,
+                e.worker,
+                e.at,
+                e.kind,
+                e.queue,
+                e.priority,
+                e.max_attempts,
+                e.created_at,
+            );
+            serde_json::to_writer(&mut self.json, &wire).map_err(|e| decode::corrupt("-", e))?;
+        }
+        Ok(())
     }
 
     fn write(mut self, db: &rusqlite::Connection) -> Result<()> {
-        if self.events.is_empty() {
+        if self.events == 0 {
             return Ok(());
         }
-        self.events.sort_by_key(|event| event.id);
-        let at = self.events.iter().map(|event| event.at).max().unwrap_or(0);
-        let wire: Vec<_> = self
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.id.to_string(),
-                    e.event,
-                    e.status,
-                    e.attempts,
-                    e.worker,
-                    e.at,
-                    e.kind,
-                    e.queue,
-                    e.priority,
-                    e.max_attempts,
-                    e.created_at,
-                )
-            })
-            .collect();
-        let events = serde_json::to_string(&wire).map_err(|e| decode::corrupt("-", e))?;
+        self.json.push(b']');
+        let events = String::from_utf8(self.json).map_err(|e| decode::corrupt("-", e))?;
         db.prepare_cached("INSERT INTO task_events (at, events) VALUES (?1, ?2)")?
-            .execute(rusqlite::params![at, events])?;
+            .execute(rusqlite::params![self.at, events])?;
         Ok(())
     }
 }
