@@ -217,57 +217,64 @@ impl Work {
     }
 }
 
-/// Takes whatever writes are waiting as one round, for good. A round that fails is run
-/// again one write at a time, so each write gets its own answer and one bad write cannot
-/// fail the others.
+/// Takes whatever writes are waiting, for good: a session of rounds per wake-up.
 async fn rounds(pool: Pool<Sqlite>, mut rx: mpsc::Receiver<Op>) {
-    while let Some(ops) = next_group(&mut rx, MAX_ROUND_ROWS, |op| op.work.weight()).await {
-        let (works, replies): (Vec<Work>, Vec<_>) =
-            ops.into_iter().map(|op| (op.work, op.reply)).unzip();
-        match round(&pool, &works).await {
-            Ok(done) => {
-                for (reply, done) in replies.into_iter().zip(done) {
-                    let _ = reply.send(Ok(done));
-                }
-            }
-            Err(error) if works.len() == 1 => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(error));
-                }
-            }
-            Err(error) => {
-                tracing::debug!(%error, writes = works.len(), "a write round failed; running its writes one by one");
-                for (work, reply) in works.iter().zip(replies) {
-                    let alone = round(&pool, std::slice::from_ref(work)).await;
-                    let _ = reply.send(alone.map(|mut done| done.pop().expect("one write")));
+    while let Some(first) = next_group(&mut rx, MAX_ROUND_ROWS, |op| op.work.weight()).await {
+        if let Err((error, ops)) = session(&pool, &mut rx, first).await {
+            // The connection could not be had (the pool, or the handle): each write tries
+            // on its own, so each gets its own answer.
+            tracing::debug!(%error, writes = ops.len(), "a write session failed to start; running its writes one by one");
+            for op in ops {
+                if let Err((error, ops)) = session(&pool, &mut rx, vec![op]).await
+                    && let Some(op) = ops.into_iter().next()
+                {
+                    let _ = op.reply.send(Err(error));
                 }
             }
         }
     }
 }
 
-/// One round: these writes in one transaction on the write connection, answered in order.
-async fn round(pool: &Pool<Sqlite>, works: &[Work]) -> Result<Vec<Done>> {
-    let mut conn = pool.acquire().await?;
-    let (done, clean) = {
-        let mut handle = conn.lock_handle().await?;
+/// Rounds back to back on the write connection while writes keep coming, for at most
+/// [`SESSION`]: the connection stays lent out of sqlx's thread and the prepared statements
+/// stay prepared from one round to the next. Then the connection goes back to the pool, so
+/// the other writes (renewals, cancels, logs) wait at most that long; the statements are
+/// finalized first (sqlx may close the connection once it has it back). Answers `Err` with
+/// the writes not begun when the connection could not be had.
+async fn session(
+    pool: &Pool<Sqlite>,
+    rx: &mut mpsc::Receiver<Op>,
+    first: Vec<Op>,
+) -> std::result::Result<(), (StoreError, Vec<Op>)> {
+    let mut conn = match pool.acquire().await {
+        Ok(conn) => conn,
+        Err(error) => return Err((error.into(), first)),
+    };
+    let clean = {
+        let mut handle = match conn.lock_handle().await {
+            Ok(handle) => handle,
+            Err(error) => return Err((error.into(), first)),
+        };
         let raw = handle.as_raw_handle().as_ptr();
         // SAFETY: the handle is locked out of sqlx's connection thread until `handle`
         // drops, after this call; the connection made from it here does not close it, and
         // finalizes its own statements when it drops, inside the call.
         #[allow(unsafe_code)]
-        blocking(|| unsafe { on_handle(raw, works) })
+        blocking(|| unsafe { on_handle(raw, rx, first) })
     };
     if !clean {
-        // A failed statement or COMMIT that leaves a transaction open on the pool's one
-        // connection would make every later write part of it: close it instead.
+        // A failed statement or COMMIT that leaves a transaction open (or the triggers off)
+        // on the pool's one connection would spoil every later write: close it instead.
         tracing::warn!(
             "closing the SQLite write connection: a failed write round left it unusable"
         );
         let _ = conn.close().await;
     }
-    done
+    Ok(())
 }
+
+/// The longest a session keeps the write connection.
+const SESSION: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Runs `f` where it may block: on a multi-threaded runtime the thread's other tasks move
 /// elsewhere meanwhile; on a current-thread runtime (tests) it simply runs.
@@ -279,35 +286,126 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
     }
 }
 
-/// The round's transaction on a raw handle; also answers whether the connection is out of
-/// any transaction afterwards.
+/// A session on a raw handle: `first`, then whatever has arrived meanwhile, round after
+/// round. Answers whether the connection is fit for sqlx again (out of any transaction,
+/// triggers on).
 ///
 /// # Safety
 /// `raw` must be an open connection that nothing else uses until this returns.
 #[allow(unsafe_code)]
-unsafe fn on_handle(raw: *mut rusqlite::ffi::sqlite3, works: &[Work]) -> (Result<Vec<Done>>, bool) {
+unsafe fn on_handle(
+    raw: *mut rusqlite::ffi::sqlite3,
+    rx: &mut mpsc::Receiver<Op>,
+    first: Vec<Op>,
+) -> bool {
     // SAFETY: as the caller promises; `from_handle` borrows the connection (it is not
     // closed when `db` drops).
     let db = match unsafe { rusqlite::Connection::from_handle(raw) } {
         Ok(db) => db,
-        Err(error) => return (Err(error.into()), true),
+        Err(error) => {
+            answer_all(first, &error.into());
+            return true;
+        }
     };
+    // A statement per claim size and batch shape, kept for the session.
+    db.set_prepared_statement_cache_capacity(256);
     // The writer writes the change feed itself, a row per round (see `Feed`); the
     // triggers stay on for every other statement on this connection.
     use rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER as TRIGGERS;
-    let done = match db.set_db_config(TRIGGERS, false) {
-        Ok(_) => in_transaction(&db, works),
-        Err(error) => Err(error.into()),
+    if let Err(error) = db.set_db_config(TRIGGERS, false) {
+        answer_all(first, &error.into());
+        return db.set_db_config(TRIGGERS, true).unwrap_or(false);
+    }
+    let started = std::time::Instant::now();
+    let mut ops = first;
+    let clean = loop {
+        if !round(&db, ops) {
+            break false;
+        }
+        if started.elapsed() >= SESSION {
+            break true;
+        }
+        ops = waiting(rx);
+        if ops.is_empty() {
+            break true;
+        }
     };
-    let clean = db.is_autocommit() || (db.execute_batch("ROLLBACK").is_ok() && db.is_autocommit());
     let triggers = db.set_db_config(TRIGGERS, true).unwrap_or(false);
-    (done, clean && triggers)
+    clean && triggers
+}
+
+/// The writes waiting now, up to a round's size, without waiting for any.
+fn waiting(rx: &mut mpsc::Receiver<Op>) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut rows = 0;
+    while rows < MAX_ROUND_ROWS {
+        match rx.try_recv() {
+            Ok(op) => {
+                rows += op.work.weight();
+                ops.push(op);
+            }
+            Err(_) => break,
+        }
+    }
+    ops
+}
+
+/// One round: these writes in one transaction, each answered once it has committed. A
+/// round that fails is run again one write at a time, so each write gets its own answer
+/// and one bad write cannot fail the others. Answers whether the connection is out of any
+/// transaction afterwards.
+fn round(db: &rusqlite::Connection, ops: Vec<Op>) -> bool {
+    let (works, replies): (Vec<Work>, Vec<_>) =
+        ops.into_iter().map(|op| (op.work, op.reply)).unzip();
+    let done = in_transaction(db, &works);
+    if !rolled_back(db) {
+        return false;
+    }
+    match done {
+        Ok(done) => {
+            for (reply, done) in replies.into_iter().zip(done) {
+                let _ = reply.send(Ok(done));
+            }
+        }
+        Err(error) if works.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(error));
+            }
+        }
+        Err(error) => {
+            tracing::debug!(%error, writes = works.len(), "a write round failed; running its writes one by one");
+            for (work, reply) in works.iter().zip(replies) {
+                let alone = in_transaction(db, std::slice::from_ref(work));
+                if !rolled_back(db) {
+                    let _ = reply.send(Err(StoreError::WritesRefused(
+                        "the write connection was left inside a failed transaction".into(),
+                    )));
+                    return false;
+                }
+                let _ = reply.send(alone.map(|mut done| done.pop().expect("one write")));
+            }
+        }
+    }
+    true
+}
+
+/// Ends a failed transaction, if one is open; false if the connection stays inside one.
+fn rolled_back(db: &rusqlite::Connection) -> bool {
+    db.is_autocommit() || (db.execute_batch("ROLLBACK").is_ok() && db.is_autocommit())
+}
+
+fn answer_all(ops: Vec<Op>, error: &StoreError) {
+    for op in ops {
+        let _ = op
+            .reply
+            .send(Err(StoreError::WritesRefused(error.reason())));
+    }
 }
 
 fn in_transaction(db: &rusqlite::Connection, works: &[Work]) -> Result<Vec<Done>> {
     // IMMEDIATE takes the write lock at once: another process on the file (an api beside
     // a worker) makes this wait on the busy timeout, never fail halfway.
-    db.execute_batch("BEGIN IMMEDIATE")?;
+    db.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let mut order: Vec<usize> = (0..works.len()).collect();
     order.sort_by_key(|&i| works[i].rank());
     let mut done: Vec<Option<Done>> = works.iter().map(|_| None).collect();
@@ -316,7 +414,7 @@ fn in_transaction(db: &rusqlite::Connection, works: &[Work]) -> Result<Vec<Done>
         done[i] = Some(works[i].run(db, &mut feed)?);
     }
     feed.write(db)?;
-    db.execute_batch("COMMIT")?;
+    db.prepare_cached("COMMIT")?.execute([])?;
     Ok(done
         .into_iter()
         .map(|d| d.expect("every write ran"))
