@@ -307,8 +307,15 @@ unsafe fn on_handle(
             return true;
         }
     };
-    // A statement per claim size and batch shape, kept for the session.
-    db.set_prepared_statement_cache_capacity(256);
+    // A statement per batch shape, kept for the session.
+    db.set_prepared_statement_cache_capacity(64);
+    // Plans that do not depend on bound values: by default SQLite plans a bound LIMIT by its
+    // value, so a claim whose limit differs from the last one would be prepared again. Set
+    // once per connection (a change expires every prepared statement).
+    use rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG as STABLE_PLANS;
+    if !db.db_config(STABLE_PLANS).unwrap_or(true) {
+        let _ = db.set_db_config(STABLE_PLANS, true);
+    }
     // The writer writes the change feed itself, a row per round (see `Feed`); the
     // triggers stay on for every other statement on this connection.
     use rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER as TRIGGERS;
@@ -571,8 +578,6 @@ fn claim(
 ) -> Result<Vec<ClaimedTask>> {
     // With one queue, `queue = $4` lets SQLite walk the `tasks_ready` index in priority
     // order and stop at the limit; a list (`json_each`) makes it sort every ready task.
-    // The limit is written in: SQLite plans a bound LIMIT by its value, so a statement whose
-    // limit changes from one claim to the next would be prepared again each time.
     let (filter, queues) = match queues {
         [queue] => ("queue = $4", queue.clone()),
         _ => (
@@ -586,13 +591,18 @@ fn claim(
              SELECT id FROM tasks
              WHERE status = 'queued' AND {filter}
              ORDER BY priority DESC, run_at, id
-             LIMIT {limit})
+             LIMIT $5)
            AND status = 'queued'
          RETURNING {}",
         sql::CLAIM_COLUMNS,
         set = sql::CLAIM_SET
     );
-    claimed(db, feed, &statement, worker, lease_until, now, &queues)
+    let lease = Lease {
+        worker,
+        until: lease_until,
+        now,
+    };
+    claimed(db, feed, &statement, &lease, &queues, Some(limit))
 }
 
 fn claim_ids(
@@ -612,27 +622,44 @@ fn claim_ids(
         sql::CLAIM_COLUMNS,
         set = sql::CLAIM_SET
     );
-    claimed(db, feed, &statement, worker, lease_until, now, &ids)
+    let lease = Lease {
+        worker,
+        until: lease_until,
+        now,
+    };
+    claimed(db, feed, &statement, &lease, &ids, None)
 }
 
-/// Runs a claim (`$1` the worker, `$2` its lease's end, `$3` now, `$4` which tasks).
+/// Who claims, until when, and when.
+struct Lease<'a> {
+    worker: &'a str,
+    until: i64,
+    now: i64,
+}
+
+/// Runs a claim (`$1` the worker, `$2` its lease's end, `$3` now, `$4` which tasks, `$5`
+/// how many at most).
 fn claimed(
     db: &rusqlite::Connection,
     feed: &mut Feed,
     statement: &str,
-    worker: &str,
-    lease_until: i64,
-    now: i64,
+    lease: &Lease<'_>,
     which: &str,
+    limit: Option<u32>,
 ) -> Result<Vec<ClaimedTask>> {
+    let Lease { worker, until, now } = lease;
+    let (worker, lease_until, now) = (*worker, *until, *now);
     let mut claim = db.prepare_cached(statement)?;
-    let named: [(&str, &dyn ToSql); 4] = [
+    let mut named: Vec<(&str, &dyn ToSql)> = vec![
         ("$1", &worker),
         ("$2", &lease_until),
         ("$3", &now),
         ("$4", &which),
     ];
-    let mut rows = claim.query(&named[..])?;
+    if let Some(limit) = &limit {
+        named.push(("$5", limit));
+    }
+    let mut rows = claim.query(named.as_slice())?;
     let mut claimed = Vec::new();
     while let Some(row) = rows.next()? {
         claimed.push(decode::claimed(&LiteRow(row))?);
