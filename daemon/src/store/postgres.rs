@@ -55,13 +55,8 @@ impl Dialect for Pg {
 
     const LOCKS: sql::Locks = sql::POSTGRES_LOCKS;
 
-    const PARAMS: sql::Params = sql::Params::Numbered;
-
     // The channel is `READY_CHANNEL`.
     const NOTIFY_READY: Option<&'static str> = Some("SELECT pg_notify('taskplane_ready', '')");
-
-    /// Bigger statements cost PostgreSQL more to plan than they save in round trips.
-    const ROWS_PER_STATEMENT: usize = 32;
 
     fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
         done.rows_affected()

@@ -83,10 +83,12 @@ pub const CLAIM_COLUMNS: &str = "id, kind, queue, payload, attempts, max_attempt
 pub const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, worker = $1, \
      lease_owner = $1, lease_expires_at = $2, started_at = $3, updated_at = $3";
 
-/// Rows per multi-row statement written with numbered parameters (labels, hand-backs and
-/// marks; the insert and the success settle take the dialect's own size). Small on purpose:
-/// SQLite looks up each numbered parameter by a linear scan, so binding costs grow with the
-/// square of a statement's parameters (see [`Params`]).
+/// Rows per multi-row statement (inserts, success settles, labels, hand-backs and marks),
+/// written with numbered parameters: a batch of up to this many is one statement, committed
+/// on its own where it can be. Small on purpose: bigger statements cost PostgreSQL more to
+/// plan than they save in round trips, and SQLite looks up each numbered parameter by a
+/// linear scan, so binding costs grow with the square of a statement's parameters (see
+/// [`Params`]).
 pub const ROWS_PER_STATEMENT: usize = 32;
 
 /// Columns bound per row by [`insert_rows`].

@@ -41,13 +41,6 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// [`Store::groups_writes`]).
     const WRITES_IN_ROUNDS: bool;
 
-    /// How a multi-row statement's parameters are written (see [`sql::Params`]).
-    const PARAMS: sql::Params;
-
-    /// The most tasks one insert or success settle takes: a batch of up to this many is one
-    /// statement, committed on its own.
-    const ROWS_PER_STATEMENT: usize;
-
     /// How many rows a statement changed.
     fn rows_affected(done: &<Self::Db as Database>::QueryResult) -> u64;
 
@@ -675,7 +668,7 @@ where
     for<'a> &'a str: ColumnIndex<<D::Db as Database>::Row>,
     usize: ColumnIndex<<D::Db as Database>::Row>,
 {
-    /// Inserts tasks in statements of up to [`Dialect::ROWS_PER_STATEMENT`] rows: one
+    /// Inserts tasks in statements of up to [`sql::ROWS_PER_STATEMENT`] rows: one
     /// committed on its own where it can be, else a transaction.
     pub(super) async fn insert_statements(
         &self,
@@ -692,7 +685,7 @@ where
         });
         let labelled = tasks.iter().any(|task| !task.label_pairs.is_empty());
         let keyed = tasks.iter().any(|task| task.idempotency_key.is_some());
-        if tasks.len() <= D::ROWS_PER_STATEMENT && !labelled && (notify.is_none() || !keyed) {
+        if tasks.len() <= sql::ROWS_PER_STATEMENT && !labelled && (notify.is_none() || !keyed) {
             // The common case is one statement, committed on its own: one round
             // trip instead of three (BEGIN and COMMIT are two more, and on
             // SQLite each is a hop to its writer thread); the notification, if any,
@@ -707,7 +700,7 @@ where
         }
         let mut tx = self.write.begin().await?;
         let mut inserted = HashSet::with_capacity(tasks.len());
-        for chunk in tasks.chunks(D::ROWS_PER_STATEMENT) {
+        for chunk in tasks.chunks(sql::ROWS_PER_STATEMENT) {
             inserted.extend(Self::insert_chunk(&mut tx, chunk, None).await?);
         }
         // The inserted tasks' labels, as rows a selector finds by index.
@@ -758,7 +751,7 @@ where
         }
         // A few successes are one statement committed on its own (one round trip; a
         // transaction adds three: BEGIN, the lock, COMMIT).
-        if successes.len() == items.len() && items.len() <= D::ROWS_PER_STATEMENT {
+        if successes.len() == items.len() && items.len() <= sql::ROWS_PER_STATEMENT {
             let mut conn = self.write.acquire().await?;
             return Self::settle_successes(&mut conn, worker, now, &successes).await;
         }
@@ -796,8 +789,8 @@ where
             settled[i] = D::rows_affected(&done) == 1;
         }
         let chunks = success_at
-            .chunks(D::ROWS_PER_STATEMENT)
-            .zip(successes.chunks(D::ROWS_PER_STATEMENT));
+            .chunks(sql::ROWS_PER_STATEMENT)
+            .zip(successes.chunks(sql::ROWS_PER_STATEMENT));
         for (places, rows) in chunks {
             let done = Self::settle_successes(&mut tx, worker, now, rows).await?;
             for (i, done) in places.iter().zip(done) {
@@ -817,7 +810,7 @@ where
         now: i64,
         rows: &[(String, &str)],
     ) -> Result<Vec<bool>> {
-        let statement = sql::settle_succeeded_rows(rows.len(), D::LOCKS, D::PARAMS);
+        let statement = sql::settle_succeeded_rows(rows.len(), D::LOCKS, sql::Params::Numbered);
         let mut query = sqlx::query(sqlx::AssertSqlSafe(statement))
             .bind(now)
             .bind(worker);
@@ -830,7 +823,7 @@ where
         }
         let mut check = sqlx::query(sqlx::AssertSqlSafe(sql::settled_check(
             rows.len(),
-            D::PARAMS,
+            sql::Params::Numbered,
         )));
         for (id, _) in rows {
             check = check.bind(id.as_str());
@@ -855,7 +848,7 @@ where
         then: Option<&str>,
     ) -> Result<Vec<String>> {
         let keyed = chunk.iter().any(|task| task.idempotency_key.is_some());
-        let mut statement = sql::insert_rows(chunk.len(), D::PARAMS, keyed);
+        let mut statement = sql::insert_rows(chunk.len(), sql::Params::Numbered, keyed);
         if let Some(then) = then.filter(|_| !keyed) {
             statement = format!("WITH inserted AS ({statement}) {then}");
         }

@@ -59,15 +59,8 @@ impl Dialect for Lite {
 
     const LOCKS: sql::Locks = sql::SQLITE_LOCKS;
 
-    const PARAMS: sql::Params = sql::Params::InOrder;
-
     /// In-process wake-ups come from the API directly; other processes find work by polling.
     const NOTIFY_READY: Option<&'static str> = None;
-
-    /// With parameters in order, binding costs nothing per parameter: a batch of 100 is one
-    /// statement (one hop to the writer thread) instead of a transaction of four, and far
-    /// below SQLite's 32,766 parameters.
-    const ROWS_PER_STATEMENT: usize = 128;
 
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()
