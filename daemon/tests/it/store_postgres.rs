@@ -36,6 +36,7 @@ macro_rules! postgres_tests {
 
 postgres_tests!(
     insert_get_and_idempotency,
+    a_failed_write_fails_alone,
     concurrent_claims_never_share_a_task,
     claims_follow_priority_and_queue,
     settling_is_guarded,

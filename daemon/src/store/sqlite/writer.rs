@@ -136,17 +136,14 @@ impl Writer {
         if limit == 0 || queues.is_empty() {
             return Ok(Vec::new());
         }
-        let work = Work::Claim {
+        self.claim_work(Work::Claim {
             worker: worker.to_owned(),
             queues: queues.to_vec(),
             limit,
             now,
             lease_until,
-        };
-        match self.call(work).await? {
-            Done::Claimed(tasks) => Ok(tasks),
-            _ => unreachable!("a claim is answered with its tasks"),
-        }
+        })
+        .await
     }
 
     /// Claims these tasks where they are still queued.
@@ -160,12 +157,16 @@ impl Writer {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let work = Work::ClaimIds {
+        self.claim_work(Work::ClaimIds {
             worker: worker.to_owned(),
             ids: ids.to_vec(),
             now,
             lease_until,
-        };
+        })
+        .await
+    }
+
+    async fn claim_work(&self, work: Work) -> Result<Vec<ClaimedTask>> {
         match self.call(work).await? {
             Done::Claimed(tasks) => Ok(tasks),
             _ => unreachable!("a claim is answered with its tasks"),

@@ -1074,3 +1074,36 @@ pub async fn submits_wake_other_processes(listener: Arc<dyn Store>, submitter: A
     );
     listening.abort();
 }
+
+/// A write that fails (here a task whose id is taken) fails alone: the writes that ran
+/// beside it (on SQLite in the same round of the writer) are stored and answered.
+pub async fn a_failed_write_fails_alone(store: Arc<dyn Store>) {
+    let taken = new_task(|_| {});
+    insert_one(store.as_ref(), taken.clone()).await;
+    let mut writes = Vec::new();
+    for i in 0..24 {
+        let store = store.clone();
+        let task = if i == 12 {
+            taken.clone()
+        } else {
+            new_task(|_| {})
+        };
+        writes.push(tokio::spawn(async move {
+            (task.id, store.insert(vec![task]).await)
+        }));
+    }
+    let mut stored = 0;
+    for write in writes {
+        let (id, answer) = write.await.expect("the write ran");
+        if id == taken.id {
+            let error = answer.expect_err("a taken id is refused");
+            assert!(!error.is_unavailable(), "{error}");
+        } else {
+            let rows = answer.expect("the other writes are stored");
+            assert!(rows[0].1);
+            assert!(store.get(id).await.expect("get").is_some());
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 23);
+}
