@@ -1,7 +1,9 @@
-//! Live task events. Every state change lands in the `task_events` change feed (written by
-//! database triggers in the same transaction as the change, whichever process made it: on
-//! PostgreSQL a row per statement holds all the events it made); each API process polls the
-//! feed and fans the events out to its `/api/v1/events` subscribers.
+//! Live task events. Every state change lands in the `task_events` change feed, in the same
+//! transaction as the change, whichever process made it (on PostgreSQL statement triggers
+//! write a row per statement with all the events it made; on SQLite the store's writer
+//! writes a row per round of submits, claims and settles, and row triggers one per other
+//! change); each API process polls the feed and fans the events out to its
+//! `/api/v1/events` subscribers.
 //! Because the feed is in the database, events from every api and worker process reach every
 //! api process, and a client can resume from the database with `Last-Event-ID`.
 
@@ -23,10 +25,11 @@ const POLL_EVERY: Duration = Duration::from_millis(50);
 const HOLD: Duration = Duration::from_secs(1);
 /// How long after that a row with a given-up number still goes out (late).
 const GAP_WINDOW: Duration = Duration::from_secs(3);
-/// The most rows one read takes. A row holds one event on SQLite and a statement's events on
-/// PostgreSQL (tens, typically), and the hub reads once per tick unless poked: fewer rows
-/// per read would cap the feed (500 single-event rows per 50 ms halved the embedded
-/// platform's batch throughput).
+/// The most rows one read takes. A row holds a statement's events on PostgreSQL and a write
+/// round's on SQLite (tens, typically; one for a change outside the rounds), and the hub
+/// reads once per tick unless poked: fewer rows per read would cap the feed (500
+/// single-event rows per 50 ms halved the embedded platform's batch throughput when every
+/// SQLite change was a row).
 const BATCH: u32 = 2000;
 /// The most unseen spans one gap check reads again.
 const MAX_GAPS: usize = 64;

@@ -248,9 +248,10 @@ impl SqliteStore {
             // connection is a write, which a full disk refuses, and reads would fail too.)
             .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
             .pragma("temp_store", "memory")
-            // Room for every batch size of the insert and the settle (1 to 128 rows each)
-            // beside the other statements, so none is prepared again and again.
-            .statement_cache_capacity(400);
+            // Room for every batch size of the multi-row statements (1 to 32 rows: labels,
+            // hand-backs, marks) beside the other statements, so none is prepared again and
+            // again. (The submits, claims and settles run on the writer's own statements.)
+            .statement_cache_capacity(200);
         let health = Arc::new(WriteHealth::default());
         let refusals = health.clone();
         let write = SqlitePoolOptions::new()

@@ -222,16 +222,10 @@ impl Work {
 async fn rounds(pool: Pool<Sqlite>, mut rx: mpsc::Receiver<Op>) {
     while let Some(first) = next_group(&mut rx, MAX_ROUND_ROWS, |op| op.work.weight()).await {
         if let Err((error, ops)) = session(&pool, &mut rx, first).await {
-            // The connection could not be had (the pool, or the handle): each write tries
-            // on its own, so each gets its own answer.
-            tracing::debug!(%error, writes = ops.len(), "a write session failed to start; running its writes one by one");
-            for op in ops {
-                if let Err((error, ops)) = session(&pool, &mut rx, vec![op]).await
-                    && let Some(op) = ops.into_iter().next()
-                {
-                    let _ = op.reply.send(Err(error));
-                }
-            }
+            // The connection could not be had (the pool timed out, the handle's thread is
+            // gone): every write of the session is told so.
+            tracing::debug!(%error, writes = ops.len(), "a write session could not start");
+            answer_all(ops, &error);
         }
     }
 }
@@ -251,17 +245,38 @@ async fn session(
         Ok(conn) => conn,
         Err(error) => return Err((error.into(), first)),
     };
-    let clean = {
-        let mut handle = match conn.lock_handle().await {
-            Ok(handle) => handle,
-            Err(error) => return Err((error.into(), first)),
-        };
-        let raw = handle.as_raw_handle().as_ptr();
-        // SAFETY: the handle is locked out of sqlx's connection thread until `handle`
-        // drops, after this call; the connection made from it here does not close it, and
-        // finalizes its own statements when it drops, inside the call.
-        #[allow(unsafe_code)]
-        blocking(|| unsafe { on_handle(raw, rx, first) })
+    let mut first = Some(first);
+    let lent = match conn.lock_handle().await {
+        Ok(mut handle) => {
+            let raw = handle.as_raw_handle().as_ptr();
+            let first = first.take().unwrap_or_default();
+            // SAFETY: the handle is locked out of sqlx's connection thread until `handle`
+            // drops, after this call; the connection made from it here does not close it,
+            // and finalizes its own statements when it drops, inside the call (a panic
+            // included).
+            #[allow(unsafe_code)]
+            let session = std::panic::AssertUnwindSafe(|| unsafe { on_handle(raw, rx, first) });
+            // A panic in a round (a bug) must not stop the writer for good, nor hand sqlx a
+            // connection inside the round's transaction: the connection is closed, which
+            // rolls it back, and the writes of the session are told their writer stopped.
+            Ok(match std::panic::catch_unwind(|| blocking(session)) {
+                Ok(clean) => clean,
+                Err(_) => {
+                    tracing::error!(
+                        "a write round panicked; its writes are lost and the connection is closed"
+                    );
+                    false
+                }
+            })
+        }
+        Err(error) => Err(error),
+    };
+    let clean = match lent {
+        Ok(clean) => clean,
+        Err(error) => {
+            let _ = conn.close().await;
+            return Err((error.into(), first.take().unwrap_or_default()));
+        }
     };
     if !clean {
         // A failed statement or COMMIT that leaves a transaction open (or the triggers off)
@@ -367,6 +382,7 @@ fn round(db: &rusqlite::Connection, ops: Vec<Op>) -> bool {
         ops.into_iter().map(|op| (op.work, op.reply)).unzip();
     let done = in_transaction(db, &works);
     if !rolled_back(db) {
+        refuse_all(replies);
         return false;
     }
     match done {
@@ -375,19 +391,21 @@ fn round(db: &rusqlite::Connection, ops: Vec<Op>) -> bool {
                 let _ = reply.send(Ok(done));
             }
         }
-        Err(error) if works.len() == 1 => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Err(error));
+        // The database's state (busy, full, unwritable) fails every write alike: each is
+        // told at once rather than waiting its own turn to fail the same way.
+        Err(error) if works.len() == 1 || error.is_unavailable() => {
+            for reply in replies {
+                let _ = reply.send(Err(again(&error)));
             }
         }
         Err(error) => {
             tracing::debug!(%error, writes = works.len(), "a write round failed; running its writes one by one");
-            for (work, reply) in works.iter().zip(replies) {
+            let mut replies = replies.into_iter();
+            for work in &works {
+                let Some(reply) = replies.next() else { break };
                 let alone = in_transaction(db, std::slice::from_ref(work));
                 if !rolled_back(db) {
-                    let _ = reply.send(Err(StoreError::WritesRefused(
-                        "the write connection was left inside a failed transaction".into(),
-                    )));
+                    refuse_all(std::iter::once(reply).chain(replies));
                     return false;
                 }
                 let _ = reply.send(alone.map(|mut done| done.pop().expect("one write")));
@@ -397,6 +415,43 @@ fn round(db: &rusqlite::Connection, ops: Vec<Op>) -> bool {
     true
 }
 
+/// Answers writes that cannot run: the connection was left inside a failed transaction.
+fn refuse_all(replies: impl IntoIterator<Item = oneshot::Sender<Result<Done>>>) {
+    for reply in replies {
+        let _ = reply.send(Err(StoreError::WritesRefused(
+            "the SQLite write connection was left inside a failed transaction".into(),
+        )));
+    }
+}
+
+/// The same failure again, for another write that met it: SQLite's own code and message,
+/// or the pool's state, so that each write's caller tells busy from refused alike.
+fn again(error: &StoreError) -> StoreError {
+    match error {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            StoreError::Database(sqlx::Error::Database(Box::new(LiteError {
+                code: db.code().and_then(|code| code.parse().ok()).unwrap_or(1),
+                message: db.message().to_owned(),
+            })))
+        }
+        StoreError::Database(sqlx::Error::PoolTimedOut) => {
+            StoreError::Database(sqlx::Error::PoolTimedOut)
+        }
+        StoreError::Database(sqlx::Error::PoolClosed) => {
+            StoreError::Database(sqlx::Error::PoolClosed)
+        }
+        StoreError::Database(sqlx::Error::WorkerCrashed) => {
+            StoreError::Database(sqlx::Error::WorkerCrashed)
+        }
+        StoreError::Corrupt { id, reason } => StoreError::Corrupt {
+            id: id.clone(),
+            reason: reason.clone(),
+        },
+        StoreError::Stopped => StoreError::Stopped,
+        other => StoreError::WritesRefused(other.reason()),
+    }
+}
+
 /// Ends a failed transaction, if one is open; false if the connection stays inside one.
 fn rolled_back(db: &rusqlite::Connection) -> bool {
     db.is_autocommit() || (db.execute_batch("ROLLBACK").is_ok() && db.is_autocommit())
@@ -404,9 +459,7 @@ fn rolled_back(db: &rusqlite::Connection) -> bool {
 
 fn answer_all(ops: Vec<Op>, error: &StoreError) {
     for op in ops {
-        let _ = op
-            .reply
-            .send(Err(StoreError::WritesRefused(error.reason())));
+        let _ = op.reply.send(Err(again(error)));
     }
 }
 
@@ -838,10 +891,15 @@ impl From<rusqlite::Error> for StoreError {
                 })))
             }
             // A value of the wrong type or out of range: a row this version cannot read.
-            other => StoreError::Corrupt {
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::Utf8Error(..) => StoreError::Corrupt {
                 id: "-".to_owned(),
-                reason: other.to_string(),
+                reason: error.to_string(),
             },
+            // A statement this code got wrong (a parameter or column name).
+            other => StoreError::Database(sqlx::Error::InvalidArgument(other.to_string())),
         }
     }
 }
