@@ -106,3 +106,27 @@ async fn labels_from_before_the_label_table_are_found() {
     let store = store::open(&url).await.expect("open");
     store_suite::labels_of_version_1_are_found(store).await;
 }
+
+/// The writer does not checkpoint the WAL at its commits; the store's checkpointer copies
+/// it into the database file beside it, so the file grows with the tasks (and the WAL does
+/// not grow for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_checkpointed_beside_the_writer() {
+    let (dir, store) = fresh().await;
+    let file = dir.path().join("taskd.db");
+    let size = || std::fs::metadata(&file).expect("the database file").len();
+    let before = size();
+    for _ in 0..20 {
+        let tasks = (0..100).map(|_| store_suite::noop_task()).collect();
+        store.insert(tasks).await.expect("insert");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while size() < before + 512 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file stayed at {} bytes (from {before}): the WAL was not checkpointed",
+            size()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

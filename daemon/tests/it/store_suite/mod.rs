@@ -30,6 +30,11 @@ fn new_task(edit: impl FnOnce(&mut SubmitTask)) -> NewTask {
     validate::submit(request, &kinds(), Uuid::now_v7(), NOW).expect("valid task")
 }
 
+/// A noop task, as a submit without options makes it.
+pub fn noop_task() -> NewTask {
+    new_task(|_| {})
+}
+
 fn queues() -> Vec<String> {
     vec!["default".to_owned()]
 }
