@@ -207,13 +207,19 @@ impl Work {
                 limit,
                 now,
                 lease_until,
-            } => claim(db, feed, worker, queues, *limit, *now, *lease_until).map(Done::Claimed),
+            } => {
+                let lease = Lease::new(worker, *lease_until, *now);
+                claim(db, feed, &lease, queues, *limit).map(Done::Claimed)
+            }
             Work::ClaimIds {
                 worker,
                 ids,
                 now,
                 lease_until,
-            } => claim_ids(db, feed, worker, ids, *now, *lease_until).map(Done::Claimed),
+            } => {
+                let lease = Lease::new(worker, *lease_until, *now);
+                claim_ids(db, feed, &lease, ids).map(Done::Claimed)
+            }
         }
     }
 }
@@ -624,11 +630,9 @@ const SETTLED_RETURNING: &str =
 fn claim(
     db: &rusqlite::Connection,
     feed: &mut Feed,
-    worker: &str,
+    lease: &Lease<'_>,
     queues: &[String],
     limit: u32,
-    now: i64,
-    lease_until: i64,
 ) -> Result<Vec<ClaimedTask>> {
     // With one queue, `queue = $4` lets SQLite walk the `tasks_ready` index in priority
     // order and stop at the limit; a list (`json_each`) makes it sort every ready task.
@@ -651,21 +655,14 @@ fn claim(
         sql::CLAIM_COLUMNS,
         set = sql::CLAIM_SET
     );
-    let lease = Lease {
-        worker,
-        until: lease_until,
-        now,
-    };
-    claimed(db, feed, &statement, &lease, &queues, Some(limit))
+    claimed(db, feed, &statement, lease, &queues, Some(limit))
 }
 
 fn claim_ids(
     db: &rusqlite::Connection,
     feed: &mut Feed,
-    worker: &str,
+    lease: &Lease<'_>,
     ids: &[Uuid],
-    now: i64,
-    lease_until: i64,
 ) -> Result<Vec<ClaimedTask>> {
     let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     let ids = serde_json::to_string(&ids).map_err(|e| decode::corrupt("-", e))?;
@@ -676,12 +673,7 @@ fn claim_ids(
         sql::CLAIM_COLUMNS,
         set = sql::CLAIM_SET
     );
-    let lease = Lease {
-        worker,
-        until: lease_until,
-        now,
-    };
-    claimed(db, feed, &statement, &lease, &ids, None)
+    claimed(db, feed, &statement, lease, &ids, None)
 }
 
 /// Who claims, until when, and when.
@@ -689,6 +681,12 @@ struct Lease<'a> {
     worker: &'a str,
     until: i64,
     now: i64,
+}
+
+impl<'a> Lease<'a> {
+    fn new(worker: &'a str, until: i64, now: i64) -> Lease<'a> {
+        Lease { worker, until, now }
+    }
 }
 
 /// Runs a claim (`$1` the worker, `$2` its lease's end, `$3` now, `$4` which tasks, `$5`
