@@ -24,38 +24,36 @@ struct Request {
 }
 
 /// The submit side of the store, shared by every request handler of a process.
-pub struct GroupCommit {
-    requests: mpsc::Sender<Request>,
-    /// A store that groups its writes itself ([`Store::groups_writes`]) takes each
-    /// request straight.
-    direct: Option<Arc<dyn Store>>,
+pub struct GroupCommit(Path);
+
+enum Path {
+    /// Requests go to the group writer.
+    Grouped(mpsc::Sender<Request>),
+    /// A store that groups its writes itself ([`Store::groups_writes`]) takes each request
+    /// straight.
+    Direct(Arc<dyn Store>),
 }
 
 impl GroupCommit {
     /// Starts the writer; it ends when the last handle is dropped.
     pub fn start(store: Arc<dyn Store>) -> Arc<GroupCommit> {
-        let (requests, rx) = mpsc::channel(BACKLOG);
         if store.groups_writes() {
-            return Arc::new(GroupCommit {
-                requests,
-                direct: Some(store),
-            });
+            return Arc::new(GroupCommit(Path::Direct(store)));
         }
+        let (requests, rx) = mpsc::channel(BACKLOG);
         tokio::spawn(write_groups(store, rx));
-        Arc::new(GroupCommit {
-            requests,
-            direct: None,
-        })
+        Arc::new(GroupCommit(Path::Grouped(requests)))
     }
 
     /// Inserts `tasks` like [`Store::insert`], in one transaction with whatever other
     /// requests are waiting; answers once that transaction has committed.
     pub async fn insert(&self, tasks: Vec<NewTask>) -> Result<Vec<(StoredTask, bool)>> {
-        if let Some(store) = &self.direct {
-            return store.insert(tasks).await;
-        }
+        let requests = match &self.0 {
+            Path::Direct(store) => return store.insert(tasks).await,
+            Path::Grouped(requests) => requests,
+        };
         let (reply, answer) = oneshot::channel();
-        self.requests
+        requests
             .send(Request { tasks, reply })
             .await
             .map_err(|_| super::StoreError::Stopped)?;
@@ -72,8 +70,21 @@ pub(crate) async fn next_group<T>(
     weight: impl Fn(&T) -> usize,
 ) -> Option<Vec<T>> {
     let first = rx.recv().await?;
-    let mut total = weight(&first);
+    let total = weight(&first);
     let mut group = vec![first];
+    take_waiting(rx, &mut group, total, max, weight);
+    Some(group)
+}
+
+/// Adds to `group` (weighing `total` so far) what is already waiting, until it weighs `max`;
+/// waits for nothing.
+pub(crate) fn take_waiting<T>(
+    rx: &mut mpsc::Receiver<T>,
+    group: &mut Vec<T>,
+    mut total: usize,
+    max: usize,
+    weight: impl Fn(&T) -> usize,
+) {
     while total < max {
         match rx.try_recv() {
             Ok(item) => {
@@ -83,7 +94,6 @@ pub(crate) async fn next_group<T>(
             Err(_) => break,
         }
     }
-    Some(group)
 }
 
 async fn write_groups(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Request>) {

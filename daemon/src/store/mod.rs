@@ -20,7 +20,7 @@ use crate::domain::lifecycle::Settlement;
 use crate::domain::validate::NewTask;
 
 pub use group::GroupCommit;
-pub(crate) use group::next_group;
+pub(crate) use group::{next_group, take_waiting};
 pub use postgres::PgStore;
 pub use sql_store::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;

@@ -22,46 +22,49 @@ struct Request {
 
 /// The sending side, one per worker.
 #[derive(Clone)]
-pub struct Settler {
-    tx: mpsc::Sender<Request>,
+pub struct Settler(Path);
+
+#[derive(Clone)]
+enum Path {
+    /// Outcomes go to the group writer.
+    Grouped(mpsc::Sender<Request>),
     /// A store that groups its writes itself ([`Store::groups_writes`]) takes each outcome
-    /// straight.
-    direct: Option<(Arc<dyn Store>, Arc<str>)>,
+    /// straight, for this worker.
+    Direct(Arc<dyn Store>, Arc<str>),
 }
 
 impl Settler {
     /// Starts the writer for `worker` on `store`; it ends when every sender is gone.
     pub fn start(store: Arc<dyn Store>, worker: String) -> Settler {
-        let (tx, rx) = mpsc::channel(4096);
         if store.groups_writes() {
-            return Settler {
-                tx,
-                direct: Some((store, worker.into())),
-            };
+            return Settler(Path::Direct(store, worker.into()));
         }
+        let (tx, rx) = mpsc::channel(4096);
         tokio::spawn(write_loop(store, worker, rx));
-        Settler { tx, direct: None }
+        Settler(Path::Grouped(tx))
     }
 
     /// Stores one outcome (with whatever else is waiting). `Ok(false)`: the worker no longer
     /// holds the task. `Err`: the store failed; the caller may try again.
     pub async fn settle(&self, id: Uuid, settlement: Settlement) -> Result<bool, String> {
-        if let Some((store, worker)) = &self.direct {
-            return store
-                .settle_many(worker, &[(id, settlement)], crate::util::now_ms())
-                .await
-                .map(|settled| settled.first().copied().unwrap_or(false))
-                .map_err(|e| e.to_string());
-        }
+        let tx = match &self.0 {
+            Path::Direct(store, worker) => {
+                return store
+                    .settle_many(worker, &[(id, settlement)], crate::util::now_ms())
+                    .await
+                    .map(|settled| settled.first().copied().unwrap_or(false))
+                    .map_err(|e| e.to_string());
+            }
+            Path::Grouped(tx) => tx,
+        };
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Request {
-                id,
-                settlement,
-                reply,
-            })
-            .await
-            .map_err(|_| "the outcome writer has stopped".to_owned())?;
+        tx.send(Request {
+            id,
+            settlement,
+            reply,
+        })
+        .await
+        .map_err(|_| "the outcome writer has stopped".to_owned())?;
         answer
             .await
             .map_err(|_| "the outcome writer has stopped".to_owned())?

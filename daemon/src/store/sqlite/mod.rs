@@ -284,18 +284,10 @@ impl SqliteStore {
                     Ok(clean)
                 })
             })
-            // A claim answers a row per free slot and a settle an id per task: with room for
-            // all of them the writer thread never waits for this side to take rows (sqlx's
-            // default is 50). Reads keep the default: a list stops at a byte budget.
             // The writer does not checkpoint the WAL at its commits (1,000 pages at a
             // time, with an fsync of the file: 8 % of the writer's time under load); a
             // read connection does it beside it (`checkpoints`).
-            .connect_with(
-                options
-                    .clone()
-                    .row_buffer_size(512)
-                    .pragma("wal_autocheckpoint", "0"),
-            )
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await?;
         let read = SqlitePoolOptions::new()
             .max_connections(4)

@@ -16,7 +16,7 @@
 //! before the round commits.
 //!
 //! The round writes its own change-feed row, one for all its events, with the row
-//! triggers off for the round (`SQLITE_DBCONFIG_ENABLE_TRIGGER`, a setting of the
+//! triggers off for the session (`SQLITE_DBCONFIG_ENABLE_TRIGGER`, a setting of the
 //! connection): a trigger wrote a row per change, which was half of SQLite's own cost per
 //! task and as many rows for the event hub to read. Every other write on the connection
 //! still gets its events from the triggers.
@@ -30,7 +30,7 @@ use uuid::Uuid;
 use crate::domain::lifecycle::Settlement;
 use crate::domain::validate::NewTask;
 use crate::store::decode::{self, TaskRow};
-use crate::store::{ClaimedTask, Result, StoreError, StoredTask, next_group, sql};
+use crate::store::{ClaimedTask, Result, StoreError, StoredTask, next_group, sql, take_waiting};
 
 /// The most rows of work one round takes (tasks inserted, settled or asked for).
 const MAX_ROUND_ROWS: usize = 1024;
@@ -354,29 +354,14 @@ unsafe fn on_handle(
         if started.elapsed() >= SESSION {
             break true;
         }
-        ops = waiting(rx);
+        ops = Vec::new();
+        take_waiting(rx, &mut ops, 0, MAX_ROUND_ROWS, |op| op.work.weight());
         if ops.is_empty() {
             break true;
         }
     };
     let triggers = db.set_db_config(TRIGGERS, true).unwrap_or(false);
     clean && triggers
-}
-
-/// The writes waiting now, up to a round's size, without waiting for any.
-fn waiting(rx: &mut mpsc::Receiver<Op>) -> Vec<Op> {
-    let mut ops = Vec::new();
-    let mut rows = 0;
-    while rows < MAX_ROUND_ROWS {
-        match rx.try_recv() {
-            Ok(op) => {
-                rows += op.work.weight();
-                ops.push(op);
-            }
-            Err(_) => break,
-        }
-    }
-    ops
 }
 
 /// One round: these writes in one transaction, each answered once it has committed. A
@@ -563,18 +548,18 @@ fn settle(
     now: i64,
 ) -> Result<Vec<bool>> {
     let mut settled = Vec::with_capacity(items.len());
-    let mut events = Vec::new();
-    let mut unchanged: Vec<(i64, String, String, i32, u32, i64)> = Vec::with_capacity(items.len());
+    // Each settled task: its id, its new status and what its row answers for the event.
+    let mut changed: Vec<(Uuid, &str, Unchanged)> = Vec::with_capacity(items.len());
     for (task, settlement) in items {
         let id = task.to_string();
         let (statement, text, at) = match settlement {
-            Settlement::Succeeded { result } => (sql::settle_succeeded(), Some(result), None),
+            Settlement::Succeeded { result } => (&SETTLES.succeeded, Some(result), None),
             Settlement::Retrying { error, run_at_ms } => {
-                (sql::settle_retrying(), Some(error), Some(*run_at_ms))
+                (&SETTLES.retrying, Some(error), Some(*run_at_ms))
             }
-            Settlement::Failed { error } => (sql::settle_failed(), Some(error), None),
-            Settlement::Cancelled => (sql::settle_cancelled(), None, None),
-            Settlement::Requeued => (sql::settle_requeued(), None, None),
+            Settlement::Failed { error } => (&SETTLES.failed, Some(error), None),
+            Settlement::Cancelled => (&SETTLES.cancelled, None, None),
+            Settlement::Requeued => (&SETTLES.requeued, None, None),
         };
         let mut named: Vec<(&str, &dyn ToSql)> = vec![("$1", &id), ("$2", &worker), ("$3", &now)];
         if let Some(text) = &text {
@@ -583,49 +568,75 @@ fn settle(
         if let Some(at) = &at {
             named.push(("$5", at));
         }
-        let mut update = db.prepare_cached(&format!("{statement} {SETTLED_RETURNING}"))?;
+        let mut update = db.prepare_cached(statement)?;
         let mut rows = update.query(named.as_slice())?;
-        match rows.next()? {
-            Some(row) => {
-                unchanged.push((
-                    row.get(0)?,
-                    row.get(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                    row.get(4)?,
-                    row.get(5)?,
-                ));
-                settled.push(true);
-            }
-            None => settled.push(false),
-        }
+        let Some(row) = rows.next()? else {
+            settled.push(false);
+            continue;
+        };
+        let unchanged = Unchanged {
+            attempts: row.get(0)?,
+            kind: row.get(1)?,
+            queue: row.get(2)?,
+            priority: row.get(3)?,
+            max_attempts: row.get(4)?,
+            created_at: row.get(5)?,
+        };
+        changed.push((*task, settlement.status().as_str(), unchanged));
+        settled.push(true);
     }
-    let mut fields = unchanged.iter();
-    for ((task, settlement), _) in items.iter().zip(&settled).filter(|(_, done)| **done) {
-        let (attempts, kind, queue, priority, max_attempts, created_at) =
-            fields.next().expect("a row per settled task");
-        let status = settlement.status().as_str();
-        events.push(Event {
-            id: *task,
+    let events = changed
+        .iter()
+        .map(|(id, status, row)| Event {
+            id: *id,
             event: status,
             status,
-            attempts: *attempts,
+            attempts: row.attempts,
             worker: Some(worker),
             at: now,
-            kind,
-            queue,
-            priority: *priority,
-            max_attempts: *max_attempts,
-            created_at: *created_at,
-        });
-    }
+            kind: &row.kind,
+            queue: &row.queue,
+            priority: row.priority,
+            max_attempts: row.max_attempts,
+            created_at: row.created_at,
+        })
+        .collect();
     feed.add(events)?;
     Ok(settled)
 }
 
-/// What a settle reads back of the task for its event.
-const SETTLED_RETURNING: &str =
-    "RETURNING attempts, kind, queue, priority, max_attempts, created_at";
+/// What a settle reads back of its task for the event (in `SETTLES`' RETURNING order).
+struct Unchanged {
+    attempts: i64,
+    kind: String,
+    queue: String,
+    priority: i32,
+    max_attempts: u32,
+    created_at: i64,
+}
+
+/// The settle statements (see `sql`), each reading back what the task's event needs;
+/// written once.
+struct Settles {
+    succeeded: String,
+    retrying: String,
+    failed: String,
+    cancelled: String,
+    requeued: String,
+}
+
+static SETTLES: std::sync::LazyLock<Settles> = std::sync::LazyLock::new(|| {
+    let returning = |statement: String| {
+        format!("{statement} RETURNING attempts, kind, queue, priority, max_attempts, created_at")
+    };
+    Settles {
+        succeeded: returning(sql::settle_succeeded()),
+        retrying: returning(sql::settle_retrying()),
+        failed: returning(sql::settle_failed()),
+        cancelled: returning(sql::settle_cancelled()),
+        requeued: returning(sql::settle_requeued()),
+    }
+});
 
 fn claim(
     db: &rusqlite::Connection,
@@ -677,6 +688,7 @@ fn claim_ids(
 }
 
 /// Who claims, until when, and when.
+#[derive(Clone, Copy)]
 struct Lease<'a> {
     worker: &'a str,
     until: i64,
@@ -699,8 +711,11 @@ fn claimed(
     which: &str,
     limit: Option<u32>,
 ) -> Result<Vec<ClaimedTask>> {
-    let Lease { worker, until, now } = lease;
-    let (worker, lease_until, now) = (*worker, *until, *now);
+    let Lease {
+        worker,
+        until: lease_until,
+        now,
+    } = *lease;
     let mut claim = db.prepare_cached(statement)?;
     let mut named: Vec<(&str, &dyn ToSql)> = vec![
         ("$1", &worker),
