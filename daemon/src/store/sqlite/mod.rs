@@ -119,10 +119,24 @@ impl Dialect for Lite {
             tokio::task::yield_now().await;
         }
         // The file shrinks at the checkpoint that copies the vacuumed pages back; TRUNCATE
-        // also empties the WAL those steps filled.
-        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&store.write)
-            .await?;
+        // also empties the WAL those steps filled. It answers busy, and does neither, while
+        // `checkpoints` runs one of its own or a reader holds an old snapshot: try again.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (busy,): (i64,) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&store.write)
+                .await?;
+            if busy == 0 {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                tracing::debug!(
+                    "the WAL stayed busy for 10 s: it keeps its size, up to journal_size_limit"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tracing::debug!(pages, "returned free pages to the file system");
         Ok(())
     }
