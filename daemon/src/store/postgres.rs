@@ -30,6 +30,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../migrations/postgres/0003_feed_batches.sql"),
     ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_fewer_index_writes.sql"),
+    ),
 ];
 
 /// The NOTIFY channel for "work is ready".
@@ -50,6 +54,8 @@ impl Dialect for Pg {
     type Db = sqlx::Postgres;
 
     type Writer = ();
+
+    const NAMES_LIST_INDEX: bool = false;
 
     const WRITES_IN_ROUNDS: bool = false;
 

@@ -2,7 +2,9 @@
 //! and PostgreSQL alike; instants are Unix milliseconds and ids are text on both, so the
 //! statements read the same. Dialect-specific statements live in the backend's module.
 
+use super::ListFilter;
 use crate::domain::labels::Selector;
+use taskplane_api::TaskStatus;
 
 /// How a statement that changes many task rows locks them. On PostgreSQL it locks them first,
 /// in id order (`ordered`: waiting for a row another transaction holds; `skip`: passing over
@@ -107,7 +109,7 @@ pub fn insert_rows(rows: usize, params: Params, returning: bool) -> String {
              timeout_secs, run_at, created_at, updated_at, idempotency_key, labels,
              retry_base_ms, retry_max_ms, published_at)
          VALUES {}
-         ON CONFLICT (idempotency_key) DO NOTHING{}",
+         ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING{}",
         values.join(", "),
         if returning { " RETURNING id" } else { "" }
     )
@@ -173,22 +175,40 @@ pub fn insert_labels(rows: usize) -> String {
     )
 }
 
-/// A page of tasks, newest first: `$1` status, `$2` queue, `$3` kind, `$4` before this id,
-/// `$5` at most this many; then each label selector's key (and value, if it has one), in
-/// order, from `$6` on.
+/// A page of tasks, newest first, of `filter`'s status. Its parameters, numbered from `$1`
+/// and only for what is given: the queue, the kind, the id the page starts `before`, each
+/// label selector's key (and value, if it has one) in order, and last the most rows.
 ///
 /// One selector, `driver` (`key=value` or `key`), finds its tasks through the label index;
 /// every other one looks up the candidate's own label by primary key. So the work is bounded
 /// by the driver's matches (or the table) times the selectors, whatever the planner believes
 /// about the labels: two semi-joins on a table without statistics yet were planned by
 /// PostgreSQL as a nested loop over both label sets (47 s on 100k tasks).
-pub fn list(selectors: &[Selector], driver: Option<usize>) -> String {
-    let mut next = 6;
-    let mut conditions = String::new();
-    for (i, selector) in selectors.iter().enumerate() {
-        let key = next;
-        let value = selector.value().map(|_| key + 1);
-        next += if value.is_some() { 2 } else { 1 };
+pub fn list(filter: &ListFilter, before: bool, driver: Option<usize>, name_index: bool) -> String {
+    // Only the filters given are written, the status as a literal: the planner then sees
+    // `status = 'failed'` and can read the partial index that holds that status (with
+    // `$1 IS NULL OR status = $1` it could use none, and scanned every id).
+    let mut conditions = Vec::new();
+    if let Some(status) = filter.status {
+        conditions.push(format!("status = '{}'", status.as_str()));
+    }
+    let mut next = 1;
+    let mut param = || {
+        next += 1;
+        next - 1
+    };
+    if filter.queue.is_some() {
+        conditions.push(format!("queue = ${}", param()));
+    }
+    if filter.kind.is_some() {
+        conditions.push(format!("kind = ${}", param()));
+    }
+    if before {
+        conditions.push(format!("id < ${}", param()));
+    }
+    for (i, selector) in filter.labels.iter().enumerate() {
+        let key = param();
+        let value = selector.value().map(|_| param());
         let condition = if Some(i) == driver {
             match value {
                 Some(value) => format!(
@@ -209,17 +229,33 @@ pub fn list(selectors: &[Selector], driver: Option<usize>) -> String {
                 _ => format!("{own} IS NULL"),
             }
         };
-        conditions.push_str("\n           AND ");
-        conditions.push_str(&condition);
+        conditions.push(condition);
     }
+    let limit = param();
+    // A state the workers keep small (running), or that only the clock empties (scheduled,
+    // retrying), is read whole through its index and sorted; finished tasks, through
+    // theirs in id order. Queued ones are left to the planner: a backlog is the newest
+    // tasks, found first in id order. The index is named only where the planner would
+    // otherwise walk ids (SQLite has no statistics) and no label selector may be narrower.
+    let index = match filter.status {
+        _ if !name_index || !filter.labels.is_empty() => None,
+        Some(TaskStatus::Running) => Some("tasks_leases"),
+        Some(TaskStatus::Scheduled | TaskStatus::Retrying) => Some("tasks_due"),
+        Some(TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled) => {
+            Some("tasks_finished_status")
+        }
+        Some(TaskStatus::Queued) | None => None,
+    };
+    let indexed = index.map_or(String::new(), |index| format!(" INDEXED BY {index}"));
+    let filters = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("\n         WHERE {}", conditions.join("\n           AND "))
+    };
     format!(
-        "SELECT {TASK_COLUMNS} FROM tasks
-         WHERE ($1 IS NULL OR status = $1)
-           AND ($2 IS NULL OR queue = $2)
-           AND ($3 IS NULL OR kind = $3)
-           AND ($4 IS NULL OR id < $4){conditions}
+        "SELECT {TASK_COLUMNS} FROM tasks{indexed}{filters}
          ORDER BY id DESC
-         LIMIT $5"
+         LIMIT ${limit}"
     )
 }
 
@@ -330,7 +366,7 @@ pub const CANCEL_REQUESTS: &str = "SELECT id FROM tasks
 pub fn promote(locks: Locks) -> String {
     update_locked(
         "status = 'queued', updated_at = $1, published_at = NULL",
-        "status IN ('scheduled', 'retrying') AND run_at <= $1",
+        "(status = 'scheduled' OR status = 'retrying') AND run_at <= $1",
         locks.skip,
     )
 }

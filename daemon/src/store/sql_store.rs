@@ -37,6 +37,10 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// delivered when the submit commits (None: they find it by polling).
     const NOTIFY_READY: Option<&'static str>;
 
+    /// Whether a page of one status names the index that holds it (`INDEXED BY`): SQLite
+    /// plans without statistics and would otherwise walk every id (see [`sql::list`]).
+    const NAMES_LIST_INDEX: bool;
+
     /// Whether [`Dialect::Writer`] gathers the hot writes into rounds itself (see
     /// [`Store::groups_writes`]).
     const WRITES_IN_ROUNDS: bool;
@@ -181,22 +185,29 @@ where
             let mut bytes = 0;
             let mut before = filter.before;
             let mut chunk: u32 = 32;
-            let statement = sql::list(&filter.labels, self.label_driver(&filter.labels).await?);
+            let driver = self.label_driver(&filter.labels).await?;
             'pages: while tasks.len() < filter.limit as usize {
                 let want = chunk.min(filter.limit - tasks.len() as u32);
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
-                    .bind(filter.status.map(|s| s.as_str()))
-                    .bind(filter.queue.as_deref())
-                    .bind(filter.kind.as_deref())
-                    .bind(before.map(|id| id.to_string()))
-                    .bind(i64::from(want));
+                // The statement names only the filters given; the first page may have no
+                // `before`, the next ones do.
+                let statement = sql::list(&filter, before.is_some(), driver, D::NAMES_LIST_INDEX);
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                if let Some(queue) = filter.queue.as_deref() {
+                    query = query.bind(queue);
+                }
+                if let Some(kind) = filter.kind.as_deref() {
+                    query = query.bind(kind);
+                }
+                if let Some(before) = before {
+                    query = query.bind(before.to_string());
+                }
                 for selector in &filter.labels {
                     query = query.bind(selector.key());
                     if let Some(value) = selector.value() {
                         query = query.bind(value);
                     }
                 }
-                let mut rows = query.fetch(&self.read);
+                let mut rows = query.bind(i64::from(want)).fetch(&self.read);
                 let mut got = 0;
                 while let Some(row) = rows.try_next().await? {
                     let task = decode::task(&row)?;

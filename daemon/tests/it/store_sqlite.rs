@@ -41,6 +41,7 @@ sqlite_tests!(
     cancelling,
     expired_leases_are_reaped,
     listing_pages_and_filters,
+    listing_each_status_in_pages,
     label_selectors,
     group_commit_answers_each_request,
     logs_page_in_order,

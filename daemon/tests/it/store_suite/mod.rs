@@ -536,6 +536,92 @@ pub async fn listing_pages_and_filters(store: Arc<dyn Store>) {
     assert!(none.is_empty());
 }
 
+/// Every status, with and without a queue and a kind, read in pages of 3: the same tasks,
+/// newest first, as a filter over all of them finds.
+pub async fn listing_each_status_in_pages(store: Arc<dyn Store>) {
+    for i in 0..36 {
+        let task = new_task(|t| {
+            t.kind = if i % 3 == 0 { "echo" } else { "noop" }.into();
+            if i % 4 == 3 {
+                t.queue = Some("other".into());
+            }
+            if i % 9 == 8 {
+                t.delay_ms = Some(3_600_000);
+            }
+        });
+        insert_one(store.as_ref(), task).await;
+    }
+    let claimed = store
+        .claim("w", &queues(), 14, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 14);
+    let outcomes = [
+        Settlement::Succeeded { result: "1".into() },
+        Settlement::Failed { error: "no".into() },
+        Settlement::Cancelled,
+        Settlement::Retrying {
+            error: "again".into(),
+            run_at_ms: NOW + 60_000,
+        },
+    ];
+    for (task, outcome) in claimed.iter().zip(outcomes.iter().cycle()).take(11) {
+        assert!(
+            store
+                .settle(task.id, "w", outcome, NOW + 1)
+                .await
+                .expect("settle")
+        );
+    }
+    let all = store
+        .list(ListFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 36);
+    let mut statuses: Vec<TaskStatus> = all.iter().map(|t| t.status).collect();
+    statuses.sort_by_key(|s| s.as_str());
+    statuses.dedup();
+    assert_eq!(statuses.len(), 7, "every status is there: {statuses:?}");
+
+    for status in statuses {
+        for queue in [None, Some("default"), Some("other")] {
+            for kind in [None, Some("echo")] {
+                let want: Vec<Uuid> = all
+                    .iter()
+                    .filter(|t| t.status == status)
+                    .filter(|t| queue.is_none_or(|q| t.queue == q))
+                    .filter(|t| kind.is_none_or(|k| t.kind == k))
+                    .map(|t| t.id)
+                    .collect();
+                let mut seen = Vec::new();
+                let mut before = None;
+                loop {
+                    let page = store
+                        .list(ListFilter {
+                            status: Some(status),
+                            queue: queue.map(Into::into),
+                            kind: kind.map(Into::into),
+                            before,
+                            limit: 3,
+                            ..Default::default()
+                        })
+                        .await
+                        .expect("list");
+                    seen.extend(page.iter().map(|t| t.id));
+                    if page.len() < 3 {
+                        break;
+                    }
+                    before = page.last().map(|t| t.id);
+                }
+                assert_eq!(seen, want, "{status:?} in {queue:?} of kind {kind:?}");
+            }
+        }
+    }
+}
+
 pub async fn label_selectors(store: Arc<dyn Store>) {
     use taskd::domain::labels::Selector;
     // Task i: team=t(i mod 3), env=prod for odd i, rare=yes for i = 7.
@@ -710,19 +796,27 @@ pub async fn group_commit_answers_each_request(store: Arc<dyn Store>) {
 }
 
 /// Version 1 recorded as applied, and two tasks of that version (the first labelled
-/// team=ops and env=prod): what a backend's test puts in a version-1 database.
+/// team=ops and env=prod, the second with an idempotency key): what a backend's test puts in
+/// a version-1 database.
 pub const VERSION_1_ROWS: &str = "INSERT INTO schema_migrations VALUES (1, 0);
      INSERT INTO tasks (id, kind, queue, payload, status, max_attempts, timeout_secs, run_at,
-                        created_at, updated_at, labels)
+                        created_at, updated_at, labels, idempotency_key)
      VALUES ('01a20649-73ff-71a9-a177-5aa009d23a9d', 'noop', 'default', '{}', 'queued', 3, 300,
-             0, 0, 0, '{\"team\":\"ops\",\"env\":\"prod\"}'),
+             0, 0, 0, '{\"team\":\"ops\",\"env\":\"prod\"}', NULL),
             ('01a20649-73ff-71a9-a177-5aa009d23a9e', 'noop', 'default', '{}', 'queued', 3, 300,
-             0, 0, 0, '{}')";
+             0, 0, 0, '{}', 'from-version-1')";
 
 /// After a backend's test made a version-1 database with [`VERSION_1_ROWS`]: migrating
-/// applies the later versions and a selector finds the labelled task.
+/// applies the later versions, a selector finds the labelled task, and the key still names
+/// its task.
 pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
-    assert_eq!(store.migrate().await.expect("migrate"), vec![2, 3]);
+    assert_eq!(store.migrate().await.expect("migrate"), vec![2, 3, 4]);
+    let again = new_task(|t| t.idempotency_key = Some("from-version-1".into()));
+    let rows = store.insert(vec![again]).await.expect("insert a known key");
+    assert_eq!(
+        (rows[0].0.id.to_string(), rows[0].1),
+        ("01a20649-73ff-71a9-a177-5aa009d23a9e".to_owned(), false)
+    );
     let found = store
         .list(ListFilter {
             labels: vec![
