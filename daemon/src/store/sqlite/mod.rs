@@ -183,47 +183,25 @@ impl Dialect for Lite {
                 }
             }
         }
-        let mut applied_now = Vec::new();
-        for (version, statements) in MIGRATIONS {
-            // IMMEDIATE takes the write lock before reading the version, so two processes
-            // starting on a fresh file cannot both apply a migration.
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            let applied = async {
-                let done: Option<i64> =
-                    sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                        .bind(version)
-                        .fetch_optional(&mut *conn)
-                        .await?;
-                if done.is_some() {
-                    return Ok::<_, sqlx::Error>(false);
-                }
-                sqlx::raw_sql(*statements).execute(&mut *conn).await?;
-                sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
-                    .bind(version)
-                    .bind(chrono::Utc::now().timestamp_millis())
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(true)
-            }
+        // A migration that rebuilds a table (SQLite cannot drop a column's constraint in
+        // place) drops the old one: with foreign keys on, that would delete every task's
+        // logs and labels with it. So they are off while migrations run (a setting only
+        // outside a transaction), checked before each migration commits, and on again
+        // before the connection goes back to the pool.
+        sqlx::query("PRAGMA foreign_keys = OFF")
+            .execute(&mut *conn)
+            .await?;
+        let applied = apply_migrations(&mut conn).await;
+        let restored = sqlx::query("PRAGMA foreign_keys = ON")
+            .execute(&mut *conn)
             .await;
-            match applied {
-                Ok(true) => applied_now.push(*version),
-                Ok(false) => {
-                    sqlx::query("COMMIT").execute(&mut *conn).await?;
-                }
-                Err(source) => {
-                    // Whatever failed (the COMMIT too), no transaction may stay open on the
-                    // pool's connection; a failed rollback changes nothing here.
-                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                    return Err(StoreError::Migration {
-                        version: *version,
-                        source,
-                    });
-                }
-            }
+        if restored.is_err() {
+            // Never hand sqlx a connection without its foreign keys.
+            conn.detach();
         }
-        Ok(applied_now)
+        let applied = applied?;
+        restored?;
+        Ok(applied)
     }
 
     async fn claim(
@@ -253,6 +231,61 @@ impl Dialect for Lite {
     fn listen_ready(_store: &SqliteStore, _wake: Arc<Notify>) -> BoxFuture<'static, ()> {
         Box::pin(std::future::pending())
     }
+}
+
+/// Applies the migrations not applied yet, each in a transaction of its own, on a
+/// connection with foreign keys off (see `Lite::migrate`).
+async fn apply_migrations(conn: &mut sqlx::SqliteConnection) -> Result<Vec<i64>> {
+    let mut applied_now = Vec::new();
+    for (version, statements) in MIGRATIONS {
+        // IMMEDIATE takes the write lock before reading the version, so two processes
+        // starting on a fresh file cannot both apply a migration.
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let applied = async {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(version)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if done.is_some() {
+                return Ok::<_, sqlx::Error>(false);
+            }
+            sqlx::raw_sql(*statements).execute(&mut *conn).await?;
+            let broken: Vec<(String,)> = sqlx::query_as("PRAGMA foreign_key_check")
+                .fetch_all(&mut *conn)
+                .await?;
+            if let Some((table,)) = broken.first() {
+                return Err(sqlx::Error::Protocol(format!(
+                    "{} rows of {table} refer to rows that are gone",
+                    broken.len()
+                )));
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(version)
+                .bind(chrono::Utc::now().timestamp_millis())
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(true)
+        }
+        .await;
+        match applied {
+            Ok(true) => applied_now.push(*version),
+            Ok(false) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+            }
+            Err(source) => {
+                // Whatever failed (the COMMIT too), no transaction may stay open on the
+                // pool's connection; a failed rollback changes nothing here.
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                return Err(StoreError::Migration {
+                    version: *version,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(applied_now)
 }
 
 impl SqliteStore {
@@ -370,6 +403,24 @@ mod tests {
             .map(|row| row.3)
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// Migrations run with foreign keys off (a rebuilt table would take its rows' logs and
+    /// labels with it); the write connection has them on again after.
+    #[tokio::test]
+    async fn migrating_leaves_foreign_keys_on() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("taskd.db").display());
+        let store = SqliteStore::open(&url).await.expect("open");
+        assert_eq!(
+            store.migrate().await.expect("migrate").len(),
+            MIGRATIONS.len()
+        );
+        let on: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+            .fetch_one(&store.write)
+            .await
+            .expect("pragma");
+        assert_eq!(on, 1);
     }
 
     /// A page of one status reads the index that holds that status: finished tasks (which

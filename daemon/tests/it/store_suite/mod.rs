@@ -796,19 +796,21 @@ pub async fn group_commit_answers_each_request(store: Arc<dyn Store>) {
 }
 
 /// Version 1 recorded as applied, and two tasks of that version (the first labelled
-/// team=ops and env=prod, the second with an idempotency key): what a backend's test puts in
-/// a version-1 database.
+/// team=ops and env=prod, with a line of output; the second with an idempotency key): what a
+/// backend's test puts in a version-1 database.
 pub const VERSION_1_ROWS: &str = "INSERT INTO schema_migrations VALUES (1, 0);
      INSERT INTO tasks (id, kind, queue, payload, status, max_attempts, timeout_secs, run_at,
                         created_at, updated_at, labels, idempotency_key)
      VALUES ('01a20649-73ff-71a9-a177-5aa009d23a9d', 'noop', 'default', '{}', 'queued', 3, 300,
              0, 0, 0, '{\"team\":\"ops\",\"env\":\"prod\"}', NULL),
             ('01a20649-73ff-71a9-a177-5aa009d23a9e', 'noop', 'default', '{}', 'queued', 3, 300,
-             0, 0, 0, '{}', 'from-version-1')";
+             0, 0, 0, '{}', 'from-version-1');
+     INSERT INTO task_logs (task_id, attempt, stream, ts, line)
+     VALUES ('01a20649-73ff-71a9-a177-5aa009d23a9d', 1, 'stdout', 0, 'kept')";
 
 /// After a backend's test made a version-1 database with [`VERSION_1_ROWS`]: migrating
-/// applies the later versions, a selector finds the labelled task, and the key still names
-/// its task.
+/// applies the later versions (SQLite's rebuilds the tasks table), a selector finds the
+/// labelled task, its output is still there, and the key still names its task.
 pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
     assert_eq!(store.migrate().await.expect("migrate"), vec![2, 3, 4]);
     let again = new_task(|t| t.idempotency_key = Some("from-version-1".into()));
@@ -829,6 +831,9 @@ pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
         .expect("list");
     let ids: Vec<String> = found.iter().map(|t| t.id.to_string()).collect();
     assert_eq!(ids, ["01a20649-73ff-71a9-a177-5aa009d23a9d"]);
+    let lines = store.logs(found[0].id, 0, 10).await.expect("logs");
+    let lines: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(lines, ["kept"]);
 }
 
 pub async fn logs_page_in_order(store: Arc<dyn Store>) {
