@@ -654,10 +654,12 @@ fn claim(
             serde_json::to_string(queues).map_err(|e| decode::corrupt("-", e))?,
         ),
     };
+    // By rowid: `tasks_ready` holds each row's rowid, so the update finds the rows it picked
+    // straight, not again through the id index.
     let statement = format!(
         "UPDATE tasks SET {set}
-         WHERE id IN (
-             SELECT id FROM tasks
+         WHERE rowid IN (
+             SELECT rowid FROM tasks
              WHERE status = 'queued' AND {filter}
              ORDER BY priority DESC, run_at, id
              LIMIT $5)
