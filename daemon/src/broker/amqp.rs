@@ -22,6 +22,18 @@ use crate::util::redact_url;
 /// RabbitMQ keeps ten priority levels per queue (more costs memory and CPU in the broker).
 const MAX_PRIORITY: u8 = 9;
 
+/// The most tasks one message names. RabbitMQ's cost is per message (a persistent publish,
+/// its confirm, a delivery and an ack), so tasks published together to one queue at one
+/// priority share a message; a worker claims them as slots free and acks the message once
+/// each has its outcome. Few enough that one worker holds little that another could run,
+/// and that a later, higher priority waits behind little.
+pub const TASKS_PER_MESSAGE: usize = 16;
+
+/// The `type` of a message that names its tasks in its body (a JSON array of ids). A
+/// message of any other type names one task by its `message_id` (as taskd published before
+/// messages carried several).
+pub const TASKS_MESSAGE_TYPE: &str = "taskplane.tasks";
+
 /// What can go wrong with the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -174,42 +186,46 @@ impl Amqp {
                 })
             }
         };
-        let mut pending = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            if !publisher.declared.contains(&task.queue) {
-                Self::declare(&publisher.channel, &task.queue).await?;
-                publisher.declared.insert(task.queue.clone());
+        let mut pending = Vec::new();
+        for message in messages(tasks) {
+            let first = &message[0];
+            if !publisher.declared.contains(&first.queue) {
+                Self::declare(&publisher.channel, &first.queue).await?;
+                publisher.declared.insert(first.queue.clone());
             }
+            let ids: Vec<String> = message.iter().map(|task| task.id.to_string()).collect();
+            let body = serde_json::to_vec(&ids).expect("a list of strings is JSON");
             let properties = BasicProperties::default()
                 .with_delivery_mode(2)
-                .with_message_id(task.id.to_string().into())
-                .with_type(task.kind.clone().into())
+                .with_message_id(ids[0].clone().into())
+                .with_type(TASKS_MESSAGE_TYPE.into())
                 .with_content_type("application/json".into())
-                .with_priority(amqp_priority(task.priority));
+                .with_priority(amqp_priority(first.priority));
             let confirm = publisher
                 .channel
                 .basic_publish(
                     "".into(),
-                    queue_name(&task.queue).into(),
+                    queue_name(&first.queue).into(),
                     BasicPublishOptions::default(),
-                    task.payload.as_bytes(),
+                    &body,
                     properties,
                 )
                 .await?;
-            pending.push((task, confirm));
+            pending.push((message, confirm));
         }
-        let mut confirmed = Vec::with_capacity(pending.len());
-        for (task, confirm) in pending {
+        let mut confirmed = Vec::with_capacity(tasks.len());
+        for (message, confirm) in pending {
             let confirmation = confirm.await?;
             if confirmation.is_nack() {
-                return Err(BrokerError::Nacked(task.id));
+                return Err(BrokerError::Nacked(message[0].id));
             }
-            confirmed.push((task.id, task.updated_at));
+            confirmed.extend(message.iter().map(|task| (task.id, task.updated_at)));
         }
         Ok(confirmed)
     }
 
-    /// The broker's message and consumer counts for a queue.
+    /// The broker's message and consumer counts for a queue (a message names up to
+    /// [`TASKS_PER_MESSAGE`] tasks).
     pub async fn queue_stats(
         &self,
         queue: &str,
@@ -259,9 +275,81 @@ impl Amqp {
     }
 }
 
+/// The messages that publish `tasks`: consecutive tasks of one queue and priority share
+/// one, up to [`TASKS_PER_MESSAGE`].
+fn messages(tasks: &[Publishable]) -> impl Iterator<Item = &[Publishable]> {
+    tasks
+        .chunk_by(|a, b| {
+            a.queue == b.queue && amqp_priority(a.priority) == amqp_priority(b.priority)
+        })
+        .flat_map(|run| run.chunks(TASKS_PER_MESSAGE))
+}
+
+/// The tasks a delivered message names: its body's ids, or (a message of another type) the
+/// one its `message_id` names; None for a message that names none.
+pub fn delivered_ids(
+    kind: Option<&str>,
+    message_id: Option<&str>,
+    body: &[u8],
+) -> Option<Vec<Uuid>> {
+    if kind == Some(TASKS_MESSAGE_TYPE) {
+        let ids: Vec<Uuid> = serde_json::from_slice(body).ok()?;
+        return (!ids.is_empty()).then_some(ids);
+    }
+    Some(vec![Uuid::parse_str(message_id?).ok()?])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(queue: &str, priority: i32) -> Publishable {
+        Publishable {
+            id: Uuid::now_v7(),
+            queue: queue.into(),
+            kind: "noop".into(),
+            priority,
+            payload: "{}".into(),
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn tasks_of_one_queue_and_priority_share_messages_of_at_most_sixteen() {
+        let mut tasks: Vec<Publishable> = (0..40).map(|_| task("default", 0)).collect();
+        tasks.push(task("default", 5));
+        tasks.push(task("other", 5));
+        tasks.push(task("other", 5));
+        let sizes: Vec<usize> = messages(&tasks).map(<[Publishable]>::len).collect();
+        assert_eq!(sizes, [16, 16, 8, 1, 2]);
+        let ids: Vec<Uuid> = messages(&tasks).flatten().map(|t| t.id).collect();
+        assert_eq!(
+            ids,
+            tasks.iter().map(|t| t.id).collect::<Vec<_>>(),
+            "each once, in order"
+        );
+    }
+
+    #[test]
+    fn a_message_names_its_tasks_in_its_body_or_one_by_its_id() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let body = serde_json::to_vec(&[a.to_string(), b.to_string()]).expect("json");
+        assert_eq!(
+            delivered_ids(Some(TASKS_MESSAGE_TYPE), Some("x"), &body),
+            Some(vec![a, b])
+        );
+        let one = a.to_string();
+        assert_eq!(
+            delivered_ids(Some("noop"), Some(&one), b"{}"),
+            Some(vec![a])
+        );
+        assert_eq!(delivered_ids(Some(TASKS_MESSAGE_TYPE), None, b"[]"), None);
+        assert_eq!(
+            delivered_ids(Some(TASKS_MESSAGE_TYPE), None, b"nonsense"),
+            None
+        );
+        assert_eq!(delivered_ids(None, Some("not-a-uuid"), b""), None);
+    }
 
     #[test]
     fn priorities_spread_over_ten_levels_around_zero() {

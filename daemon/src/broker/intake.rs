@@ -5,8 +5,9 @@
 //! delivery by its receipt. No lapin type leaves this module; the consumer reconnects by
 //! itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
@@ -18,7 +19,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::broker::Amqp;
-use crate::broker::amqp::Deliveries;
+use crate::broker::amqp::{self, Deliveries};
 use crate::log_gate::worth_logging;
 use crate::metrics::Metrics;
 use crate::store::{ClaimedTask, Store};
@@ -53,9 +54,19 @@ impl Claimant {
     }
 }
 
-/// Answers the broker for one delivery, once the database holds what became of it; with
-/// the db broker there is nobody to answer, and both do nothing.
-pub struct Receipt(Option<Acker>);
+/// Answers the broker for one delivered task, once the database holds what became of it;
+/// with the db broker there is nobody to answer, and both do nothing. A message that names
+/// several tasks is answered when the last of them is: acked, or returned to the queue if
+/// any of them must run again (the others, delivered again, are no longer ready and are
+/// dropped by the guarded claim).
+pub struct Receipt(Option<Arc<Message>>);
+
+/// One delivered message and its tasks not answered yet.
+struct Message {
+    acker: Acker,
+    open: AtomicUsize,
+    again: AtomicBool,
+}
 
 impl Receipt {
     /// The receipt of a task claimed from the database.
@@ -63,26 +74,49 @@ impl Receipt {
         Receipt(None)
     }
 
-    /// Done with: the broker forgets the message. A failure means the channel is gone; the
-    /// broker then redelivers the message and the guarded claim drops it.
-    pub async fn ack(&self) {
-        if let Some(acker) = &self.0
-            && let Err(error) = acker.ack(BasicAckOptions::default()).await
-        {
-            tracing::debug!(%error, "acknowledging a delivery failed");
-        }
+    /// A receipt for each of `tasks` tasks of one delivered message.
+    fn of_message(acker: Acker, tasks: usize) -> Vec<Receipt> {
+        let message = Arc::new(Message {
+            acker,
+            open: AtomicUsize::new(tasks),
+            again: AtomicBool::new(false),
+        });
+        (0..tasks).map(|_| Receipt(Some(message.clone()))).collect()
     }
 
-    /// Not done with: back to the queue for any worker.
-    pub async fn requeue(&self) {
-        let options = BasicNackOptions {
-            requeue: true,
-            ..BasicNackOptions::default()
+    /// Done with: the broker forgets the message once its every task is done with. A
+    /// failure means the channel is gone; the broker then redelivers the message and the
+    /// guarded claim drops what is no longer ready.
+    pub async fn ack(self) {
+        self.answer(false).await;
+    }
+
+    /// Not done with: the message goes back to the queue for any worker (once its other
+    /// tasks are answered too).
+    pub async fn requeue(self) {
+        self.answer(true).await;
+    }
+
+    async fn answer(self, again: bool) {
+        let Some(message) = self.0 else {
+            return;
         };
-        if let Some(acker) = &self.0
-            && let Err(error) = acker.nack(options).await
-        {
-            tracing::debug!(%error, "returning a delivery to the queue failed");
+        if again {
+            message.again.store(true, Ordering::Release);
+        }
+        if message.open.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if message.again.load(Ordering::Acquire) {
+            let options = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            if let Err(error) = message.acker.nack(options).await {
+                tracing::debug!(%error, "returning a delivery to the queue failed");
+            }
+        } else if let Err(error) = message.acker.ack(BasicAckOptions::default()).await {
+            tracing::debug!(%error, "acknowledging a delivery failed");
         }
     }
 }
@@ -126,27 +160,6 @@ impl Intake for DbIntake {
     }
 }
 
-/// One delivered message: the task it names (None for a message without a valid task id)
-/// and how to answer the broker for it.
-struct Delivered {
-    task_id: Option<Uuid>,
-    receipt: Receipt,
-}
-
-impl Delivered {
-    fn from_delivery(delivery: Delivery) -> Delivered {
-        let task_id = delivery
-            .properties
-            .message_id()
-            .as_ref()
-            .and_then(|id| Uuid::parse_str(id.as_str()).ok());
-        Delivered {
-            task_id,
-            receipt: Receipt(Some(delivery.acker)),
-        }
-    }
-}
-
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// RabbitMQ delivers: a consumer on the worker's queues, whose deliveries are claimed by id.
@@ -155,8 +168,11 @@ pub struct AmqpIntake {
     amqp: Arc<Amqp>,
     prefetch: u16,
     deliveries: Option<Deliveries>,
-    /// The delivery [`Intake::wait`] received, for the next [`Intake::take`].
-    waiting: Option<Delivered>,
+    /// Delivered tasks not claimed yet, oldest first: what [`Intake::wait`] received, and
+    /// what a message named beyond the free slots.
+    waiting: VecDeque<(Uuid, Receipt)>,
+    /// Delivered messages that name no task, to be acked away by the next [`Intake::take`].
+    invalid: Vec<Receipt>,
     /// A consumer being started, on a task of its own: `wait` may be dropped at any await
     /// (the worker's loop selects over it), and a consumer the broker had started but this
     /// side dropped would keep its prefetched deliveries unacked, and unseen, for good.
@@ -173,17 +189,46 @@ impl AmqpIntake {
             amqp,
             prefetch,
             deliveries: None,
-            waiting: None,
+            waiting: VecDeque::new(),
+            invalid: Vec::new(),
             starting: None,
             retry_at: Instant::now(),
             backoff: Duration::from_millis(250),
         }
     }
 
-    /// Waits for a delivery (connecting and reconnecting as needed) and keeps it for the
-    /// next [`Intake::take`]. Cancel-safe: dropping the future loses no delivery.
+    /// Keeps a delivered message's tasks for the next [`Intake::take`] (without waiting, so
+    /// that a dropped [`Intake::wait`] loses none).
+    fn accept(&mut self, delivery: Delivery) {
+        let ids = amqp::delivered_ids(
+            delivery
+                .properties
+                .kind()
+                .as_ref()
+                .map(|kind| kind.as_str()),
+            delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str()),
+            &delivery.data,
+        );
+        match ids {
+            Some(ids) => {
+                let receipts = Receipt::of_message(delivery.acker, ids.len());
+                self.waiting.extend(ids.into_iter().zip(receipts));
+            }
+            None => {
+                tracing::warn!("dropping a RabbitMQ message that names no task");
+                self.invalid.extend(Receipt::of_message(delivery.acker, 1));
+            }
+        }
+    }
+
+    /// Waits for a delivery (connecting and reconnecting as needed) and keeps its tasks for
+    /// the next [`Intake::take`]. Cancel-safe: dropping the future loses no delivery.
     async fn receive(&mut self) {
-        if self.waiting.is_some() {
+        if !self.waiting.is_empty() || !self.invalid.is_empty() {
             return;
         }
         loop {
@@ -219,7 +264,7 @@ impl AmqpIntake {
             };
             match deliveries.next().await {
                 Some(Ok(delivery)) => {
-                    self.waiting = Some(Delivered::from_delivery(delivery));
+                    self.accept(delivery);
                     return;
                 }
                 Some(Err(error)) => self.lost(Some(error)).await,
@@ -228,42 +273,37 @@ impl AmqpIntake {
         }
     }
 
-    /// The delivery kept by [`AmqpIntake::receive`] and whatever else is already here, up
-    /// to `max` in all, without waiting.
-    async fn received(&mut self, max: usize) -> Vec<Delivered> {
-        let mut batch: Vec<Delivered> = self.waiting.take().into_iter().collect();
-        while batch.len() < max {
+    /// The tasks kept by [`AmqpIntake::receive`] and whatever else is already here, up to
+    /// `max` in all (oldest first), without waiting; the rest stay for the next take.
+    async fn received(&mut self, max: usize) -> Vec<(Uuid, Receipt)> {
+        for receipt in std::mem::take(&mut self.invalid) {
+            receipt.ack().await;
+        }
+        while self.waiting.len() < max {
             let Some(deliveries) = self.deliveries.as_mut() else {
                 break;
             };
             match deliveries.next().now_or_never() {
-                Some(Some(Ok(delivery))) => batch.push(Delivered::from_delivery(delivery)),
+                Some(Some(Ok(delivery))) => self.accept(delivery),
                 Some(Some(Err(error))) => self.lost(Some(error)).await,
                 Some(None) => self.lost(None).await,
                 None => break,
             }
         }
-        batch
+        let take = max.min(self.waiting.len());
+        self.waiting.drain(..take).collect()
     }
 
     /// Claims the tasks of these deliveries. Deliveries of tasks that are not ready (a
     /// duplicate, a cancelled task) are acknowledged and dropped; if the database cannot be
     /// reached they go back to the queue.
-    async fn claim(&self, batch: Vec<Delivered>) -> Vec<(ClaimedTask, Receipt)> {
+    async fn claim(&self, batch: Vec<(Uuid, Receipt)>) -> Vec<(ClaimedTask, Receipt)> {
         let c = &self.claimant;
         let mut by_id: HashMap<Uuid, Receipt> = HashMap::with_capacity(batch.len());
-        for delivery in batch {
-            match delivery.task_id {
-                Some(id) => {
-                    if let Some(duplicate) = by_id.insert(id, delivery.receipt) {
-                        c.metrics.delivery_dropped();
-                        duplicate.ack().await;
-                    }
-                }
-                None => {
-                    tracing::warn!("dropping a RabbitMQ message without a task id");
-                    delivery.receipt.ack().await;
-                }
+        for (id, receipt) in batch {
+            if let Some(duplicate) = by_id.insert(id, receipt) {
+                c.metrics.delivery_dropped();
+                duplicate.ack().await;
             }
         }
         if by_id.is_empty() {
@@ -295,7 +335,7 @@ impl AmqpIntake {
                 // Not at once: the database is likely down, and an instant redelivery would
                 // spin.
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                for receipt in by_id.values() {
+                for receipt in by_id.into_values() {
                     receipt.requeue().await;
                 }
                 Vec::new()
@@ -311,6 +351,9 @@ impl AmqpIntake {
             None => tracing::warn!("the RabbitMQ consumer ended; reconnecting"),
         }
         self.deliveries = None;
+        // Their messages were on the lost channel: the broker delivers them again.
+        self.waiting.clear();
+        self.invalid.clear();
         self.back_off().await;
     }
 

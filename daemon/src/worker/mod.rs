@@ -96,23 +96,17 @@ impl Drop for HandlerSlot {
 /// Attempts whose outcome is still being recorded, at most this many times the slots.
 const SETTLING_PER_SLOT: usize = 4;
 
-/// RabbitMQ deliveries a worker holds unacknowledged, per slot (Celery's default prefetch
-/// multiplier is the same 4). A delivery is held from its arrival until its outcome is
-/// stored, so the window covers the claim, the run and the settle's commit of every task in
-/// flight; at 1.25 per slot the window, not the database or the broker, set the throughput
-/// of short tasks (64 slots, 50,000 noop tasks in batches: 2,838–3,142/s against
-/// 3,488–4,581/s at 4 per slot, same hour). The price: while every slot is busy, up to
-/// three slots' worth of deliveries wait here, where a higher priority published later
-/// cannot overtake them and another worker cannot take them.
-const PREFETCH_PER_SLOT: usize = 4;
-
-/// The prefetch of a worker with `slots`: [`PREFETCH_PER_SLOT`] each, but a single-slot
-/// worker takes one delivery at a time, so that it runs its queue strictly by priority.
+/// The RabbitMQ prefetch of a worker with `slots`: the messages it holds unacknowledged, a
+/// quarter more than its slots. A message is held from its arrival until the outcome of
+/// each task it names is stored, and names up to [`TASKS_PER_MESSAGE`] tasks published
+/// together, so under load the window in tasks grows with the batches (a message a task
+/// when submits come one by one), while what waits here for a slot, where a later, higher
+/// priority cannot overtake it and another worker cannot take it, stays bounded. A
+/// single-slot worker holds one message.
+///
+/// [`TASKS_PER_MESSAGE`]: crate::broker::amqp::TASKS_PER_MESSAGE
 fn prefetch(slots: u32) -> u16 {
-    if slots <= 1 {
-        return 1;
-    }
-    u16::try_from(slots as usize * PREFETCH_PER_SLOT).unwrap_or(u16::MAX)
+    u16::try_from(slots.max(1) + slots / 4).unwrap_or(u16::MAX)
 }
 
 impl Worker {
@@ -466,10 +460,10 @@ fn hostname() -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_prefetch_is_four_deliveries_a_slot_but_one_for_a_single_slot() {
+    fn the_prefetch_is_a_quarter_above_the_slots() {
         assert_eq!(super::prefetch(1), 1);
-        assert_eq!(super::prefetch(2), 8);
-        assert_eq!(super::prefetch(64), 256);
-        assert_eq!(super::prefetch(10_000), 40_000);
+        assert_eq!(super::prefetch(4), 5);
+        assert_eq!(super::prefetch(64), 80);
+        assert_eq!(super::prefetch(10_000), 12_500);
     }
 }

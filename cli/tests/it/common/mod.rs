@@ -700,6 +700,42 @@ impl EventTail {
         })
     }
 
+    /// Events until `done` says the last one completes the set, as [`EventTail::until`],
+    /// but a stream the server cuts (the documented answer to a client that fell a whole
+    /// buffer behind) is opened again after the last event seen, with Last-Event-ID, as
+    /// taskctl does. Answers the events and how many times it resumed.
+    pub fn until_resuming(
+        mut self,
+        daemon: &Daemon,
+        query: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> (Vec<(std::time::SystemTime, Value)>, usize) {
+        use std::sync::mpsc::RecvTimeoutError;
+        let deadline = Instant::now() + timeout;
+        let mut events: Vec<(std::time::SystemTime, Value)> = Vec::new();
+        let mut resumes = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left.max(Duration::from_millis(1))) {
+                Ok(event) => {
+                    let finished = done(&event.1);
+                    events.push(event);
+                    if finished {
+                        return (events, resumes);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => panic!("no event within {timeout:?}"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    resumes += 1;
+                    assert!(resumes <= 10, "the event stream was cut {resumes} times");
+                    let last = events.last().and_then(|(_, e)| e["seq"].as_i64());
+                    self = EventTail::open(daemon, query, last);
+                }
+            }
+        }
+    }
+
     /// Events until `done` says the last one completes the set.
     pub fn until(
         &self,
