@@ -433,33 +433,21 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("taskd.db").display());
         let store = SqliteStore::open(&url).await.expect("open");
         store.migrate().await.expect("migrate");
+        let finished = "tasks_finished_status (status=? AND id<?)";
+        let due = "SCAN tasks USING INDEX tasks_due";
+        let by_id = "sqlite_autoindex_tasks_1 (id<?)";
         let cases = [
-            (
-                Some(TaskStatus::Succeeded),
-                "tasks_finished_status (status=? AND id<?)",
-            ),
-            (
-                Some(TaskStatus::Failed),
-                "tasks_finished_status (status=? AND id<?)",
-            ),
-            (
-                Some(TaskStatus::Cancelled),
-                "tasks_finished_status (status=? AND id<?)",
-            ),
+            (Some(TaskStatus::Succeeded), finished),
+            (Some(TaskStatus::Failed), finished),
+            (Some(TaskStatus::Cancelled), finished),
             (
                 Some(TaskStatus::Running),
                 "SCAN tasks USING INDEX tasks_leases",
             ),
-            (
-                Some(TaskStatus::Scheduled),
-                "SCAN tasks USING INDEX tasks_due",
-            ),
-            (
-                Some(TaskStatus::Retrying),
-                "SCAN tasks USING INDEX tasks_due",
-            ),
-            (Some(TaskStatus::Queued), "sqlite_autoindex_tasks_1 (id<?)"),
-            (None, "sqlite_autoindex_tasks_1 (id<?)"),
+            (Some(TaskStatus::Scheduled), due),
+            (Some(TaskStatus::Retrying), due),
+            (Some(TaskStatus::Queued), by_id),
+            (None, by_id),
         ];
         for (status, reads) in cases {
             let filter = ListFilter {

@@ -490,6 +490,27 @@ pub async fn expired_leases_are_reaped(store: Arc<dyn Store>) {
     );
 }
 
+/// The ids `filter` lists, read in pages of `size`, each page starting before the last.
+async fn in_pages(store: &dyn Store, filter: ListFilter, size: u32) -> Vec<Uuid> {
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list(ListFilter {
+                before,
+                limit: size,
+                ..filter.clone()
+            })
+            .await
+            .expect("list");
+        seen.extend(page.iter().map(|t| t.id));
+        if page.len() < size as usize {
+            return seen;
+        }
+        before = page.last().map(|t| t.id);
+    }
+}
+
 pub async fn listing_pages_and_filters(store: Arc<dyn Store>) {
     let mut ids = Vec::new();
     for i in 0..25 {
@@ -497,24 +518,10 @@ pub async fn listing_pages_and_filters(store: Arc<dyn Store>) {
         ids.push(insert_one(store.as_ref(), new_task(|t| t.kind = kind.into())).await);
     }
     ids.reverse(); // newest first
-    let mut seen = Vec::new();
-    let mut before = None;
-    loop {
-        let page = store
-            .list(ListFilter {
-                before,
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .expect("list");
-        seen.extend(page.iter().map(|t| t.id));
-        if page.len() < 10 {
-            break;
-        }
-        before = page.last().map(|t| t.id);
-    }
-    assert_eq!(seen, ids);
+    assert_eq!(
+        in_pages(store.as_ref(), ListFilter::default(), 10).await,
+        ids
+    );
 
     let echoes = store
         .list(ListFilter {
@@ -596,26 +603,13 @@ pub async fn listing_each_status_in_pages(store: Arc<dyn Store>) {
                     .filter(|t| kind.is_none_or(|k| t.kind == k))
                     .map(|t| t.id)
                     .collect();
-                let mut seen = Vec::new();
-                let mut before = None;
-                loop {
-                    let page = store
-                        .list(ListFilter {
-                            status: Some(status),
-                            queue: queue.map(Into::into),
-                            kind: kind.map(Into::into),
-                            before,
-                            limit: 3,
-                            ..Default::default()
-                        })
-                        .await
-                        .expect("list");
-                    seen.extend(page.iter().map(|t| t.id));
-                    if page.len() < 3 {
-                        break;
-                    }
-                    before = page.last().map(|t| t.id);
-                }
+                let filter = ListFilter {
+                    status: Some(status),
+                    queue: queue.map(Into::into),
+                    kind: kind.map(Into::into),
+                    ..Default::default()
+                };
+                let seen = in_pages(store.as_ref(), filter, 3).await;
                 assert_eq!(seen, want, "{status:?} in {queue:?} of kind {kind:?}");
             }
         }
