@@ -307,9 +307,7 @@ mod tests {
         Publishable {
             id: Uuid::now_v7(),
             queue: queue.into(),
-            kind: "noop".into(),
             priority,
-            payload: "{}".into(),
             updated_at: 0,
         }
     }

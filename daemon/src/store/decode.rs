@@ -138,9 +138,7 @@ pub fn publishable<R: TaskRow>(row: &R) -> Result<Publishable> {
     Ok(Publishable {
         id: parse_id(&row.text("id")?)?,
         queue: row.text("queue")?,
-        kind: row.text("kind")?,
         priority: row.small("priority")?,
-        payload: row.text("payload")?,
         updated_at: row.int("updated_at")?,
     })
 }

@@ -283,14 +283,13 @@ impl StoredTask {
     }
 }
 
-/// A ready task that a broker must deliver.
+/// A ready task that a broker must deliver: a message names it (the worker reads the rest
+/// from the row it claims).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publishable {
     pub id: Uuid,
     pub queue: String,
-    pub kind: String,
     pub priority: i32,
-    pub payload: String,
     /// Marks which version of the row was published (see [`Store::mark_published`]).
     pub updated_at: i64,
 }
@@ -300,9 +299,7 @@ impl Publishable {
         Publishable {
             id: task.id,
             queue: task.queue.clone(),
-            kind: task.kind.clone(),
             priority: task.priority,
-            payload: task.payload.clone(),
             updated_at: task.updated_at,
         }
     }

@@ -397,7 +397,7 @@ pub const LOGS: &str = "SELECT seq, attempt, stream, ts, line FROM task_logs
 
 /// Ready tasks the dispatcher must publish (requeued, due, retried, handed back), oldest
 /// first within a priority.
-pub const UNPUBLISHED: &str = "SELECT id, queue, kind, priority, payload, updated_at FROM tasks
+pub const UNPUBLISHED: &str = "SELECT id, queue, priority, updated_at FROM tasks
      WHERE status = 'queued' AND published_at IS NULL
      ORDER BY priority DESC, created_at
      LIMIT $1";
