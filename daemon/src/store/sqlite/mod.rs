@@ -387,6 +387,15 @@ mod tests {
     use crate::store::{ListFilter, Store};
     use taskplane_api::TaskStatus;
 
+    /// A store on a new file in a temporary directory (kept while the directory lives), not
+    /// migrated yet.
+    async fn open_temp() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("taskd.db").display());
+        let store = SqliteStore::open(&url).await.expect("open");
+        (dir, store)
+    }
+
     /// What SQLite plans for a page of the list with `filter`, one step a line.
     async fn plan(store: &SqliteStore, filter: &ListFilter) -> String {
         let statement = format!("EXPLAIN QUERY PLAN {}", sql::list(filter, true, None, true));
@@ -409,9 +418,7 @@ mod tests {
     /// labels with it); the write connection has them on again after.
     #[tokio::test]
     async fn migrating_leaves_foreign_keys_on() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("taskd.db").display());
-        let store = SqliteStore::open(&url).await.expect("open");
+        let (_dir, store) = open_temp().await;
         assert_eq!(
             store.migrate().await.expect("migrate").len(),
             MIGRATIONS.len()
@@ -429,9 +436,7 @@ mod tests {
     /// is). No page scans the whole table.
     #[tokio::test]
     async fn a_page_of_one_status_reads_its_index() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("taskd.db").display());
-        let store = SqliteStore::open(&url).await.expect("open");
+        let (_dir, store) = open_temp().await;
         store.migrate().await.expect("migrate");
         let finished = "tasks_finished_status (status=? AND id<?)";
         let due = "SCAN tasks USING INDEX tasks_due";
