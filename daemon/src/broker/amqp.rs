@@ -34,6 +34,9 @@ pub const TASKS_PER_MESSAGE: usize = 16;
 /// messages carried several).
 pub const TASKS_MESSAGE_TYPE: &str = "taskplane.tasks";
 
+/// How long a connection attempt may take, handshake included.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What can go wrong with the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -46,6 +49,9 @@ pub enum BrokerError {
     /// Starting a consumer ended without an answer (its task was cancelled or panicked).
     #[error("starting a RabbitMQ consumer failed: {0}")]
     Stopped(String),
+    /// The broker took the TCP connection but did not finish the AMQP handshake in time.
+    #[error("RabbitMQ did not answer the connection handshake within {0:?}")]
+    ConnectTimeout(std::time::Duration),
 }
 
 /// The broker's name for a taskd queue.
@@ -114,7 +120,14 @@ impl Amqp {
         *slot = None;
         self.connected.store(false, Ordering::Relaxed);
         let properties = ConnectionProperties::default().with_connection_name("taskd".into());
-        let connection = Arc::new(Connection::connect(&self.url, properties).await?);
+        // Bounded: the lock is held meanwhile, and a broker that accepts TCP but never
+        // answers the handshake (still starting, or a black-holed route) would hold every
+        // caller, `/ready` included, for as long as the kernel keeps the socket open.
+        let connect = Connection::connect(&self.url, properties);
+        let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(connected) => Arc::new(connected?),
+            Err(_) => return Err(BrokerError::ConnectTimeout(CONNECT_TIMEOUT)),
+        };
         tracing::info!(broker = %self.redacted, "connected to RabbitMQ");
         self.connected.store(true, Ordering::Relaxed);
         *slot = Some(connection.clone());
@@ -122,13 +135,18 @@ impl Amqp {
     }
 
     /// Forgets a connection that failed, so the next use reconnects.
+    ///
+    /// Takes one lock at a time: a publish holds the publisher's lock while it waits for the
+    /// connection's, so holding the connection's while waiting for the publisher's deadlocks.
     pub async fn reset(&self) {
-        let mut slot = self.connection.lock().await;
-        if slot.is_some() {
-            tracing::warn!(broker = %self.redacted, "lost the RabbitMQ connection; reconnecting");
+        {
+            let mut slot = self.connection.lock().await;
+            if slot.is_some() {
+                tracing::warn!(broker = %self.redacted, "lost the RabbitMQ connection; reconnecting");
+            }
+            *slot = None;
+            self.connected.store(false, Ordering::Relaxed);
         }
-        *slot = None;
-        self.connected.store(false, Ordering::Relaxed);
         *self.publisher.lock().await = None;
     }
 
@@ -310,6 +328,30 @@ mod tests {
             priority,
             updated_at: 0,
         }
+    }
+
+    /// A publish holds the publisher's lock while it waits for the connection's; a reset
+    /// that kept the connection's lock while waiting for the publisher's would stop both for
+    /// good (and `/ready` with them, since it needs the connection's lock too).
+    #[tokio::test]
+    async fn a_reset_waiting_for_a_publish_leaves_the_connection_free() {
+        let amqp = Arc::new(Amqp::new("amqp://127.0.0.1:1"));
+        let publishing = amqp.publisher.lock().await;
+        let resetting = tokio::spawn({
+            let amqp = amqp.clone();
+            async move { amqp.reset().await }
+        });
+        // One turn of this single-threaded runtime runs the reset until it waits.
+        tokio::task::yield_now().await;
+        assert!(!resetting.is_finished(), "the reset waits for the publish");
+        assert!(
+            amqp.connection.try_lock().is_ok(),
+            "the reset holds the connection's lock while it waits for the publisher's"
+        );
+        drop(publishing);
+        resetting
+            .await
+            .expect("the reset ends once the publish lets go");
     }
 
     #[test]
