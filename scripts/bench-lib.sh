@@ -17,3 +17,46 @@ start() { # start NAME ARGS… : runs taskd, waits for its port, sets URL
 }
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+cpu_ticks() { # cpu_ticks : CPU clock ticks used so far by taskd, PostgreSQL and RabbitMQ, by the machine, and the wall clock in ticks
+    python3 - <<'PY'
+import os
+by = {"taskd": 0, "postgres": 0, "rabbitmq": 0}
+rabbit = {"beam.smp", "erl_child_setup", "epmd", "inet_gethost"}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime + stime
+    if comm == "taskd":
+        by["taskd"] += ticks
+    elif comm == "postgres" or comm.startswith("postgres:"):
+        by["postgres"] += ticks
+    elif comm in rabbit:
+        by["rabbitmq"] += ticks
+cpu = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+busy = sum(cpu) - cpu[3] - cpu[4]  # everything but idle and iowait
+wall = sum(cpu) / os.cpu_count()
+print(by["taskd"], by["postgres"], by["rabbitmq"], busy, int(wall))
+PY
+}
+
+cpu_share() { # cpu_share BEFORE AFTER : what each used between two cpu_ticks, in % of one core
+    python3 - "$1" "$2" <<'PY'
+import sys
+a, b = ([int(v) for v in s.split()] for s in sys.argv[1:])
+d = [y - x for x, y in zip(a, b)]
+wall = max(d[4], 1)
+taskd, pg, rabbit, busy = (round(100 * v / wall) for v in d[:4])
+parts = [f"taskd {taskd}"]
+if pg:
+    parts.append(f"PostgreSQL {pg}")
+if rabbit:
+    parts.append(f"RabbitMQ {rabbit}")
+parts.append(f"rest {max(busy - taskd - pg - rabbit, 0)}")
+print(" · ".join(parts))
+PY
+}

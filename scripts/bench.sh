@@ -7,7 +7,9 @@
 # to make a scratch database and vhost. On PostgreSQL it also counts the row writes per task
 # (n_tup_ins + n_tup_upd over every table, TOAST included, across the batch row's runs) and,
 # with RabbitMQ, the deliveries the worker dropped as duplicates. Ends with the count of
-# deadlock and slow-statement lines in every taskd log. Usage: scripts/bench.sh [SINGLE_TASKS] [BATCH_TASKS]
+# deadlock and slow-statement lines in every taskd log. The last column is the CPU each
+# part took over a row's three runs, in % of one core (the machine has nproc × 100): taskd's
+# processes, PostgreSQL's, RabbitMQ's, and the rest (taskctl bench, mostly). Usage: scripts/bench.sh [SINGLE_TASKS] [BATCH_TASKS]
 # (default 20000 and 50000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,22 +41,23 @@ print(round(sum(r["tasks"] for r in runs) / seconds),
 PY
 }
 
-table_row() { # table_row LABEL : the medians of the caller's rates, p50s and p99s
-    printf '| %s | %s | %s | %s |\n' "$1" \
+table_row() { # table_row LABEL CPU : the medians of the caller's rates, p50s and p99s, and the CPU the runs took
+    printf '| %s | %s | %s | %s | %s |\n' "$1" \
         "$(printf '%s\n' "${rates[@]}" | median)" \
         "$(printf '%s\n' "${p50s[@]}" | median)" \
-        "$(printf '%s\n' "${p99s[@]}" | median)"
+        "$(printf '%s\n' "${p99s[@]}" | median)" "$2"
 }
 
 row() { # row LABEL URL BENCH-ARGS…
     local label=$1 url=$2; shift 2
-    local rates=() p50s=() p99s=() rate p50 p99
+    local rates=() p50s=() p99s=() rate p50 p99 before
+    before=$(cpu_ticks)
     for run in 1 2 3; do
         "$bin/taskctl" --server "$url" bench -o json "$@" >"$work/run.json"
         read -r rate p50 p99 < <(summarize "$work/run.json")
         rates+=("$rate"); p50s+=("$p50"); p99s+=("$p99")
     done
-    table_row "$label"
+    table_row "$label" "$(cpu_share "$before" "$(cpu_ticks)")"
 }
 
 writes() { # writes DB : row writes so far, every table (the statistics settle first)
@@ -79,7 +82,8 @@ rows() { # rows MODE URL [DB] : the three workloads against one deployment
 
 pair_row() { # pair_row LABEL URL1 URL2 TASKS CONCURRENCY BATCH : half the load through each api
     local label=$1 one=$2 two=$3 tasks=$4 conc=$5 batch=$6
-    local rates=() p50s=() p99s=() rate p50 p99
+    local rates=() p50s=() p99s=() rate p50 p99 before
+    before=$(cpu_ticks)
     for run in 1 2 3; do
         "$bin/taskctl" --server "$one" bench -o json --tasks $((tasks / 2)) --concurrency $((conc / 2)) --batch "$batch" >"$work/one.json" &
         local first=$!
@@ -88,15 +92,15 @@ pair_row() { # pair_row LABEL URL1 URL2 TASKS CONCURRENCY BATCH : half the load 
         read -r rate p50 p99 < <(summarize "$work/one.json" "$work/two.json")
         rates+=("$rate"); p50s+=("$p50"); p99s+=("$p99")
     done
-    table_row "$label"
+    table_row "$label" "$(cpu_share "$before" "$(cpu_ticks)")"
 }
 
 dropped() { # dropped URL : deliveries the worker there dropped as not ready
     curl -s "$1/metrics" | awk '$1 == "taskplane_deliveries_dropped_total" { print $2 }'
 }
 
-echo "| mode | tasks/s end to end | p50 ms | p99 ms |"
-echo "|---|---|---|---|"
+echo "| mode | tasks/s end to end | p50 ms | p99 ms | CPU, % of one core |"
+echo "|---|---|---|---|---|"
 start embedded --database "sqlite://$work/bench.db"
 rows "embedded (SQLite)" "$URL"
 kill "${pids[${#pids[@]}-1]}"
