@@ -95,6 +95,12 @@ pair_row() { # pair_row LABEL URL1 URL2 TASKS CONCURRENCY BATCH : half the load 
     table_row "$label" "$(cpu_share "$before" "$(cpu_ticks)")"
 }
 
+stop_last() { # stop_last : stops the taskd started last and waits for it (its CPU must not vanish mid-row)
+    local pid=${pids[${#pids[@]}-1]}
+    kill "$pid"
+    wait "$pid" 2>/dev/null || true
+}
+
 dropped() { # dropped URL : deliveries the worker there dropped as not ready
     curl -s "$1/metrics" | awk '$1 == "taskplane_deliveries_dropped_total" { print $2 }'
 }
@@ -103,14 +109,14 @@ echo "| mode | tasks/s end to end | p50 ms | p99 ms | CPU, % of one core |"
 echo "|---|---|---|---|---|"
 start embedded --database "sqlite://$work/bench.db"
 rows "embedded (SQLite)" "$URL"
-kill "${pids[${#pids[@]}-1]}"
+stop_last
 
 admin="${TASKPLANE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 psql "$admin" -qc "DROP DATABASE IF EXISTS taskplane_bench WITH (FORCE)" -c "CREATE DATABASE taskplane_bench" 2>/dev/null
 db="${admin%/*}/taskplane_bench"
 start pg-db --database "$db" --broker db
 rows "PostgreSQL, --broker db" "$URL" "$db"
-kill "${pids[${#pids[@]}-1]}"
+stop_last
 
 rabbitmqctl add_vhost taskplane_bench >/dev/null
 rabbitmqctl set_permissions -p taskplane_bench guest '.*' '.*' '.*' >/dev/null
