@@ -41,11 +41,12 @@ print(round(sum(r["tasks"] for r in runs) / seconds),
 PY
 }
 
-table_row() { # table_row LABEL CPU : the medians of the caller's rates, p50s and p99s, and the CPU the runs took
+table_row() { # table_row LABEL TICKS : the medians of the caller's rates, p50s and p99s, and the CPU taken since cpu_ticks read TICKS
     printf '| %s | %s | %s | %s | %s |\n' "$1" \
         "$(printf '%s\n' "${rates[@]}" | median)" \
         "$(printf '%s\n' "${p50s[@]}" | median)" \
-        "$(printf '%s\n' "${p99s[@]}" | median)" "$2"
+        "$(printf '%s\n' "${p99s[@]}" | median)" \
+        "$(cpu_share "$2" "$(cpu_ticks)")"
 }
 
 row() { # row LABEL URL BENCH-ARGS…
@@ -57,7 +58,7 @@ row() { # row LABEL URL BENCH-ARGS…
         read -r rate p50 p99 < <(summarize "$work/run.json")
         rates+=("$rate"); p50s+=("$p50"); p99s+=("$p99")
     done
-    table_row "$label" "$(cpu_share "$before" "$(cpu_ticks)")"
+    table_row "$label" "$before"
 }
 
 writes() { # writes DB : row writes so far, every table (the statistics settle first)
@@ -92,7 +93,7 @@ pair_row() { # pair_row LABEL URL1 URL2 TASKS CONCURRENCY BATCH : half the load 
         read -r rate p50 p99 < <(summarize "$work/one.json" "$work/two.json")
         rates+=("$rate"); p50s+=("$p50"); p99s+=("$p99")
     done
-    table_row "$label" "$(cpu_share "$before" "$(cpu_ticks)")"
+    table_row "$label" "$before"
 }
 
 stop_last() { # stop_last : stops the taskd started last and waits for it (its CPU must not vanish mid-row)
