@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::error::Error;
+use crate::schedule::{NextFires, NextQuery, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec};
 use crate::stream::{EventStream, LogTail};
 use crate::types::{
     BatchSubmit, BulkResult, DlqPurge, DlqRetry, ErrorBody, EventQuery, Health, ListQuery, LogPage,
@@ -253,6 +254,98 @@ impl Client {
         self.call(Method::GET, "/api/v1/workers").await
     }
 
+    /// Creates a schedule (a 409 `schedule_exists` when the name is taken).
+    pub async fn create_schedule(&self, spec: &ScheduleSpec) -> Result<Schedule, Error> {
+        let response = self
+            .send(Method::POST, "/api/v1/schedules", Some(spec), None::<&()>)
+            .await?;
+        self.decode(response).await
+    }
+
+    /// Replaces the spec of the schedule `spec.name` names (creating nothing).
+    pub async fn put_schedule(&self, spec: &ScheduleSpec) -> Result<Schedule, Error> {
+        let path = format!("/api/v1/schedules/{}", path_segment(&spec.name));
+        let response = self
+            .send(Method::PUT, &path, Some(spec), None::<&()>)
+            .await?;
+        self.decode(response).await
+    }
+
+    /// One page of schedules, by name.
+    pub async fn schedules_page(&self, query: &ScheduleQuery) -> Result<ScheduleList, Error> {
+        let response = self
+            .send(Method::GET, "/api/v1/schedules", None::<&()>, Some(query))
+            .await?;
+        self.decode(response).await
+    }
+
+    /// Every schedule, by name (all pages).
+    pub async fn schedules(&self) -> Result<Vec<Schedule>, Error> {
+        let mut query = ScheduleQuery {
+            limit: Some(1000),
+            cursor: None,
+        };
+        let mut all = Vec::new();
+        loop {
+            let page = self.schedules_page(&query).await?;
+            all.extend(page.schedules);
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    pub async fn schedule(&self, name: &str) -> Result<Schedule, Error> {
+        self.call(
+            Method::GET,
+            &format!("/api/v1/schedules/{}", path_segment(name)),
+        )
+        .await
+    }
+
+    pub async fn delete_schedule(&self, name: &str) -> Result<Schedule, Error> {
+        self.call(
+            Method::DELETE,
+            &format!("/api/v1/schedules/{}", path_segment(name)),
+        )
+        .await
+    }
+
+    /// `pause` or `resume`.
+    pub async fn schedule_action(&self, name: &str, action: &str) -> Result<Schedule, Error> {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/schedules/{}/{action}", path_segment(name)),
+        )
+        .await
+    }
+
+    /// Submits one task from a schedule now, paused or not.
+    pub async fn trigger_schedule(&self, name: &str) -> Result<Task, Error> {
+        self.call(
+            Method::POST,
+            &format!("/api/v1/schedules/{}/trigger", path_segment(name)),
+        )
+        .await
+    }
+
+    /// The next fire times of a schedule (`name`) or of `query.cron`.
+    pub async fn next_fires(
+        &self,
+        name: Option<&str>,
+        query: &NextQuery,
+    ) -> Result<NextFires, Error> {
+        let path = match name {
+            Some(name) => format!("/api/v1/schedules/{}/next", path_segment(name)),
+            None => "/api/v1/cron/next".to_owned(),
+        };
+        let response = self
+            .send(Method::GET, &path, None::<&()>, Some(query))
+            .await?;
+        self.decode(response).await
+    }
+
     fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match &self.token {
             Some(token) => request.bearer_auth(token),
@@ -421,4 +514,18 @@ fn with_query<Q: Serialize + ?Sized>(url: &str, query: &Q) -> String {
     } else {
         format!("{url}?{encoded}")
     }
+}
+
+/// A name as one path segment: the characters a name may hold need no escaping, but a bad
+/// name (a space, a slash) must reach taskd as itself and be refused there.
+fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-' | b'~') {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }

@@ -7,12 +7,14 @@
 mod client;
 mod error;
 pub mod kinds;
+mod schedule;
 mod stream;
 pub mod text;
 mod types;
 
 pub use client::{Client, Timeouts, error_chain};
 pub use error::Error;
+pub use schedule::*;
 pub use stream::{EventStream, LogTail, SseMessage, SseParser};
 pub use types::*;
 

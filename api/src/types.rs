@@ -342,6 +342,9 @@ pub enum EventKind {
     Succeeded,
     Failed,
     Cancelled,
+    /// A schedule submitted it (the event's `schedule` names it); its `created` event is
+    /// separate.
+    Fired,
     /// Something this version does not know (a newer server).
     #[serde(other)]
     Other,
@@ -357,6 +360,7 @@ impl EventKind {
             EventKind::Succeeded => "succeeded",
             EventKind::Failed => "failed",
             EventKind::Cancelled => "cancelled",
+            EventKind::Fired => "fired",
             EventKind::Other => "other",
         }
     }
@@ -387,6 +391,9 @@ pub struct TaskEvent {
     /// When the change happened.
     pub at: DateTime<Utc>,
     pub task: TaskSummary,
+    /// The schedule that fired (only on `fired` events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
 }
 
 /// Query parameters of `GET /api/v1/events`.

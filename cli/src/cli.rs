@@ -9,8 +9,8 @@ use crate::commands::provision::ProvisionArgs;
 use crate::commands::top::TopArgs;
 use crate::commands::{
     cancel::CancelArgs, dlq::DlqArgs, events::EventsArgs, list::ListArgs, logs::LogsArgs,
-    queues::QueuesArgs, retry::RetryArgs, status::StatusArgs, submit::SubmitArgs, watch::WatchArgs,
-    workers::WorkersArgs,
+    queues::QueuesArgs, retry::RetryArgs, schedule::ScheduleArgs, status::StatusArgs,
+    submit::SubmitArgs, watch::WatchArgs, workers::WorkersArgs,
 };
 
 /// Drive and watch a Taskplane server from the terminal.
@@ -106,6 +106,9 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Tail task events as they happen.
     Events(EventsArgs),
+    /// Recurring schedules: create, list, pause, trigger, preview and apply from a file.
+    #[command(visible_alias = "schedules")]
+    Schedule(ScheduleArgs),
     /// Queue depth, counts by status and throughput.
     Queues(QueuesArgs),
     /// Live worker processes and how busy they are.

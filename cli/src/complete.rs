@@ -1,4 +1,4 @@
-//! Dynamic shell completion: task ids, queue names and kinds come from the current server
+//! Dynamic shell completion: task ids, queue and schedule names and kinds come from the current server
 //! (TASKCTL_SERVER / TASKCTL_TOKEN / TASKCTL_CONTEXT, else the current context, else the
 //! default), read with a short timeout; on any failure a completion offers nothing rather
 //! than an error.
@@ -66,6 +66,18 @@ pub fn queues() -> Vec<CompletionCandidate> {
             .queues
             .into_iter()
             .map(|q| CompletionCandidate::new(q.queue))
+            .collect())
+    })
+}
+
+/// The schedules the server has, each with its timing as help.
+pub fn schedules() -> Vec<CompletionCandidate> {
+    ask(|client| async move {
+        Ok(client
+            .schedules()
+            .await?
+            .into_iter()
+            .map(|s| CompletionCandidate::new(s.name.clone()).help(Some(s.timing_text().into())))
             .collect())
     })
 }

@@ -284,8 +284,9 @@ pub fn json_escaped(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// The ids in an output document: a task's `id`, an event's task, a queue's name, or those
-/// of every element of an array or of a `tasks`/`queues`/`workers` list.
+/// The ids in an output document: a task's `id`, an event's task, a queue's or a schedule's
+/// name, or those of every element of an array or of a `tasks`/`queues`/`workers`/`schedules`
+/// list.
 pub fn ids_of(value: &serde_json::Value) -> Vec<String> {
     use serde_json::Value;
     match value {
@@ -295,12 +296,12 @@ pub fn ids_of(value: &serde_json::Value) -> Vec<String> {
             if let Some(Value::String(id)) = map.get("id") {
                 return vec![id.clone()];
             }
-            for list in ["tasks", "queues", "workers"] {
+            for list in ["tasks", "queues", "workers", "schedules"] {
                 if let Some(Value::Array(items)) = map.get(list) {
                     return items.iter().flat_map(ids_of).collect();
                 }
             }
-            for key in ["id", "queue"] {
+            for key in ["id", "queue", "name"] {
                 if let Some(Value::String(id)) = map.get(key) {
                     return vec![id.clone()];
                 }

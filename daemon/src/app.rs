@@ -131,18 +131,29 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     if args.role.runs_api() {
         tokio::spawn(events.clone().run(shutdown.clone()));
     }
+    let kinds = Arc::new(Kinds {
+        known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
+        shell_enabled: args.enable_shell,
+        provisioning_enabled: args.enable_provisioning,
+    });
+    // Every process fires schedules; the store's guarded fire makes one task per fire time.
+    let scheduler = crate::scheduler::Scheduler::new(
+        store.clone(),
+        broker.clone(),
+        metrics.clone(),
+        events.clone(),
+        kinds.clone(),
+    );
+    tokio::spawn(scheduler.clone().run(shutdown.clone()));
     let state = http::AppState {
         events,
         metrics: metrics.clone(),
         store: store.clone(),
         submits: crate::store::GroupCommit::start(store.clone()),
-        kinds: Arc::new(Kinds {
-            known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-            shell_enabled: args.enable_shell,
-            provisioning_enabled: args.enable_provisioning,
-        }),
+        kinds,
         broker: broker.clone(),
         role: args.role.as_str(),
+        scheduler,
     };
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -338,6 +338,7 @@ fn event_kind(name: &str) -> EventKind {
         "succeeded" => EventKind::Succeeded,
         "failed" => EventKind::Failed,
         "cancelled" => EventKind::Cancelled,
+        "fired" => EventKind::Fired,
         _ => EventKind::Other,
     }
 }
@@ -359,6 +360,7 @@ fn to_wire(row: StoredEvent) -> TaskEvent {
             created_at: instant(row.created_at),
             worker: row.worker,
         },
+        schedule: row.schedule,
     }
 }
 
@@ -387,6 +389,7 @@ mod tests {
             priority: 0,
             max_attempts: 3,
             created_at: 0,
+            schedule: None,
         }
     }
 

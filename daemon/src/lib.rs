@@ -12,6 +12,7 @@ pub mod http;
 pub mod log_gate;
 pub mod metrics;
 pub mod output;
+pub mod scheduler;
 pub mod store;
 pub mod util;
 pub mod worker;

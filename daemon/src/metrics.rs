@@ -50,7 +50,7 @@ impl Histogram {
 }
 
 /// A label value with `\`, `"` and newlines escaped, as the text format wants.
-fn escape(value: &str) -> String {
+pub fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -131,6 +131,8 @@ pub fn fold_depths(counts: Vec<(String, String, u64)>) -> Vec<(String, String, u
 pub struct Metrics {
     queues: Names,
     kinds: Names,
+    schedules: Names,
+    schedule_fires: Mutex<BTreeMap<(String, &'static str), u64>>,
     submitted: Mutex<BTreeMap<(String, String), u64>>,
     finished: Mutex<BTreeMap<(String, String, String), u64>>,
     duration: Mutex<BTreeMap<(String, String), Histogram>>,
@@ -170,6 +172,18 @@ impl Metrics {
         }
         if let Ok(mut map) = self.queue_wait.lock() {
             map.entry(key).or_default().observe(waited);
+        }
+    }
+
+    /// A scheduler round (or a trigger) ended `n` fire times of `schedule` with `outcome`:
+    /// `fired`, `skipped`, `missed`, `invalid` or `triggered`.
+    pub fn schedule_fires(&self, schedule: &str, outcome: &'static str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let key = (self.schedules.label(schedule), outcome);
+        if let Ok(mut map) = self.schedule_fires.lock() {
+            *map.entry(key).or_default() += n;
         }
     }
 
@@ -281,6 +295,20 @@ impl Metrics {
             "taskplane_http_open_streams {}",
             self.streams.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP taskplane_schedule_fires_total Fire times of schedules this process handled, by outcome (fired, skipped, missed, invalid, triggered)."
+        );
+        let _ = writeln!(out, "# TYPE taskplane_schedule_fires_total counter");
+        if let Ok(map) = self.schedule_fires.lock() {
+            for ((schedule, outcome), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "taskplane_schedule_fires_total{{schedule=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    escape(schedule)
+                );
+            }
+        }
         let name = "taskplane_http_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} HTTP requests by route and status.");
         let _ = writeln!(out, "# TYPE {name} histogram");

@@ -11,6 +11,7 @@ pub mod logs;
 pub mod provision;
 pub mod queues;
 pub mod retry;
+pub mod schedule;
 pub mod status;
 pub mod submit;
 pub mod top;
@@ -73,6 +74,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Logs(args) => logs::run(&client, &ui, args).await,
         Command::Dlq(args) => dlq::run(&client, &ui, args).await,
         Command::Events(args) => events::run(&client, &ui, args).await,
+        Command::Schedule(args) => schedule::run(&client, &ui, args).await,
         Command::Bench(args) => bench::run(&client, &ui, args).await,
         Command::Completions(_) | Command::Config(_) => unreachable!("handled before connecting"),
         Command::Top(args) => {

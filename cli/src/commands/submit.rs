@@ -25,6 +25,34 @@ use crate::output::Ui;
     taskctl submit shell --timeout 1m -- ./backup.sh --full\n  \
     id=$(taskctl submit noop -q) && taskctl watch \"$id\"")]
 pub struct SubmitArgs {
+    #[command(flatten)]
+    pub task: TaskArgs,
+
+    /// Run no earlier than this long from now (e.g. 10s, 1h).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, conflicts_with = "at")]
+    pub delay: Option<Duration>,
+
+    /// Run no earlier than this time (RFC 3339, e.g. 2030-01-01T09:00:00Z).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub at: Option<DateTime<Utc>>,
+
+    /// Submitting again with the same key returns the first task instead of a new one.
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+
+    /// Wait for the task to finish; exit 0 if it succeeded, 3 if it failed, 4 if cancelled.
+    #[arg(short, long)]
+    pub wait: bool,
+
+    /// Print only the task id.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// What a task is: its kind, payload and settings (`submit` and `schedule create` share
+/// them).
+#[derive(Debug, Args)]
+pub struct TaskArgs {
     /// The task kind.
     #[arg(value_name = "KIND", add = clap_complete::ArgValueCandidates::new(crate::complete::kinds))]
     pub kind: String,
@@ -53,14 +81,6 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_positive_duration)]
     pub timeout: Option<Duration>,
 
-    /// Run no earlier than this long from now (e.g. 10s, 1h).
-    #[arg(long, value_name = "DUR", value_parser = parse_duration, conflicts_with = "at")]
-    pub delay: Option<Duration>,
-
-    /// Run no earlier than this time (RFC 3339, e.g. 2030-01-01T09:00:00Z).
-    #[arg(long, value_name = "TIME", value_parser = parse_time)]
-    pub at: Option<DateTime<Utc>>,
-
     /// The shortest backoff between attempts of this task (overrides the daemon's).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub retry_base: Option<Duration>,
@@ -69,21 +89,9 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub retry_max: Option<Duration>,
 
-    /// Submitting again with the same key returns the first task instead of a new one.
-    #[arg(long, value_name = "KEY")]
-    pub idempotency_key: Option<String>,
-
     /// A label `key=value`. Repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
-
-    /// Wait for the task to finish; exit 0 if it succeeded, 3 if it failed, 4 if cancelled.
-    #[arg(short, long)]
-    pub wait: bool,
-
-    /// Print only the task id.
-    #[arg(short, long)]
-    pub quiet: bool,
 
     /// For shell tasks: the command and its arguments.
     #[arg(last = true, value_name = "CMD")]
@@ -210,49 +218,59 @@ fn report(ui: &Ui, task: &Task, created: bool, quiet: bool) -> Result<(), CliErr
 
 /// Turns the arguments into a request, checking everything that can be checked locally.
 fn build(args: SubmitArgs) -> Result<(SubmitTask, bool, bool), CliError> {
-    let usage = CliError::Usage;
-    let mut payload = payload_of(args.payload.as_deref(), &args.params)?;
-    if !args.command.is_empty() {
-        let Value::Object(map) = &mut payload else {
-            return Err(usage(
-                "`-- CMD` needs the payload to be a JSON object".into(),
-            ));
-        };
-        if args.kind != "shell" {
-            return Err(usage(format!(
-                "`-- CMD…` is for shell tasks; use --payload or -p for {} tasks",
-                args.kind
-            )));
-        }
-        if map.contains_key("argv") {
-            return Err(usage(
-                "give the command either after `--` or as argv, not both".into(),
-            ));
-        }
-        map.insert(
-            "argv".into(),
-            Value::Array(args.command.iter().cloned().map(Value::String).collect()),
-        );
-    }
-    let timeout_secs = args
-        .timeout
-        .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
-        .map(|secs| secs.max(1));
-    let request = SubmitTask {
-        kind: args.kind,
-        payload: Some(payload),
-        queue: args.queue,
-        priority: args.priority,
-        max_attempts: args.max_attempts,
-        timeout_secs,
-        run_at: args.at,
-        delay_ms: args.delay.map(|d| d.as_millis() as u64),
-        idempotency_key: args.idempotency_key,
-        labels: args.labels.into_iter().collect::<BTreeMap<_, _>>(),
-        retry_base_ms: args.retry_base.map(|d| d.as_millis() as u64),
-        retry_max_ms: args.retry_max.map(|d| d.as_millis() as u64),
-    };
+    let mut request = args.task.request()?;
+    request.run_at = args.at;
+    request.delay_ms = args.delay.map(|d| d.as_millis() as u64);
+    request.idempotency_key = args.idempotency_key;
     Ok((request, args.wait, args.quiet))
+}
+
+impl TaskArgs {
+    /// The submit these flags describe (without a time or a key).
+    pub fn request(self) -> Result<SubmitTask, CliError> {
+        let usage = CliError::Usage;
+        let mut payload = payload_of(self.payload.as_deref(), &self.params)?;
+        if !self.command.is_empty() {
+            let Value::Object(map) = &mut payload else {
+                return Err(usage(
+                    "`-- CMD` needs the payload to be a JSON object".into(),
+                ));
+            };
+            if self.kind != "shell" {
+                return Err(usage(format!(
+                    "`-- CMD…` is for shell tasks; use --payload or -p for {} tasks",
+                    self.kind
+                )));
+            }
+            if map.contains_key("argv") {
+                return Err(usage(
+                    "give the command either after `--` or as argv, not both".into(),
+                ));
+            }
+            map.insert(
+                "argv".into(),
+                Value::Array(self.command.iter().cloned().map(Value::String).collect()),
+            );
+        }
+        let timeout_secs = self
+            .timeout
+            .map(|d| d.as_secs() + u64::from(d.subsec_nanos() > 0))
+            .map(|secs| secs.max(1));
+        Ok(SubmitTask {
+            kind: self.kind,
+            payload: Some(payload),
+            queue: self.queue,
+            priority: self.priority,
+            max_attempts: self.max_attempts,
+            timeout_secs,
+            run_at: None,
+            delay_ms: None,
+            idempotency_key: None,
+            labels: self.labels.into_iter().collect::<BTreeMap<_, _>>(),
+            retry_base_ms: self.retry_base.map(|d| d.as_millis() as u64),
+            retry_max_ms: self.retry_max.map(|d| d.as_millis() as u64),
+        })
+    }
 }
 
 /// The payload `--payload` and the `-p` pairs give (`submit` and `bench` take both).

@@ -1,4 +1,5 @@
-//! Pure task logic: the state machine, retry backoff and submit validation.
+//! Pure task logic: the state machine, retry backoff, submit validation and schedules' fire
+//! times.
 //!
 //! Nothing in here does I/O or reads the clock; callers pass `now` in. That keeps every rule
 //! exhaustively testable.
@@ -6,6 +7,7 @@
 pub mod backoff;
 pub mod labels;
 pub mod lifecycle;
+pub mod schedule;
 pub mod validate;
 
 /// How often a worker writes its heartbeat; one that misses three is taken for gone.

@@ -8,6 +8,7 @@ pub mod guard;
 mod live;
 pub mod openapi;
 mod probes;
+mod schedules;
 pub mod server;
 mod tasks;
 
@@ -21,7 +22,7 @@ use crate::store::Store;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use guard::Guard;
 
 /// What every handler shares.
@@ -39,6 +40,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The role this process runs, for `/health`.
     pub role: &'static str,
+    /// Fires schedules; woken when one changes here.
+    pub scheduler: Arc<crate::scheduler::Scheduler>,
 }
 
 /// The full API (the `api` role), behind `guard`, taking bodies up to `max_body` bytes.
@@ -55,6 +58,21 @@ pub fn api_router(state: AppState, guard: Arc<Guard>, max_body: usize) -> Router
         .route("/api/v1/workers", get(live::workers))
         .route("/api/v1/dlq/retry", post(tasks::dlq_retry))
         .route("/api/v1/dlq/purge", post(tasks::dlq_purge))
+        .route(
+            "/api/v1/schedules",
+            post(schedules::create).get(schedules::list),
+        )
+        .route(
+            "/api/v1/schedules/{name}",
+            put(schedules::put)
+                .get(schedules::get_one)
+                .delete(schedules::delete),
+        )
+        .route("/api/v1/schedules/{name}/pause", post(schedules::pause))
+        .route("/api/v1/schedules/{name}/resume", post(schedules::resume))
+        .route("/api/v1/schedules/{name}/trigger", post(schedules::trigger))
+        .route("/api/v1/schedules/{name}/next", get(schedules::next))
+        .route("/api/v1/cron/next", get(schedules::preview))
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(probe_routes())
         // Innermost first: the rate limit reads the principal that auth leaves.

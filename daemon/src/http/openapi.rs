@@ -4,14 +4,15 @@
 
 use axum::Json;
 use taskplane_api::{
-    BatchSubmit, BrokerQueue, BulkResult, DlqPurge, DlqRetry, ErrorBody, ErrorDetail, EventKind,
-    Health, LogLine, LogPage, LogStream, QueueList, QueueStats, SubmitTask, Task, TaskEvent,
-    TaskList, TaskStatus, TaskSummary, WorkerInfo, WorkerList,
+    BatchSubmit, BrokerQueue, BulkResult, CatchUp, DlqPurge, DlqRetry, ErrorBody, ErrorDetail,
+    EventKind, Health, LogLine, LogPage, LogStream, NextFires, Overlap, QueueList, QueueStats,
+    Schedule, ScheduleList, ScheduleSpec, SubmitTask, Task, TaskEvent, TaskList, TaskStatus,
+    TaskSummary, WorkerInfo, WorkerList,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{live, probes, tasks};
+use super::{live, probes, schedules, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +31,16 @@ use super::{live, probes, tasks};
         tasks::logs,
         tasks::dlq_retry,
         tasks::dlq_purge,
+        schedules::create,
+        schedules::list,
+        schedules::get_one,
+        schedules::put,
+        schedules::delete,
+        schedules::pause,
+        schedules::resume,
+        schedules::trigger,
+        schedules::next,
+        schedules::preview,
         live::events,
         live::queues,
         live::workers,
@@ -40,7 +51,8 @@ use super::{live, probes, tasks};
     components(schemas(
         Task, TaskStatus, SubmitTask, BatchSubmit, TaskList, LogLine, LogPage, LogStream,
         DlqRetry, DlqPurge, BulkResult, EventKind, TaskSummary, TaskEvent, BrokerQueue,
-        QueueStats, QueueList, WorkerInfo, WorkerList, ErrorBody, ErrorDetail, Health
+        QueueStats, QueueList, WorkerInfo, WorkerList, ErrorBody, ErrorDetail, Health,
+        ScheduleSpec, Schedule, ScheduleList, Overlap, CatchUp, NextFires
     )),
     modifiers(&BearerAuth)
 )]

@@ -96,6 +96,27 @@ pub async fn metrics(State(state): State<AppState>) -> axum::response::Response 
                 .into_response();
         }
     }
+    let _ = writeln!(
+        text,
+        "# HELP taskplane_schedule_lag_seconds How far behind its fire time each schedule that is not paused is (0 when none of its times has passed unfired)."
+    );
+    let _ = writeln!(text, "# TYPE taskplane_schedule_lag_seconds gauge");
+    if let Ok(rows) = state
+        .store
+        .schedules(None, crate::metrics::MAX_NAMED as u32)
+        .await
+    {
+        let now = crate::util::now_ms();
+        for row in rows.iter().filter(|row| !row.paused) {
+            let lag = row.next_run_at.map_or(0, |next| (now - next).max(0));
+            let _ = writeln!(
+                text,
+                "taskplane_schedule_lag_seconds{{schedule=\"{}\"}} {}",
+                crate::metrics::escape(&row.name),
+                lag as f64 / 1000.0
+            );
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

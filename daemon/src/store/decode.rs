@@ -164,28 +164,46 @@ fn status(id: &str, text: &str) -> Result<TaskStatus> {
 }
 
 /// One change-feed row: its `seq` and its events (a JSON array, see the schema).
+/// One event of a change-feed row: `[task id, event, status, attempts, worker, at, kind,
+/// queue, priority, max_attempts, created_at]`, and a twelfth element, the schedule's name, on
+/// `fired` events.
+#[derive(serde::Deserialize)]
+struct WireEvent(
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    i64,
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    #[serde(default)] Option<String>,
+);
+
 pub fn event_row<R: TaskRow>(row: &R) -> Result<EventRow> {
-    type Wire = (
-        String,
-        String,
-        String,
-        i64,
-        Option<String>,
-        i64,
-        String,
-        String,
-        i64,
-        i64,
-        i64,
-    );
     let seq = row.int("seq")?;
     let what = format!("change-feed row {seq}");
-    let wire: Vec<Wire> =
+    let wire: Vec<WireEvent> =
         serde_json::from_str(&row.text("events")?).map_err(|e| corrupt(&what, e))?;
     let mut events = Vec::with_capacity(wire.len());
     for (place, event) in wire.into_iter().enumerate() {
-        let (id, name, state, attempts, worker, at, kind, queue, priority, max_attempts, created) =
-            event;
+        let WireEvent(
+            id,
+            name,
+            state,
+            attempts,
+            worker,
+            at,
+            kind,
+            queue,
+            priority,
+            max_attempts,
+            created,
+            schedule,
+        ) = event;
         events.push(StoredEvent {
             seq: seq * EVENTS_PER_ROW + place as i64,
             event: name,
@@ -199,6 +217,7 @@ pub fn event_row<R: TaskRow>(row: &R) -> Result<EventRow> {
             max_attempts: count(&id, max_attempts)?,
             created_at: created,
             task_id: parse_id(&id)?,
+            schedule,
         });
     }
     Ok(EventRow { seq, events })

@@ -6,6 +6,7 @@
 mod decode;
 mod group;
 mod postgres;
+mod schedules;
 mod sql;
 mod sql_store;
 mod sqlite;
@@ -22,6 +23,7 @@ use crate::domain::validate::NewTask;
 pub use group::GroupCommit;
 pub(crate) use group::{next_group, take_waiting};
 pub use postgres::PgStore;
+pub use schedules::{Fire, ScheduleRow, Schedules};
 pub use sql_store::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
 
@@ -339,7 +341,8 @@ pub struct EventRow {
 pub struct StoredEvent {
     /// `seq * EVENTS_PER_ROW + place` (see [`EVENTS_PER_ROW`]).
     pub seq: i64,
-    /// `created`, `queued`, `started`, `retrying`, `succeeded`, `failed`, `cancelled`.
+    /// `created`, `queued`, `started`, `retrying`, `succeeded`, `failed`, `cancelled`, or
+    /// `fired` (a schedule submitted the task).
     pub event: String,
     pub status: TaskStatus,
     pub attempts: u32,
@@ -351,6 +354,8 @@ pub struct StoredEvent {
     pub priority: i32,
     pub max_attempts: u32,
     pub created_at: i64,
+    /// The schedule that fired (`fired` events only).
+    pub schedule: Option<String>,
 }
 
 /// A worker process, as its heartbeat records it.
@@ -459,7 +464,7 @@ pub struct StoredLogLine {
 }
 
 /// The operations on task state. Implementations must make every transition a guarded update.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Schedules + Send + Sync + 'static {
     /// Applies the schema. Safe to run again. Answers the versions it applied now.
     fn migrate(&self) -> BoxFuture<'_, Result<Vec<i64>>>;
 

@@ -34,6 +34,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../migrations/postgres/0004_fewer_index_writes.sql"),
     ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_schedules.sql"),
+    ),
 ];
 
 /// The NOTIFY channel for "work is ready".
@@ -98,7 +102,7 @@ impl Dialect for Pg {
         let due: Vec<String> = sqlx::query_scalar(
             "SELECT relname::text FROM pg_stat_user_tables
              WHERE relname IN ('tasks', 'task_events', 'task_labels', 'task_logs', 'workers',
-                               'publishers')
+                               'publishers', 'schedules')
                AND (n_dead_tup > 50 + 0.2 * n_live_tup
                     OR n_mod_since_analyze > 50 + 0.1 * n_live_tup)
              ORDER BY relname",

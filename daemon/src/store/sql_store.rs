@@ -710,9 +710,22 @@ where
             return Self::answer(&mut conn, &tasks, &inserted).await;
         }
         let mut tx = self.write.begin().await?;
+        let out = Self::insert_in(&mut tx, &tasks).await?;
+        if let Some(notify) = notify {
+            sqlx::query(notify).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Inserts tasks and their label rows in the caller's transaction.
+    pub(super) async fn insert_in(
+        tx: &mut <D::Db as Database>::Connection,
+        tasks: &[NewTask],
+    ) -> Result<Vec<(StoredTask, bool)>> {
         let mut inserted = HashSet::with_capacity(tasks.len());
         for chunk in tasks.chunks(sql::ROWS_PER_STATEMENT) {
-            inserted.extend(Self::insert_chunk(&mut tx, chunk, None).await?);
+            inserted.extend(Self::insert_chunk(&mut *tx, chunk, None).await?);
         }
         // The inserted tasks' labels, as rows a selector finds by index.
         let mut labels: Vec<(String, &str, &str)> = Vec::new();
@@ -731,12 +744,7 @@ where
             }
             query.execute(&mut *tx).await?;
         }
-        let out = Self::answer(&mut tx, &tasks, &inserted).await?;
-        if let Some(notify) = notify {
-            sqlx::query(notify).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(out)
+        Self::answer(&mut *tx, tasks, &inserted).await
     }
 
     /// Settles attempts: successes in statements of many rows, every other outcome a

@@ -17,6 +17,7 @@ use taskd::events::EventHub;
 use taskd::http::guard::{Guard, HostPolicy};
 use taskd::http::{AppState, api_router};
 use taskd::metrics::Metrics;
+use taskd::scheduler::Scheduler;
 use taskd::store::{self, GroupCommit};
 use tower_service::Service;
 
@@ -48,18 +49,30 @@ impl Api {
             cors_origins: Vec::new(),
             hosts: HostPolicy::new(&listen, auth, &[]),
         });
+        let kinds = Arc::new(Kinds {
+            known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
+            shell_enabled: false,
+            provisioning_enabled: false,
+        });
+        let events = EventHub::new(store.clone());
+        let metrics = Arc::new(Metrics::default());
+        let broker = Arc::new(Broker::db());
+        let scheduler = Scheduler::new(
+            store.clone(),
+            broker.clone(),
+            metrics.clone(),
+            events.clone(),
+            kinds.clone(),
+        );
         let state = AppState {
-            events: EventHub::new(store.clone()),
-            metrics: Arc::new(Metrics::default()),
+            events,
+            metrics,
             submits: GroupCommit::start(store.clone()),
             store,
-            kinds: Arc::new(Kinds {
-                known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-                shell_enabled: false,
-                provisioning_enabled: false,
-            }),
-            broker: Arc::new(Broker::db()),
+            kinds,
+            broker,
             role: "all",
+            scheduler,
         };
         Api {
             router: api_router(state, guard, 1024 * 1024),

@@ -52,6 +52,9 @@ postgres_tests!(
     publishing_is_tracked,
     claims_by_id_skip_what_is_not_ready,
     transitions_agree_with_the_state_machine,
+    schedules_fire_once_per_time_across_schedulers,
+    schedules_catch_up_after_downtime,
+    schedules_skip_overlaps_pause_and_trigger,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,9 @@ sqlite_tests!(
     publishing_is_tracked,
     claims_by_id_skip_what_is_not_ready,
     transitions_agree_with_the_state_machine,
+    schedules_fire_once_per_time_across_schedulers,
+    schedules_catch_up_after_downtime,
+    schedules_skip_overlaps_pause_and_trigger,
 );
 
 /// The writer's submits, claims and settles write a feed row per write, as PostgreSQL's

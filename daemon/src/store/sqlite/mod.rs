@@ -39,6 +39,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../../migrations/sqlite/0004_fewer_index_writes.sql"),
     ),
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_schedules.sql"),
+    ),
 ];
 
 /// Free pages worth giving back to the file system after a retention delete (4 MiB), and the
