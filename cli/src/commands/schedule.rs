@@ -552,13 +552,6 @@ struct FileEntry {
     task: SubmitTask,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum FileDocument {
-    List(Vec<FileEntry>),
-    Wrapped { schedules: Vec<FileEntry> },
-}
-
 fn read_file(path: &str) -> Result<Vec<ScheduleSpec>, CliError> {
     let text = if path == "-" {
         let mut text = String::new();
@@ -568,14 +561,18 @@ fn read_file(path: &str) -> Result<Vec<ScheduleSpec>, CliError> {
     } else {
         std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("-f {path}: {e}")))?
     };
-    let document: FileDocument = serde_yaml_ng::from_str(&text).map_err(|e| {
+    let bad = |e: &dyn std::fmt::Display| {
         CliError::Usage(format!(
             "{path}: not a list of schedules ({e}); see taskctl schedule apply --help"
         ))
-    })?;
-    let entries = match document {
-        FileDocument::List(entries) | FileDocument::Wrapped { schedules: entries } => entries,
     };
+    let mut document: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| bad(&e))?;
+    // A list, or `schedules:` and a list (a ConfigMap's key, a file with room for more).
+    if let Some(list) = document.get_mut("schedules") {
+        document = std::mem::take(list);
+    }
+    let entries: Vec<FileEntry> = serde_yaml_ng::from_value(document).map_err(|e| bad(&e))?;
     let mut seen = BTreeSet::new();
     let mut specs = Vec::with_capacity(entries.len());
     for entry in entries {

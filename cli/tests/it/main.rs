@@ -19,6 +19,7 @@ mod live;
 mod observability;
 mod provision;
 mod rough_edges;
+mod schedules;
 mod scripting;
 mod security;
 mod top;
