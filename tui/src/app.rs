@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use taskplane_api::{LogLine, QueueStats, Task, TaskList, TaskStatus, WorkerInfo};
+use taskplane_api::{LogLine, QueueStats, Schedule, Task, TaskList, TaskStatus, WorkerInfo};
 use uuid::Uuid;
 
 /// How many depth samples a queue's sparkline keeps (one per refresh).
@@ -35,6 +35,24 @@ pub enum Pending {
     Retry,
 }
 
+/// What `p` and `t` do to a schedule in the schedules view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleAction {
+    Pause,
+    Resume,
+    Trigger,
+}
+
+impl ScheduleAction {
+    pub fn verb(self) -> &'static str {
+        match self {
+            ScheduleAction::Pause => "Pause",
+            ScheduleAction::Resume => "Resume",
+            ScheduleAction::Trigger => "Trigger",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Normal,
@@ -47,6 +65,10 @@ pub enum Mode {
     Help,
     /// Looking at one task.
     Detail(Uuid),
+    /// The schedules view (`:schedules`).
+    Schedules,
+    /// Asking y/n before acting on a schedule (from the schedules view).
+    ConfirmSchedule(ScheduleAction, String),
 }
 
 /// Everything that changes the dashboard.
@@ -57,6 +79,8 @@ pub enum Action {
     Tasks(Query, TaskList),
     Queues(Vec<QueueStats>),
     Workers(Vec<WorkerInfo>),
+    /// Every schedule (read while the schedules view is open).
+    Schedules(Vec<Schedule>),
     /// The task shown in the detail view, freshly read (boxed: a task is large).
     Detail(Box<Task>),
     /// More output of the detail task; `reset` starts over (another task).
@@ -78,6 +102,8 @@ pub enum Effect {
     Refresh,
     Cancel(Uuid),
     Retry(Uuid),
+    /// Pause, resume or trigger the schedule of this name.
+    Schedule(ScheduleAction, String),
     Quit,
 }
 
@@ -98,6 +124,8 @@ pub struct App {
     pub queues: Vec<QueueStats>,
     pub history: BTreeMap<String, VecDeque<u64>>,
     pub workers: Vec<WorkerInfo>,
+    pub schedules: Vec<Schedule>,
+    pub schedule_selected: usize,
     pub mode: Mode,
     pub paused: bool,
     pub detail: Option<Task>,
@@ -128,6 +156,8 @@ impl App {
             queues: Vec::new(),
             history: BTreeMap::new(),
             workers: Vec::new(),
+            schedules: Vec::new(),
+            schedule_selected: 0,
             mode: Mode::Normal,
             paused: false,
             detail: None,
@@ -162,6 +192,15 @@ impl App {
     }
 
     /// The id of the task the poller should read in full, if any.
+    /// Whether the schedules view is open (the poller reads schedules then).
+    pub fn showing_schedules(&self) -> bool {
+        matches!(self.mode, Mode::Schedules | Mode::ConfirmSchedule(..))
+    }
+
+    pub fn selected_schedule(&self) -> Option<&Schedule> {
+        self.schedules.get(self.schedule_selected)
+    }
+
     pub fn detail_id(&self) -> Option<Uuid> {
         match self.mode {
             Mode::Detail(id) => Some(id),
@@ -229,6 +268,13 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Workers(workers) => {
             app.workers = workers;
+            Vec::new()
+        }
+        Action::Schedules(schedules) => {
+            app.schedules = schedules;
+            app.schedule_selected = app
+                .schedule_selected
+                .min(app.schedules.len().saturating_sub(1));
             Vec::new()
         }
         Action::Detail(task) => {
@@ -305,6 +351,20 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
                 }
             }
         }
+        Mode::ConfirmSchedule(action, name) => {
+            app.mode = Mode::Schedules;
+            match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => {
+                    app.message = None;
+                    vec![Effect::Schedule(action, name)]
+                }
+                _ => {
+                    app.message = Some("nothing done".to_owned());
+                    Vec::new()
+                }
+            }
+        }
+        Mode::Schedules => schedules_key(app, key),
         Mode::Help => {
             app.mode = Mode::Normal;
             Vec::new()
@@ -424,6 +484,61 @@ fn normal_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
     }
 }
 
+/// Keys of the schedules view: move, pause or resume (`p`) and trigger (`t`), both asked
+/// first; Esc goes back to the tasks.
+fn schedules_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
+    let len = app.schedules.len();
+    match key.code {
+        KeyCode::Char('q') => {
+            app.quit = true;
+            vec![Effect::Quit]
+        }
+        KeyCode::Esc => {
+            app.mode = Mode::Normal;
+            app.message = None;
+            vec![Effect::Refresh]
+        }
+        KeyCode::Char('j') | KeyCode::Down => {
+            app.schedule_selected = (app.schedule_selected + 1).min(len.saturating_sub(1));
+            Vec::new()
+        }
+        KeyCode::Char('k') | KeyCode::Up => {
+            app.schedule_selected = app.schedule_selected.saturating_sub(1);
+            Vec::new()
+        }
+        KeyCode::Char('g') | KeyCode::Home => {
+            app.schedule_selected = 0;
+            Vec::new()
+        }
+        KeyCode::Char('G') | KeyCode::End => {
+            app.schedule_selected = len.saturating_sub(1);
+            Vec::new()
+        }
+        KeyCode::Char(':') => {
+            app.mode = Mode::Command(String::new());
+            Vec::new()
+        }
+        KeyCode::Char(c @ ('p' | 't')) => {
+            let Some(schedule) = app.selected_schedule() else {
+                return Vec::new();
+            };
+            let action = match (c, schedule.paused) {
+                ('t', _) => ScheduleAction::Trigger,
+                (_, true) => ScheduleAction::Resume,
+                (_, false) => ScheduleAction::Pause,
+            };
+            let name = schedule.name.clone();
+            if app.readonly {
+                app.message = Some("read-only: actions are disabled (--readonly)".to_owned());
+                return Vec::new();
+            }
+            app.mode = Mode::ConfirmSchedule(action, name);
+            Vec::new()
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn toggle_pause(app: &mut App) -> Vec<Effect> {
     app.paused = !app.paused;
     if app.paused {
@@ -499,12 +614,21 @@ fn edit(app: &mut App, key: KeyEvent, mut text: String, filter: bool) -> Vec<Eff
     }
 }
 
-/// `:queue NAME`, `:kind K`, `:status S` (an empty argument clears), `:clear`, `:q`.
+/// `:queue NAME`, `:kind K`, `:status S` (an empty argument clears), `:clear`,
+/// `:schedules`, `:tasks`, `:q`.
 fn command(app: &mut App, line: &str) -> Vec<Effect> {
     let (name, arg) = line.split_once(' ').unwrap_or((line, ""));
     let arg = arg.trim();
     let value = (!arg.is_empty() && arg != "all" && arg != "*").then(|| arg.to_owned());
     match name {
+        "schedules" | "schedule" | "sched" => {
+            app.mode = Mode::Schedules;
+            vec![Effect::Refresh]
+        }
+        "tasks" | "task" => {
+            app.mode = Mode::Normal;
+            vec![Effect::Refresh]
+        }
         "queue" => set_query(app, |q| q.queue = value),
         "kind" => set_query(app, |q| q.kind = value),
         "status" => match value.as_deref().map(str::parse::<TaskStatus>).transpose() {
@@ -525,7 +649,7 @@ fn command(app: &mut App, line: &str) -> Vec<Effect> {
         "" => Vec::new(),
         other => {
             app.message = Some(format!(
-                "unknown command :{other} (try :queue NAME, :kind K, :status S, :clear)"
+                "unknown command :{other} (try :queue NAME, :kind K, :status S, :clear, :schedules)"
             ));
             Vec::new()
         }
@@ -686,6 +810,80 @@ mod tests {
         assert!(app.message.is_some(), "shown for 3 s so far");
         update(&mut app, Action::Tick(t0 + chrono::Duration::seconds(7)));
         assert!(app.message.is_none(), "gone after 5 s");
+    }
+
+    fn schedule(name: &str, paused: bool) -> Schedule {
+        serde_json::from_value(json!({
+            "name": name, "cron": "0 2 * * *", "timezone": "UTC", "overlap": "allow",
+            "catch_up": "none", "paused": paused, "task": {"kind": "noop"},
+            "next_run_at": "2026-01-02T02:00:00Z", "last_run_at": null, "last_task_id": null,
+            "last_status": null, "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .expect("a schedule")
+    }
+
+    fn typed(app: &mut App, line: &str) -> Vec<Effect> {
+        update(app, key(KeyCode::Char(':')));
+        for c in line.chars() {
+            update(app, key(KeyCode::Char(c)));
+        }
+        update(app, key(KeyCode::Enter))
+    }
+
+    #[test]
+    fn the_schedules_view_pauses_resumes_and_triggers_after_asking() {
+        let mut app = loaded();
+        assert_eq!(typed(&mut app, "schedules"), vec![Effect::Refresh]);
+        assert_eq!(app.mode, Mode::Schedules);
+        assert!(app.showing_schedules(), "the poller reads schedules now");
+        update(
+            &mut app,
+            Action::Schedules(vec![schedule("nightly", false), schedule("weekly", true)]),
+        );
+        // p on a running schedule asks to pause it; only y acts.
+        update(&mut app, key(KeyCode::Char('p')));
+        assert_eq!(
+            app.mode,
+            Mode::ConfirmSchedule(ScheduleAction::Pause, "nightly".into())
+        );
+        assert!(update(&mut app, key(KeyCode::Char('n'))).is_empty());
+        assert_eq!(app.mode, Mode::Schedules);
+        // On a paused one, p resumes; t triggers.
+        update(&mut app, key(KeyCode::Char('j')));
+        update(&mut app, key(KeyCode::Char('p')));
+        assert_eq!(
+            update(&mut app, key(KeyCode::Char('y'))),
+            vec![Effect::Schedule(ScheduleAction::Resume, "weekly".into())]
+        );
+        update(&mut app, key(KeyCode::Char('t')));
+        assert_eq!(
+            update(&mut app, key(KeyCode::Char('y'))),
+            vec![Effect::Schedule(ScheduleAction::Trigger, "weekly".into())]
+        );
+        // Esc goes back to the tasks.
+        update(&mut app, key(KeyCode::Esc));
+        assert_eq!(app.mode, Mode::Normal);
+        assert!(!app.showing_schedules());
+    }
+
+    #[test]
+    fn the_schedules_view_honours_readonly() {
+        let mut app = App::new("http://x", true, false);
+        typed(&mut app, "schedules");
+        update(
+            &mut app,
+            Action::Schedules(vec![schedule("nightly", false)]),
+        );
+        for c in ['p', 't'] {
+            assert!(update(&mut app, key(KeyCode::Char(c))).is_empty());
+            assert_eq!(app.mode, Mode::Schedules);
+            assert!(
+                app.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("read-only"))
+            );
+        }
     }
 
     #[test]

@@ -36,6 +36,7 @@ fn params(app: &App, generation: u64) -> Params {
         query: app.query.clone(),
         detail: app.detail_id(),
         paused: app.paused,
+        schedules: app.showing_schedules(),
         generation,
     }
 }
@@ -79,6 +80,7 @@ pub async fn run(client: Client, options: Options) -> std::io::Result<()> {
                     Effect::Refresh => generation += 1,
                     Effect::Cancel(id) => spawn_action(&client, &tx, id, true),
                     Effect::Retry(id) => spawn_action(&client, &tx, id, false),
+                    Effect::Schedule(action, name) => spawn_schedule(&client, &tx, action, name),
                 }
             }
             params_tx.send_if_modified(|current| {
@@ -115,6 +117,38 @@ fn spawn_action(client: &Client, tx: &mpsc::Sender<Action>, id: uuid::Uuid, canc
             (Ok(_), true) => format!("cancel requested for {id}"),
             (Ok(_), false) => format!("queued {id} again"),
             (Err(error), _) => format!("failed: {error}"),
+        };
+        let _ = tx.send(Action::Done(message)).await;
+    });
+}
+
+/// Pauses, resumes or triggers a schedule in the background; the outcome comes back as a
+/// message.
+fn spawn_schedule(
+    client: &Client,
+    tx: &mpsc::Sender<Action>,
+    action: app::ScheduleAction,
+    name: String,
+) {
+    let client = client.clone();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let message = match action {
+            app::ScheduleAction::Trigger => match client.trigger_schedule(&name).await {
+                Ok(task) => format!("schedule {name} triggered: task {}", task.id),
+                Err(error) => format!("failed: {error}"),
+            },
+            app::ScheduleAction::Pause | app::ScheduleAction::Resume => {
+                let verb = if action == app::ScheduleAction::Pause {
+                    "pause"
+                } else {
+                    "resume"
+                };
+                match client.schedule_action(&name, verb).await {
+                    Ok(_) => format!("schedule {name} {verb}d"),
+                    Err(error) => format!("failed: {error}"),
+                }
+            }
         };
         let _ = tx.send(Action::Done(message)).await;
     });

@@ -1,4 +1,5 @@
-//! The dashboard's I/O: reads tasks, queues, workers and the detail task from the server and
+//! The dashboard's I/O: reads tasks, queues, workers, the detail task and (in their view) the
+//! schedules from the server and
 //! sends them in as actions. It refreshes on a timer, at once when the view's parameters
 //! change, and shortly after any task event, so the screen follows the platform without
 //! polling hard. Drawing never waits on it.
@@ -24,6 +25,8 @@ pub struct Params {
     pub query: Query,
     pub detail: Option<Uuid>,
     pub paused: bool,
+    /// The schedules view is open: read the schedules too.
+    pub schedules: bool,
     /// Bumped to ask for a read now even though nothing else changed.
     pub generation: u64,
 }
@@ -136,6 +139,11 @@ async fn read(client: &Client, params: &Params) -> Result<Vec<Action>, String> {
         Action::Queues(queues.queues),
         Action::Workers(workers.workers),
     ];
+    if params.schedules {
+        actions.push(Action::Schedules(
+            client.schedules().await.map_err(describe)?,
+        ));
+    }
     if let Some(id) = params.detail
         && let Ok(task) = client.get(id).await
     {

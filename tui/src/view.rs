@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, TableState, Wr
 use taskplane_api::text::neutralize_line;
 use taskplane_api::{Task, TaskStatus};
 
-use crate::app::{App, Connection, Mode, Pending};
+use crate::app::{App, Connection, Mode, Pending, ScheduleAction};
 
 /// Text from the server (task data, names, messages) as it may reach the terminal: its
 /// control characters shown, never obeyed (ratatui drops most of them silently, but lets bidi
@@ -32,11 +32,15 @@ pub const HELP: &[(&str, &str)] = &[
     ("Esc", "back; clear the filter"),
     ("/", "filter by id, kind, queue or label k=v"),
     ("s", "cycle the status filter"),
-    (":", "command: :queue NAME  :kind K  :status S  :clear  :q"),
+    (
+        ":",
+        "command: :queue NAME  :kind K  :status S  :clear  :schedules  :q",
+    ),
     ("c", "cancel the task (asks y/n)"),
     ("r", "retry the task (asks y/n)"),
     ("l", "logs: the detail view with the output"),
-    ("p", "pause or resume updates"),
+    ("p", "pause or resume updates (in :schedules, the schedule)"),
+    ("t", "in :schedules: trigger the schedule now (asks y/n)"),
     ("q Ctrl-C", "quit"),
 ];
 
@@ -137,6 +141,9 @@ pub fn render(frame: &mut Frame, app: &mut App) {
     render_workers(frame, app, &palette, workers);
     match app.mode {
         Mode::Detail(_) => render_detail(frame, app, &palette, main),
+        Mode::Schedules | Mode::ConfirmSchedule(..) => {
+            render_schedules(frame, app, &palette, main);
+        }
         _ => render_tasks(frame, app, &palette, main),
     }
     render_footer(frame, app, &palette, footer);
@@ -350,6 +357,81 @@ fn render_tasks(frame: &mut Frame, app: &mut App, palette: &Palette, area: Rect)
     }
 }
 
+/// `in 3m`, `5s ago`.
+fn relative(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    if at >= now {
+        format!("in {}", ago(now, at))
+    } else {
+        format!("{} ago", ago(at, now))
+    }
+}
+
+fn render_schedules(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
+    let block = Block::bordered().title(format!(" Schedules ({}) ", app.schedules.len()));
+    let now = app.now;
+    let rows: Vec<Row> = app
+        .schedules
+        .iter()
+        .map(|schedule| {
+            let next = match (schedule.paused, schedule.next_run_at) {
+                (true, _) => "-".to_owned(),
+                (false, Some(at)) => relative(at, now),
+                (false, None) => "never".to_owned(),
+            };
+            let last = schedule
+                .last_run_at
+                .map_or_else(|| "-".to_owned(), |at| relative(at, now));
+            let status = match schedule.last_status {
+                Some(status) => Span::styled(status.as_str(), palette.fg(status_color(status))),
+                None => Span::raw("-"),
+            };
+            Row::new(vec![
+                Cell::from(shown(&schedule.name)),
+                Cell::from(shown(&schedule.timing_text())),
+                Cell::from(shown(&schedule.task.kind)),
+                Cell::from(next),
+                Cell::from(last),
+                Cell::from(status),
+                Cell::from(if schedule.paused {
+                    Span::styled("paused", palette.fg(Color::Yellow))
+                } else {
+                    Span::raw("")
+                }),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Fill(2),
+        Constraint::Fill(3),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(9),
+        Constraint::Length(6),
+    ];
+    let header =
+        Row::new(["NAME", "SCHEDULE", "KIND", "NEXT", "LAST", "STATUS", ""]).style(palette.bold());
+    let empty = app.schedules.is_empty();
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .row_highlight_style(palette.selected());
+    let mut state = TableState::default().with_selected((!empty).then_some(app.schedule_selected));
+    frame.render_stateful_widget(table, area, &mut state);
+    if empty {
+        let inner = Block::bordered().inner(area);
+        let line = Rect {
+            y: inner.y + 1,
+            height: 1,
+            ..inner
+        };
+        frame.render_widget(
+            Paragraph::new("no schedules: taskctl schedule create NAME --cron EXPR KIND"),
+            line,
+        );
+    }
+}
+
 fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
     let Some(task) = &app.detail else {
         frame.render_widget(Paragraph::new("loading…").block(Block::bordered()), area);
@@ -454,6 +536,28 @@ fn render_footer(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
                 Pending::Retry => "Retry",
             };
             Line::styled(format!("{verb} task {id}? y/n"), palette.fg(Color::Yellow))
+        }
+        Mode::ConfirmSchedule(action, name) => {
+            let what = match action {
+                ScheduleAction::Trigger => "(one task now)",
+                ScheduleAction::Pause | ScheduleAction::Resume => "",
+            };
+            Line::styled(
+                format!("{} schedule {}? {what} y/n", action.verb(), shown(name)),
+                palette.fg(Color::Yellow),
+            )
+        }
+        Mode::Schedules
+            if app.message.is_none() && !matches!(app.connection, Connection::Disconnected(_)) =>
+        {
+            Line::styled(
+                if app.readonly {
+                    "Esc tasks  j/k move  : command  q quit  (read-only)"
+                } else {
+                    "Esc tasks  j/k move  p pause/resume  t trigger  : command  q quit"
+                },
+                palette.fg(Color::DarkGray),
+            )
         }
         _ => match (&app.message, &app.connection) {
             (_, Connection::Disconnected(reason)) => Line::styled(

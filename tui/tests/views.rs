@@ -306,3 +306,31 @@ fn a_finished_task_shows_its_labels_and_no_live_output() {
     assert!(!screen.contains("no output yet"), "{screen}");
     assert!(!screen.contains("Output (live)"), "{screen}");
 }
+
+#[test]
+fn the_schedules_view() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char(':'));
+    for c in "schedules".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    let schedules: Vec<taskplane_api::Schedule> = serde_json::from_value(json!([
+        {"name": "nightly-backup", "cron": "0 2 * * *", "timezone": "Europe/Berlin",
+         "overlap": "skip", "catch_up": "none", "paused": false,
+         "task": {"kind": "shell", "payload": {"argv": ["backup.sh"]}},
+         "next_run_at": "2026-11-24T01:00:00Z", "last_run_at": "2026-11-23T01:00:00Z",
+         "last_task_id": "01a20671-0581-71d8-84a1-000000000003", "last_status": "succeeded",
+         "created_at": "2026-11-01T00:00:00Z", "updated_at": "2026-11-01T00:00:00Z"},
+        {"name": "heartbeat", "every_secs": 30, "timezone": "UTC", "overlap": "allow",
+         "catch_up": "none", "paused": true, "task": {"kind": "http"},
+         "next_run_at": "2026-11-23T12:00:30Z", "last_run_at": "2026-11-23T11:59:30Z",
+         "last_task_id": null, "last_status": "failed",
+         "created_at": "2026-11-01T00:00:00Z", "updated_at": "2026-11-01T00:00:00Z"}
+    ]))
+    .expect("schedules");
+    app::update(&mut app, Action::Schedules(schedules));
+    both_sizes("schedules", &mut app);
+    key(&mut app, KeyCode::Char('t'));
+    check("schedule_confirm_80x24", &draw(&mut app, 80, 24));
+}

@@ -566,8 +566,7 @@ fn read_file(path: &str) -> Result<Vec<ScheduleSpec>, CliError> {
             "{path}: not a list of schedules ({e}); see taskctl schedule apply --help"
         ))
     };
-    let mut document: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&text).map_err(|e| bad(&e))?;
+    let mut document: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| bad(&e))?;
     // A list, or `schedules:` and a list (a ConfigMap's key, a file with room for more).
     if let Some(list) = document.get_mut("schedules") {
         document = std::mem::take(list);
