@@ -30,7 +30,7 @@ pub enum ScheduleCommand {
         taskctl schedule create nightly-backup --cron '0 2 * * *' --tz Europe/Berlin shell -- /usr/local/bin/backup.sh\n  \
         taskctl schedule create heartbeat --every 30s http -p url=https://example.com/ping\n  \
         taskctl schedule create weekly-apply --cron '@weekly' --overlap skip salt -p target=web*")]
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// List schedules with their next and last runs.
     #[command(visible_alias = "ls")]
     List,
@@ -197,7 +197,7 @@ pub struct ApplyArgs {
 
 pub async fn run(client: &Client, ui: &Ui, args: ScheduleArgs) -> Result<(), CliError> {
     match args.command {
-        ScheduleCommand::Create(args) => create(client, ui, args).await,
+        ScheduleCommand::Create(args) => create(client, ui, *args).await,
         ScheduleCommand::List => {
             let schedules = client.schedules().await?;
             print_list(ui, &schedules)

@@ -82,10 +82,10 @@ fn three_processes_fire_each_second_once(backend: Backend) {
         times.len(),
         "a fire time made two tasks: {times:?}"
     );
-    for pair in times.windows(2) {
-        assert_eq!((pair[1] - pair[0]).num_seconds() % 1, 0);
-        assert!(pair[1] > pair[0]);
-    }
+    assert!(
+        times.iter().all(|t| t.timestamp_subsec_millis() == 0),
+        "an interval fires on whole seconds: {times:?}"
+    );
     // Every task came from one process's fire; together they made all of them.
     let counted: u64 = processes.iter().map(|p| fired_here(p, "tick")).sum();
     assert_eq!(

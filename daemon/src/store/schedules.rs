@@ -40,6 +40,10 @@ pub struct Fire {
     pub events: Option<String>,
 }
 
+/// The tasks a committed fire stored, each with whether it was created (see
+/// [`super::Store::insert`]); None when the fire lost its race and wrote nothing.
+pub type Fired = Option<Vec<(StoredTask, bool)>>;
+
 /// What the scheduler and the schedule API ask of a store.
 pub trait Schedules: Send + Sync {
     /// Creates a schedule; false when the name is taken.
@@ -69,7 +73,7 @@ pub trait Schedules: Send + Sync {
 
     /// Commits a fire; None when another process fired that time first (or the schedule was
     /// paused, changed or deleted meanwhile): nothing was written.
-    fn fire(&self, fire: Fire) -> BoxFuture<'_, Result<Option<Vec<(StoredTask, bool)>>>>;
+    fn fire(&self, fire: Fire) -> BoxFuture<'_, Result<Fired>>;
 }
 
 const COLUMNS: &str = "s.name, s.spec, s.paused, s.next_run_at, s.last_run_at, s.last_task_id,
@@ -212,7 +216,7 @@ where
         })
     }
 
-    fn fire(&self, fire: Fire) -> BoxFuture<'_, Result<Option<Vec<(StoredTask, bool)>>>> {
+    fn fire(&self, fire: Fire) -> BoxFuture<'_, Result<Fired>> {
         Box::pin(self.health.track(async move {
             let mut tx = self.write.begin().await?;
             let last_task = fire.tasks.last().map(|task| task.id.to_string());

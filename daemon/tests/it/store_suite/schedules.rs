@@ -14,8 +14,8 @@ use taskplane_api::{FIRE_AT_LABEL, ScheduleSpec, TaskStatus};
 
 use super::kinds;
 
-/// 2027-01-15T08:00:00Z, a whole minute.
-const T0: i64 = 1_800_000_000_000 - 1_800_000_000_000 % 60_000;
+/// 2027-01-15T08:00:00Z, a whole hour.
+const T0: i64 = 1_800_000_000_000;
 
 fn scheduler(store: &Arc<dyn Store>) -> Arc<Scheduler> {
     Scheduler::new(
