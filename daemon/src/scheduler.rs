@@ -203,6 +203,15 @@ pub fn stored(row: &ScheduleRow) -> Result<(ScheduleSpec, Timing), StoreError> {
     Ok((spec, timing))
 }
 
+/// What a scheduler round found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Round {
+    /// The earliest fire time of any schedule that is not paused, after the round.
+    pub next: Option<i64>,
+    /// The round fired as many schedules as one round does: more may be due.
+    pub more: bool,
+}
+
 /// What became of a manual trigger.
 pub enum Triggered {
     Submitted(Box<StoredTask>),
@@ -245,13 +254,20 @@ impl Scheduler {
     /// Fires due schedules until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
-            let now = now_ms();
-            let wait = match self.round(now).await {
-                Ok(Some(next)) => {
-                    Duration::from_millis(u64::try_from(next - now_ms()).unwrap_or(0))
-                        .min(ROUND_AT_MOST)
+            let wait = match self.round(now_ms()).await {
+                Ok(Round { more: true, .. }) => Duration::ZERO,
+                Ok(Round {
+                    next: Some(next), ..
+                }) => {
+                    // A schedule still due after the round is one this process cannot fire
+                    // (its task is refused here): the next round is soon enough.
+                    let until = u64::try_from(next - now_ms()).unwrap_or(0);
+                    match Duration::from_millis(until) {
+                        Duration::ZERO => ROUND_AT_MOST,
+                        until => until.min(ROUND_AT_MOST),
+                    }
                 }
-                Ok(None) => ROUND_AT_MOST,
+                Ok(Round { next: None, .. }) => ROUND_AT_MOST,
                 Err(error) => {
                     if self.failed_line.open() {
                         tracing::warn!(%error, "a scheduler round failed; the next one retries");
@@ -267,21 +283,20 @@ impl Scheduler {
         }
     }
 
-    /// One round: fires what is due at `now`; answers the next fire time of any schedule.
-    pub async fn round(&self, now: i64) -> Result<Option<i64>, StoreError> {
+    /// One round: fires what is due at `now`.
+    pub async fn round(&self, now: i64) -> Result<Round, StoreError> {
         let due = self.store.due_schedules(now, ROUND_SCHEDULES).await?;
-        let full = due.len() == ROUND_SCHEDULES as usize;
+        let more = due.len() == ROUND_SCHEDULES as usize;
         for row in due {
             let name = row.name.clone();
             if let Err(error) = self.fire_due(row, now).await {
                 tracing::warn!(schedule = %name, %error, "firing a schedule failed; the next round retries");
             }
         }
-        if full {
-            // More are due: go again at once.
-            return Ok(Some(now));
-        }
-        self.store.next_due().await
+        Ok(Round {
+            next: self.store.next_due().await?,
+            more,
+        })
     }
 
     /// Fires one due schedule as its plan says.
@@ -305,15 +320,17 @@ impl Scheduler {
         }
         let mark = self.broker.submit_mark();
         let mut tasks = Vec::with_capacity(fire.len());
-        let mut invalid = 0;
         for at in &fire {
             match self.task_for(&spec, &row.name, *at, now, mark, true) {
                 Ok(task) => tasks.push(task),
                 Err(error) => {
-                    invalid += 1;
+                    // Refused by this process (a kind it does not enable): the fire is left
+                    // to a process that takes it, and the schedule's lag shows meanwhile.
+                    self.metrics.schedule_fires(&row.name, "invalid", 1);
                     if self.failed_line.open() {
-                        tracing::warn!(schedule = %row.name, %error, "a schedule's task is refused here; its fire time passes without a task");
+                        tracing::warn!(schedule = %row.name, %error, "this process refuses a schedule's task and leaves its fire to another (the schedule lags until one fires it)");
                     }
+                    return Ok(());
                 }
             }
         }
@@ -338,7 +355,6 @@ impl Scheduler {
         self.metrics.schedule_fires(name, "fired", created as u64);
         self.metrics.schedule_fires(name, "skipped", skipped as u64);
         self.metrics.schedule_fires(name, "missed", missed);
-        self.metrics.schedule_fires(name, "invalid", invalid);
         let next = next.map_or_else(|| "none".to_owned(), rfc3339);
         if missed > 0 || skipped > 0 {
             tracing::info!(schedule = name, fired = created, skipped, missed, %next, "schedule fired, passing over some of its times");

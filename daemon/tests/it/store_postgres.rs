@@ -55,6 +55,7 @@ postgres_tests!(
     schedules_fire_once_per_time_across_schedulers,
     schedules_catch_up_after_downtime,
     schedules_skip_overlaps_pause_and_trigger,
+    schedules_refused_here_are_left_to_another_process,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

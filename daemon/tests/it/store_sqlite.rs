@@ -51,6 +51,7 @@ sqlite_tests!(
     schedules_fire_once_per_time_across_schedulers,
     schedules_catch_up_after_downtime,
     schedules_skip_overlaps_pause_and_trigger,
+    schedules_refused_here_are_left_to_another_process,
 );
 
 /// The writer's submits, claims and settles write a feed row per write, as PostgreSQL's

@@ -93,8 +93,13 @@ pub async fn schedules_fire_once_per_time_across_schedulers(store: Arc<dyn Store
         let now = T0 + second * 1000 + 5;
         let rounds = schedulers.iter().map(|s| s.round(now));
         for next in futures_util::future::join_all(rounds).await {
-            let next = next.expect("a round");
-            assert_eq!(next, Some(T0 + (second + 1) * 1000), "the next fire time");
+            let round = next.expect("a round");
+            assert_eq!(
+                round.next,
+                Some(T0 + (second + 1) * 1000),
+                "the next fire time"
+            );
+            assert!(!round.more);
         }
     }
     let times = fire_times(&store, "tick").await;
@@ -300,4 +305,35 @@ pub async fn schedules_skip_overlaps_pause_and_trigger(store: Arc<dyn Store>) {
     );
     scheduler.round(T0 + 3_600_000).await.expect("a round");
     assert_eq!(fire_times(&store, "one-at-a-time").await.len(), 3);
+}
+
+/// A process that refuses a schedule's task (its kind is disabled there) leaves the fire
+/// time to a process that takes it, instead of using it up.
+pub async fn schedules_refused_here_are_left_to_another_process(store: Arc<dyn Store>) {
+    create(
+        &store,
+        serde_json::json!({"name": "backup", "every_secs": 60,
+                           "task": {"kind": "shell", "payload": {"argv": ["true"]}}}),
+        T0,
+    )
+    .await;
+    let without_shell = Scheduler::new(
+        store.clone(),
+        Arc::new(Broker::db()),
+        Arc::new(Metrics::default()),
+        EventHub::new(store.clone()),
+        Arc::new(taskd::domain::validate::Kinds {
+            shell_enabled: false,
+            ..kinds()
+        }),
+    );
+    let round = without_shell.round(T0 + 60_000).await.expect("a round");
+    assert_eq!(
+        round.next,
+        Some(T0 + 60_000),
+        "still due: left for another process"
+    );
+    assert!(fire_times(&store, "backup").await.is_empty());
+    scheduler(&store).round(T0 + 60_500).await.expect("a round");
+    assert_eq!(fire_times(&store, "backup").await, [at(T0 + 60_000)]);
 }
