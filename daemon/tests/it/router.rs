@@ -278,3 +278,104 @@ async fn the_guard_checks_hosts_origins_tokens_and_scopes() {
     let (status, _) = guarded.send("GET", "/health", "", &[]).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn schedules_take_the_scopes_of_what_they_do() {
+    let mut api = Api::start(true).await;
+    let read = token(&[Scope::Read]);
+    let write = token(&[Scope::Write]);
+    let admin = token(&[Scope::Admin]);
+    let echo = r#"{"name":"hourly","cron":"@hourly","task":{"kind":"echo"}}"#;
+    let shell =
+        r#"{"name":"backup","cron":"@daily","task":{"kind":"shell","payload":{"argv":["true"]}}}"#;
+    let as_token = |t: &str| vec![("authorization", t.to_owned())];
+    let send = async |api: &mut Api, method: &str, path: &str, body: &str, token: &str| {
+        let headers = as_token(token);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        api.send(method, path, body, &headers).await
+    };
+    // Reading takes tasks.read, changing tasks.write.
+    let (status, _) = send(&mut api, "POST", "/api/v1/schedules", echo, &read).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, created) = send(&mut api, "POST", "/api/v1/schedules", echo, &write).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, list) = send(&mut api, "GET", "/api/v1/schedules", "", &read).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["schedules"][0]["name"], "hourly");
+    let (status, _) = send(
+        &mut api,
+        "POST",
+        "/api/v1/schedules/hourly/pause",
+        "",
+        &read,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // A schedule of an admin-only kind takes admin, to make, change, run or delete.
+    let (status, refused) = send(&mut api, "POST", "/api/v1/schedules", shell, &write).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("admin")),
+        "{refused}"
+    );
+    // (shell is disabled on this taskd, so with admin it is refused as a kind: 400.)
+    let (status, disabled) = send(&mut api, "POST", "/api/v1/schedules", shell, &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{disabled}");
+    assert_eq!(code(&disabled), "kind_disabled");
+    // Turning an echo schedule into a shell one is refused without admin, and so is
+    // PUT with a body naming another schedule.
+    let unnamed_shell = r#"{"cron":"@daily","task":{"kind":"shell","payload":{"argv":["true"]}}}"#;
+    let (status, _) = send(
+        &mut api,
+        "PUT",
+        "/api/v1/schedules/hourly",
+        unnamed_shell,
+        &write,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, renamed) = send(&mut api, "PUT", "/api/v1/schedules/other", echo, &write).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{renamed}");
+    // Unknown schedules and bad names.
+    let (status, missing) = send(&mut api, "GET", "/api/v1/schedules/nope", "", &read).await;
+    assert_eq!(
+        (status, code(&missing)),
+        (StatusCode::NOT_FOUND, "schedule_not_found")
+    );
+    let (status, bad) = send(&mut api, "GET", "/api/v1/schedules/a%20b", "", &read).await;
+    assert_eq!(
+        (status, code(&bad)),
+        (StatusCode::BAD_REQUEST, "invalid_name")
+    );
+    let (status, taken) = send(&mut api, "POST", "/api/v1/schedules", echo, &write).await;
+    assert_eq!(
+        (status, code(&taken)),
+        (StatusCode::CONFLICT, "schedule_exists")
+    );
+    // The same spec again writes nothing; a changed one does, and keeps the fire times
+    // when the timing is the same.
+    let (status, same) = send(&mut api, "PUT", "/api/v1/schedules/hourly", echo, &write).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(same["updated_at"], created["updated_at"]);
+    let relabelled = r#"{"cron":"@hourly","task":{"kind":"echo","labels":{"team":"ops"}}}"#;
+    let (status, changed) = send(
+        &mut api,
+        "PUT",
+        "/api/v1/schedules/hourly",
+        relabelled,
+        &write,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["task"]["labels"]["team"], "ops");
+    assert_eq!(changed["next_run_at"], created["next_run_at"]);
+    let (status, deleted) = send(&mut api, "DELETE", "/api/v1/schedules/hourly", "", &write).await;
+    assert_eq!(
+        (status, deleted["name"].as_str()),
+        (StatusCode::OK, Some("hourly"))
+    );
+    let (status, _) = send(&mut api, "DELETE", "/api/v1/schedules/hourly", "", &write).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
