@@ -108,11 +108,10 @@ fn print(ui: &Ui, event: &TaskEvent) -> Result<(), CliError> {
         output::inline(&event.task.queue),
         event.task.attempts,
         event.task.max_attempts,
-        event
-            .task
-            .worker
-            .as_deref()
-            .map(|w| format!("  on {}", output::inline(w)))
-            .unwrap_or_default()
+        match (&event.schedule, &event.task.worker) {
+            (Some(schedule), _) => format!("  by schedule {}", output::inline(schedule)),
+            (None, Some(worker)) => format!("  on {}", output::inline(worker)),
+            (None, None) => String::new(),
+        }
     ))
 }

@@ -165,6 +165,24 @@ fn pause_resume_trigger_and_delete(backend: Backend) {
     assert_eq!(triggered[0]["labels"]["schedule"], "yearly");
     assert_eq!(triggered[0]["labels"]["team"], "ops");
     assert_eq!(triggered[0]["result"]["msg"], "hello");
+    // The fire is an event of its own, naming the schedule.
+    let id = triggered[0]["id"].as_str().unwrap_or_default().to_owned();
+    let events = api
+        .taskctl(&[
+            "events", "--task", &id, "--last", "10", "-n", "4", "-o", "jsonl",
+        ])
+        .ok();
+    let fired: Vec<Value> = events
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("an event"))
+        .filter(|event| event["type"] == "fired")
+        .collect();
+    assert_eq!(fired.len(), 1, "{events}");
+    assert_eq!(fired[0]["schedule"], "yearly");
+    let shown = api
+        .taskctl(&["events", "--task", &id, "--last", "10", "-n", "4"])
+        .ok();
+    assert!(shown.contains("by schedule yearly"), "{shown}");
     let tasks = history(api, "yearly");
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0]["id"], triggered[0]["id"]);
