@@ -8,7 +8,9 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::error::Error;
-use crate::schedule::{NextFires, NextQuery, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec};
+use crate::schedule::{
+    CronQuery, NextFires, NextQuery, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec,
+};
 use crate::stream::{EventStream, LogTail};
 use crate::types::{
     BatchSubmit, BulkResult, DlqPurge, DlqRetry, ErrorBody, EventQuery, Health, ListQuery, LogPage,
@@ -330,18 +332,19 @@ impl Client {
         .await
     }
 
-    /// The next fire times of a schedule (`name`) or of `query.cron`.
-    pub async fn next_fires(
-        &self,
-        name: Option<&str>,
-        query: &NextQuery,
-    ) -> Result<NextFires, Error> {
-        let path = match name {
-            Some(name) => format!("/api/v1/schedules/{}/next", path_segment(name)),
-            None => "/api/v1/cron/next".to_owned(),
-        };
+    /// The next fire times of the schedule `name`.
+    pub async fn next_fires(&self, name: &str, query: &NextQuery) -> Result<NextFires, Error> {
+        let path = format!("/api/v1/schedules/{}/next", path_segment(name));
         let response = self
             .send(Method::GET, &path, None::<&()>, Some(query))
+            .await?;
+        self.decode(response).await
+    }
+
+    /// The next fire times of a cron expression, from now.
+    pub async fn cron_next(&self, query: &CronQuery) -> Result<NextFires, Error> {
+        let response = self
+            .send(Method::GET, "/api/v1/cron/next", None::<&()>, Some(query))
             .await?;
         self.decode(response).await
     }

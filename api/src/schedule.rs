@@ -180,27 +180,45 @@ pub struct ScheduleList {
 pub struct ScheduleQuery {
     /// At most this many (default 100, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = 50)]
     pub limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (the last name it held).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "nightly-backup")]
     pub cursor: Option<String>,
 }
 
-/// Query parameters of `GET /api/v1/cron/next` and `GET /api/v1/schedules/{name}/next`.
+/// Query parameters of `GET /api/v1/schedules/{name}/next`.
 #[derive(
     Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
 )]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct NextQuery {
-    /// The expression (only for `/api/v1/cron/next`).
+    /// How many fire times (default 5, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = 3)]
+    pub count: Option<u32>,
+}
+
+/// Query parameters of `GET /api/v1/cron/next`.
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams,
+)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CronQuery {
+    /// The expression (required).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "@daily")]
     pub cron: Option<String>,
-    /// Its time zone (only for `/api/v1/cron/next`; default UTC).
+    /// Its time zone (default UTC).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "Europe/Berlin")]
     pub timezone: Option<String>,
     /// How many fire times (default 5, at most 1000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = 3)]
     pub count: Option<u32>,
 }
 

@@ -7,8 +7,8 @@ use chrono::{DateTime, Local, Utc};
 use clap::{Args, Subcommand, ValueEnum};
 use serde::Deserialize;
 use taskplane_api::{
-    CatchUp, Client, FIRE_AT_LABEL, ListQuery, NextQuery, Overlap, SCHEDULE_LABEL, Schedule,
-    ScheduleSpec, SubmitTask,
+    CatchUp, Client, CronQuery, FIRE_AT_LABEL, ListQuery, NextQuery, Overlap, SCHEDULE_LABEL,
+    Schedule, ScheduleSpec, SubmitTask,
 };
 
 use super::submit::{TaskArgs, parse_duration};
@@ -507,12 +507,22 @@ async fn history(client: &Client, ui: &Ui, args: HistoryArgs) -> Result<(), CliE
 }
 
 async fn next(client: &Client, ui: &Ui, args: NextArgs) -> Result<(), CliError> {
-    let query = NextQuery {
-        cron: args.cron,
-        timezone: args.tz,
-        count: Some(args.count),
+    let fires = match (&args.name, args.cron) {
+        (Some(name), _) => {
+            let query = NextQuery {
+                count: Some(args.count),
+            };
+            client.next_fires(name, &query).await?
+        }
+        (None, cron) => {
+            let query = CronQuery {
+                cron,
+                timezone: args.tz,
+                count: Some(args.count),
+            };
+            client.cron_next(&query).await?
+        }
     };
-    let fires = client.next_fires(args.name.as_deref(), &query).await?;
     if ui.json() {
         return ui.print_collection(&fires, &fires.fire_times);
     }

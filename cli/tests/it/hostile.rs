@@ -195,6 +195,12 @@ fn every_documented_parameter_is_accepted_where_documented() {
     let (status, task) = daemon.http("POST", "/api/v1/tasks", br#"{"kind":"noop"}"#);
     assert_eq!(status, 201, "{task}");
     let id = task["id"].as_str().expect("id").to_owned();
+    let (status, schedule) = daemon.http(
+        "POST",
+        "/api/v1/schedules",
+        br#"{"name":"hourly","cron":"@hourly","task":{"kind":"noop"}}"#,
+    );
+    assert_eq!(status, 201, "{schedule}");
     let (status, _, schema) = raw_http_full(&daemon.addr, "GET", "/api/v1/openapi.json", b"", &[]);
     assert_eq!(status, 200);
 
@@ -255,7 +261,11 @@ fn every_documented_parameter_is_accepted_where_documented() {
             if query.is_empty() || method != "get" {
                 continue;
             }
-            let path = format!("{}?{}", template.replace("{id}", &id), query.join("&"));
+            let path = format!(
+                "{}?{}",
+                template.replace("{id}", &id).replace("{name}", "hourly"),
+                query.join("&")
+            );
             let status = status_of(&path);
             assert!((200..300).contains(&status), "GET {path} answered {status}");
         }

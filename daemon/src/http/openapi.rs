@@ -4,10 +4,10 @@
 
 use axum::Json;
 use taskplane_api::{
-    BatchSubmit, BrokerQueue, BulkResult, CatchUp, DlqPurge, DlqRetry, ErrorBody, ErrorDetail,
-    EventKind, Health, LogLine, LogPage, LogStream, NextFires, Overlap, QueueList, QueueStats,
-    Schedule, ScheduleList, ScheduleSpec, SubmitTask, Task, TaskEvent, TaskList, TaskStatus,
-    TaskSummary, WorkerInfo, WorkerList,
+    BatchSubmit, BrokerQueue, BulkResult, CatchUp, CronQuery, DlqPurge, DlqRetry, ErrorBody,
+    ErrorDetail, EventKind, Health, LogLine, LogPage, LogStream, NextFires, NextQuery, Overlap,
+    QueueList, QueueStats, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec, SubmitTask, Task,
+    TaskEvent, TaskList, TaskStatus, TaskSummary, WorkerInfo, WorkerList,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -52,7 +52,8 @@ use super::{live, probes, schedules, tasks};
         Task, TaskStatus, SubmitTask, BatchSubmit, TaskList, LogLine, LogPage, LogStream,
         DlqRetry, DlqPurge, BulkResult, EventKind, TaskSummary, TaskEvent, BrokerQueue,
         QueueStats, QueueList, WorkerInfo, WorkerList, ErrorBody, ErrorDetail, Health,
-        ScheduleSpec, Schedule, ScheduleList, Overlap, CatchUp, NextFires
+        ScheduleSpec, Schedule, ScheduleList, Overlap, CatchUp, NextFires, NextQuery, CronQuery,
+        ScheduleQuery
     )),
     modifiers(&BearerAuth)
 )]

@@ -8,7 +8,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::DateTime;
 use taskplane_api::{
-    ErrorBody, NextFires, NextQuery, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec, Task,
+    CronQuery, ErrorBody, NextFires, NextQuery, Schedule, ScheduleList, ScheduleQuery,
+    ScheduleSpec, Task,
 };
 
 use super::AppState;
@@ -403,8 +404,8 @@ pub async fn trigger(
     }
 }
 
-fn count(query: &NextQuery) -> Result<usize, ApiError> {
-    let count = query.count.unwrap_or(DEFAULT_NEXT);
+fn count(count: Option<u32>) -> Result<usize, ApiError> {
+    let count = count.unwrap_or(DEFAULT_NEXT);
     if count == 0 || count > MAX_NEXT {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -454,13 +455,7 @@ pub async fn next(
     QueryParams(query): QueryParams<NextQuery>,
 ) -> Result<Json<NextFires>, ApiError> {
     path_name(&name)?;
-    if query.cron.is_some() || query.timezone.is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "cron and timezone preview an expression: use GET /api/v1/cron/next",
-        ));
-    }
-    let count = count(&query)?;
+    let count = count(query.count)?;
     let row = state
         .store
         .schedule(&name)
@@ -474,7 +469,7 @@ pub async fn next(
 
 /// `GET /api/v1/cron/next`: the next fire times of an expression, from now.
 #[utoipa::path(get, path = "/api/v1/cron/next", tag = "schedules",
-    params(NextQuery),
+    params(CronQuery),
     responses(
         (status = 200, description = "its next fire times", body = NextFires),
         (status = 400, description = "a bad expression or zone", body = ErrorBody),
@@ -482,9 +477,9 @@ pub async fn next(
     ),
     security(("bearer" = ["tasks.read"])))]
 pub async fn preview(
-    QueryParams(query): QueryParams<NextQuery>,
+    QueryParams(query): QueryParams<CronQuery>,
 ) -> Result<Json<NextFires>, ApiError> {
-    let count = count(&query)?;
+    let count = count(query.count)?;
     let Some(cron) = query.cron.clone() else {
         return Err(ApiError::bad_request("invalid_request", "cron: required"));
     };
