@@ -181,6 +181,7 @@ pub async fn list(
     params(("name" = String, Path, description = "the schedule's name")),
     responses(
         (status = 200, description = "the schedule", body = Schedule),
+        (status = 400, description = "not a schedule name (invalid_name)", body = ErrorBody),
         (status = 404, description = "no such schedule (schedule_not_found)", body = ErrorBody),
         Refused
     ),
@@ -445,6 +446,7 @@ fn fires(timing: &Timing, first: Option<i64>, count: usize, zone: &str) -> NextF
     params(("name" = String, Path, description = "the schedule's name"), NextQuery),
     responses(
         (status = 200, description = "its next fire times", body = NextFires),
+        (status = 400, description = "not a schedule name (invalid_name), or a count out of range", body = ErrorBody),
         (status = 404, description = "no such schedule (schedule_not_found)", body = ErrorBody),
         Refused
     ),
