@@ -16,6 +16,9 @@ use crate::types::{
     BatchSubmit, BulkResult, DlqPurge, DlqRetry, ErrorBody, EventQuery, Health, ListQuery, LogPage,
     LogQuery, QueueList, SubmitTask, Task, TaskList, WorkerList,
 };
+use crate::workflow::{
+    Workflow, WorkflowAction, WorkflowCreated, WorkflowList, WorkflowQuery, WorkflowSpec,
+};
 
 /// How long a [`Client`] waits for taskd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -347,6 +350,33 @@ impl Client {
             .send(Method::GET, "/api/v1/cron/next", None::<&()>, Some(query))
             .await?;
         self.decode(response).await
+    }
+
+    /// Creates a workflow: every step a task, in one transaction.
+    pub async fn create_workflow(&self, spec: &WorkflowSpec) -> Result<WorkflowCreated, Error> {
+        let response = self
+            .send(Method::POST, "/api/v1/workflows", Some(spec), None::<&()>)
+            .await?;
+        self.decode(response).await
+    }
+
+    pub async fn workflow(&self, id: Uuid) -> Result<Workflow, Error> {
+        self.call(Method::GET, &format!("/api/v1/workflows/{id}"))
+            .await
+    }
+
+    /// One page of workflows, newest first.
+    pub async fn workflows(&self, query: &WorkflowQuery) -> Result<WorkflowList, Error> {
+        let response = self
+            .send(Method::GET, "/api/v1/workflows", None::<&()>, Some(query))
+            .await?;
+        self.decode(response).await
+    }
+
+    /// `cancel` or `retry`.
+    pub async fn workflow_action(&self, id: Uuid, action: &str) -> Result<WorkflowAction, Error> {
+        self.call(Method::POST, &format!("/api/v1/workflows/{id}/{action}"))
+            .await
     }
 
     fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {

@@ -11,12 +11,14 @@ mod schedule;
 mod stream;
 pub mod text;
 mod types;
+mod workflow;
 
 pub use client::{Client, Timeouts, error_chain};
 pub use error::Error;
 pub use schedule::*;
 pub use stream::{EventStream, LogTail, SseMessage, SseParser};
 pub use types::*;
+pub use workflow::*;
 
 /// The largest serialized payload a single task may carry (1 MiB).
 pub const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;

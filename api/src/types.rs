@@ -25,6 +25,8 @@ use uuid::Uuid;
 )]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
+    /// Waiting for its parents (`depends_on`) to succeed.
+    Waiting,
     /// Waiting for its `run_at`.
     Scheduled,
     /// Ready to be claimed by a worker.
@@ -43,7 +45,8 @@ pub enum TaskStatus {
 
 impl TaskStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [TaskStatus; 7] = [
+    pub const ALL: [TaskStatus; 8] = [
+        TaskStatus::Waiting,
         TaskStatus::Scheduled,
         TaskStatus::Queued,
         TaskStatus::Running,
@@ -56,6 +59,7 @@ impl TaskStatus {
     /// The status as it is spelled on the wire and in the database.
     pub fn as_str(self) -> &'static str {
         match self {
+            TaskStatus::Waiting => "waiting",
             TaskStatus::Scheduled => "scheduled",
             TaskStatus::Queued => "queued",
             TaskStatus::Running => "running",
@@ -84,7 +88,7 @@ impl fmt::Display for TaskStatus {
 /// The error of parsing an unknown status name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown status '{0}' (expected one of scheduled, queued, running, retrying, succeeded, failed, cancelled)"
+    "unknown status '{0}' (expected one of waiting, scheduled, queued, running, retrying, succeeded, failed, cancelled)"
 )]
 pub struct UnknownStatus(pub String);
 
@@ -127,6 +131,14 @@ pub struct Task {
     pub retry_base_ms: Option<u64>,
     #[serde(default)]
     pub retry_max_ms: Option<u64>,
+    /// The tasks this one waits for (it runs once they have all succeeded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Uuid>,
+    /// The workflow this task is a step of, and its step id there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 impl Task {
@@ -184,6 +196,10 @@ pub struct SubmitTask {
     /// The longest backoff between attempts of this task (overrides `--retry-max`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_max_ms: Option<u64>,
+    /// Tasks that must succeed first: until then this one is `waiting`; when one of them
+    /// fails or is cancelled, this one is cancelled (`dependency_failed`). At most 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<Uuid>,
 }
 
 /// The body of `POST /api/v1/tasks/batch`.
@@ -331,8 +347,10 @@ pub struct BulkResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
-    /// Submitted (now `queued` or `scheduled`).
+    /// Submitted (now `queued`, `scheduled`, or `waiting` for the tasks it depends on).
     Created,
+    /// Retried, and waiting again for a task it depends on.
+    Waiting,
     /// Ready again: its time came, it was retried, or it came back from a stopped worker.
     Queued,
     /// A worker started an attempt.
@@ -354,6 +372,7 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Created => "created",
+            EventKind::Waiting => "waiting",
             EventKind::Queued => "queued",
             EventKind::Started => "started",
             EventKind::Retrying => "retrying",
@@ -394,6 +413,9 @@ pub struct TaskEvent {
     /// The schedule that fired (only on `fired` events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<String>,
+    /// The workflow the task is a step of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<Uuid>,
 }
 
 /// Query parameters of `GET /api/v1/events`.

@@ -122,9 +122,11 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         broker
     };
     let broker = Arc::new(broker);
-    if broker.amqp_client().is_none() && args.role.runs_worker() {
-        // Submits by other processes (PostgreSQL) wake this worker at once.
-        tokio::spawn(store.listen_ready(broker.ready_wake.clone()));
+    if broker.amqp_client().is_some() || args.role.runs_worker() {
+        // Submits by other processes (PostgreSQL), and tasks made ready when the tasks they
+        // waited for succeeded, wake this worker (or, with RabbitMQ, the dispatcher, which
+        // publishes them) at once.
+        tokio::spawn(store.listen_ready(broker.ready_signal()));
     }
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let events = EventHub::new(store.clone());

@@ -339,6 +339,7 @@ fn event_kind(name: &str) -> EventKind {
         "failed" => EventKind::Failed,
         "cancelled" => EventKind::Cancelled,
         "fired" => EventKind::Fired,
+        "waiting" => EventKind::Waiting,
         _ => EventKind::Other,
     }
 }
@@ -361,6 +362,7 @@ fn to_wire(row: StoredEvent) -> TaskEvent {
             worker: row.worker,
         },
         schedule: row.schedule,
+        workflow: row.workflow.as_deref().and_then(|id| id.parse().ok()),
     }
 }
 
@@ -390,6 +392,7 @@ mod tests {
             max_attempts: 3,
             created_at: 0,
             schedule: None,
+            workflow: None,
         }
     }
 

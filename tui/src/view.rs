@@ -94,6 +94,7 @@ fn status_color(status: TaskStatus) -> Color {
         TaskStatus::Running => Color::Cyan,
         TaskStatus::Retrying => Color::Yellow,
         TaskStatus::Queued | TaskStatus::Scheduled => Color::Blue,
+        TaskStatus::Waiting => Color::Magenta,
     }
 }
 

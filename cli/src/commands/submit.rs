@@ -40,6 +40,11 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
 
+    /// Run only after these tasks have succeeded (comma-separated or repeated ids); if one
+    /// fails or is cancelled, this task is cancelled.
+    #[arg(long, value_name = "ID", value_delimiter = ',', value_parser = crate::commands::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::task_ids))]
+    pub after: Vec<uuid::Uuid>,
+
     /// Wait for the task to finish; exit 0 if it succeeded, 3 if it failed, 4 if cancelled.
     #[arg(short, long)]
     pub wait: bool,
@@ -222,6 +227,7 @@ fn build(args: SubmitArgs) -> Result<(SubmitTask, bool, bool), CliError> {
     request.run_at = args.at;
     request.delay_ms = args.delay.map(|d| d.as_millis() as u64);
     request.idempotency_key = args.idempotency_key;
+    request.depends_on = args.after;
     Ok((request, args.wait, args.quiet))
 }
 
@@ -269,6 +275,7 @@ impl TaskArgs {
             labels: self.labels.into_iter().collect::<BTreeMap<_, _>>(),
             retry_base_ms: self.retry_base.map(|d| d.as_millis() as u64),
             retry_max_ms: self.retry_max.map(|d| d.as_millis() as u64),
+            depends_on: Vec::new(),
         })
     }
 }

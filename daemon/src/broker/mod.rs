@@ -203,6 +203,15 @@ impl Broker {
         }
     }
 
+    /// What [`Broker::work_ready`] wakes: for a store to wake when another process (or its
+    /// own writer) made work ready.
+    pub fn ready_signal(&self) -> Arc<Notify> {
+        match &self.amqp {
+            None => self.ready_wake.clone(),
+            Some(parts) => parts.dispatch_wake.clone(),
+        }
+    }
+
     /// Something became ready without a submit (a retry, a due task, a reaped lease).
     pub fn work_ready(&self) {
         match &self.amqp {

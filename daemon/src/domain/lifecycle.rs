@@ -34,8 +34,13 @@ pub enum Event {
     /// The worker exited without a drain (a second signal) and handed the task back:
     /// ready again without counting the attempt, or cancelled if a cancel was pending.
     Released { cancel_requested: bool },
-    /// A user asked for another round of a failed or cancelled task.
-    Retry,
+    /// A user asked for another round of a failed or cancelled task: ready again, or
+    /// waiting again while a task it depends on has not succeeded.
+    Retry { parents_pending: bool },
+    /// The last task it depends on succeeded.
+    ParentsSucceeded,
+    /// A task it depends on failed or was cancelled (`dependency_failed`).
+    ParentFailed,
 }
 
 /// The event is not allowed in the task's current status.
@@ -55,7 +60,9 @@ pub fn transition(from: TaskStatus, event: Event) -> Result<TaskStatus, IllegalT
         (Running, Event::Succeed) => Succeeded,
         (Running, Event::FailRetryable) => Retrying,
         (Running, Event::FailFinal) => Failed,
-        (Scheduled | Queued | Retrying, Event::Cancel) => Cancelled,
+        (Waiting | Scheduled | Queued | Retrying, Event::Cancel) => Cancelled,
+        (Waiting, Event::ParentsSucceeded) => Queued,
+        (Waiting, Event::ParentFailed) => Cancelled,
         (Running, Event::Cancel) => Running,
         (Running, Event::Stopped) => Cancelled,
         (Running, Event::Requeue) => Queued,
@@ -87,7 +94,13 @@ pub fn transition(from: TaskStatus, event: Event) -> Result<TaskStatus, IllegalT
             },
         ) => Cancelled,
         (Running, Event::Released { .. }) => Queued,
-        (Failed | Cancelled, Event::Retry) => Queued,
+        (
+            Failed | Cancelled,
+            Event::Retry {
+                parents_pending: true,
+            },
+        ) => Waiting,
+        (Failed | Cancelled, Event::Retry { .. }) => Queued,
         _ => return Err(IllegalTransition { from, event }),
     };
     Ok(to)
@@ -155,7 +168,7 @@ mod tests {
     use super::*;
     use TaskStatus::*;
 
-    const EVENTS: [Event; 15] = [
+    const EVENTS: [Event; 18] = [
         Event::Due,
         Event::Claim,
         Event::Succeed,
@@ -186,7 +199,14 @@ mod tests {
         Event::Released {
             cancel_requested: true,
         },
-        Event::Retry,
+        Event::Retry {
+            parents_pending: false,
+        },
+        Event::Retry {
+            parents_pending: true,
+        },
+        Event::ParentsSucceeded,
+        Event::ParentFailed,
     ];
 
     /// The whole table, written out: every (status, event) pair that is allowed and where it
@@ -250,8 +270,37 @@ mod tests {
             },
             Cancelled,
         ),
-        (Failed, Event::Retry, Queued),
-        (Cancelled, Event::Retry, Queued),
+        (Waiting, Event::ParentsSucceeded, Queued),
+        (Waiting, Event::ParentFailed, Cancelled),
+        (Waiting, Event::Cancel, Cancelled),
+        (
+            Failed,
+            Event::Retry {
+                parents_pending: false,
+            },
+            Queued,
+        ),
+        (
+            Cancelled,
+            Event::Retry {
+                parents_pending: false,
+            },
+            Queued,
+        ),
+        (
+            Failed,
+            Event::Retry {
+                parents_pending: true,
+            },
+            Waiting,
+        ),
+        (
+            Cancelled,
+            Event::Retry {
+                parents_pending: true,
+            },
+            Waiting,
+        ),
     ];
 
     #[test]
@@ -279,8 +328,10 @@ mod tests {
         for from in TaskStatus::ALL.into_iter().filter(|s| s.is_terminal()) {
             for event in EVENTS {
                 if let Ok(to) = transition(from, event) {
-                    assert_eq!(event, Event::Retry, "{from} left by {event:?}");
-                    assert_eq!(to, Queued);
+                    let Event::Retry { parents_pending } = event else {
+                        panic!("{from} left by {event:?}");
+                    };
+                    assert_eq!(to, if parents_pending { Waiting } else { Queued });
                 }
             }
         }

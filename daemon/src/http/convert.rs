@@ -40,6 +40,9 @@ pub fn task(row: StoredTask) -> Task {
         cancel_requested: row.cancel_requested,
         retry_base_ms: row.retry_base_ms,
         retry_max_ms: row.retry_max_ms,
+        depends_on: Vec::new(),
+        workflow_id: row.workflow_id.as_deref().and_then(|id| id.parse().ok()),
+        step: row.step,
     }
 }
 

@@ -82,7 +82,11 @@ pub async fn submit(
     let mark = state.broker.submit_mark();
     task.published_at = mark;
     let (kind, payload) = (task.kind.clone(), task.payload.clone());
-    let mut stored = state.submits.insert(vec![task]).await?;
+    let mut stored = if task.depends_on.is_empty() {
+        state.submits.insert(vec![task]).await?
+    } else {
+        insert_graph(&state, vec![task]).await?
+    };
     let (row, created) = stored.pop().ok_or_else(|| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -113,6 +117,37 @@ pub async fn submit(
         Json(convert::task(row)),
     )
         .into_response())
+}
+
+/// Inserts tasks of which some depend on others, with their edges, in one transaction.
+async fn insert_graph(
+    state: &AppState,
+    tasks: Vec<NewTask>,
+) -> Result<Vec<(crate::store::StoredTask, bool)>, ApiError> {
+    let graph = crate::store::Graph {
+        tasks,
+        workflow: None,
+    };
+    match state.store.insert_graph(graph).await? {
+        Ok(stored) => Ok(stored.into_iter().map(|task| (task, true)).collect()),
+        Err(refused) => Err(graph_refused(refused)),
+    }
+}
+
+/// The answer to a graph the store refused.
+pub(super) fn graph_refused(refused: crate::store::GraphRefused) -> ApiError {
+    match refused {
+        crate::store::GraphRefused::UnknownParent(id) => ApiError::bad_request(
+            "unknown_dependency",
+            format!("depends_on: there is no task {id}"),
+        ),
+        crate::store::GraphRefused::ParentFinished(id, status) => ApiError::bad_request(
+            "dependency_failed",
+            format!(
+                "depends_on: task {id} is {status}, so this task could never run; retry it first"
+            ),
+        ),
+    }
 }
 
 /// `POST /api/v1/tasks/batch`: all or nothing; one invalid task refuses the whole batch.
@@ -160,8 +195,10 @@ pub async fn submit_batch(
         .collect::<Result<_, _>>()?;
     let stored = if tasks.is_empty() {
         Vec::new()
-    } else {
+    } else if tasks.iter().all(|task| task.depends_on.is_empty()) {
         state.store.insert(tasks).await?
+    } else {
+        insert_graph(&state, tasks).await?
     };
     let created: Vec<&crate::store::StoredTask> = stored
         .iter()
@@ -267,7 +304,11 @@ pub async fn get_one(
     TaskId(id): TaskId,
 ) -> Result<Json<taskplane_api::Task>, ApiError> {
     match state.store.get(id).await? {
-        Some(row) => Ok(Json(convert::task(row))),
+        Some(row) => {
+            let mut task = convert::task(row);
+            task.depends_on = state.store.parents(id).await?;
+            Ok(Json(task))
+        }
         None => Err(ApiError::task_not_found(id)),
     }
 }

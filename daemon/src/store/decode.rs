@@ -100,6 +100,8 @@ pub fn task<R: TaskRow>(row: &R) -> Result<StoredTask> {
         cancel_requested: row.flag("cancel_requested")?,
         retry_base_ms: opt_count(&id, row.opt_int("retry_base_ms")?)?,
         retry_max_ms: opt_count(&id, row.opt_int("retry_max_ms")?)?,
+        workflow_id: row.opt_text("workflow_id")?,
+        step: row.opt_text("step")?,
     })
 }
 
@@ -118,6 +120,7 @@ pub fn claimed<R: TaskRow>(row: &R) -> Result<(i32, ClaimedTask)> {
             retry_base_ms: opt_count(&id, row.opt_int("retry_base_ms")?)?,
             retry_max_ms: opt_count(&id, row.opt_int("retry_max_ms")?)?,
             created_at: row.int("created_at")?,
+            workflow_id: row.opt_text("workflow_id")?,
         },
     ))
 }
@@ -166,7 +169,7 @@ fn status(id: &str, text: &str) -> Result<TaskStatus> {
 /// One change-feed row: its `seq` and its events (a JSON array, see the schema).
 /// One event of a change-feed row: `[task id, event, status, attempts, worker, at, kind,
 /// queue, priority, max_attempts, created_at]`, and a twelfth element, the schedule's name, on
-/// `fired` events.
+/// `fired` events (null on others), and a thirteenth, the workflow's id, on a step's events.
 #[derive(serde::Deserialize)]
 struct WireEvent(
     String,
@@ -180,6 +183,7 @@ struct WireEvent(
     i64,
     i64,
     i64,
+    #[serde(default)] Option<String>,
     #[serde(default)] Option<String>,
 );
 
@@ -203,6 +207,7 @@ pub fn event_row<R: TaskRow>(row: &R) -> Result<EventRow> {
             max_attempts,
             created,
             schedule,
+            workflow,
         ) = event;
         events.push(StoredEvent {
             seq: seq * EVENTS_PER_ROW + place as i64,
@@ -218,6 +223,7 @@ pub fn event_row<R: TaskRow>(row: &R) -> Result<EventRow> {
             created_at: created,
             task_id: parse_id(&id)?,
             schedule,
+            workflow,
         });
     }
     Ok(EventRow { seq, events })

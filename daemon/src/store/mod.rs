@@ -10,6 +10,7 @@ mod schedules;
 mod sql;
 mod sql_store;
 mod sqlite;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ pub use postgres::PgStore;
 pub use schedules::{Fire, ScheduleRow, Schedules};
 pub use sql_store::{Dialect, SqlStore};
 pub use sqlite::SqliteStore;
+pub use workflows::{Graph, GraphRefused, WorkflowRow, WorkflowState, WorkflowSummary, Workflows};
 
 pub use crate::util::BoxFuture;
 use crate::util::redact_url;
@@ -243,6 +245,9 @@ pub struct StoredTask {
     pub cancel_requested: bool,
     pub retry_base_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
+    /// The workflow this task is a step of, and its step id there.
+    pub workflow_id: Option<String>,
+    pub step: Option<String>,
 }
 
 impl StoredTask {
@@ -281,6 +286,8 @@ impl StoredTask {
             cancel_requested: false,
             retry_base_ms: task.retry_base_ms,
             retry_max_ms: task.retry_max_ms,
+            workflow_id: task.workflow_id.map(|id| id.to_string()),
+            step: task.step.clone(),
         }
     }
 }
@@ -322,6 +329,9 @@ pub struct ClaimedTask {
     pub retry_base_ms: Option<u64>,
     pub retry_max_ms: Option<u64>,
     pub created_at: i64,
+    /// The workflow this task is a step of: its payload may take the results of the steps
+    /// it needs.
+    pub workflow_id: Option<String>,
 }
 
 /// How many events one change-feed row holds at most: an event's id is its row's `seq`
@@ -356,6 +366,8 @@ pub struct StoredEvent {
     pub created_at: i64,
     /// The schedule that fired (`fired` events only).
     pub schedule: Option<String>,
+    /// The workflow of a step's task.
+    pub workflow: Option<String>,
 }
 
 /// A worker process, as its heartbeat records it.
@@ -464,7 +476,7 @@ pub struct StoredLogLine {
 }
 
 /// The operations on task state. Implementations must make every transition a guarded update.
-pub trait Store: Schedules + Send + Sync + 'static {
+pub trait Store: Schedules + Workflows + Send + Sync + 'static {
     /// Applies the schema. Safe to run again. Answers the versions it applied now.
     fn migrate(&self) -> BoxFuture<'_, Result<Vec<i64>>>;
 

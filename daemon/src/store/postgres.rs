@@ -38,6 +38,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../migrations/postgres/0005_schedules.sql"),
     ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_dependencies.sql"),
+    ),
 ];
 
 /// The NOTIFY channel for "work is ready".

@@ -75,11 +75,12 @@ fn update_locked_found(set: &str, find: &str, filter: &str, lock: &str) -> Strin
 /// The columns a [`StoredTask`](super::StoredTask) is decoded from.
 pub const TASK_COLUMNS: &str = "id, kind, queue, priority, payload, status, attempts, max_attempts, \
      timeout_secs, run_at, created_at, updated_at, started_at, finished_at, result, last_error, \
-     idempotency_key, labels, worker, cancel_requested, retry_base_ms, retry_max_ms";
+     idempotency_key, labels, worker, cancel_requested, retry_base_ms, retry_max_ms, workflow_id, \
+     step";
 
 /// The columns a [`ClaimedTask`](super::ClaimedTask) is decoded from.
 pub const CLAIM_COLUMNS: &str = "id, kind, queue, payload, attempts, max_attempts, timeout_secs, \
-     priority, retry_base_ms, retry_max_ms, created_at";
+     priority, retry_base_ms, retry_max_ms, created_at, workflow_id";
 
 /// What a claim writes: running under `$1`'s lease until `$2`, started at `$3`.
 pub const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, worker = $1, \
@@ -94,9 +95,9 @@ pub const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, worker
 pub const ROWS_PER_STATEMENT: usize = 32;
 
 /// Columns bound per row by [`insert_rows`].
-pub const INSERT_PARAMS: usize = 16;
+pub const INSERT_PARAMS: usize = 18;
 
-/// A multi-row insert of `rows` tasks (16 parameters each, in the column order below); a task
+/// A multi-row insert of `rows` tasks (18 parameters each, in the column order below); a task
 /// whose idempotency key exists is skipped. With `returning` it answers the ids it inserted
 /// (only keyed tasks can be skipped, so a batch without keys needs no answer but the count,
 /// and the rows need not travel back one by one).
@@ -107,7 +108,7 @@ pub fn insert_rows(rows: usize, params: Params, returning: bool) -> String {
     format!(
         "INSERT INTO tasks (id, kind, queue, priority, payload, status, max_attempts,
              timeout_secs, run_at, created_at, updated_at, idempotency_key, labels,
-             retry_base_ms, retry_max_ms, published_at)
+             retry_base_ms, retry_max_ms, published_at, workflow_id, step)
          VALUES {}
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING{}",
         values.join(", "),
@@ -240,6 +241,7 @@ pub fn list(filter: &ListFilter, before: bool, driver: Option<usize>, name_index
     let index = match filter.status {
         _ if !name_index || !filter.labels.is_empty() => None,
         Some(TaskStatus::Running) => Some("tasks_leases"),
+        Some(TaskStatus::Waiting) => Some("tasks_waiting"),
         Some(TaskStatus::Scheduled | TaskStatus::Retrying) => Some("tasks_due"),
         Some(TaskStatus::Succeeded | TaskStatus::Failed | TaskStatus::Cancelled) => {
             Some("tasks_finished_status")
@@ -264,6 +266,21 @@ pub fn list(filter: &ListFilter, before: bool, driver: Option<usize>, name_index
 pub const LABEL_PROBE: &str = "SELECT COUNT(*) FROM
      (SELECT 1 FROM task_labels WHERE key = $1 AND value = $2 LIMIT 1000) AS probe";
 
+/// The `last_error` of a waiting task cancelled because its parent (a workflow's `step`)
+/// ended `status`: the same words as migration 6's triggers write.
+pub fn dependency_failed(parent: &str, step: Option<&str>, status: TaskStatus) -> String {
+    let who = match step {
+        Some(step) => format!("step {step} (task {parent})"),
+        None => format!("task {parent}"),
+    };
+    let how = if status == TaskStatus::Failed {
+        "failed"
+    } else {
+        "was cancelled"
+    };
+    format!("dependency_failed: {who} {how}")
+}
+
 /// Waiting tasks are cancelled at once; a running one is flagged for its worker.
 pub fn cancel() -> String {
     format!(
@@ -272,13 +289,16 @@ pub fn cancel() -> String {
              finished_at = CASE WHEN status = 'running' THEN finished_at ELSE $2 END,
              cancel_requested = TRUE,
              updated_at = $2
-         WHERE id = $1 AND status IN ('scheduled', 'queued', 'retrying', 'running')
+         WHERE id = $1 AND status IN ('waiting', 'scheduled', 'queued', 'retrying', 'running')
          RETURNING {TASK_COLUMNS}"
     )
 }
 
-/// What a manual retry resets: a fresh set of attempts, ready now (`$1`).
-const REQUEUE: &str = "status = 'queued', attempts = 0, run_at = $1, updated_at = $1,
+/// What a manual retry resets: a fresh set of attempts, ready now (`$1`), or waiting again
+/// while a parent it depends on has not succeeded.
+const REQUEUE: &str = "status = CASE WHEN EXISTS (SELECT 1 FROM task_deps d
+             JOIN tasks p ON p.id = d.parent WHERE d.child = tasks.id AND p.status <> 'succeeded')
+         THEN 'waiting' ELSE 'queued' END, last_error = NULL, attempts = 0, run_at = $1, updated_at = $1,
      started_at = NULL, finished_at = NULL, result = NULL, worker = NULL,
      cancel_requested = FALSE, published_at = NULL";
 

@@ -890,7 +890,9 @@ where
                 .bind(&task.labels)
                 .bind(task.retry_base_ms.map(|ms| ms as i64))
                 .bind(task.retry_max_ms.map(|ms| ms as i64))
-                .bind(task.published_at);
+                .bind(task.published_at)
+                .bind(task.workflow_id.map(|id| id.to_string()))
+                .bind(task.step.as_deref());
         }
         if !keyed {
             // Nothing to skip: the statement inserted every row or failed.

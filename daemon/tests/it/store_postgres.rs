@@ -56,6 +56,10 @@ postgres_tests!(
     schedules_catch_up_after_downtime,
     schedules_skip_overlaps_pause_and_trigger,
     schedules_refused_here_are_left_to_another_process,
+    a_diamond_runs_in_order,
+    a_failed_parent_cancels_its_descendants,
+    a_child_added_to_a_running_parent_is_freed,
+    workflows_cancel_and_retry,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/sqlite/0005_schedules.sql"),
     ),
+    (
+        6,
+        include_str!("../../../migrations/sqlite/0006_dependencies.sql"),
+    ),
 ];
 
 /// Free pages worth giving back to the file system after a retention delete (4 MiB), and the
@@ -232,8 +236,15 @@ impl Dialect for Lite {
         store.writer.claim_ids(worker, ids, now, lease_until).await
     }
 
-    fn listen_ready(_store: &SqliteStore, _wake: Arc<Notify>) -> BoxFuture<'static, ()> {
-        Box::pin(std::future::pending())
+    /// Other processes on the file are found by polling; the writer wakes this process's
+    /// worker when a settle made tasks ready that waited for it.
+    fn listen_ready(_store: &SqliteStore, wake: Arc<Notify>) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            loop {
+                writer::READY.notified().await;
+                wake.notify_one();
+            }
+        })
     }
 }
 
@@ -305,6 +316,9 @@ impl SqliteStore {
             // connection is a write, which a full disk refuses, and reads would fail too.)
             .pragma("journal_size_limit", (64 * 1024 * 1024).to_string())
             .pragma("temp_store", "memory")
+            // A task cancelled because its parent failed cancels its own waiting children
+            // through the same trigger (migration 6).
+            .pragma("recursive_triggers", "ON")
             // Room for every batch size of the multi-row statements (1 to 32 rows: labels,
             // hand-backs, marks) beside the other statements, so none is prepared again and
             // again. (The submits, claims and settles run on the writer's own statements.)

@@ -24,7 +24,10 @@
 use rusqlite::types::ToSql;
 use sqlx::Sqlite;
 use sqlx::pool::Pool;
+use std::str::FromStr;
 use tokio::sync::{mpsc, oneshot};
+
+use taskplane_api::TaskStatus;
 use uuid::Uuid;
 
 use crate::domain::lifecycle::Settlement;
@@ -484,6 +487,7 @@ fn insert(
     for task in tasks {
         let retry_base = task.retry_base_ms.map(|ms| ms as i64);
         let retry_max = task.retry_max_ms.map(|ms| ms as i64);
+        let workflow_id = task.workflow_id.map(|id| id.to_string());
         let values: [&dyn ToSql; sql::INSERT_PARAMS] = [
             &task.id.to_string(),
             &task.kind,
@@ -502,6 +506,8 @@ fn insert(
             &retry_base,
             &retry_max,
             &task.published_at,
+            &workflow_id,
+            &task.step,
         ];
         if insert.execute(&values[..])? == 1 {
             if !task.label_pairs.is_empty() {
@@ -523,6 +529,7 @@ fn insert(
                 priority: task.priority,
                 max_attempts: task.max_attempts,
                 created_at: task.created_at_ms,
+                workflow: task.workflow_id.map(|id| id.to_string()),
             });
             out.push((StoredTask::from_new(task), true));
         } else {
@@ -581,10 +588,23 @@ fn settle(
             priority: row.get(3)?,
             max_attempts: row.get(4)?,
             created_at: row.get(5)?,
+            workflow: row.get(6)?,
+            has_children: row.get(7)?,
+            step: row.get(8)?,
         };
         changed.push((*task, settlement.status().as_str(), unchanged));
         settled.push(true);
     }
+    let finished: Vec<(Uuid, TaskStatus, Option<String>)> = changed
+        .iter()
+        .filter(|(_, _, row)| row.has_children)
+        .filter_map(|(id, status, row)| {
+            let status = TaskStatus::from_str(status).ok()?;
+            status
+                .is_terminal()
+                .then(|| (*id, status, row.step.clone()))
+        })
+        .collect();
     let events = changed
         .iter()
         .map(|(id, status, row)| Event {
@@ -599,11 +619,118 @@ fn settle(
             priority: row.priority,
             max_attempts: row.max_attempts,
             created_at: row.created_at,
+            workflow: row.workflow.clone(),
         })
         .collect();
     feed.add(events)?;
+    if !finished.is_empty() {
+        resolve_children(db, feed, finished, now)?;
+    }
     Ok(settled)
 }
+
+/// Settles the waiting children of tasks that just finished, as migration 6's triggers do
+/// for every other write (the writer runs with triggers off): a child whose parents have
+/// all succeeded is ready; the waiting children of a failed or cancelled parent are
+/// cancelled, and theirs after them.
+fn resolve_children(
+    db: &rusqlite::Connection,
+    feed: &mut Feed,
+    mut finished: Vec<(Uuid, TaskStatus, Option<String>)>,
+    now: i64,
+) -> Result<()> {
+    let mut rows: Vec<(Uuid, String, ChildRow)> = Vec::new();
+    while let Some((parent, status, step)) = finished.pop() {
+        let parent_id = parent.to_string();
+        let (statement, error) = if status == TaskStatus::Succeeded {
+            (PROMOTE_CHILDREN, None)
+        } else {
+            (
+                DOOM_CHILDREN,
+                Some(sql::dependency_failed(&parent_id, step.as_deref(), status)),
+            )
+        };
+        let mut update = db.prepare_cached(statement)?;
+        let mut named: Vec<(&str, &dyn ToSql)> = vec![("$1", &parent_id), ("$2", &now)];
+        if let Some(error) = &error {
+            named.push(("$3", error));
+        }
+        let mut found = update.query(named.as_slice())?;
+        while let Some(row) = found.next()? {
+            let id: String = row.get(0)?;
+            let child = ChildRow {
+                status: row.get(1)?,
+                unchanged: Unchanged {
+                    attempts: row.get(2)?,
+                    kind: row.get(3)?,
+                    queue: row.get(4)?,
+                    priority: row.get(5)?,
+                    max_attempts: row.get(6)?,
+                    created_at: row.get(7)?,
+                    workflow: row.get(8)?,
+                    has_children: row.get(9)?,
+                    step: row.get(10)?,
+                },
+            };
+            let id = decode::parse_id(&id)?;
+            if child.status == "cancelled" && child.unchanged.has_children {
+                finished.push((id, TaskStatus::Cancelled, child.unchanged.step.clone()));
+            }
+            rows.push((id, child.status.clone(), child));
+        }
+    }
+    let events = rows
+        .iter()
+        .map(|(id, status, child)| Event {
+            id: *id,
+            event: status,
+            status,
+            attempts: child.unchanged.attempts,
+            worker: None,
+            at: now,
+            kind: &child.unchanged.kind,
+            queue: &child.unchanged.queue,
+            priority: child.unchanged.priority,
+            max_attempts: child.unchanged.max_attempts,
+            created_at: child.unchanged.created_at,
+            workflow: child.unchanged.workflow.clone(),
+        })
+        .collect();
+    feed.add(events)?;
+    if rows.iter().any(|(_, status, _)| status != "cancelled") {
+        READY.notify_one();
+    }
+    Ok(())
+}
+
+/// A child [`resolve_children`] changed: its new status and its event's fields.
+struct ChildRow {
+    status: String,
+    unchanged: Unchanged,
+}
+
+/// The ready children of `$1`, which succeeded (as the trigger `tasks_children_ready`).
+static PROMOTE_CHILDREN: &str = "UPDATE tasks SET
+         status = CASE WHEN run_at > $2 THEN 'scheduled' ELSE 'queued' END,
+         run_at = MAX(run_at, $2), updated_at = $2, published_at = NULL
+     WHERE status = 'waiting'
+       AND id IN (SELECT child FROM task_deps WHERE parent = $1)
+       AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks p ON p.id = d.parent
+                       WHERE d.child = tasks.id AND p.status <> 'succeeded')
+     RETURNING id, status, attempts, kind, queue, priority, max_attempts, created_at,
+         workflow_id, has_children, step";
+
+/// The waiting children of `$1`, which failed or was cancelled (`$3` says so), cancelled
+/// (as the trigger `tasks_children_doomed`).
+static DOOM_CHILDREN: &str = "UPDATE tasks SET status = 'cancelled', finished_at = $2,
+         updated_at = $2, last_error = $3
+     WHERE status = 'waiting' AND id IN (SELECT child FROM task_deps WHERE parent = $1)
+     RETURNING id, status, attempts, kind, queue, priority, max_attempts, created_at,
+         workflow_id, has_children, step";
+
+/// Woken when the writer made tasks ready by settling their parents (see
+/// `Lite::listen_ready`).
+pub static READY: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
 /// What a settle reads back of its task for the event (in `SETTLES`' RETURNING order).
 struct Unchanged {
@@ -613,6 +740,9 @@ struct Unchanged {
     priority: i32,
     max_attempts: u32,
     created_at: i64,
+    workflow: Option<String>,
+    has_children: bool,
+    step: Option<String>,
 }
 
 /// The settle statements (see `sql`), each reading back what the task's event needs;
@@ -627,7 +757,10 @@ struct Settles {
 
 static SETTLES: std::sync::LazyLock<Settles> = std::sync::LazyLock::new(|| {
     let returning = |statement: String| {
-        format!("{statement} RETURNING attempts, kind, queue, priority, max_attempts, created_at")
+        format!(
+            "{statement} RETURNING attempts, kind, queue, priority, max_attempts, created_at, \
+             workflow_id, has_children, step"
+        )
     };
     Settles {
         succeeded: returning(sql::settle_succeeded()),
@@ -748,6 +881,7 @@ fn claimed(
             priority: *priority,
             max_attempts: task.max_attempts,
             created_at: task.created_at,
+            workflow: task.workflow_id.clone(),
         });
     }
     feed.add(events)?;
@@ -767,6 +901,8 @@ struct Event<'a> {
     priority: i32,
     max_attempts: u32,
     created_at: i64,
+    /// A workflow step's workflow id.
+    workflow: Option<String>,
 }
 
 /// The change-feed row of one round: its writes' events as one JSON array, each write's in
@@ -802,7 +938,15 @@ impl Feed {
                 e.max_attempts,
                 e.created_at,
             );
-            serde_json::to_writer(&mut self.json, &wire).map_err(|e| decode::corrupt("-", e))?;
+            let written = match &e.workflow {
+                None => serde_json::to_writer(&mut self.json, &wire),
+                Some(workflow) => {
+                    let (a, b, c, d, f, g, h, i, j, k, l) = wire;
+                    let step = (a, b, c, d, f, g, h, i, j, k, l, None::<&str>, workflow);
+                    serde_json::to_writer(&mut self.json, &step)
+                }
+            };
+            written.map_err(|e| decode::corrupt("-", e))?;
         }
         Ok(())
     }

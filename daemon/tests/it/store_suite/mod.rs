@@ -10,7 +10,9 @@ use taskd::store::{CancelOutcome, ListFilter, NewLogLine, RetryOutcome, Store};
 use taskplane_api::{LogStream, SubmitTask, TaskStatus};
 use uuid::Uuid;
 
+mod dependencies;
 mod schedules;
+pub use dependencies::*;
 pub use schedules::*;
 
 const NOW: i64 = 1_800_000_000_000;
@@ -809,7 +811,7 @@ pub const VERSION_1_ROWS: &str = "INSERT INTO schema_migrations VALUES (1, 0);
 /// applies the later versions (SQLite's rebuilds the tasks table), a selector finds the
 /// labelled task, its output is still there, and the key still names its task.
 pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
-    assert_eq!(store.migrate().await.expect("migrate"), vec![2, 3, 4, 5]);
+    assert_eq!(store.migrate().await.expect("migrate"), vec![2, 3, 4, 5, 6]);
     let again = new_task(|t| t.idempotency_key = Some("from-version-1".into()));
     let rows = store.insert(vec![again]).await.expect("insert a known key");
     assert_eq!(
@@ -1093,7 +1095,13 @@ pub async fn transitions_agree_with_the_state_machine(store: Arc<dyn Store>) {
 
     let before = status(store.clone()).await;
     store.retry(id, now).await.expect("retry");
-    step(before, Event::Retry, status(store.clone()).await);
+    step(
+        before,
+        Event::Retry {
+            parents_pending: false,
+        },
+        status(store.clone()).await,
+    );
 
     store
         .claim("w", &queues(), 1, now, now + 10)
