@@ -642,6 +642,13 @@ fn differs(current: &Schedule, wanted: &ScheduleSpec) -> bool {
 
 async fn apply(client: &Client, ui: &Ui, args: ApplyArgs) -> Result<(), CliError> {
     let specs = read_file(&args.file)?;
+    if specs.is_empty() && args.prune {
+        // An empty file (a broken template, an empty pipe) must not wipe every schedule.
+        return Err(CliError::Usage(format!(
+            "{} lists no schedules, and --prune would delete every one; delete them with `taskctl schedule delete NAME…`",
+            args.file
+        )));
+    }
     let current: BTreeMap<String, Schedule> = client
         .schedules()
         .await?
@@ -666,6 +673,14 @@ async fn apply(client: &Client, ui: &Ui, args: ApplyArgs) -> Result<(), CliError
             }
         };
         outcomes.push((spec.name.clone(), outcome));
+        if !ui.json() {
+            // Said as it happens: if a later entry is refused, what was applied is known.
+            let suffix = if args.dry_run { " (dry run)" } else { "" };
+            ui.line(&format!(
+                "schedule/{} {outcome}{suffix}",
+                output::inline(&spec.name)
+            ))?;
+        }
     }
     if args.prune {
         let named: BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
@@ -684,7 +699,7 @@ async fn apply(client: &Client, ui: &Ui, args: ApplyArgs) -> Result<(), CliError
         return ui.print_collection(&list, &list);
     }
     let suffix = if args.dry_run { " (dry run)" } else { "" };
-    for (name, outcome) in outcomes {
+    for (name, outcome) in outcomes.into_iter().skip(specs.len()) {
         ui.line(&format!(
             "schedule/{} {outcome}{suffix}",
             output::inline(&name)

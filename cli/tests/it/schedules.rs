@@ -394,6 +394,27 @@ fn apply_twice_changes_nothing_and_prune_deletes_the_rest() {
         taskd.taskctl(&["schedule", "list", "-o", "id"]).ok(),
         "nightly"
     );
+
+    // An empty file with --prune is refused instead of deleting every schedule.
+    write("");
+    let empty = taskd.taskctl(&["schedule", "apply", "-f", path, "--prune"]);
+    assert!(empty.fails_with(2).contains("--prune"), "{}", empty.stderr);
+    assert_eq!(
+        taskd.taskctl(&["schedule", "list", "-o", "id"]).ok(),
+        "nightly"
+    );
+
+    // An entry taskd refuses stops the apply; what was applied before it is said.
+    write(
+        "- name: first\n  every: 1m\n  task: {kind: noop}\n- name: second\n  every: 1m\n  task: {kind: nosuchkind}\n",
+    );
+    let partial = taskd.taskctl(&["schedule", "apply", "-f", path]);
+    assert!(
+        partial.fails_with(1).contains("nosuchkind"),
+        "{}",
+        partial.stderr
+    );
+    assert_eq!(partial.stdout.trim(), "schedule/first created");
 }
 
 #[test]
