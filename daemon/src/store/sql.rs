@@ -48,7 +48,7 @@ impl Params {
     }
 
     /// Placeholders `first ..= first + count - 1`, comma-separated.
-    fn run(self, first: usize, count: usize) -> String {
+    pub(super) fn run(self, first: usize, count: usize) -> String {
         (first..first + count)
             .map(|n| self.nth(n))
             .collect::<Vec<_>>()

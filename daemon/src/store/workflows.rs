@@ -140,10 +140,7 @@ where
             let mut statuses: HashMap<Uuid, TaskStatus> = HashMap::new();
             for chunk in outside.chunks(sql::ROWS_PER_STATEMENT) {
                 let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
-                let places = (1..=ids.len())
-                    .map(|n| format!("${n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let places = sql::Params::Numbered.run(1, ids.len());
                 let lock = format!(
                     "SELECT id, status FROM tasks WHERE id IN ({places})
                      ORDER BY CASE WHEN status = 'waiting' THEN 1 ELSE 0 END, id{}",
@@ -211,10 +208,7 @@ where
                 .map(|task| task.id.to_string())
                 .collect();
             for chunk in inside.chunks(sql::ROWS_PER_STATEMENT) {
-                let places = (1..=chunk.len())
-                    .map(|n| format!("${n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let places = sql::Params::Numbered.run(1, chunk.len());
                 let mark = format!("UPDATE tasks SET has_children = TRUE WHERE id IN ({places})");
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(mark));
                 for id in chunk {
@@ -325,109 +319,129 @@ where
             .bind(i64::from(limit))
             .fetch_all(&self.read)
             .await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                let row = workflow_row(row)?;
-                let counts = sqlx::query(
-                    "SELECT status, COUNT(*) AS n, MAX(finished_at) AS last FROM tasks
-                     WHERE workflow_id = $1 GROUP BY status",
-                )
-                .bind(row.id.to_string())
-                .fetch_all(&self.read)
-                .await?;
-                let mut by_status = Vec::with_capacity(counts.len());
-                let mut finished_at = None;
-                for count in &counts {
-                    let status: String = sqlx::Row::try_get(count, 0)?;
-                    let n: i64 = sqlx::Row::try_get(count, 1)?;
-                    let last: Option<i64> = sqlx::Row::try_get(count, 2)?;
-                    let status = status
-                        .parse::<TaskStatus>()
-                        .map_err(|e| decode::corrupt(&row.id.to_string(), e))?;
-                    finished_at = finished_at.max(last);
-                    by_status.push((status, u32::try_from(n).unwrap_or(u32::MAX)));
-                }
-                let done = by_status.iter().all(|(status, _)| status.is_terminal());
-                out.push(WorkflowSummary {
+            let rows = rows.iter().map(workflow_row).collect::<Result<Vec<_>>>()?;
+            if rows.is_empty() {
+                return Ok(Vec::new());
+            }
+            // The page's step counts in one query, not one per workflow.
+            let ids: Vec<String> = rows.iter().map(|row| row.id.to_string()).collect();
+            let counts = format!(
+                "SELECT workflow_id, status, COUNT(*) AS n, MAX(finished_at) AS last FROM tasks
+                 WHERE workflow_id IN ({}) GROUP BY workflow_id, status",
+                sql::Params::Numbered.run(1, ids.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(counts));
+            for id in &ids {
+                query = query.bind(id.as_str());
+            }
+            let mut out: Vec<WorkflowSummary> = rows
+                .into_iter()
+                .map(|row| WorkflowSummary {
                     row,
-                    counts: by_status,
-                    finished_at: finished_at.filter(|_| done),
-                });
+                    counts: Vec::new(),
+                    finished_at: None,
+                })
+                .collect();
+            let place: HashMap<String, usize> =
+                ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+            for count in query.fetch_all(&self.read).await? {
+                let workflow: String = sqlx::Row::try_get(&count, 0)?;
+                let status: String = sqlx::Row::try_get(&count, 1)?;
+                let n: i64 = sqlx::Row::try_get(&count, 2)?;
+                let last: Option<i64> = sqlx::Row::try_get(&count, 3)?;
+                let status = status
+                    .parse::<TaskStatus>()
+                    .map_err(|e| decode::corrupt(&workflow, e))?;
+                let Some(summary) = place.get(&workflow).map(|&i| &mut out[i]) else {
+                    continue;
+                };
+                summary
+                    .counts
+                    .push((status, u32::try_from(n).unwrap_or(u32::MAX)));
+                summary.finished_at = summary.finished_at.max(last);
+            }
+            // A finish time only once every step has finished.
+            for summary in &mut out {
+                if !summary
+                    .counts
+                    .iter()
+                    .all(|(status, _)| status.is_terminal())
+                {
+                    summary.finished_at = None;
+                }
             }
             Ok(out)
         })
     }
 
     fn cancel_workflow(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<Option<u64>>> {
-        Box::pin(self.health.track(async move {
-            let mut tx = self.write.begin().await?;
-            let exists = sqlx::query("SELECT id FROM workflows WHERE id = $1")
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                return Ok(None);
-            }
-            // One statement, its rows locked non-waiting first: a waiting step is cancelled
-            // here, not by its parent's cancel (whose trigger finds it cancelled already).
-            let statement = format!(
-                "WITH locked AS (SELECT id AS locked_id FROM tasks WHERE {UNFINISHED_STEPS}
-                     ORDER BY CASE WHEN status = 'waiting' THEN 1 ELSE 0 END, id{})
-                 UPDATE tasks SET
-                     status = CASE WHEN status = 'running' THEN 'running' ELSE 'cancelled' END,
-                     finished_at = CASE WHEN status = 'running' THEN finished_at ELSE $2 END,
-                     last_error = CASE WHEN status = 'waiting' THEN 'cancelled with its workflow'
-                                       ELSE last_error END,
-                     cancel_requested = TRUE, updated_at = $2
-                 FROM locked WHERE tasks.id = locked.locked_id AND {UNFINISHED_STEPS}",
-                D::LOCKS.ordered
-            );
-            let done = sqlx::query(sqlx::AssertSqlSafe(statement))
-                .bind(id.to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Some(D::rows_affected(&done)))
-        }))
+        // One statement, its rows locked non-waiting first: a waiting step is cancelled
+        // here, not by its parent's cancel (whose trigger finds it cancelled already).
+        let statement = format!(
+            "WITH locked AS (SELECT id AS locked_id FROM tasks WHERE {UNFINISHED_STEPS}
+                 ORDER BY CASE WHEN status = 'waiting' THEN 1 ELSE 0 END, id{})
+             UPDATE tasks SET
+                 status = CASE WHEN status = 'running' THEN 'running' ELSE 'cancelled' END,
+                 finished_at = CASE WHEN status = 'running' THEN finished_at ELSE $2 END,
+                 last_error = CASE WHEN status = 'waiting' THEN 'cancelled with its workflow'
+                                   ELSE last_error END,
+                 cancel_requested = TRUE, updated_at = $2
+             FROM locked WHERE tasks.id = locked.locked_id AND {UNFINISHED_STEPS}",
+            D::LOCKS.ordered
+        );
+        Box::pin(self.health.track(self.change_steps(id, now, statement)))
     }
 
     fn retry_workflow(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<Option<u64>>> {
-        Box::pin(self.health.track(async move {
-            let mut tx = self.write.begin().await?;
-            let exists = sqlx::query("SELECT id FROM workflows WHERE id = $1")
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_none() {
-                return Ok(None);
-            }
-            // Each failed or cancelled step runs again: at once when its parents all
-            // succeeded, else once they have (they are run again in the same statement, so
-            // the snapshot it reads still shows them failed or cancelled).
-            let statement = format!(
-                "WITH locked AS (SELECT id AS locked_id FROM tasks
-                     WHERE workflow_id = $1 AND status IN ('failed', 'cancelled')
-                     ORDER BY id{})
-                 UPDATE tasks SET
-                     status = CASE WHEN EXISTS (SELECT 1 FROM task_deps d
-                                  JOIN tasks p ON p.id = d.parent
-                                  WHERE d.child = tasks.id AND p.status <> 'succeeded')
-                              THEN 'waiting' ELSE 'queued' END,
-                     attempts = 0, run_at = $2, updated_at = $2, started_at = NULL,
-                     finished_at = NULL, result = NULL, last_error = NULL, worker = NULL,
-                     cancel_requested = FALSE, published_at = NULL
-                 FROM locked WHERE tasks.id = locked.locked_id
-                   AND tasks.status IN ('failed', 'cancelled')",
-                D::LOCKS.ordered
-            );
-            let done = sqlx::query(sqlx::AssertSqlSafe(statement))
-                .bind(id.to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Some(D::rows_affected(&done)))
-        }))
+        // Each failed or cancelled step runs again: at once when its parents all
+        // succeeded, else once they have (they are run again in the same statement, so the
+        // snapshot it reads still shows them failed or cancelled).
+        let statement = format!(
+            "WITH locked AS (SELECT id AS locked_id FROM tasks
+                 WHERE workflow_id = $1 AND status IN ('failed', 'cancelled')
+                 ORDER BY id{})
+             UPDATE tasks SET
+                 status = CASE WHEN EXISTS (SELECT 1 FROM task_deps d
+                              JOIN tasks p ON p.id = d.parent
+                              WHERE d.child = tasks.id AND p.status <> 'succeeded')
+                          THEN 'waiting' ELSE 'queued' END,
+                 attempts = 0, run_at = $2, updated_at = $2, started_at = NULL,
+                 finished_at = NULL, result = NULL, last_error = NULL, worker = NULL,
+                 cancel_requested = FALSE, published_at = NULL
+             FROM locked WHERE tasks.id = locked.locked_id
+               AND tasks.status IN ('failed', 'cancelled')",
+            D::LOCKS.ordered
+        );
+        Box::pin(self.health.track(self.change_steps(id, now, statement)))
+    }
+}
+
+impl<D> SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
+    <D::Db as Database>::Arguments: IntoArguments<D::Db>,
+    for<'q> String: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> i64: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+{
+    /// Runs `statement` (`$1` the workflow, `$2` now) on workflow `id`'s steps in a
+    /// transaction, answering how many rows it changed, or None when there is no such
+    /// workflow.
+    async fn change_steps(&self, id: Uuid, now: i64, statement: String) -> Result<Option<u64>> {
+        let mut tx = self.write.begin().await?;
+        let exists = sqlx::query("SELECT id FROM workflows WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(None);
+        }
+        let done = sqlx::query(sqlx::AssertSqlSafe(statement))
+            .bind(id.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(D::rows_affected(&done)))
     }
 }

@@ -24,10 +24,8 @@
 use rusqlite::types::ToSql;
 use sqlx::Sqlite;
 use sqlx::pool::Pool;
-use std::str::FromStr;
-use tokio::sync::{mpsc, oneshot};
-
 use taskplane_api::TaskStatus;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::domain::lifecycle::Settlement;
@@ -556,7 +554,7 @@ fn settle(
 ) -> Result<Vec<bool>> {
     let mut settled = Vec::with_capacity(items.len());
     // Each settled task: its id, its new status and what its row answers for the event.
-    let mut changed: Vec<(Uuid, &str, Unchanged)> = Vec::with_capacity(items.len());
+    let mut changed: Vec<(Uuid, TaskStatus, Unchanged)> = Vec::with_capacity(items.len());
     for (task, settlement) in items {
         let id = task.to_string();
         let (statement, text, at) = match settlement {
@@ -581,46 +579,17 @@ fn settle(
             settled.push(false);
             continue;
         };
-        let unchanged = Unchanged {
-            attempts: row.get(0)?,
-            kind: row.get(1)?,
-            queue: row.get(2)?,
-            priority: row.get(3)?,
-            max_attempts: row.get(4)?,
-            created_at: row.get(5)?,
-            workflow: row.get(6)?,
-            has_children: row.get(7)?,
-            step: row.get(8)?,
-        };
-        changed.push((*task, settlement.status().as_str(), unchanged));
+        changed.push((*task, settlement.status(), Unchanged::read(row, 0)?));
         settled.push(true);
     }
     let finished: Vec<(Uuid, TaskStatus, Option<String>)> = changed
         .iter()
-        .filter(|(_, _, row)| row.has_children)
-        .filter_map(|(id, status, row)| {
-            let status = TaskStatus::from_str(status).ok()?;
-            status
-                .is_terminal()
-                .then(|| (*id, status, row.step.clone()))
-        })
+        .filter(|(_, status, row)| row.has_children && status.is_terminal())
+        .map(|(id, status, row)| (*id, *status, row.step.clone()))
         .collect();
     let events = changed
         .iter()
-        .map(|(id, status, row)| Event {
-            id: *id,
-            event: status,
-            status,
-            attempts: row.attempts,
-            worker: Some(worker),
-            at: now,
-            kind: &row.kind,
-            queue: &row.queue,
-            priority: row.priority,
-            max_attempts: row.max_attempts,
-            created_at: row.created_at,
-            workflow: row.workflow.clone(),
-        })
+        .map(|(id, status, row)| row.event(*id, status.as_str(), Some(worker), now))
         .collect();
     feed.add(events)?;
     if !finished.is_empty() {
@@ -639,14 +608,15 @@ fn resolve_children(
     mut finished: Vec<(Uuid, TaskStatus, Option<String>)>,
     now: i64,
 ) -> Result<()> {
-    let mut rows: Vec<(Uuid, String, ChildRow)> = Vec::new();
+    // Each child changed: its id, its new status and its event's fields.
+    let mut rows: Vec<(Uuid, String, Unchanged)> = Vec::new();
     while let Some((parent, status, step)) = finished.pop() {
         let parent_id = parent.to_string();
         let (statement, error) = if status == TaskStatus::Succeeded {
-            (PROMOTE_CHILDREN, None)
+            (&CHILDREN.promote, None)
         } else {
             (
-                DOOM_CHILDREN,
+                &CHILDREN.doom,
                 Some(sql::dependency_failed(&parent_id, step.as_deref(), status)),
             )
         };
@@ -657,44 +627,18 @@ fn resolve_children(
         }
         let mut found = update.query(named.as_slice())?;
         while let Some(row) = found.next()? {
-            let id: String = row.get(0)?;
-            let child = ChildRow {
-                status: row.get(1)?,
-                unchanged: Unchanged {
-                    attempts: row.get(2)?,
-                    kind: row.get(3)?,
-                    queue: row.get(4)?,
-                    priority: row.get(5)?,
-                    max_attempts: row.get(6)?,
-                    created_at: row.get(7)?,
-                    workflow: row.get(8)?,
-                    has_children: row.get(9)?,
-                    step: row.get(10)?,
-                },
-            };
-            let id = decode::parse_id(&id)?;
-            if child.status == "cancelled" && child.unchanged.has_children {
-                finished.push((id, TaskStatus::Cancelled, child.unchanged.step.clone()));
+            let id = decode::parse_id(&row.get::<_, String>(0)?)?;
+            let status: String = row.get(1)?;
+            let child = Unchanged::read(row, 2)?;
+            if status == "cancelled" && child.has_children {
+                finished.push((id, TaskStatus::Cancelled, child.step.clone()));
             }
-            rows.push((id, child.status.clone(), child));
+            rows.push((id, status, child));
         }
     }
     let events = rows
         .iter()
-        .map(|(id, status, child)| Event {
-            id: *id,
-            event: status,
-            status,
-            attempts: child.unchanged.attempts,
-            worker: None,
-            at: now,
-            kind: &child.unchanged.kind,
-            queue: &child.unchanged.queue,
-            priority: child.unchanged.priority,
-            max_attempts: child.unchanged.max_attempts,
-            created_at: child.unchanged.created_at,
-            workflow: child.unchanged.workflow.clone(),
-        })
+        .map(|(id, status, child)| child.event(*id, status, None, now))
         .collect();
     feed.add(events)?;
     if rows.iter().any(|(_, status, _)| status != "cancelled") {
@@ -703,36 +647,45 @@ fn resolve_children(
     Ok(())
 }
 
-/// A child [`resolve_children`] changed: its new status and its event's fields.
-struct ChildRow {
-    status: String,
-    unchanged: Unchanged,
+/// The statements that settle a finished task's waiting children (`$1` the parent, `$2`
+/// now), each reading back the child's id, new status and [`UNCHANGED`].
+struct Children {
+    /// The ready children of a parent that succeeded (as the trigger
+    /// `tasks_children_ready`).
+    promote: String,
+    /// The waiting children of a parent that failed or was cancelled (`$3` says so),
+    /// cancelled (as the trigger `tasks_children_doomed`).
+    doom: String,
 }
 
-/// The ready children of `$1`, which succeeded (as the trigger `tasks_children_ready`).
-static PROMOTE_CHILDREN: &str = "UPDATE tasks SET
-         status = CASE WHEN run_at > $2 THEN 'scheduled' ELSE 'queued' END,
-         run_at = MAX(run_at, $2), updated_at = $2, published_at = NULL
-     WHERE status = 'waiting'
-       AND id IN (SELECT child FROM task_deps WHERE parent = $1)
-       AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks p ON p.id = d.parent
-                       WHERE d.child = tasks.id AND p.status <> 'succeeded')
-     RETURNING id, status, attempts, kind, queue, priority, max_attempts, created_at,
-         workflow_id, has_children, step";
-
-/// The waiting children of `$1`, which failed or was cancelled (`$3` says so), cancelled
-/// (as the trigger `tasks_children_doomed`).
-static DOOM_CHILDREN: &str = "UPDATE tasks SET status = 'cancelled', finished_at = $2,
-         updated_at = $2, last_error = $3
-     WHERE status = 'waiting' AND id IN (SELECT child FROM task_deps WHERE parent = $1)
-     RETURNING id, status, attempts, kind, queue, priority, max_attempts, created_at,
-         workflow_id, has_children, step";
+static CHILDREN: std::sync::LazyLock<Children> = std::sync::LazyLock::new(|| Children {
+    promote: format!(
+        "UPDATE tasks SET
+             status = CASE WHEN run_at > $2 THEN 'scheduled' ELSE 'queued' END,
+             run_at = MAX(run_at, $2), updated_at = $2, published_at = NULL
+         WHERE status = 'waiting'
+           AND id IN (SELECT child FROM task_deps WHERE parent = $1)
+           AND NOT EXISTS (SELECT 1 FROM task_deps d JOIN tasks p ON p.id = d.parent
+                           WHERE d.child = tasks.id AND p.status <> 'succeeded')
+         RETURNING id, status, {UNCHANGED}"
+    ),
+    doom: format!(
+        "UPDATE tasks SET status = 'cancelled', finished_at = $2, updated_at = $2,
+             last_error = $3
+         WHERE status = 'waiting' AND id IN (SELECT child FROM task_deps WHERE parent = $1)
+         RETURNING id, status, {UNCHANGED}"
+    ),
+});
 
 /// Woken when the writer made tasks ready by settling their parents (see
 /// `Lite::listen_ready`).
 pub static READY: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
-/// What a settle reads back of its task for the event (in `SETTLES`' RETURNING order).
+/// The columns [`Unchanged`] is read from, in its order.
+const UNCHANGED: &str =
+    "attempts, kind, queue, priority, max_attempts, created_at, workflow_id, has_children, step";
+
+/// What a settle (or a child's) reads back of its task for the event ([`UNCHANGED`]).
 struct Unchanged {
     attempts: i64,
     kind: String,
@@ -743,6 +696,47 @@ struct Unchanged {
     workflow: Option<String>,
     has_children: bool,
     step: Option<String>,
+}
+
+impl Unchanged {
+    /// Reads [`UNCHANGED`] from `row`, starting at column `first`.
+    fn read(row: &rusqlite::Row<'_>, first: usize) -> Result<Unchanged> {
+        Ok(Unchanged {
+            attempts: row.get(first)?,
+            kind: row.get(first + 1)?,
+            queue: row.get(first + 2)?,
+            priority: row.get(first + 3)?,
+            max_attempts: row.get(first + 4)?,
+            created_at: row.get(first + 5)?,
+            workflow: row.get(first + 6)?,
+            has_children: row.get(first + 7)?,
+            step: row.get(first + 8)?,
+        })
+    }
+
+    /// The event of task `id` reaching `status` at `at`.
+    fn event<'a>(
+        &'a self,
+        id: Uuid,
+        status: &'a str,
+        worker: Option<&'a str>,
+        at: i64,
+    ) -> Event<'a> {
+        Event {
+            id,
+            event: status,
+            status,
+            attempts: self.attempts,
+            worker,
+            at,
+            kind: &self.kind,
+            queue: &self.queue,
+            priority: self.priority,
+            max_attempts: self.max_attempts,
+            created_at: self.created_at,
+            workflow: self.workflow.clone(),
+        }
+    }
 }
 
 /// The settle statements (see `sql`), each reading back what the task's event needs;
@@ -756,12 +750,7 @@ struct Settles {
 }
 
 static SETTLES: std::sync::LazyLock<Settles> = std::sync::LazyLock::new(|| {
-    let returning = |statement: String| {
-        format!(
-            "{statement} RETURNING attempts, kind, queue, priority, max_attempts, created_at, \
-             workflow_id, has_children, step"
-        )
-    };
+    let returning = |statement: String| format!("{statement} RETURNING {UNCHANGED}");
     Settles {
         succeeded: returning(sql::settle_succeeded()),
         retrying: returning(sql::settle_retrying()),
