@@ -437,6 +437,10 @@ pub struct EventQuery {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[param(example = "01a20649-73ff-71a9-a177-5aa009d23a9d")]
     pub tasks: Option<String>,
+    /// Only events of the steps of this workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "01a20649-73ff-71a9-a177-5aa009d23a9d")]
+    pub workflow: Option<Uuid>,
     /// First replay the kept events (the last ten minutes) recorded this many seconds ago
     /// or later, then go on live.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,7 +10,7 @@ use crate::commands::top::TopArgs;
 use crate::commands::{
     cancel::CancelArgs, dlq::DlqArgs, events::EventsArgs, list::ListArgs, logs::LogsArgs,
     queues::QueuesArgs, retry::RetryArgs, schedule::ScheduleArgs, status::StatusArgs,
-    submit::SubmitArgs, watch::WatchArgs, workers::WorkersArgs,
+    submit::SubmitArgs, watch::WatchArgs, workers::WorkersArgs, workflow::WorkflowArgs,
 };
 
 /// Drive and watch a Taskplane server from the terminal.
@@ -109,6 +109,9 @@ pub enum Command {
     /// Recurring schedules: create, list, pause, trigger, preview and apply from a file.
     #[command(visible_alias = "schedules")]
     Schedule(ScheduleArgs),
+    /// Workflows: steps that run once the steps they need have succeeded, from a file.
+    #[command(visible_alias = "workflows")]
+    Workflow(WorkflowArgs),
     /// Queue depth, counts by status and throughput.
     Queues(QueuesArgs),
     /// Live worker processes and how busy they are.

@@ -1,4 +1,4 @@
-//! Dynamic shell completion: task ids, queue and schedule names and kinds come from the current server
+//! Dynamic shell completion: task and workflow ids, queue and schedule names and kinds come from the current server
 //! (TASKCTL_SERVER / TASKCTL_TOKEN / TASKCTL_CONTEXT, else the current context, else the
 //! default), read with a short timeout; on any failure a completion offers nothing rather
 //! than an error.
@@ -78,6 +78,26 @@ pub fn schedules() -> Vec<CompletionCandidate> {
             .await?
             .into_iter()
             .map(|s| CompletionCandidate::new(s.name.clone()).help(Some(s.timing_text().into())))
+            .collect())
+    })
+}
+
+/// The newest workflow ids, each with its name and status as help.
+pub fn workflow_ids() -> Vec<CompletionCandidate> {
+    ask(|client| async move {
+        let page = client
+            .workflows(&taskplane_api::WorkflowQuery {
+                limit: Some(200),
+                ..Default::default()
+            })
+            .await?;
+        Ok(page
+            .workflows
+            .into_iter()
+            .map(|w| {
+                CompletionCandidate::new(w.id.to_string())
+                    .help(Some(format!("{} {}", w.name, w.status).into()))
+            })
             .collect())
     })
 }

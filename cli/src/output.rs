@@ -357,10 +357,19 @@ fn short_secs(secs: i64) -> String {
 
 /// How long a task ran (or has been running), `-` if it has not started.
 pub fn run_time(task: &Task, now: DateTime<Utc>) -> String {
-    let Some(started) = task.started_at else {
+    span(task.started_at, task.finished_at, now)
+}
+
+/// The time from `started` to `finished` (or to now while unfinished), `-` without a start.
+pub fn span(
+    started: Option<DateTime<Utc>>,
+    finished: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> String {
+    let Some(started) = started else {
         return "-".to_owned();
     };
-    let end = task.finished_at.unwrap_or(now);
+    let end = finished.unwrap_or(now);
     let ms = (end - started).num_milliseconds().max(0);
     if ms < 1000 {
         format!("{ms}ms")

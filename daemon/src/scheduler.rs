@@ -46,16 +46,7 @@ impl SpecError {
     }
 }
 
-/// Whether `name` may name a schedule: `[A-Za-z0-9][A-Za-z0-9._:-]{0,127}`.
-pub fn valid_name(name: &str) -> bool {
-    let bytes = name.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= 128
-        && bytes[0].is_ascii_alphanumeric()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
-}
+pub use crate::domain::validate::valid_name;
 
 /// The answer for a name that is not one.
 pub fn name_error(field: &str, name: &str) -> SpecError {

@@ -26,6 +26,9 @@ pub struct EventsArgs {
     /// Only events of this task. Repeatable.
     #[arg(long = "task", value_name = "ID", value_parser = super::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::task_ids))]
     pub tasks: Vec<Uuid>,
+    /// Only events of the steps of this workflow.
+    #[arg(long, value_name = "ID", value_parser = super::parse_id, add = clap_complete::ArgValueCandidates::new(crate::complete::workflow_ids))]
+    pub workflow: Option<Uuid>,
     /// First print the last N events that match (like `tail -n`), then follow.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub last: Option<u32>,
@@ -48,6 +51,7 @@ pub async fn run(client: &Client, ui: &Ui, args: EventsArgs) -> Result<(), CliEr
                 .collect::<Vec<_>>()
                 .join(",")
         }),
+        workflow: args.workflow,
         since_secs: args.since.map(|since| since.as_secs_f64().ceil() as u64),
         last: args.last,
     };

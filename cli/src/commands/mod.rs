@@ -17,6 +17,7 @@ pub mod submit;
 pub mod top;
 pub mod watch;
 pub mod workers;
+pub mod workflow;
 
 use std::future::Future;
 use std::time::Duration;
@@ -75,6 +76,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Dlq(args) => dlq::run(&client, &ui, args).await,
         Command::Events(args) => events::run(&client, &ui, args).await,
         Command::Schedule(args) => schedule::run(&client, &ui, args).await,
+        Command::Workflow(args) => workflow::run(&client, &ui, args).await,
         Command::Bench(args) => bench::run(&client, &ui, args).await,
         Command::Completions(_) | Command::Config(_) => unreachable!("handled before connecting"),
         Command::Top(args) => {

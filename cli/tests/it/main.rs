@@ -24,3 +24,4 @@ mod schedules;
 mod scripting;
 mod security;
 mod top;
+mod workflows;

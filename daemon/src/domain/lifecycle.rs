@@ -113,6 +113,9 @@ pub enum AttemptOutcome {
     Succeeded(String),
     /// The handler failed (including a timeout); the message becomes `last_error`.
     Failed(String),
+    /// The task cannot run as it is (a workflow step's payload names a field an earlier
+    /// step's result lacks): it fails at once, since another attempt would fail the same way.
+    Rejected(String),
     /// Stopped because a user cancelled the task.
     Cancelled,
     /// Stopped because this worker is shutting down.
@@ -159,7 +162,9 @@ pub fn settle(
             error,
             run_at_ms: now_ms.saturating_add(i64::try_from(retry_delay_ms).unwrap_or(i64::MAX)),
         },
-        AttemptOutcome::Failed(error) => Settlement::Failed { error },
+        AttemptOutcome::Failed(error) | AttemptOutcome::Rejected(error) => {
+            Settlement::Failed { error }
+        }
     }
 }
 
@@ -358,6 +363,16 @@ mod tests {
             }
         );
         assert_eq!(settle(failed(), 1, 1, 0, 0).status(), TaskStatus::Failed);
+    }
+
+    #[test]
+    fn a_rejected_attempt_fails_with_attempts_left() {
+        assert_eq!(
+            settle(AttemptOutcome::Rejected("no field".into()), 1, 3, 0, 0),
+            Settlement::Failed {
+                error: "no field".into()
+            }
+        );
     }
 
     #[test]

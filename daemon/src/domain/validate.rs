@@ -61,14 +61,14 @@ pub struct ValidationError {
 }
 
 impl ValidationError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(code: &'static str, message: impl Into<String>) -> Self {
         ValidationError {
             code,
             message: message.into(),
         }
     }
 
-    fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
+    pub(crate) fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
         Self::new("invalid_request", format!("{field}: {message}"))
     }
 }
@@ -328,7 +328,20 @@ fn parse_payload<T: DeserializeOwned>(kind: &str, payload: &Value) -> Result<T, 
         .map_err(|e| ValidationError::new("invalid_payload", format!("{kind}: {e}")))
 }
 
-fn check_name(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
+/// Whether `name` is a name by the API's rule for names (queues, schedules, workflows and
+/// their steps): 1 to 128 letters, digits, `.`, `_`, `:` or `-`, starting with a letter or
+/// digit.
+pub fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+pub(crate) fn check_name(field: &str, value: &str, max: usize) -> Result<(), ValidationError> {
     let ok = !value.is_empty()
         && value.len() <= max
         && value

@@ -97,16 +97,35 @@ fn named_error<E: std::fmt::Display>(
 /// The `{id}` path segment as a task id; anything but a UUID → 400 `invalid_id`.
 pub struct TaskId(pub Uuid);
 
+/// The `{id}` path segment as a workflow id; anything but a UUID → 400 `invalid_id`.
+pub struct WorkflowId(pub Uuid);
+
+/// The `{id}` path segment as the id of a `noun`.
+async fn path_id<S: Send + Sync>(
+    parts: &mut Parts,
+    state: &S,
+    noun: &str,
+) -> Result<Uuid, ApiError> {
+    let axum::extract::Path(raw) = axum::extract::Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::bad_request("invalid_id", e.body_text()))?;
+    Uuid::parse_str(&raw).map_err(|_| {
+        ApiError::bad_request("invalid_id", format!("'{raw}' is not a {noun} id (a UUID)"))
+    })
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for TaskId {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Path(raw) =
-            axum::extract::Path::<String>::from_request_parts(parts, state)
-                .await
-                .map_err(|e| ApiError::bad_request("invalid_id", e.body_text()))?;
-        Uuid::parse_str(&raw).map(TaskId).map_err(|_| {
-            ApiError::bad_request("invalid_id", format!("'{raw}' is not a task id (a UUID)"))
-        })
+        path_id(parts, state, "task").await.map(TaskId)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WorkflowId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        path_id(parts, state, "workflow").await.map(WorkflowId)
     }
 }

@@ -49,6 +49,7 @@ struct EventFilter {
     queue: Option<String>,
     kind: Option<String>,
     tasks: Option<HashSet<Uuid>>,
+    workflow: Option<Uuid>,
 }
 
 impl EventFilter {
@@ -73,6 +74,7 @@ impl EventFilter {
             queue: query.queue,
             kind: query.kind,
             tasks,
+            workflow: query.workflow,
         })
     }
 
@@ -83,6 +85,7 @@ impl EventFilter {
                 .tasks
                 .as_ref()
                 .is_none_or(|t| t.contains(&event.task.id))
+            && self.workflow.is_none_or(|w| event.workflow == Some(w))
     }
 }
 

@@ -11,6 +11,7 @@ mod probes;
 mod schedules;
 pub mod server;
 mod tasks;
+mod workflows;
 
 use std::sync::Arc;
 
@@ -73,6 +74,13 @@ pub fn api_router(state: AppState, guard: Arc<Guard>, max_body: usize) -> Router
         .route("/api/v1/schedules/{name}/trigger", post(schedules::trigger))
         .route("/api/v1/schedules/{name}/next", get(schedules::next))
         .route("/api/v1/cron/next", get(schedules::preview))
+        .route(
+            "/api/v1/workflows",
+            post(workflows::create).get(workflows::list),
+        )
+        .route("/api/v1/workflows/{id}", get(workflows::get_one))
+        .route("/api/v1/workflows/{id}/cancel", post(workflows::cancel))
+        .route("/api/v1/workflows/{id}/retry", post(workflows::retry))
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(probe_routes())
         // Innermost first: the rate limit reads the principal that auth leaves.

@@ -6,13 +6,15 @@ use axum::Json;
 use taskplane_api::{
     BatchSubmit, BrokerQueue, BulkResult, CatchUp, CronQuery, DlqPurge, DlqRetry, ErrorBody,
     ErrorDetail, EventKind, Health, LogLine, LogPage, LogStream, NextFires, NextQuery, Overlap,
-    QueueList, QueueStats, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec, SubmitTask, Task,
-    TaskEvent, TaskList, TaskStatus, TaskSummary, WorkerInfo, WorkerList,
+    QueueList, QueueStats, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec, StepRef,
+    SubmitTask, Task, TaskEvent, TaskList, TaskStatus, TaskSummary, WorkerInfo, WorkerList,
+    Workflow, WorkflowAction, WorkflowCreated, WorkflowList, WorkflowQuery, WorkflowSpec,
+    WorkflowStatus, WorkflowStep, WorkflowStepState,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{live, probes, schedules, tasks};
+use super::{live, probes, schedules, tasks, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +43,11 @@ use super::{live, probes, schedules, tasks};
         schedules::trigger,
         schedules::next,
         schedules::preview,
+        workflows::create,
+        workflows::list,
+        workflows::get_one,
+        workflows::cancel,
+        workflows::retry,
         live::events,
         live::queues,
         live::workers,
@@ -53,7 +60,8 @@ use super::{live, probes, schedules, tasks};
         DlqRetry, DlqPurge, BulkResult, EventKind, TaskSummary, TaskEvent, BrokerQueue,
         QueueStats, QueueList, WorkerInfo, WorkerList, ErrorBody, ErrorDetail, Health,
         ScheduleSpec, Schedule, ScheduleList, Overlap, CatchUp, NextFires, NextQuery, CronQuery,
-        ScheduleQuery
+        ScheduleQuery, WorkflowSpec, WorkflowStep, WorkflowStatus, StepRef, WorkflowCreated,
+        WorkflowStepState, Workflow, WorkflowList, WorkflowQuery, WorkflowAction
     )),
     modifiers(&BearerAuth)
 )]

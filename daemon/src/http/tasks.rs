@@ -36,7 +36,7 @@ const MAX_LOG_LIMIT: u32 = 10_000;
 
 /// What follows a committed submit (its tasks stamped with `mark`): count it, hand it to the
 /// broker, and read the event feed now rather than at the next tick.
-fn accepted(state: &AppState, created: &[&crate::store::StoredTask], mark: Option<i64>) {
+pub(super) fn accepted(state: &AppState, created: &[&crate::store::StoredTask], mark: Option<i64>) {
     for row in created {
         state.metrics.submitted(&row.queue, &row.kind);
     }

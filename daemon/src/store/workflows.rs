@@ -68,6 +68,16 @@ pub trait Workflows: Send + Sync {
     /// The tasks `id` depends on.
     fn parents(&self, id: Uuid) -> BoxFuture<'_, Result<Vec<Uuid>>>;
 
+    /// The ids of a workflow's steps that succeeded.
+    fn succeeded_steps(&self, workflow: Uuid) -> BoxFuture<'_, Result<Vec<String>>>;
+
+    /// The results (JSON text) of the named steps of a workflow that succeeded.
+    fn step_results(
+        &self,
+        workflow: Uuid,
+        steps: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, String)>>>;
+
     fn workflow(&self, id: Uuid) -> BoxFuture<'_, Result<Option<WorkflowState>>>;
 
     /// Workflows newest first (of `name`, when given), with ids below `before`.
@@ -257,6 +267,51 @@ where
             rows.iter()
                 .map(|row| decode::parse_id(&sqlx::Row::try_get::<String, _>(row, 0)?))
                 .collect()
+        })
+    }
+
+    fn succeeded_steps(&self, workflow: Uuid) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT step FROM tasks WHERE workflow_id = $1 AND status = 'succeeded'",
+            )
+            .bind(workflow.to_string())
+            .fetch_all(&self.read)
+            .await?;
+            rows.iter()
+                .map(|row| Ok(sqlx::Row::try_get::<Option<String>, _>(row, 0)?.unwrap_or_default()))
+                .collect()
+        })
+    }
+
+    fn step_results(
+        &self,
+        workflow: Uuid,
+        steps: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<(String, String)>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(steps.len());
+            for chunk in steps.chunks(sql::ROWS_PER_STATEMENT) {
+                let statement = format!(
+                    "SELECT step, result FROM tasks WHERE workflow_id = $1
+                     AND status = 'succeeded' AND step IN ({})",
+                    sql::Params::Numbered.run(2, chunk.len())
+                );
+                let mut query =
+                    sqlx::query(sqlx::AssertSqlSafe(statement)).bind(workflow.to_string());
+                for step in chunk {
+                    query = query.bind(step.as_str());
+                }
+                for row in query.fetch_all(&self.read).await? {
+                    let step: Option<String> = sqlx::Row::try_get(&row, 0)?;
+                    let result: Option<String> = sqlx::Row::try_get(&row, 1)?;
+                    out.push((
+                        step.unwrap_or_default(),
+                        result.unwrap_or_else(|| "null".to_owned()),
+                    ));
+                }
+            }
+            Ok(out)
         })
     }
 

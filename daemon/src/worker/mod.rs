@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::broker::{Broker, Claimant, Receipt};
 use crate::domain::backoff::Backoff;
 use crate::domain::lifecycle::{self, AttemptOutcome};
+use crate::domain::workflow;
 use crate::executors::{Registry, TaskContext};
 use crate::log_gate::worth_logging;
 use crate::output::{self as logs, LogWriter};
@@ -328,6 +329,64 @@ impl Worker {
         .await
     }
 
+    /// The payload this attempt runs with: a workflow step's, with the results of the steps
+    /// it names put in (and written to its log); anything else's as it is.
+    async fn resolve(
+        &self,
+        task: &ClaimedTask,
+        log: &logs::LogSink,
+    ) -> Result<String, AttemptOutcome> {
+        let Some(workflow) = task
+            .workflow_id
+            .as_deref()
+            .filter(|_| workflow::has_references(&task.payload))
+        else {
+            return Ok(task.payload.clone());
+        };
+        let rejected = |message: String| {
+            AttemptOutcome::Rejected(format!("the payload cannot be filled in: {message}"))
+        };
+        let unavailable = |error: crate::store::StoreError| {
+            AttemptOutcome::Failed(format!(
+                "reading the results of earlier steps failed: {error}"
+            ))
+        };
+        let workflow: Uuid = workflow
+            .parse()
+            .map_err(|_| rejected(format!("'{workflow}' is not a workflow id")))?;
+        let template: serde_json::Value =
+            serde_json::from_str(&task.payload).map_err(|e| rejected(e.to_string()))?;
+        let succeeded: std::collections::HashSet<String> = self
+            .store
+            .succeeded_steps(workflow)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .collect();
+        let used = workflow::used_steps(&template, &succeeded).map_err(rejected)?;
+        let results: HashMap<String, serde_json::Value> = self
+            .store
+            .step_results(workflow, used)
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .map(|(step, result)| {
+                let value =
+                    serde_json::from_str(&result).unwrap_or(serde_json::Value::String(result));
+                (step, value)
+            })
+            .collect();
+        let payload = workflow::substitute(&template, &results)
+            .map_err(rejected)?
+            .to_string();
+        log.line(
+            taskplane_api::LogStream::System,
+            format!("payload with the results of earlier steps: {payload}"),
+        )
+        .await;
+        Ok(payload)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn attempt(
         self: Arc<Self>,
@@ -343,19 +402,21 @@ impl Worker {
         let began = now_ms();
         tracing::debug!("attempt started");
         let timeout = Duration::from_secs(task.timeout_secs);
-        let outcome = match self.registry.get(&task.kind) {
-            None => AttemptOutcome::Failed(format!(
+        let payload = self.resolve(&task, &log).await;
+        let outcome = match (self.registry.get(&task.kind), payload) {
+            (_, Err(outcome)) => outcome,
+            (None, _) => AttemptOutcome::Failed(format!(
                 "this worker has no executor for kind '{}'",
                 task.kind
             )),
-            Some(executor) => {
+            (Some(executor), Ok(payload)) => {
                 // The handler's own token fires for any reason it must stop; it lets an
                 // executor clean up even though the future is also dropped.
                 let handler_token = CancellationToken::new();
                 let ctx = TaskContext {
                     id,
                     attempt: task.attempt,
-                    payload: task.payload.clone(),
+                    payload,
                     cancel: handler_token.clone(),
                     log: log.clone(),
                 };
