@@ -338,6 +338,10 @@ pub fn delete_finished(locks: Locks) -> String {
     )
 }
 
+/// Workflows created before `$1` none of whose steps is left.
+pub const DELETE_EMPTY_WORKFLOWS: &str = "DELETE FROM workflows WHERE created_at < $1
+     AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.workflow_id = workflows.id)";
+
 /// The guard every outcome shares: only the worker holding the lease may settle.
 const GUARD: &str = "WHERE id = $1 AND status = 'running' AND lease_owner = $2";
 const RELEASE: &str = "lease_owner = NULL, lease_expires_at = NULL, updated_at = $3";

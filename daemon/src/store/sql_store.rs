@@ -309,6 +309,13 @@ where
                             break;
                         }
                     }
+                    // A workflow goes once the last of its steps has gone.
+                    if total > 0 {
+                        sqlx::query(sql::DELETE_EMPTY_WORKFLOWS)
+                            .bind(filter.finished_before)
+                            .execute(&self.write)
+                            .await?;
+                    }
                     Ok(total)
                 })
                 .await?;

@@ -272,6 +272,15 @@ pub async fn workflows_cancel_and_retry(store: Arc<dyn Store>) {
     assert_eq!(status(&store, c_id).await, TaskStatus::Waiting);
     run(&store, b_id, succeeded()).await;
     assert_eq!(status(&store, c_id).await, TaskStatus::Queued);
+    // The results a step's payload may take: of the steps that succeeded.
+    let mut done = store.succeeded_steps(workflow).await.expect("steps");
+    done.sort();
+    assert_eq!(done, vec!["a".to_owned(), "b".to_owned()]);
+    let results = store
+        .step_results(workflow, vec!["b".into(), "c".into()])
+        .await
+        .expect("results");
+    assert_eq!(results, vec![("b".to_owned(), "{\"n\": 1}".to_owned())]);
 
     assert_eq!(
         store
@@ -288,4 +297,18 @@ pub async fn workflows_cancel_and_retry(store: Arc<dyn Store>) {
             .expect("cancel"),
         None
     );
+
+    // Retention takes the workflow with its last step.
+    let deleted = store
+        .delete_finished(taskd::store::FinishedFilter {
+            statuses: vec![TaskStatus::Succeeded, TaskStatus::Cancelled],
+            finished_before: i64::MAX,
+            kind: None,
+            queue: None,
+        })
+        .await
+        .expect("delete");
+    assert_eq!(deleted, 3);
+    assert_eq!(store.workflow(workflow).await.expect("read"), None);
+    assert!(store.workflows(None, None, 10).await.expect("list").is_empty());
 }
