@@ -165,6 +165,61 @@ pub struct Workflow {
     pub steps: Vec<WorkflowStepState>,
 }
 
+impl Workflow {
+    /// Each step once, depth first from the steps that need nothing, under the first step
+    /// it needs (in the order given), with the prefix that draws it as a tree (`├─ `,
+    /// `│  └─ `). A step that needs several shows under the first of them only.
+    pub fn tree(&self) -> Vec<(String, &WorkflowStepState)> {
+        let steps = &self.steps;
+        let mut children: std::collections::HashMap<&str, Vec<usize>> =
+            std::collections::HashMap::new();
+        let mut roots = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            match step.needs.first() {
+                Some(first) => children.entry(first.as_str()).or_default().push(i),
+                None => roots.push(i),
+            }
+        }
+        let mut out = Vec::with_capacity(steps.len());
+        // (step, the prefix of its own line, the prefix its children continue).
+        let mut stack: Vec<(usize, String, String)> = roots
+            .iter()
+            .rev()
+            .map(|&i| (i, String::new(), String::new()))
+            .collect();
+        while let Some((i, line, below)) = stack.pop() {
+            let step = &steps[i];
+            out.push((line, step));
+            let kids = children
+                .get(step.id.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for (n, &kid) in kids.iter().enumerate().rev() {
+                let (branch, rest) = if n + 1 == kids.len() {
+                    ("└─ ", "   ")
+                } else {
+                    ("├─ ", "│  ")
+                };
+                stack.push((kid, format!("{below}{branch}"), format!("{below}{rest}")));
+            }
+        }
+        out
+    }
+
+    /// The steps that need step `id`.
+    pub fn needed_by(&self, id: &str) -> Vec<&WorkflowStepState> {
+        self.steps
+            .iter()
+            .filter(|step| step.needs.iter().any(|need| need == id))
+            .collect()
+    }
+
+    /// The step a task runs, if it is one of this workflow's.
+    pub fn step_of(&self, task: Uuid) -> Option<&WorkflowStepState> {
+        self.steps.iter().find(|step| step.task_id == task)
+    }
+}
+
 /// The answer to `GET /api/v1/workflows`: newest first.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WorkflowList {

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
-use taskplane_api::{LogLine, QueueStats, Schedule, Task, TaskList, TaskStatus, WorkerInfo};
+use taskplane_api::{
+    LogLine, QueueStats, Schedule, Task, TaskList, TaskStatus, WorkerInfo, Workflow,
+};
 use uuid::Uuid;
 
 /// How many depth samples a queue's sparkline keeps (one per refresh).
@@ -69,6 +71,12 @@ pub enum Mode {
     Schedules,
     /// Asking y/n before acting on a schedule (from the schedules view).
     ConfirmSchedule(ScheduleAction, String),
+    /// The workflows view (`:workflows`).
+    Workflows,
+    /// One workflow's steps, as a tree.
+    Workflow(Uuid),
+    /// Asking y/n before cancelling or retrying a workflow.
+    ConfirmWorkflow(Pending, Uuid),
 }
 
 /// Everything that changes the dashboard.
@@ -81,6 +89,10 @@ pub enum Action {
     Workers(Vec<WorkerInfo>),
     /// Every schedule (read while the schedules view is open).
     Schedules(Vec<Schedule>),
+    /// The newest workflows (read while the workflows view is open).
+    Workflows(Vec<Workflow>),
+    /// The workflow open in its view, or the one the detail task is a step of.
+    Workflow(Box<Workflow>),
     /// The task shown in the detail view, freshly read (boxed: a task is large).
     Detail(Box<Task>),
     /// More output of the detail task; `reset` starts over (another task).
@@ -104,6 +116,8 @@ pub enum Effect {
     Retry(Uuid),
     /// Pause, resume or trigger the schedule of this name.
     Schedule(ScheduleAction, String),
+    /// Cancel or retry a workflow.
+    Workflow(Pending, Uuid),
     Quit,
 }
 
@@ -126,6 +140,14 @@ pub struct App {
     pub workers: Vec<WorkerInfo>,
     pub schedules: Vec<Schedule>,
     pub schedule_selected: usize,
+    pub workflows: Vec<Workflow>,
+    pub workflow_selected: usize,
+    /// The workflow [`App::workflow_id`] names, once read.
+    pub workflow: Option<Workflow>,
+    /// The selected row of the workflow's tree.
+    pub step_selected: usize,
+    /// Where Esc in the detail view goes back to (a workflow's steps, else the tasks).
+    pub back: Option<Mode>,
     pub mode: Mode,
     pub paused: bool,
     pub detail: Option<Task>,
@@ -158,6 +180,11 @@ impl App {
             workers: Vec::new(),
             schedules: Vec::new(),
             schedule_selected: 0,
+            workflows: Vec::new(),
+            workflow_selected: 0,
+            workflow: None,
+            step_selected: 0,
+            back: None,
             mode: Mode::Normal,
             paused: false,
             detail: None,
@@ -199,6 +226,25 @@ impl App {
 
     pub fn selected_schedule(&self) -> Option<&Schedule> {
         self.schedules.get(self.schedule_selected)
+    }
+
+    /// Whether the workflows view is open (the poller reads workflows then).
+    pub fn showing_workflows(&self) -> bool {
+        self.mode == Mode::Workflows
+    }
+
+    /// The workflow the poller should read: the one open in its view, or the one the
+    /// detail task is a step of.
+    pub fn workflow_id(&self) -> Option<Uuid> {
+        match self.mode {
+            Mode::Workflow(id) | Mode::ConfirmWorkflow(_, id) => Some(id),
+            Mode::Detail(_) => self.detail.as_ref().and_then(|task| task.workflow_id),
+            _ => None,
+        }
+    }
+
+    pub fn selected_workflow(&self) -> Option<&Workflow> {
+        self.workflows.get(self.workflow_selected)
     }
 
     pub fn detail_id(&self) -> Option<Uuid> {
@@ -277,6 +323,22 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 .min(app.schedules.len().saturating_sub(1));
             Vec::new()
         }
+        Action::Workflows(workflows) => {
+            app.workflows = workflows;
+            app.workflow_selected = app
+                .workflow_selected
+                .min(app.workflows.len().saturating_sub(1));
+            Vec::new()
+        }
+        Action::Workflow(workflow) => {
+            if app.workflow_id() == Some(workflow.id) {
+                app.step_selected = app
+                    .step_selected
+                    .min(workflow.steps.len().saturating_sub(1));
+                app.workflow = Some(*workflow);
+            }
+            Vec::new()
+        }
         Action::Detail(task) => {
             if app.detail_id() == Some(task.id) {
                 app.detail = Some(*task);
@@ -337,6 +399,7 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
         Mode::Command(text) => edit(app, key, text, false),
         Mode::Confirm(pending, id) => {
             app.mode = Mode::Normal;
+            app.back = None;
             match key.code {
                 KeyCode::Char('y') | KeyCode::Char('Y') => {
                     app.message = None;
@@ -364,14 +427,29 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
                 }
             }
         }
+        Mode::ConfirmWorkflow(pending, id) => {
+            app.mode = Mode::Workflow(id);
+            match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => {
+                    app.message = None;
+                    vec![Effect::Workflow(pending, id)]
+                }
+                _ => {
+                    app.message = Some("nothing done".to_owned());
+                    Vec::new()
+                }
+            }
+        }
         Mode::Schedules => schedules_key(app, key),
+        Mode::Workflows => workflows_key(app, key),
+        Mode::Workflow(id) => workflow_key(app, key, id),
         Mode::Help => {
             app.mode = Mode::Normal;
             Vec::new()
         }
         Mode::Detail(id) => match key.code {
             KeyCode::Esc | KeyCode::Enter | KeyCode::Char('l') => {
-                app.mode = Mode::Normal;
+                app.mode = app.back.take().unwrap_or(Mode::Normal);
                 app.detail = None;
                 app.logs.clear();
                 vec![Effect::Refresh]
@@ -480,6 +558,116 @@ fn normal_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             }
             None => Vec::new(),
         },
+        _ => Vec::new(),
+    }
+}
+
+/// Moves `selected` among `len` rows for j/k/g/G and the arrows; false for other keys.
+fn move_in(selected: &mut usize, len: usize, code: KeyCode) -> bool {
+    match code {
+        KeyCode::Char('j') | KeyCode::Down => {
+            *selected = (*selected + 1).min(len.saturating_sub(1))
+        }
+        KeyCode::Char('k') | KeyCode::Up => *selected = selected.saturating_sub(1),
+        KeyCode::Char('g') | KeyCode::Home => *selected = 0,
+        KeyCode::Char('G') | KeyCode::End => *selected = len.saturating_sub(1),
+        _ => return false,
+    }
+    true
+}
+
+/// Keys of the workflows view: move, Enter opens one, c/r cancel or retry it (asked
+/// first); Esc goes back to the tasks.
+fn workflows_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
+    if move_in(&mut app.workflow_selected, app.workflows.len(), key.code) {
+        return Vec::new();
+    }
+    let selected = app.selected_workflow().map(|w| w.id);
+    match key.code {
+        KeyCode::Char('q') => {
+            app.quit = true;
+            vec![Effect::Quit]
+        }
+        KeyCode::Esc => {
+            app.mode = Mode::Normal;
+            app.message = None;
+            vec![Effect::Refresh]
+        }
+        KeyCode::Char(':') => {
+            app.mode = Mode::Command(String::new());
+            Vec::new()
+        }
+        KeyCode::Enter => match selected {
+            Some(id) => open_workflow(app, id),
+            None => Vec::new(),
+        },
+        KeyCode::Char(c @ ('c' | 'r')) => match selected {
+            Some(id) => ask_workflow(app, c, id),
+            None => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+fn open_workflow(app: &mut App, id: Uuid) -> Vec<Effect> {
+    if app.workflow.as_ref().map(|w| w.id) != Some(id) {
+        app.workflow = None;
+        app.step_selected = 0;
+    }
+    app.mode = Mode::Workflow(id);
+    vec![Effect::Refresh]
+}
+
+fn ask_workflow(app: &mut App, c: char, id: Uuid) -> Vec<Effect> {
+    if app.readonly {
+        app.message = Some("read-only: actions are disabled (--readonly)".to_owned());
+        return Vec::new();
+    }
+    let pending = if c == 'c' {
+        Pending::Cancel
+    } else {
+        Pending::Retry
+    };
+    app.mode = Mode::ConfirmWorkflow(pending, id);
+    Vec::new()
+}
+
+/// Keys of one workflow's steps: move, Enter opens the step's task (Esc there comes back
+/// here), c/r cancel or retry the workflow; Esc goes back to the workflows.
+fn workflow_key(app: &mut App, key: KeyEvent, id: Uuid) -> Vec<Effect> {
+    let len = app.workflow.as_ref().map_or(0, |w| w.steps.len());
+    if move_in(&mut app.step_selected, len, key.code) {
+        return Vec::new();
+    }
+    match key.code {
+        KeyCode::Char('q') => {
+            app.quit = true;
+            vec![Effect::Quit]
+        }
+        KeyCode::Esc => {
+            app.mode = Mode::Workflows;
+            app.message = None;
+            vec![Effect::Refresh]
+        }
+        KeyCode::Enter => {
+            let task = app.workflow.as_ref().and_then(|workflow| {
+                workflow
+                    .tree()
+                    .get(app.step_selected)
+                    .map(|(_, step)| step.task_id)
+            });
+            match task {
+                Some(task) => {
+                    app.back = Some(Mode::Workflow(id));
+                    app.detail = None;
+                    app.logs.clear();
+                    app.mode = Mode::Detail(task);
+                    vec![Effect::Refresh]
+                }
+                None => Vec::new(),
+            }
+        }
+        KeyCode::Char(c @ ('c' | 'r')) => ask_workflow(app, c, id),
         _ => Vec::new(),
     }
 }
@@ -615,7 +803,7 @@ fn edit(app: &mut App, key: KeyEvent, mut text: String, filter: bool) -> Vec<Eff
 }
 
 /// `:queue NAME`, `:kind K`, `:status S` (an empty argument clears), `:clear`,
-/// `:schedules`, `:tasks`, `:q`.
+/// `:schedules`, `:workflows`, `:tasks`, `:q`.
 fn command(app: &mut App, line: &str) -> Vec<Effect> {
     let (name, arg) = line.split_once(' ').unwrap_or((line, ""));
     let arg = arg.trim();
@@ -623,6 +811,10 @@ fn command(app: &mut App, line: &str) -> Vec<Effect> {
     match name {
         "schedules" | "schedule" | "sched" => {
             app.mode = Mode::Schedules;
+            vec![Effect::Refresh]
+        }
+        "workflows" | "workflow" | "wf" => {
+            app.mode = Mode::Workflows;
             vec![Effect::Refresh]
         }
         "tasks" | "task" => {
@@ -649,7 +841,7 @@ fn command(app: &mut App, line: &str) -> Vec<Effect> {
         "" => Vec::new(),
         other => {
             app.message = Some(format!(
-                "unknown command :{other} (try :queue NAME, :kind K, :status S, :clear, :schedules)"
+                "unknown command :{other} (try :queue NAME, :kind K, :status S, :clear, :schedules, :workflows)"
             ));
             Vec::new()
         }
@@ -865,6 +1057,56 @@ mod tests {
         update(&mut app, key(KeyCode::Esc));
         assert_eq!(app.mode, Mode::Normal);
         assert!(!app.showing_schedules());
+    }
+
+    fn workflow(id: u128) -> Workflow {
+        serde_json::from_value(json!({
+            "id": Uuid::from_u128(id), "name": "deploy", "status": "running",
+            "created_at": "2026-01-01T00:00:00Z", "finished_at": null, "counts": {"queued": 2},
+            "steps": [
+                {"id": "a", "task_id": Uuid::from_u128(100), "kind": "noop", "status": "succeeded",
+                 "needs": [], "attempts": 1, "max_attempts": 3, "started_at": null,
+                 "finished_at": null, "last_error": null},
+                {"id": "b", "task_id": Uuid::from_u128(101), "kind": "noop", "status": "waiting",
+                 "needs": ["a"], "attempts": 0, "max_attempts": 3, "started_at": null,
+                 "finished_at": null, "last_error": null}
+            ]
+        }))
+        .expect("a workflow")
+    }
+
+    #[test]
+    fn the_workflows_view_opens_a_workflow_and_its_steps() {
+        let mut app = loaded();
+        assert_eq!(typed(&mut app, "workflows"), vec![Effect::Refresh]);
+        assert!(app.showing_workflows(), "the poller reads workflows now");
+        update(&mut app, Action::Workflows(vec![workflow(7), workflow(8)]));
+        update(&mut app, key(KeyCode::Char('j')));
+        assert_eq!(update(&mut app, key(KeyCode::Enter)), vec![Effect::Refresh]);
+        let id = Uuid::from_u128(8);
+        assert_eq!(app.mode, Mode::Workflow(id));
+        assert_eq!(app.workflow_id(), Some(id));
+        // Another workflow's answer is not shown.
+        update(&mut app, Action::Workflow(Box::new(workflow(7))));
+        assert!(app.workflow.is_none());
+        update(&mut app, Action::Workflow(Box::new(workflow(8))));
+        // The second row of the tree is step b; Enter opens its task, Esc comes back.
+        update(&mut app, key(KeyCode::Down));
+        update(&mut app, key(KeyCode::Enter));
+        assert_eq!(app.mode, Mode::Detail(Uuid::from_u128(101)));
+        update(&mut app, key(KeyCode::Esc));
+        assert_eq!(app.mode, Mode::Workflow(id));
+        // Cancel asks first.
+        update(&mut app, key(KeyCode::Char('c')));
+        assert_eq!(app.mode, Mode::ConfirmWorkflow(Pending::Cancel, id));
+        assert_eq!(
+            update(&mut app, key(KeyCode::Char('y'))),
+            vec![Effect::Workflow(Pending::Cancel, id)]
+        );
+        update(&mut app, key(KeyCode::Esc));
+        assert_eq!(app.mode, Mode::Workflows);
+        update(&mut app, key(KeyCode::Esc));
+        assert_eq!(app.mode, Mode::Normal);
     }
 
     #[test]

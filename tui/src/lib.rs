@@ -37,6 +37,8 @@ fn params(app: &App, generation: u64) -> Params {
         detail: app.detail_id(),
         paused: app.paused,
         schedules: app.showing_schedules(),
+        workflows: app.showing_workflows(),
+        workflow: app.workflow_id(),
         generation,
     }
 }
@@ -81,6 +83,7 @@ pub async fn run(client: Client, options: Options) -> std::io::Result<()> {
                     Effect::Cancel(id) => spawn_action(&client, &tx, id, true),
                     Effect::Retry(id) => spawn_action(&client, &tx, id, false),
                     Effect::Schedule(action, name) => spawn_schedule(&client, &tx, action, name),
+                    Effect::Workflow(pending, id) => spawn_workflow(&client, &tx, pending, id),
                 }
             }
             params_tx.send_if_modified(|current| {
@@ -149,6 +152,28 @@ fn spawn_schedule(
                     Err(error) => format!("failed: {error}"),
                 }
             }
+        };
+        let _ = tx.send(Action::Done(message)).await;
+    });
+}
+
+/// Cancels or retries a workflow in the background; the outcome comes back as a message.
+fn spawn_workflow(
+    client: &Client,
+    tx: &mpsc::Sender<Action>,
+    pending: app::Pending,
+    id: uuid::Uuid,
+) {
+    let client = client.clone();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let (verb, done) = match pending {
+            app::Pending::Cancel => ("cancel", "cancelled"),
+            app::Pending::Retry => ("retry", "to run again"),
+        };
+        let message = match client.workflow_action(id, verb).await {
+            Ok(answer) => format!("workflow {id}: {} steps {done}", answer.changed),
+            Err(error) => format!("failed: {error}"),
         };
         let _ = tx.send(Action::Done(message)).await;
     });

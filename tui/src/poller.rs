@@ -1,5 +1,5 @@
-//! The dashboard's I/O: reads tasks, queues, workers, the detail task and (in their view) the
-//! schedules from the server and
+//! The dashboard's I/O: reads tasks, queues, workers, the detail task (and its workflow) and
+//! (in their views) the schedules and workflows from the server and
 //! sends them in as actions. It refreshes on a timer, at once when the view's parameters
 //! change, and shortly after any task event, so the screen follows the platform without
 //! polling hard. Drawing never waits on it.
@@ -27,6 +27,10 @@ pub struct Params {
     pub paused: bool,
     /// The schedules view is open: read the schedules too.
     pub schedules: bool,
+    /// The workflows view is open: read the newest workflows too.
+    pub workflows: bool,
+    /// Read this workflow too (open in its view, or the detail task's).
+    pub workflow: Option<Uuid>,
     /// Bumped to ask for a read now even though nothing else changed.
     pub generation: u64,
 }
@@ -143,6 +147,20 @@ async fn read(client: &Client, params: &Params) -> Result<Vec<Action>, String> {
         actions.push(Action::Schedules(
             client.schedules().await.map_err(describe)?,
         ));
+    }
+    if params.workflows {
+        let query = taskplane_api::WorkflowQuery {
+            limit: Some(PAGE),
+            ..Default::default()
+        };
+        actions.push(Action::Workflows(
+            client.workflows(&query).await.map_err(describe)?.workflows,
+        ));
+    }
+    if let Some(id) = params.workflow
+        && let Ok(workflow) = client.workflow(id).await
+    {
+        actions.push(Action::Workflow(Box::new(workflow)));
     }
     if let Some(id) = params.detail
         && let Ok(task) = client.get(id).await

@@ -8,6 +8,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Cell, Clear, Paragraph, Row, Table, TableState, Wrap};
 use taskplane_api::text::neutralize_line;
 use taskplane_api::{Task, TaskStatus};
+use uuid::Uuid;
 
 use crate::app::{App, Connection, Mode, Pending, ScheduleAction};
 
@@ -32,12 +33,16 @@ pub const HELP: &[(&str, &str)] = &[
     ("Esc", "back; clear the filter"),
     ("/", "filter by id, kind, queue or label k=v"),
     ("s", "cycle the status filter"),
+    (":", "command: :queue NAME  :kind K  :status S  :clear  :q"),
+    (":views", ":tasks  :schedules  :workflows (Enter opens one)"),
     (
-        ":",
-        "command: :queue NAME  :kind K  :status S  :clear  :schedules  :q",
+        "c",
+        "cancel the task (in :workflows, the workflow; asks y/n)",
     ),
-    ("c", "cancel the task (asks y/n)"),
-    ("r", "retry the task (asks y/n)"),
+    (
+        "r",
+        "retry the task (in :workflows, the workflow; asks y/n)",
+    ),
     ("l", "logs: the detail view with the output"),
     ("p", "pause or resume updates (in :schedules, the schedule)"),
     ("t", "in :schedules: trigger the schedule now (asks y/n)"),
@@ -71,10 +76,19 @@ pub fn ago(at: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 fn duration(task: &Task, now: DateTime<Utc>) -> String {
-    let Some(started) = task.started_at else {
+    span(task.started_at, task.finished_at, now)
+}
+
+/// How long from `started` to `finished` (or now), `-` before a start.
+fn span(
+    started: Option<DateTime<Utc>>,
+    finished: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> String {
+    let Some(started) = started else {
         return "-".to_owned();
     };
-    let ms = (task.finished_at.unwrap_or(now) - started)
+    let ms = (finished.unwrap_or(now) - started)
         .num_milliseconds()
         .max(0);
     if ms < 1000 {
@@ -144,6 +158,10 @@ pub fn render(frame: &mut Frame, app: &mut App) {
         Mode::Detail(_) => render_detail(frame, app, &palette, main),
         Mode::Schedules | Mode::ConfirmSchedule(..) => {
             render_schedules(frame, app, &palette, main);
+        }
+        Mode::Workflows => render_workflows(frame, app, &palette, main),
+        Mode::Workflow(_) | Mode::ConfirmWorkflow(..) => {
+            render_workflow(frame, app, &palette, main);
         }
         _ => render_tasks(frame, app, &palette, main),
     }
@@ -433,6 +451,188 @@ fn render_schedules(frame: &mut Frame, app: &App, palette: &Palette, area: Rect)
     }
 }
 
+fn render_workflows(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
+    let block = Block::bordered().title(format!(" Workflows ({}) ", app.workflows.len()));
+    let now = app.now;
+    let rows: Vec<Row> = app
+        .workflows
+        .iter()
+        .map(|workflow| {
+            let total: u32 = workflow.counts.values().sum();
+            let succeeded = workflow.counts.get("succeeded").copied().unwrap_or(0);
+            let took = match workflow.finished_at {
+                Some(end) => ago(workflow.created_at, end),
+                None => ago(workflow.created_at, now),
+            };
+            Row::new(vec![
+                Cell::from(shown(&workflow.name)),
+                Cell::from(Span::styled(
+                    workflow.status.as_str(),
+                    palette.fg(workflow_color(workflow.status)),
+                )),
+                Cell::from(format!("{succeeded}/{total}")),
+                Cell::from(ago(workflow.created_at, now)),
+                Cell::from(took),
+                Cell::from(workflow.id.to_string()),
+            ])
+        })
+        .collect();
+    // The id last, cut short on a narrow screen rather than the name.
+    let widths = [
+        Constraint::Fill(1),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Length(6),
+        Constraint::Length(8),
+        Constraint::Fill(2),
+    ];
+    let header =
+        Row::new(["NAME", "STATUS", "STEPS", "AGE", "DURATION", "ID"]).style(palette.bold());
+    let empty = app.workflows.is_empty();
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .row_highlight_style(palette.selected());
+    let mut state = TableState::default().with_selected((!empty).then_some(app.workflow_selected));
+    frame.render_stateful_widget(table, area, &mut state);
+    if empty {
+        let inner = Block::bordered().inner(area);
+        let line = Rect {
+            y: inner.y + 1,
+            height: 1,
+            ..inner
+        };
+        frame.render_widget(
+            Paragraph::new("no workflows: taskctl workflow run -f FILE"),
+            line,
+        );
+    }
+}
+
+fn workflow_color(status: taskplane_api::WorkflowStatus) -> Color {
+    match status {
+        taskplane_api::WorkflowStatus::Running => Color::Cyan,
+        taskplane_api::WorkflowStatus::Succeeded => Color::Green,
+        taskplane_api::WorkflowStatus::Failed => Color::Red,
+        taskplane_api::WorkflowStatus::Cancelled => Color::DarkGray,
+    }
+}
+
+fn render_workflow(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
+    let Some(workflow) = &app.workflow else {
+        frame.render_widget(Paragraph::new("loading…").block(Block::bordered()), area);
+        return;
+    };
+    let block = Block::bordered().title(Line::from(vec![
+        Span::raw(format!(
+            " Workflow {} ({}) ",
+            shown(&workflow.name),
+            workflow.id
+        )),
+        Span::styled(
+            format!("{} ", workflow.status),
+            palette.fg(workflow_color(workflow.status)),
+        ),
+    ]));
+    let now = app.now;
+    let rows: Vec<Row> = workflow
+        .tree()
+        .into_iter()
+        .map(|(prefix, step)| {
+            let error = step
+                .last_error
+                .as_deref()
+                .filter(|_| step.status != TaskStatus::Succeeded)
+                .map_or_else(String::new, shown);
+            Row::new(vec![
+                Cell::from(format!("{prefix}{}", shown(&step.id))),
+                Cell::from(Span::styled(
+                    step.status.as_str(),
+                    palette.fg(status_color(step.status)),
+                )),
+                Cell::from(span(step.started_at, step.finished_at, now)),
+                Cell::from(format!("{}/{}", step.attempts, step.max_attempts)),
+                Cell::from(shown(&step.kind)),
+                Cell::from(Span::styled(error, palette.fg(Color::Red))),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Fill(1),
+        Constraint::Length(9),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Length(8),
+        Constraint::Fill(2),
+    ];
+    let header =
+        Row::new(["STEP", "STATUS", "TIME", "ATTEMPTS", "KIND", "ERROR"]).style(palette.bold());
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .row_highlight_style(palette.selected());
+    let selected = (!workflow.steps.is_empty()).then_some(app.step_selected);
+    let mut state = TableState::default().with_selected(selected);
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// The lines that place a detail task in its workflow: the workflow, the steps it needs
+/// and the steps that need it, each with its status.
+fn workflow_lines<'a>(task: &Task, app: &'a App, palette: &Palette) -> Vec<Line<'a>> {
+    let label = |name: &str| Span::styled(format!("{name:>10}: "), palette.bold());
+    let Some(workflow) = app
+        .workflow
+        .as_ref()
+        .filter(|w| Some(w.id) == task.workflow_id)
+    else {
+        if task.depends_on.is_empty() {
+            return Vec::new();
+        }
+        let ids: Vec<String> = task.depends_on.iter().map(Uuid::to_string).collect();
+        return vec![Line::from(vec![label("after"), Span::raw(ids.join(", "))])];
+    };
+    let Some(me) = workflow.step_of(task.id) else {
+        return Vec::new();
+    };
+    let step = |id: &str| {
+        let status = workflow.steps.iter().find(|s| s.id == id).map(|s| s.status);
+        let mut spans = vec![Span::raw(format!("{} ", shown(id)))];
+        if let Some(status) = status {
+            spans.push(Span::styled(
+                format!("({status})  "),
+                palette.fg(status_color(status)),
+            ));
+        }
+        spans
+    };
+    let mut lines = vec![Line::from(vec![
+        label("workflow"),
+        Span::raw(format!(
+            "{} ({})  step {}  ",
+            shown(&workflow.name),
+            workflow.id,
+            shown(&me.id)
+        )),
+        Span::styled(
+            workflow.status.as_str(),
+            palette.fg(workflow_color(workflow.status)),
+        ),
+    ])];
+    let needs: Vec<Span> = me.needs.iter().flat_map(|id| step(id)).collect();
+    if !needs.is_empty() {
+        lines.push(Line::from([vec![label("needs")], needs].concat()));
+    }
+    let needed_by: Vec<Span> = workflow
+        .needed_by(&me.id)
+        .iter()
+        .flat_map(|s| step(&s.id))
+        .collect();
+    if !needed_by.is_empty() {
+        lines.push(Line::from([vec![label("needed by")], needed_by].concat()));
+    }
+    lines
+}
+
 fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
     let Some(task) = &app.detail else {
         frame.render_widget(Paragraph::new("loading…").block(Block::bordered()), area);
@@ -475,6 +675,7 @@ fn render_detail(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
         field("worker", shown(task.worker.as_deref().unwrap_or("-"))),
         field("payload", json(&task.payload)),
     ];
+    lines.extend(workflow_lines(task, app, palette));
     if !task.labels.is_empty() {
         lines.push(field("labels", shown(&task.labels_text())));
     }
@@ -546,6 +747,33 @@ fn render_footer(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
             Line::styled(
                 format!("{} schedule {}? {what} y/n", action.verb(), shown(name)),
                 palette.fg(Color::Yellow),
+            )
+        }
+        Mode::ConfirmWorkflow(pending, id) => {
+            let verb = match pending {
+                Pending::Cancel => "Cancel every unfinished step of",
+                Pending::Retry => "Run the failed and cancelled steps of",
+            };
+            Line::styled(
+                format!("{verb} workflow {id}? y/n"),
+                palette.fg(Color::Yellow),
+            )
+        }
+        Mode::Workflows | Mode::Workflow(_)
+            if app.message.is_none() && !matches!(app.connection, Connection::Disconnected(_)) =>
+        {
+            let back = if app.mode == Mode::Workflows {
+                "Esc tasks"
+            } else {
+                "Esc workflows"
+            };
+            Line::styled(
+                if app.readonly {
+                    format!("{back}  j/k move  ⏎ open  : command  q quit  (read-only)")
+                } else {
+                    format!("{back}  j/k move  ⏎ open  c cancel  r retry  : command  q quit")
+                },
+                palette.fg(Color::DarkGray),
             )
         }
         Mode::Schedules

@@ -199,6 +199,63 @@ fn help_filter_confirm_and_disconnected() {
     both_sizes("command", &mut app);
 }
 
+fn workflow() -> taskplane_api::Workflow {
+    let step = |n: u128, id: &str, status: &str, needs: &[&str], error: Option<&str>| {
+        json!({
+            "id": id, "task_id": uuid::Uuid::from_u128(0x01a2_0671_0581_71d8_84a1_0000_0000_0100 + n),
+            "kind": "echo", "status": status, "needs": needs, "attempts": u32::from(status != "waiting" && status != "cancelled"),
+            "max_attempts": 3,
+            "started_at": if status == "waiting" || status == "cancelled" { None } else { Some("2026-11-23T11:59:30Z") },
+            "finished_at": if status == "succeeded" || status == "failed" { Some("2026-11-23T11:59:31Z") } else { None },
+            "last_error": error,
+        })
+    };
+    serde_json::from_value(json!({
+        "id": uuid::Uuid::from_u128(0x01a2_0671_0581_71d8_84a1_0000_0000_0200),
+        "name": "deploy", "status": "failed", "created_at": "2026-11-23T11:59:00Z",
+        "finished_at": "2026-11-23T11:59:31Z",
+        "counts": {"succeeded": 2, "failed": 1, "cancelled": 1},
+        "steps": [
+            step(1, "apply", "succeeded", &[], None),
+            step(2, "rollout", "failed", &["apply"], Some("exited with status 1: image not found")),
+            step(3, "smoke", "succeeded", &["apply"], None),
+            step(4, "notify", "cancelled", &["rollout", "smoke"], Some("dependency_failed: step rollout (task 01a20671-0581-71d8-84a1-000000000102) failed")),
+        ]
+    }))
+    .expect("a workflow")
+}
+
+#[test]
+fn the_workflows_views_and_a_step_in_its_workflow() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char(':'));
+    for c in "workflows".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    app::update(&mut app, Action::Workflows(vec![workflow()]));
+    both_sizes("workflows", &mut app);
+    key(&mut app, KeyCode::Enter);
+    app::update(&mut app, Action::Workflow(Box::new(workflow())));
+    key(&mut app, KeyCode::Char('j'));
+    both_sizes("workflow", &mut app);
+    // Enter on the selected step (rollout) opens its task, placed in its workflow.
+    key(&mut app, KeyCode::Enter);
+    let id = app.detail_id().expect("a detail");
+    let mut step = task(
+        0x102,
+        "failed",
+        "echo",
+        "default",
+        Some("2026-11-23T11:59:30Z"),
+    );
+    step.id = id;
+    step.workflow_id = Some(workflow().id);
+    app::update(&mut app, Action::Detail(Box::new(step)));
+    app::update(&mut app, Action::Workflow(Box::new(workflow())));
+    both_sizes("workflow_step", &mut app);
+}
+
 #[test]
 fn an_empty_server() {
     let mut app = App::new("http://127.0.0.1:7070", true, false);

@@ -296,44 +296,6 @@ fn duration(step: &WorkflowStepState, now: DateTime<Utc>) -> String {
     output::span(step.started_at, step.finished_at, now)
 }
 
-/// Each step once, depth first from the steps that need nothing, under the first step it
-/// needs (in the order given), with the prefix that draws the tree.
-fn tree(steps: &[WorkflowStepState]) -> Vec<(String, &WorkflowStepState)> {
-    let mut children: HashMap<&str, Vec<usize>> = HashMap::new();
-    let mut roots = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        match step.needs.first() {
-            Some(first) => children.entry(first.as_str()).or_default().push(i),
-            None => roots.push(i),
-        }
-    }
-    let mut out = Vec::with_capacity(steps.len());
-    // (step, the prefix of its own line, the prefix its children continue).
-    let mut stack: Vec<(usize, String, String)> = roots
-        .iter()
-        .rev()
-        .map(|&i| (i, String::new(), String::new()))
-        .collect();
-    while let Some((i, line, below)) = stack.pop() {
-        let step = &steps[i];
-        out.push((format!("{line}{}", step.id), step));
-        let kids = children
-            .get(step.id.as_str())
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        for (n, &kid) in kids.iter().enumerate().rev() {
-            let last = n + 1 == kids.len();
-            let (branch, rest) = if last {
-                ("└─ ", "   ")
-            } else {
-                ("├─ ", "│  ")
-            };
-            stack.push((kid, format!("{below}{branch}"), format!("{below}{rest}")));
-        }
-    }
-    out
-}
-
 fn counts_text(workflow: &Workflow) -> String {
     let total: u32 = workflow.counts.values().sum();
     let parts: Vec<String> = TaskStatus::ALL
@@ -371,14 +333,14 @@ fn print_one(ui: &Ui, workflow: &Workflow) -> Result<(), CliError> {
         headers.extend(["KIND", "TASK", "NEEDS"]);
     }
     let mut table = ui.table(&headers);
-    for (label, step) in tree(&workflow.steps) {
+    for (prefix, step) in workflow.tree() {
         let error = step
             .last_error
             .as_deref()
             .filter(|_| step.status != TaskStatus::Succeeded)
             .map_or_else(|| "-".to_owned(), |e| output::excerpt(e, 70));
         let mut row = vec![
-            output::cell(label),
+            output::cell(format!("{prefix}{}", step.id)),
             ui.status_cell(step.status),
             output::cell(duration(step, now)),
             output::cell(format!("{}/{}", step.attempts, step.max_attempts)),
@@ -620,7 +582,20 @@ mod tests {
             step("c", &["a"]),
             step("e", &[]),
         ];
-        let lines: Vec<String> = tree(&steps).into_iter().map(|(line, _)| line).collect();
+        let workflow = Workflow {
+            id: Uuid::nil(),
+            name: "w".to_owned(),
+            status: WorkflowStatus::Running,
+            created_at: Utc::now(),
+            finished_at: None,
+            counts: BTreeMap::new(),
+            steps,
+        };
+        let lines: Vec<String> = workflow
+            .tree()
+            .into_iter()
+            .map(|(prefix, step)| format!("{prefix}{}", step.id))
+            .collect();
         assert_eq!(lines, vec!["a", "├─ b", "│  └─ d", "└─ c", "e"]);
     }
 }
