@@ -156,7 +156,7 @@ pub struct Workflow {
     pub name: String,
     pub status: WorkflowStatus,
     pub created_at: DateTime<Utc>,
-    /// When its last step finished (absent while it runs).
+    /// When its last step finished (null while it runs).
     pub finished_at: Option<DateTime<Utc>>,
     /// How many of its steps are in each status.
     pub counts: BTreeMap<String, u32>,
@@ -246,6 +246,7 @@ pub struct WorkflowQuery {
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "01a20649-73ff-71a9-a177-5aa009d23a9d")]
     pub cursor: Option<Uuid>,
 }
 

@@ -49,6 +49,90 @@ pub struct BenchArgs {
     /// Give up if the tasks have not all finished by then.
     #[arg(long, value_name = "DUR", default_value = "5m", value_parser = super::submit::parse_duration)]
     pub timeout: Duration,
+    /// Instead: run one workflow of N steps in a chain (each needs the one before) and
+    /// report the delay from a step's end to the start of the step that needs it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(2..=1000), conflicts_with_all = ["concurrency", "batch"])]
+    pub chain: Option<u64>,
+}
+
+/// What `bench --chain` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainReport {
+    pub steps: u64,
+    /// From a step's end to the start of the next, on the server's clock (ms resolution).
+    pub hop_ms: Percentiles,
+    /// From the workflow's creation to its last step's end.
+    pub total_ms: f64,
+}
+
+/// Runs a chain of `steps` tasks as one workflow and measures each hop.
+async fn chain(client: &Client, ui: &Ui, args: &BenchArgs, steps: u64) -> Result<(), CliError> {
+    let payload = super::submit::payload_of(args.payload.as_deref(), &args.params)?;
+    let spec = taskplane_api::WorkflowSpec {
+        name: "bench-chain".to_owned(),
+        steps: (0..steps)
+            .map(|i| taskplane_api::WorkflowStep {
+                id: format!("s{i}"),
+                kind: args.kind.clone(),
+                payload: Some(payload.clone()),
+                needs: if i == 0 {
+                    Vec::new()
+                } else {
+                    vec![format!("s{}", i - 1)]
+                },
+                queue: Some(args.queue.clone()),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    let created = client.create_workflow(&spec).await?;
+    let quiet = Ui {
+        format: crate::cli::OutputFormat::Id,
+        ..*ui
+    };
+    tokio::time::timeout(
+        args.timeout,
+        super::workflow::wait(client, &quiet, created.id, false),
+    )
+    .await
+    .map_err(|_| {
+        CliError::Other(format!(
+            "the chain did not finish within {}",
+            humantime::format_duration(args.timeout)
+        ))
+    })??;
+    let done = client.workflow(created.id).await?;
+    let ms = |a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>| {
+        (b - a).num_milliseconds() as f64
+    };
+    let mut hops: Vec<f64> = done
+        .steps
+        .windows(2)
+        .filter_map(|pair| Some(ms(pair[0].finished_at?, pair[1].started_at?)))
+        .collect();
+    let report = ChainReport {
+        steps,
+        hop_ms: Percentiles::of(&mut hops),
+        total_ms: done.finished_at.map_or(0.0, |end| ms(done.created_at, end)),
+    };
+    if ui.json() {
+        return ui.print_json(&report);
+    }
+    ui.line(&format!(
+        "a chain of {steps} {} steps ran in {:.1}s",
+        args.kind,
+        report.total_ms / 1000.0
+    ))?;
+    let mut table = ui.table(&["PARENT END → CHILD START (ms)", "P50", "P90", "P99", "MAX"]);
+    let p = report.hop_ms;
+    table.add_row(vec![
+        "hop".to_owned(),
+        format!("{:.1}", p.p50),
+        format!("{:.1}", p.p90),
+        format!("{:.1}", p.p99),
+        format!("{:.1}", p.max),
+    ]);
+    ui.print_table(&table)
 }
 
 /// Percentiles of one measurement, in milliseconds.
@@ -100,6 +184,9 @@ struct Seen {
 }
 
 pub async fn run(client: &Client, ui: &Ui, args: BenchArgs) -> Result<(), CliError> {
+    if let Some(steps) = args.chain {
+        return chain(client, ui, &args, steps).await;
+    }
     let mut payload = super::submit::payload_of(args.payload.as_deref(), &args.params)?;
     if args.payload_bytes > 0 {
         let Some(map) = payload.as_object_mut() else {

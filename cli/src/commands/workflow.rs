@@ -36,11 +36,11 @@ pub enum WorkflowCommand {
         steps:\n    \
           - id: apply\n      \
             kind: salt\n      \
-            payload: {target: \"${params.target}\", function: state.apply, args: [web]}\n    \
+            payload: {action: apply, target: \"${params.target}\", state: web}\n    \
           - id: rollout\n      \
             kind: kubectl\n      \
             needs: [apply]\n      \
-            payload: {args: [rollout, restart, deployment/web]}\n    \
+            payload: {action: rollout, selector: app=web}\n    \
           - id: notify\n      \
             kind: http\n      \
             needs: [rollout]\n      \
@@ -398,7 +398,7 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// Follows workflow `id` until it ends, printing a line per step change (with `lines`,
 /// for people; one event per line with jsonl), and answers how it ended by exit code.
-async fn wait(client: &Client, ui: &Ui, id: Uuid, lines: bool) -> Result<(), CliError> {
+pub async fn wait(client: &Client, ui: &Ui, id: Uuid, lines: bool) -> Result<(), CliError> {
     let query = EventQuery {
         workflow: Some(id),
         ..EventQuery::default()

@@ -41,7 +41,7 @@ fn after_waits_for_its_parents(backend: Backend) {
     let child_task = task(&platform, &child);
     assert_eq!(child_task["status"], "succeeded");
     assert!(
-        child_task["started_at"].as_str() >= parent_task["finished_at"].as_str(),
+        common::instant(&child_task["started_at"]) >= common::instant(&parent_task["finished_at"]),
         "the child started after its parent ended: {child_task} {parent_task}"
     );
 

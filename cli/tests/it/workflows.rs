@@ -90,8 +90,8 @@ fn a_diamond_runs_in_order_and_passes_results(backend: Backend) {
     assert_eq!(ids, ["a", "b", "c", "d"], "the steps in the order given");
     assert_eq!(step(&done, "d")["needs"], json!(["b", "c"]));
     for (before, after) in [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d")] {
-        let ended = step(&done, before)["finished_at"].as_str();
-        let started = step(&done, after)["started_at"].as_str();
+        let ended = common::instant(&step(&done, before)["finished_at"]);
+        let started = common::instant(&step(&done, after)["started_at"]);
         assert!(
             started >= ended,
             "{after} started after {before} ended: {done}"
@@ -159,14 +159,30 @@ fn a_diamond_runs_in_order_and_passes_results(backend: Backend) {
         r#"{"name": "missing", "steps": [
             {"id": "a", "kind": "echo", "payload": {"x": 1}},
             {"id": "b", "kind": "echo", "needs": ["a"], "payload": {"y": "${steps.a.result.y}"}},
-            {"id": "c", "kind": "noop", "needs": ["b"]}]}"#,
+            {"id": "c", "kind": "noop", "needs": ["b"]},
+            {"id": "s", "kind": "sleep", "needs": ["a"], "payload": {"ms": "${steps.a.result}"}}]}"#,
     );
-    let line = api
-        .taskctl(&["workflow", "run", "-f", &path, "--wait", "-o", "json"])
-        .fails_with(3);
+    let run = api.taskctl(&["workflow", "run", "-f", &path, "--wait", "-o", "json"]);
+    let line = run.fails_with(3);
     assert!(
         line.contains("step b") && line.contains("has no field 'y'"),
         "{line}"
+    );
+    let failed = run.json();
+    assert_eq!(step(&failed, "b")["attempts"], 1, "not retried: {failed}");
+    assert_eq!(step(&failed, "c")["status"], "cancelled");
+    // A payload whose filled-in shape its kind refuses fails at once too.
+    let s = step(&failed, "s");
+    assert_eq!(
+        (&s["status"], &s["attempts"]),
+        (&json!("failed"), &json!(1)),
+        "{s}"
+    );
+    assert!(
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("sleep:")),
+        "{s}"
     );
 }
 
@@ -433,7 +449,52 @@ fn a_killed_worker_loses_and_doubles_nothing(backend: Backend) {
     assert_eq!(task_of(&platform, &done, "c")["result"], json!({"v": 1}));
 }
 
+/// The ops example in `examples/` passes every check taskd makes before it stores a
+/// workflow (its steps then fail here, where no Salt master or cluster is).
+fn the_example_deploy_workflow_is_accepted(backend: Backend) {
+    let flags = ["--enable-provisioning"];
+    let Some(platform) = Platform::start(backend, "workflow_example", &flags, &flags) else {
+        return;
+    };
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/deploy-workflow.yaml"
+    );
+    let created = platform
+        .api()
+        .taskctl(&[
+            "workflow",
+            "run",
+            "-f",
+            example,
+            "--set",
+            "deployment=api",
+            "-o",
+            "json",
+        ])
+        .json();
+    let steps: Vec<&str> = created["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["id"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        steps,
+        ["configure", "manifests", "rollout", "notify"],
+        "{created}"
+    );
+    let id = created["id"].as_str().expect("id");
+    let rollout = task_of(&platform, &workflow(&platform, id), "rollout");
+    assert_eq!(
+        rollout["payload"]["selector"], "app.kubernetes.io/name=api",
+        "--set filled the file: {rollout}"
+    );
+    platform.api().taskctl(&["workflow", "cancel", id]).ok();
+}
+
 on_both_backends!(
+    the_example_deploy_workflow_is_accepted,
     a_diamond_runs_in_order_and_passes_results,
     a_retry_reruns_only_the_failed_steps_and_their_dependents,
     cancel_stops_every_unfinished_step,

@@ -118,14 +118,34 @@ pub fn submit(
     id: Uuid,
     now_ms: i64,
 ) -> Result<NewTask, ValidationError> {
+    validate(request, kinds, id, now_ms, false)
+}
+
+/// Validates a workflow step's task like [`submit`], except that a payload which takes
+/// the results of earlier steps (`${steps.…}`) has its shape checked when the step starts,
+/// once they are filled in.
+pub fn step(
+    request: SubmitTask,
+    kinds: &Kinds,
+    id: Uuid,
+    now_ms: i64,
+) -> Result<NewTask, ValidationError> {
+    validate(request, kinds, id, now_ms, true)
+}
+
+fn validate(
+    request: SubmitTask,
+    kinds: &Kinds,
+    id: Uuid,
+    now_ms: i64,
+    step: bool,
+) -> Result<NewTask, ValidationError> {
     kinds.check(&request.kind)?;
     let payload = request
         .payload
         .unwrap_or_else(|| Value::Object(Default::default()));
     let payload_text = payload.to_string();
-    // A workflow step's payload may hold results of the steps it needs, put in when it
-    // starts: its shape is checked then, by its executor.
-    if !payload_text.contains("${steps.") {
+    if !(step && super::workflow::has_references(&payload_text)) {
         check_payload(&request.kind, &payload)?;
     }
     if payload_text.len() > MAX_PAYLOAD_BYTES {
@@ -272,7 +292,7 @@ pub fn submit(
 }
 
 /// Checks the payload's shape for kinds that read it.
-fn check_payload(kind: &str, payload: &Value) -> Result<(), ValidationError> {
+pub(crate) fn check_payload(kind: &str, payload: &Value) -> Result<(), ValidationError> {
     match kind {
         "sleep" => {
             parse_payload::<SleepPayload>(kind, payload)?;
@@ -484,6 +504,21 @@ mod tests {
         .expect_err("disabled");
         assert_eq!(err.code, "kind_disabled");
         assert!(err.message.contains("--enable-shell"));
+    }
+
+    #[test]
+    fn only_a_workflow_step_defers_the_check_of_a_payload_with_references() {
+        let templated = || request("sleep", json!({"ms": "${steps.a.result.ms}"}));
+        let err = check(templated()).expect_err("a plain submit is checked");
+        assert_eq!(err.code, "invalid_payload");
+        assert!(step(templated(), &kinds(true), Uuid::nil(), NOW).is_ok());
+        let plain = step(
+            request("sleep", json!({"ms": "soon"})),
+            &kinds(true),
+            Uuid::nil(),
+            NOW,
+        );
+        assert!(plain.is_err(), "a step without references is checked");
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub async fn create(
             retry_max_ms: step.retry_max_ms,
             ..SubmitTask::default()
         };
-        let mut task = validate::submit(request, &state.kinds, *id, now)
+        let mut task = validate::step(request, &state.kinds, *id, now)
             .map_err(|e| in_step(ApiError::from(e)))?;
         task.depends_on = needs.iter().map(|&i| ids[i]).collect();
         task.workflow_id = Some(workflow_id);

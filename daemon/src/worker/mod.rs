@@ -376,9 +376,11 @@ impl Worker {
                 (step, value)
             })
             .collect();
-        let payload = workflow::substitute(&template, &results)
-            .map_err(rejected)?
-            .to_string();
+        let filled = workflow::substitute(&template, &results).map_err(rejected)?;
+        // Its shape could not be checked at submit; another attempt would fail the same way.
+        crate::domain::validate::check_payload(&task.kind, &filled)
+            .map_err(|e| rejected(e.message))?;
+        let payload = filled.to_string();
         log.line(
             taskplane_api::LogStream::System,
             format!("payload with the results of earlier steps: {payload}"),

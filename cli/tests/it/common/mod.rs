@@ -505,6 +505,14 @@ impl Daemon {
     }
 }
 
+/// A time from the API (RFC 3339), to compare: as text, `…:08Z` sorts after `…:08.001Z`.
+pub fn instant(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {value}"));
+    chrono::DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
 /// Which platform a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

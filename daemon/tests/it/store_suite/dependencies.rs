@@ -310,5 +310,11 @@ pub async fn workflows_cancel_and_retry(store: Arc<dyn Store>) {
         .expect("delete");
     assert_eq!(deleted, 3);
     assert_eq!(store.workflow(workflow).await.expect("read"), None);
-    assert!(store.workflows(None, None, 10).await.expect("list").is_empty());
+    assert!(
+        store
+            .workflows(None, None, 10)
+            .await
+            .expect("list")
+            .is_empty()
+    );
 }
