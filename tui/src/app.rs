@@ -675,7 +675,9 @@ fn workflow_key(app: &mut App, key: KeyEvent, id: Uuid) -> Vec<Effect> {
 /// Keys of the schedules view: move, pause or resume (`p`) and trigger (`t`), both asked
 /// first; Esc goes back to the tasks.
 fn schedules_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
-    let len = app.schedules.len();
+    if move_in(&mut app.schedule_selected, app.schedules.len(), key.code) {
+        return Vec::new();
+    }
     match key.code {
         KeyCode::Char('q') => {
             app.quit = true;
@@ -685,22 +687,6 @@ fn schedules_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
             app.mode = Mode::Normal;
             app.message = None;
             vec![Effect::Refresh]
-        }
-        KeyCode::Char('j') | KeyCode::Down => {
-            app.schedule_selected = (app.schedule_selected + 1).min(len.saturating_sub(1));
-            Vec::new()
-        }
-        KeyCode::Char('k') | KeyCode::Up => {
-            app.schedule_selected = app.schedule_selected.saturating_sub(1);
-            Vec::new()
-        }
-        KeyCode::Char('g') | KeyCode::Home => {
-            app.schedule_selected = 0;
-            Vec::new()
-        }
-        KeyCode::Char('G') | KeyCode::End => {
-            app.schedule_selected = len.saturating_sub(1);
-            Vec::new()
         }
         KeyCode::Char(':') => {
             app.mode = Mode::Command(String::new());

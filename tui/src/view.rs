@@ -361,19 +361,24 @@ fn render_tasks(frame: &mut Frame, app: &mut App, palette: &Palette, area: Rect)
     let mut state = TableState::default().with_selected((!empty).then_some(app.selected));
     frame.render_stateful_widget(table, area, &mut state);
     if empty {
-        let inner = Block::bordered().inner(area);
-        let text = if app.connection == Connection::Connecting {
+        let hint = if app.connection == Connection::Connecting {
             "loading…"
         } else {
             "no tasks match"
         };
-        let line = Rect {
-            y: inner.y + 1,
-            height: 1,
-            ..inner
-        };
-        frame.render_widget(Paragraph::new(text), line);
+        render_empty(frame, area, hint);
     }
+}
+
+/// A hint on the first row under the header of an empty bordered table.
+fn render_empty(frame: &mut Frame, area: Rect, hint: &'static str) {
+    let inner = Block::bordered().inner(area);
+    let line = Rect {
+        y: inner.y + 1,
+        height: 1,
+        ..inner
+    };
+    frame.render_widget(Paragraph::new(hint), line);
 }
 
 /// `in 3m`, `5s ago`.
@@ -438,15 +443,10 @@ fn render_schedules(frame: &mut Frame, app: &App, palette: &Palette, area: Rect)
     let mut state = TableState::default().with_selected((!empty).then_some(app.schedule_selected));
     frame.render_stateful_widget(table, area, &mut state);
     if empty {
-        let inner = Block::bordered().inner(area);
-        let line = Rect {
-            y: inner.y + 1,
-            height: 1,
-            ..inner
-        };
-        frame.render_widget(
-            Paragraph::new("no schedules: taskctl schedule create NAME --cron EXPR KIND"),
-            line,
+        render_empty(
+            frame,
+            area,
+            "no schedules: taskctl schedule create NAME --cron EXPR KIND",
         );
     }
 }
@@ -496,16 +496,7 @@ fn render_workflows(frame: &mut Frame, app: &App, palette: &Palette, area: Rect)
     let mut state = TableState::default().with_selected((!empty).then_some(app.workflow_selected));
     frame.render_stateful_widget(table, area, &mut state);
     if empty {
-        let inner = Block::bordered().inner(area);
-        let line = Rect {
-            y: inner.y + 1,
-            height: 1,
-            ..inner
-        };
-        frame.render_widget(
-            Paragraph::new("no workflows: taskctl workflow run -f FILE"),
-            line,
-        );
+        render_empty(frame, area, "no workflows: taskctl workflow run -f FILE");
     }
 }
 

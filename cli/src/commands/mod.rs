@@ -49,6 +49,18 @@ pub fn parse_id(text: &str) -> Result<Uuid, String> {
     Uuid::parse_str(text.trim()).map_err(|_| format!("'{text}' is not a task id (a UUID)"))
 }
 
+/// The text of a `-f FILE` argument; `-` reads stdin.
+pub fn read_file_arg(path: &str) -> Result<String, CliError> {
+    if path == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| CliError::Usage(format!("-f -: cannot read stdin: {e}")))?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("-f {path}: {e}")))
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     let ui = Ui::from_args(&cli.global);
     let cli = match cli.command {

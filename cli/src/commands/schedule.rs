@@ -563,14 +563,7 @@ struct FileEntry {
 }
 
 fn read_file(path: &str) -> Result<Vec<ScheduleSpec>, CliError> {
-    let text = if path == "-" {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .map_err(|e| CliError::Usage(format!("-f -: cannot read stdin: {e}")))?;
-        text
-    } else {
-        std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("-f {path}: {e}")))?
-    };
+    let text = super::read_file_arg(path)?;
     let bad = |e: &dyn std::fmt::Display| {
         CliError::Usage(format!(
             "{path}: not a list of schedules ({e}); see taskctl schedule apply --help"

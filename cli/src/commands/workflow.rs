@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use taskplane_api::{
     Client, EventQuery, TaskStatus, Workflow, WorkflowQuery, WorkflowSpec, WorkflowStatus,
-    WorkflowStepState,
 };
 use uuid::Uuid;
 
@@ -197,14 +196,7 @@ pub async fn run(client: &Client, ui: &Ui, args: WorkflowArgs) -> Result<(), Cli
 
 /// Reads a workflow file, filling `${params.KEY}` from `set` over the file's `params`.
 fn read_file(path: &str, set: &[(String, String)]) -> Result<WorkflowSpec, CliError> {
-    let text = if path == "-" {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-            .map_err(|e| CliError::Usage(format!("-f -: cannot read stdin: {e}")))?;
-        text
-    } else {
-        std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("-f {path}: {e}")))?
-    };
+    let text = super::read_file_arg(path)?;
     let bad = |e: &dyn std::fmt::Display| {
         CliError::Usage(format!(
             "{path}: not a workflow ({e}); see taskctl workflow run --help"
@@ -291,11 +283,6 @@ fn fill_params(
     Ok(())
 }
 
-/// How long a step ran (or has been running), `-` if it has not started.
-fn duration(step: &WorkflowStepState, now: DateTime<Utc>) -> String {
-    output::span(step.started_at, step.finished_at, now)
-}
-
 fn counts_text(workflow: &Workflow) -> String {
     let total: u32 = workflow.counts.values().sum();
     let parts: Vec<String> = TaskStatus::ALL
@@ -342,7 +329,7 @@ fn print_one(ui: &Ui, workflow: &Workflow) -> Result<(), CliError> {
         let mut row = vec![
             output::cell(format!("{prefix}{}", step.id)),
             ui.status_cell(step.status),
-            output::cell(duration(step, now)),
+            output::cell(output::span(step.started_at, step.finished_at, now)),
             output::cell(format!("{}/{}", step.attempts, step.max_attempts)),
             output::cell(error),
         ];
@@ -486,7 +473,10 @@ fn report(
                 ));
             }
             s if s.is_terminal() && step.started_at.is_some() => {
-                text.push_str(&format!(" in {}", duration(step, now)));
+                text.push_str(&format!(
+                    " in {}",
+                    output::span(step.started_at, step.finished_at, now)
+                ));
             }
             _ => {}
         }
@@ -532,6 +522,7 @@ fn outcome(workflow: &Workflow) -> Result<(), CliError> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use taskplane_api::WorkflowStepState;
 
     fn fill(value: Value, params: &[(&str, Value)]) -> Result<Value, String> {
         let params: BTreeMap<String, Value> = params

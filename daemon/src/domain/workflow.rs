@@ -69,12 +69,7 @@ fn pieces<'a>(text: &'a str, is_step: &dyn Fn(&str) -> bool) -> Result<Vec<Piece
 fn reference(body: &str, is_step: &dyn Fn(&str) -> bool) -> Result<Reference, String> {
     let whole = format!("${{steps.{body}}}");
     let mut first = None;
-    for (at, _) in body
-        .match_indices(".result")
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-    {
+    for (at, _) in body.rmatch_indices(".result") {
         let after = &body[at + ".result".len()..];
         if !(after.is_empty() || after.starts_with('.')) {
             continue;
@@ -240,7 +235,8 @@ pub fn check(spec: &WorkflowSpec) -> Result<Checked, ValidationError> {
     Ok(Checked { needs })
 }
 
-fn name_error(field: &str, name: &str) -> ValidationError {
+/// The refusal of `name` in `field`, which is not a name.
+pub fn name_error(field: &str, name: &str) -> ValidationError {
     ValidationError::new(
         "invalid_name",
         format!(

@@ -94,6 +94,35 @@ fn named_error<E: std::fmt::Display>(
     ApiError::bad_request(code, message)
 }
 
+/// A page's size when a list's `limit` is not given, and the most it may be.
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// A keyset-paged list's `limit`, checked: 1 to 1000, 100 when not given.
+pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("limit: must be 1 to {MAX_PAGE}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// Cuts `rows`, read with one more than `limit` (which says whether there is a next
+/// page), to `limit`, and answers the next page's cursor (`cursor` of the last row kept)
+/// when there is one.
+pub fn next_page<T>(
+    rows: &mut Vec<T>,
+    limit: u32,
+    cursor: impl Fn(&T) -> String,
+) -> Option<String> {
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    more.then(|| rows.last().map(cursor)).flatten()
+}
+
 /// The `{id}` path segment as a task id; anything but a UUID → 400 `invalid_id`.
 pub struct TaskId(pub Uuid);
 

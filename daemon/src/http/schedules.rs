@@ -15,7 +15,7 @@ use taskplane_api::{
 use super::AppState;
 use super::convert;
 use super::error::ApiError;
-use super::extract::{JsonBody, QueryParams};
+use super::extract::{JsonBody, QueryParams, next_page, page_limit};
 use super::guard;
 use super::openapi::{Refused, WriteRefused};
 use crate::auth::Principal;
@@ -24,8 +24,6 @@ use crate::scheduler::{self, Checked, SpecError, Triggered};
 use crate::store::ScheduleRow;
 use crate::util::now_ms;
 
-const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
 const DEFAULT_NEXT: u32 = 5;
 const MAX_NEXT: u32 = 1000;
 
@@ -155,20 +153,9 @@ pub async fn list(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<ScheduleQuery>,
 ) -> Result<Json<ScheduleList>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("limit: must be 1 to {MAX_LIMIT}"),
-        ));
-    }
-    // One more than asked says whether there is a next page.
+    let limit = page_limit(query.limit)?;
     let mut rows = state.store.schedules(query.cursor, limit + 1).await?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| rows.last().map(|row| row.name.clone()))
-        .flatten();
+    let next_cursor = next_page(&mut rows, limit, |row| row.name.clone());
     let schedules = rows.into_iter().map(to_wire).collect::<Result<_, _>>()?;
     Ok(Json(ScheduleList {
         schedules,

@@ -17,16 +17,13 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{JsonBody, QueryParams, WorkflowId};
+use super::extract::{JsonBody, QueryParams, WorkflowId, next_page, page_limit};
 use super::guard;
 use super::openapi::{Refused, WriteRefused};
 use crate::auth::Principal;
 use crate::domain::{validate, workflow};
 use crate::store::{Graph, WorkflowRow, WorkflowState, WorkflowSummary};
 use crate::util::now_ms;
-
-const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
 
 fn instant(ms: i64) -> DateTime<chrono::Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
@@ -251,31 +248,17 @@ pub async fn list(
     State(state): State<AppState>,
     QueryParams(query): QueryParams<WorkflowQuery>,
 ) -> Result<Json<WorkflowList>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            format!("limit: must be 1 to {MAX_LIMIT}"),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
     if let Some(name) = &query.name
         && !validate::valid_name(name)
     {
-        return Err(ApiError::bad_request(
-            "invalid_name",
-            format!("name: '{name}' is not a workflow name"),
-        ));
+        return Err(workflow::name_error("name", name).into());
     }
-    // One more than asked says whether there is a next page.
     let mut rows = state
         .store
         .workflows(query.name, query.cursor, limit + 1)
         .await?;
-    let more = rows.len() > limit as usize;
-    rows.truncate(limit as usize);
-    let next_cursor = more
-        .then(|| rows.last().map(|row| row.row.id.to_string()))
-        .flatten();
+    let next_cursor = next_page(&mut rows, limit, |row| row.row.id.to_string());
     Ok(Json(WorkflowList {
         workflows: rows.into_iter().map(summary_to_wire).collect(),
         next_cursor,
