@@ -196,7 +196,11 @@ impl Work {
         }
     }
 
-    fn run(&self, db: &rusqlite::Connection, feed: &mut Feed) -> Result<Done> {
+    /// Runs this write; `settled` is the latest time of the round's settles, which ran
+    /// first: a claim's time is never before it, so a task freed by a parent settled in
+    /// the same round does not start, on the record, before that parent finished (a claim
+    /// may have read the clock just before the settle did).
+    fn run(&self, db: &rusqlite::Connection, feed: &mut Feed, settled: i64) -> Result<Done> {
         match self {
             Work::Insert(tasks) => insert(db, feed, tasks).map(Done::Inserted),
             Work::Settle { worker, items, now } => {
@@ -209,7 +213,7 @@ impl Work {
                 now,
                 lease_until,
             } => {
-                let lease = Lease::new(worker, *lease_until, *now);
+                let lease = Lease::new(worker, *lease_until, (*now).max(settled));
                 claim(db, feed, &lease, queues, *limit).map(Done::Claimed)
             }
             Work::ClaimIds {
@@ -218,7 +222,7 @@ impl Work {
                 now,
                 lease_until,
             } => {
-                let lease = Lease::new(worker, *lease_until, *now);
+                let lease = Lease::new(worker, *lease_until, (*now).max(settled));
                 claim_ids(db, feed, &lease, ids).map(Done::Claimed)
             }
         }
@@ -463,8 +467,16 @@ fn in_transaction(db: &rusqlite::Connection, works: &[Work]) -> Result<Vec<Done>
     order.sort_by_key(|&i| works[i].rank());
     let mut done: Vec<Option<Done>> = works.iter().map(|_| None).collect();
     let mut feed = Feed::default();
+    let settled = works
+        .iter()
+        .filter_map(|work| match work {
+            Work::Settle { now, .. } => Some(*now),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(i64::MIN);
     for i in order {
-        done[i] = Some(works[i].run(db, &mut feed)?);
+        done[i] = Some(works[i].run(db, &mut feed, settled)?);
     }
     feed.write(db)?;
     db.prepare_cached("COMMIT")?.execute([])?;
