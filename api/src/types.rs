@@ -363,6 +363,13 @@ pub enum EventKind {
     /// A schedule submitted it (the event's `schedule` names it); its `created` event is
     /// separate.
     Fired,
+    /// The workflow the event names ended: every step succeeded. Its `task` is the step
+    /// that finished last. Sent live only: a resume or a replay does not repeat it.
+    WorkflowSucceeded,
+    /// The workflow ended, and a step failed.
+    WorkflowFailed,
+    /// The workflow ended, none of its steps failed, and one was cancelled.
+    WorkflowCancelled,
     /// Something this version does not know (a newer server).
     #[serde(other)]
     Other,
@@ -380,8 +387,29 @@ impl EventKind {
             EventKind::Failed => "failed",
             EventKind::Cancelled => "cancelled",
             EventKind::Fired => "fired",
+            EventKind::WorkflowSucceeded => "workflow_succeeded",
+            EventKind::WorkflowFailed => "workflow_failed",
+            EventKind::WorkflowCancelled => "workflow_cancelled",
             EventKind::Other => "other",
         }
+    }
+
+    /// The event that says a workflow ended so.
+    pub fn workflow_ended(status: crate::WorkflowStatus) -> Option<EventKind> {
+        match status {
+            crate::WorkflowStatus::Succeeded => Some(EventKind::WorkflowSucceeded),
+            crate::WorkflowStatus::Failed => Some(EventKind::WorkflowFailed),
+            crate::WorkflowStatus::Cancelled => Some(EventKind::WorkflowCancelled),
+            crate::WorkflowStatus::Running => None,
+        }
+    }
+
+    /// Whether this event is about a whole workflow rather than its task.
+    pub fn is_workflow(self) -> bool {
+        matches!(
+            self,
+            EventKind::WorkflowSucceeded | EventKind::WorkflowFailed | EventKind::WorkflowCancelled
+        )
     }
 }
 

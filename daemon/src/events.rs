@@ -7,15 +7,16 @@
 //! Because the feed is in the database, events from every api and worker process reach every
 //! api process, and a client can resume from the database with `Last-Event-ID`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::DateTime;
-use taskplane_api::{EventKind, TaskEvent, TaskSummary};
+use taskplane_api::{EventKind, TaskEvent, TaskSummary, WorkflowStatus};
 use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::store::{EVENTS_PER_ROW, EventRow, Store, StoredEvent};
 
@@ -37,6 +38,10 @@ const MAX_GAPS: usize = 64;
 const MERGE_GAPS: i64 = 64;
 /// How often the missing numbers are read again.
 const GAP_CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How many workflows the hub follows to their end, and remembers having announced (past
+/// that it forgets them all: a workflow running across that is announced late or not at
+/// all, one just announced could be announced twice).
+const ENDS_KEPT: usize = 10_000;
 
 pub struct EventHub {
     store: Arc<dyn Store>,
@@ -156,6 +161,7 @@ impl EventHub {
             }
         };
         let mut feed = Feed::starting_after(latest);
+        let mut ends = Ends::default();
         let mut last_gap_check = Instant::now();
         // A full read means more rows are waiting: read again at once.
         let mut behind = false;
@@ -188,7 +194,7 @@ impl EventHub {
                             for row in rows {
                                 after = row.seq;
                                 if let Some(late) = feed.offer(row) {
-                                    self.send(late);
+                                    self.send(late, &mut ends).await;
                                 }
                             }
                             if upto == i64::MAX {
@@ -207,15 +213,121 @@ impl EventHub {
                 }
             }
             for row in feed.release(Instant::now()) {
-                self.send(row);
+                self.send(row, &mut ends).await;
             }
         }
     }
 
-    fn send(&self, row: EventRow) {
+    /// Sends a row's events, then the end of each workflow one of them may have finished.
+    async fn send(&self, row: EventRow, ends: &mut Ends) {
+        // The last finished step of each workflow in this row.
+        let mut steps: Vec<Arc<TaskEvent>> = Vec::new();
         for event in row.events {
-            let _ = self.tx.send(Arc::new(to_wire(event)));
+            let event = Arc::new(to_wire(event));
+            if let (Some(workflow), true) = (event.workflow, event.task.status.is_terminal()) {
+                ends.finished(workflow, event.task.id);
+                steps.retain(|step| step.workflow != event.workflow);
+                steps.push(event.clone());
+            }
+            let _ = self.tx.send(event);
         }
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        for step in steps {
+            self.announce_end(&step, ends).await;
+        }
+    }
+
+    /// Sends `workflow_succeeded`, `_failed` or `_cancelled` if the workflow of `step` (a
+    /// step that just finished) has no unfinished step left, once the end of the step that
+    /// finished last has gone out: the feed is read in order after the changes it holds
+    /// were committed, so the end follows every step's own, and of the steps that see the
+    /// workflow ended, only one announces it (a workflow that ends again after a retry ends
+    /// later).
+    async fn announce_end(&self, step: &TaskEvent, ends: &mut Ends) {
+        let Some(id) = step.workflow else { return };
+        let summary = match self.store.workflow_summary(id).await {
+            Ok(Some(summary)) => summary,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(%error, workflow = %id, "reading whether a workflow ended failed");
+                return;
+            }
+        };
+        let status = WorkflowStatus::of(summary.counts.iter().map(|(status, _)| *status));
+        let (Some(kind), Some(at)) = (EventKind::workflow_ended(status), summary.finished_at)
+        else {
+            return;
+        };
+        if ends.announced.get(&id) == Some(&at) {
+            return;
+        }
+        let last = match self.store.workflow(id).await {
+            Ok(Some(state)) => state
+                .steps
+                .into_iter()
+                .max_by_key(|task| (task.finished_at, task.id)),
+            Ok(None) => None,
+            Err(error) => {
+                tracing::debug!(%error, workflow = %id, "reading an ended workflow failed");
+                return;
+            }
+        };
+        let Some(last) = last else { return };
+        if !ends.seen(id, last.id) {
+            // Its end is still to come in the feed; the workflow is checked again then.
+            return;
+        }
+        ends.announce(id, at);
+        let instant = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
+        let _ = self.tx.send(Arc::new(TaskEvent {
+            kind,
+            at: instant(at),
+            task: TaskSummary {
+                id: last.id,
+                kind: last.kind,
+                queue: last.queue,
+                priority: last.priority,
+                status: last.status,
+                attempts: last.attempts,
+                max_attempts: last.max_attempts,
+                created_at: instant(last.created_at),
+                worker: last.worker,
+            },
+            ..step.clone()
+        }));
+    }
+}
+
+/// What the hub knows of workflows' ends: the steps whose end it has sent, by workflow,
+/// and the workflows it announced, with the end time it announced.
+#[derive(Debug, Default)]
+struct Ends {
+    finished: HashMap<Uuid, HashSet<Uuid>>,
+    announced: HashMap<Uuid, i64>,
+}
+
+impl Ends {
+    fn finished(&mut self, workflow: Uuid, step: Uuid) {
+        if self.finished.len() >= ENDS_KEPT && !self.finished.contains_key(&workflow) {
+            self.finished.clear();
+        }
+        self.finished.entry(workflow).or_default().insert(step);
+    }
+
+    fn seen(&self, workflow: Uuid, step: Uuid) -> bool {
+        self.finished
+            .get(&workflow)
+            .is_some_and(|steps| steps.contains(&step))
+    }
+
+    fn announce(&mut self, workflow: Uuid, at: i64) {
+        self.finished.remove(&workflow);
+        if self.announced.len() >= ENDS_KEPT {
+            self.announced.clear();
+        }
+        self.announced.insert(workflow, at);
     }
 }
 

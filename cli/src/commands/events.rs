@@ -101,6 +101,16 @@ fn print(ui: &Ui, event: &TaskEvent) -> Result<(), CliError> {
     if ui.json() {
         return ui.json_line(event);
     }
+    if let (true, Some(workflow)) = (event.kind.is_workflow(), event.workflow) {
+        return ui.line(&format!(
+            "{}  {}  workflow {workflow}  (its last step {})",
+            event
+                .at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            event.kind.as_str(),
+            event.task.id,
+        ));
+    }
     ui.line(&format!(
         "{}  {:<9}  {}  {}  {}  attempt {}/{}{}",
         event

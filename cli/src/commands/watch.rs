@@ -80,7 +80,7 @@ pub async fn follow(
         };
         tokio::select! {
             event = next_event => match event {
-                Some(Ok(event)) if wanted.contains(&event.task.id) => {
+                Some(Ok(event)) if wanted.contains(&event.task.id) && !event.kind.is_workflow() => {
                     display.event(&event)?;
                     let Some(task) = latest.get_mut(&event.task.id) else { continue };
                     if task.status.is_terminal() {

@@ -412,8 +412,22 @@ pub async fn wait(client: &Client, ui: &Ui, id: Uuid, lines: bool) -> Result<(),
         tokio::select! {
             event = next_event => match event {
                 Some(Ok(event)) => {
-                    if ui.format == crate::cli::OutputFormat::Jsonl {
-                        ui.json_line(&event)?;
+                    // Steps change in bursts: take every event already here, then read the
+                    // workflow once.
+                    let mut event = Some(event);
+                    while let Some(next) = event {
+                        if ui.format == crate::cli::OutputFormat::Jsonl {
+                            ui.json_line(&next)?;
+                        }
+                        event = match stream.as_mut() {
+                            Some(stream) => {
+                                match tokio::time::timeout(Duration::ZERO, stream.next()).await {
+                                    Ok(Some(Ok(next))) => Some(next),
+                                    _ => None,
+                                }
+                            }
+                            None => None,
+                        };
                     }
                     workflow = client.workflow(id).await?;
                     report(ui, people, &workflow, &mut seen)?;

@@ -71,6 +71,7 @@ fn a_diamond_runs_in_order_and_passes_results(backend: Backend) {
         return;
     };
     let api = platform.api();
+    let tail = common::EventTail::open(api, "", None);
     let path = file(&platform, "diamond.yaml", DIAMOND);
     let id = api
         .taskctl(&[
@@ -80,6 +81,23 @@ fn a_diamond_runs_in_order_and_passes_results(backend: Backend) {
     let done = workflow(&platform, &id);
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["name"], "diamond");
+    // Its end is an event of its own, after its last step's.
+    let events = tail.until(Duration::from_secs(30), |e| {
+        e["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("workflow_"))
+    });
+    let (_, end) = events.last().expect("an event");
+    assert_eq!(end["type"], "workflow_succeeded", "{end}");
+    assert_eq!(end["workflow"], id.as_str());
+    let last_step = step(&done, "d")["task_id"].clone();
+    assert_eq!(end["task"]["id"], last_step, "{end}");
+    assert!(
+        events
+            .iter()
+            .any(|(_, e)| e["type"] == "succeeded" && e["task"]["id"] == last_step),
+        "d's own end came first"
+    );
     assert_eq!(done["counts"], json!({"succeeded": 4}));
     let ids: Vec<&str> = done["steps"]
         .as_array()

@@ -80,6 +80,9 @@ pub trait Workflows: Send + Sync {
 
     fn workflow(&self, id: Uuid) -> BoxFuture<'_, Result<Option<WorkflowState>>>;
 
+    /// A workflow's row and how many of its steps are in each status, without the steps.
+    fn workflow_summary(&self, id: Uuid) -> BoxFuture<'_, Result<Option<WorkflowSummary>>>;
+
     /// Workflows newest first (of `name`, when given), with ids below `before`.
     fn workflows(
         &self,
@@ -357,6 +360,19 @@ where
         })
     }
 
+    fn workflow_summary(&self, id: Uuid) -> BoxFuture<'_, Result<Option<WorkflowSummary>>> {
+        Box::pin(async move {
+            let Some(row) = sqlx::query("SELECT id, name, created_at FROM workflows WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.read)
+                .await?
+            else {
+                return Ok(None);
+            };
+            Ok(self.summaries(vec![workflow_row(&row)?]).await?.pop())
+        })
+    }
+
     fn workflows(
         &self,
         name: Option<String>,
@@ -375,57 +391,7 @@ where
             .fetch_all(&self.read)
             .await?;
             let rows = rows.iter().map(workflow_row).collect::<Result<Vec<_>>>()?;
-            if rows.is_empty() {
-                return Ok(Vec::new());
-            }
-            // The page's step counts in one query, not one per workflow.
-            let ids: Vec<String> = rows.iter().map(|row| row.id.to_string()).collect();
-            let counts = format!(
-                "SELECT workflow_id, status, COUNT(*) AS n, MAX(finished_at) AS last FROM tasks
-                 WHERE workflow_id IN ({}) GROUP BY workflow_id, status",
-                sql::Params::Numbered.run(1, ids.len())
-            );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(counts));
-            for id in &ids {
-                query = query.bind(id.as_str());
-            }
-            let mut out: Vec<WorkflowSummary> = rows
-                .into_iter()
-                .map(|row| WorkflowSummary {
-                    row,
-                    counts: Vec::new(),
-                    finished_at: None,
-                })
-                .collect();
-            let place: HashMap<String, usize> =
-                ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
-            for count in query.fetch_all(&self.read).await? {
-                let workflow: String = sqlx::Row::try_get(&count, 0)?;
-                let status: String = sqlx::Row::try_get(&count, 1)?;
-                let n: i64 = sqlx::Row::try_get(&count, 2)?;
-                let last: Option<i64> = sqlx::Row::try_get(&count, 3)?;
-                let status = status
-                    .parse::<TaskStatus>()
-                    .map_err(|e| decode::corrupt(&workflow, e))?;
-                let Some(summary) = place.get(&workflow).map(|&i| &mut out[i]) else {
-                    continue;
-                };
-                summary
-                    .counts
-                    .push((status, u32::try_from(n).unwrap_or(u32::MAX)));
-                summary.finished_at = summary.finished_at.max(last);
-            }
-            // A finish time only once every step has finished.
-            for summary in &mut out {
-                if !summary
-                    .counts
-                    .iter()
-                    .all(|(status, _)| status.is_terminal())
-                {
-                    summary.finished_at = None;
-                }
-            }
-            Ok(out)
+            self.summaries(rows).await
         })
     }
 
@@ -477,8 +443,66 @@ where
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
     <D::Db as Database>::Arguments: IntoArguments<D::Db>,
     for<'q> String: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
     for<'q> i64: Encode<'q, D::Db> + Decode<'q, D::Db> + Type<D::Db>,
+    for<'q> Option<i64>: Decode<'q, D::Db>,
+    usize: ColumnIndex<<D::Db as Database>::Row>,
 {
+    /// Each workflow with how many of its steps are in each status: one grouped query for
+    /// them all, not one per workflow.
+    async fn summaries(&self, rows: Vec<WorkflowRow>) -> Result<Vec<WorkflowSummary>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = rows.iter().map(|row| row.id.to_string()).collect();
+        let counts = format!(
+            "SELECT workflow_id, status, COUNT(*) AS n, MAX(finished_at) AS last FROM tasks
+             WHERE workflow_id IN ({}) GROUP BY workflow_id, status",
+            sql::Params::Numbered.run(1, ids.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(counts));
+        for id in &ids {
+            query = query.bind(id.as_str());
+        }
+        let mut out: Vec<WorkflowSummary> = rows
+            .into_iter()
+            .map(|row| WorkflowSummary {
+                row,
+                counts: Vec::new(),
+                finished_at: None,
+            })
+            .collect();
+        let place: HashMap<String, usize> =
+            ids.into_iter().enumerate().map(|(i, id)| (id, i)).collect();
+        for count in query.fetch_all(&self.read).await? {
+            let workflow: String = sqlx::Row::try_get(&count, 0)?;
+            let status: String = sqlx::Row::try_get(&count, 1)?;
+            let n: i64 = sqlx::Row::try_get(&count, 2)?;
+            let last: Option<i64> = sqlx::Row::try_get(&count, 3)?;
+            let status = status
+                .parse::<TaskStatus>()
+                .map_err(|e| decode::corrupt(&workflow, e))?;
+            let Some(summary) = place.get(&workflow).map(|&i| &mut out[i]) else {
+                continue;
+            };
+            summary
+                .counts
+                .push((status, u32::try_from(n).unwrap_or(u32::MAX)));
+            summary.finished_at = summary.finished_at.max(last);
+        }
+        // A finish time only once every step has finished.
+        for summary in &mut out {
+            if !summary
+                .counts
+                .iter()
+                .all(|(status, _)| status.is_terminal())
+            {
+                summary.finished_at = None;
+            }
+        }
+        Ok(out)
+    }
+
     /// Runs `statement` (`$1` the workflow, `$2` now) on workflow `id`'s steps in a
     /// transaction, answering how many rows it changed, or None when there is no such
     /// workflow.
