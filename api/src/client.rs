@@ -8,6 +8,10 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use crate::error::Error;
+use crate::lease::{
+    Complete, Fail, Heartbeat, HeartbeatAnswer, KindList, LeaseList, LeaseRequest, LogReport,
+    MAX_LEASE_WAIT_MS, ReportAnswer,
+};
 use crate::schedule::{
     CronQuery, NextFires, NextQuery, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec,
 };
@@ -406,6 +410,60 @@ impl Client {
                 detail: "an error status with a success body".into(),
             }),
         }
+    }
+
+    /// The kinds taskd accepts and the workers serving each.
+    pub async fn kinds(&self) -> Result<KindList, Error> {
+        self.call(Method::GET, "/api/v1/kinds").await
+    }
+
+    /// Takes tasks for a remote worker, waiting up to `wait_ms` for the first (the request
+    /// may take that much longer than the client's request timeout).
+    pub async fn lease(&self, request: &LeaseRequest) -> Result<LeaseList, Error> {
+        let url = format!("{}/api/v1/leases", self.base);
+        let wait = Duration::from_millis(request.wait_ms.unwrap_or(0).min(MAX_LEASE_WAIT_MS));
+        let mut builder = self.authorize(self.http.post(&url)).json(request);
+        if let Some(limit) = self.timeouts.request {
+            builder = builder.timeout(limit + wait);
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| self.transport_error(&e, self.timeouts.request.map(|l| l + wait), false))?;
+        self.decode(response).await
+    }
+
+    /// Extends a leased task's lease; answers whether it was cancelled.
+    pub async fn heartbeat(&self, id: Uuid, beat: &Heartbeat) -> Result<HeartbeatAnswer, Error> {
+        self.report(id, "heartbeat", beat).await
+    }
+
+    /// Reports a leased task's success.
+    pub async fn complete(&self, id: Uuid, report: &Complete) -> Result<ReportAnswer, Error> {
+        self.report(id, "complete", report).await
+    }
+
+    /// Reports a leased task's failure.
+    pub async fn fail(&self, id: Uuid, report: &Fail) -> Result<ReportAnswer, Error> {
+        self.report(id, "fail", report).await
+    }
+
+    /// Appends lines to a leased task's log.
+    pub async fn report_logs(&self, id: Uuid, report: &LogReport) -> Result<ReportAnswer, Error> {
+        self.report(id, "logs", report).await
+    }
+
+    async fn report<B: Serialize, T: DeserializeOwned>(
+        &self,
+        id: Uuid,
+        what: &str,
+        body: &B,
+    ) -> Result<T, Error> {
+        let path = format!("/api/v1/tasks/{id}/{what}");
+        let response = self
+            .send(Method::POST, &path, Some(body), None::<&()>)
+            .await?;
+        self.decode(response).await
     }
 
     pub async fn health(&self) -> Result<Health, Error> {

@@ -7,6 +7,7 @@
 mod client;
 mod error;
 pub mod kinds;
+mod lease;
 mod schedule;
 mod stream;
 pub mod text;
@@ -15,6 +16,7 @@ mod workflow;
 
 pub use client::{Client, Timeouts, error_chain};
 pub use error::Error;
+pub use lease::*;
 pub use schedule::*;
 pub use stream::{EventStream, LogTail, SseMessage, SseParser};
 pub use types::*;

@@ -525,6 +525,13 @@ pub struct WorkerInfo {
     pub busy: u32,
     pub started_at: DateTime<Utc>,
     pub last_heartbeat: DateTime<Utc>,
+    /// The kinds it serves.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// It leases tasks over the API (`taskctl worker`, an SDK) rather than being a taskd
+    /// process; `host` is then the address it connects from, and `pid` 0.
+    #[serde(default)]
+    pub remote: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

@@ -8,7 +8,8 @@ use crate::commands::config::ConfigArgs;
 use crate::commands::provision::ProvisionArgs;
 use crate::commands::top::TopArgs;
 use crate::commands::{
-    cancel::CancelArgs, dlq::DlqArgs, events::EventsArgs, list::ListArgs, logs::LogsArgs,
+    cancel::CancelArgs, dlq::DlqArgs, events::EventsArgs, kinds::KindsArgs, list::ListArgs,
+    logs::LogsArgs, worker::WorkerArgs,
     queues::QueuesArgs, retry::RetryArgs, schedule::ScheduleArgs, status::StatusArgs,
     submit::SubmitArgs, watch::WatchArgs, workers::WorkersArgs, workflow::WorkflowArgs,
 };
@@ -116,6 +117,10 @@ pub enum Command {
     Queues(QueuesArgs),
     /// Live worker processes and how busy they are.
     Workers(WorkersArgs),
+    /// The kinds taskd accepts and the workers serving each.
+    Kinds(KindsArgs),
+    /// Serve declared kinds from this host: run a command for each task (the lease protocol).
+    Worker(WorkerArgs),
     /// The live dashboard: queues, workers and tasks, with cancel and retry.
     Top(TopArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).

@@ -43,7 +43,8 @@ fn main() -> ExitCode {
 /// prompt. `top` reads Ctrl-C as a key in raw mode and restores the terminal itself, so it
 /// is left alone.
 async fn until_interrupted(cli: Cli) -> Result<(), CliError> {
-    if matches!(cli.command, Command::Top(_)) {
+    // `worker` drains on the first Ctrl-C (or SIGTERM) and stops on the second itself.
+    if matches!(cli.command, Command::Top(_) | Command::Worker(_)) {
         return commands::run(cli).await;
     }
     let command = commands::run(cli);

@@ -114,30 +114,36 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         http_policy,
     );
     let shutdown = CancellationToken::new();
+    let declared = args.declared_kinds();
     let broker = if args.broker == "db" {
-        Broker::db()
+        Broker::db().with_declared(declared.clone())
     } else {
-        let (broker, dispatcher) = Broker::amqp(&args.broker, store.clone());
+        let (broker, dispatcher) = Broker::amqp(&args.broker, store.clone(), declared.clone());
         tokio::spawn(dispatcher.run(shutdown.clone()));
         broker
     };
     let broker = Arc::new(broker);
-    if broker.amqp_client().is_some() || args.role.runs_worker() {
+    if broker.amqp_client().is_some()
+        || args.role.runs_worker()
+        || (args.role.runs_api() && !declared.is_empty())
+    {
         // Submits by other processes (PostgreSQL), and tasks made ready when the tasks they
         // waited for succeeded, wake this worker (or, with RabbitMQ, the dispatcher, which
-        // publishes them) at once.
-        tokio::spawn(store.listen_ready(broker.ready_signal()));
+        // publishes them) and the lease requests waiting here at once.
+        let ready = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(store.listen_ready(ready.clone()));
+        tokio::spawn(broker.clone().relay(ready));
     }
     let metrics = Arc::new(crate::metrics::Metrics::default());
     let events = EventHub::new(store.clone());
     if args.role.runs_api() {
         tokio::spawn(events.clone().run(shutdown.clone()));
     }
-    let kinds = Arc::new(Kinds {
-        known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-        shell_enabled: args.enable_shell,
-        provisioning_enabled: args.enable_provisioning,
-    });
+    let kinds = Arc::new(Kinds::new(
+        args.enable_shell,
+        args.enable_provisioning,
+        declared,
+    ));
     // Every process fires schedules; the store's guarded fire makes one task per fire time.
     let scheduler = crate::scheduler::Scheduler::new(
         store.clone(),
@@ -156,6 +162,13 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         broker: broker.clone(),
         role: args.role.as_str(),
         scheduler,
+        leases: Arc::new(http::LeaseSettings {
+            lease: args.lease,
+            backoff: Backoff {
+                base: args.retry_base,
+                max: args.retry_max,
+            },
+        }),
     };
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -35,16 +35,20 @@ pub enum Scope {
     Write,
     /// Everything, including the shell, salt and kubectl kinds and dead-letter purge.
     Admin,
+    /// The lease protocol only: lease tasks of declared kinds, report on them (heartbeat,
+    /// complete, fail, logs). Neither submits nor reads other data.
+    Worker,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
+    pub const ALL: [Scope; 4] = [Scope::Read, Scope::Write, Scope::Admin, Scope::Worker];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "tasks.read",
             Scope::Write => "tasks.write",
             Scope::Admin => "admin",
+            Scope::Worker => "worker",
         }
     }
 
@@ -55,7 +59,7 @@ impl Scope {
 
 /// The kinds only an admin token may submit: they run programs on the workers.
 pub fn kind_needs_admin(kind: &str) -> bool {
-    matches!(kind, "shell" | "salt" | "kubectl")
+    crate::domain::kinds::needs_admin(kind)
 }
 
 /// Who made a request, from a verified token.

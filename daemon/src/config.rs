@@ -44,7 +44,8 @@ pub enum TokenCommand {
         TASKD_JWT_SECRET_FILE=/etc/taskplane/jwt.secret taskd token issue --scope tasks.read,tasks.write --ttl 30d --subject ci")]
     Issue {
         /// Comma-separated: tasks.read (reads, streams), tasks.write (submit, cancel, retry),
-        /// admin (everything, including the shell, salt and kubectl kinds and dlq purge).
+        /// admin (everything, including the shell, salt and kubectl kinds and dlq purge),
+        /// worker (the lease protocol only: remote workers of declared kinds).
         #[arg(long, required = true, value_delimiter = ',', value_parser = parse_scope)]
         scope: Vec<crate::auth::Scope>,
 
@@ -60,7 +61,7 @@ pub enum TokenCommand {
 
 fn parse_scope(text: &str) -> Result<crate::auth::Scope, String> {
     crate::auth::Scope::parse(text.trim())
-        .ok_or_else(|| format!("'{text}' is not a scope; use tasks.read, tasks.write or admin"))
+        .ok_or_else(|| format!("'{text}' is not a scope; use tasks.read, tasks.write, admin or worker"))
 }
 
 /// The JWT settings, shared by the server and `taskd token issue`. The HS256 secret comes
@@ -207,6 +208,17 @@ pub struct RunArgs {
     )]
     pub queues: Vec<String>,
 
+    /// Kinds that remote workers serve (`taskctl worker`, the Python SDK, anything speaking the
+    /// lease protocol), comma-separated, e.g. resize,report. A submit of a kind that is
+    /// neither built in nor declared is refused. Give every API process the same list.
+    #[arg(
+        long,
+        env = "TASKD_KINDS",
+        value_delimiter = ',',
+        value_name = "KIND"
+    )]
+    pub kinds: Vec<String>,
+
     #[command(flatten)]
     pub auth: AuthArgs,
 
@@ -333,6 +345,15 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The kinds `--kinds` declares (an empty `TASKD_KINDS=` declares none).
+    pub fn declared_kinds(&self) -> Vec<String> {
+        self.kinds
+            .iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .collect()
+    }
+
     /// Checks what clap cannot check alone.
     pub fn validate(&self) -> Result<(), String> {
         if self.broker != "db" && !self.broker.starts_with("amqp://") {
@@ -353,6 +374,7 @@ impl RunArgs {
         if self.queues.is_empty() || self.queues.iter().any(|q| q.trim().is_empty()) {
             return Err("--queues: give at least one queue name, e.g. --queues default".into());
         }
+        crate::domain::kinds::check_declared(&self.declared_kinds())?;
         if self.retry_base > self.retry_max {
             return Err("--retry-base must not be longer than --retry-max".into());
         }

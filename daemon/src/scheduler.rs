@@ -406,7 +406,7 @@ impl Scheduler {
             request.idempotency_key = Some(format!("schedule:{name}:{fire_at}"));
         }
         let mut task = validate::submit(request, &self.kinds, Uuid::now_v7(), now)?;
-        task.published_at = mark;
+        task.published_at = self.broker.stamp(&task.kind, mark);
         Ok(task)
     }
 
@@ -462,11 +462,7 @@ mod tests {
     use super::*;
 
     fn kinds() -> Kinds {
-        Kinds {
-            known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-            shell_enabled: false,
-            provisioning_enabled: false,
-        }
+        Kinds::new(false, false, Vec::new())
     }
 
     fn spec(name: &str) -> ScheduleSpec {

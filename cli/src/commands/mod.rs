@@ -6,6 +6,7 @@ pub mod completions;
 pub mod config;
 pub mod dlq;
 pub mod events;
+pub mod kinds;
 pub mod list;
 pub mod logs;
 pub mod provision;
@@ -16,6 +17,7 @@ pub mod status;
 pub mod submit;
 pub mod top;
 pub mod watch;
+pub mod worker;
 pub mod workers;
 pub mod workflow;
 
@@ -97,6 +99,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Queues(args) => queues::run(&client, &ui, args).await,
         Command::Workers(args) => workers::run(&client, &ui, args).await,
+        Command::Kinds(args) => kinds::run(&client, &ui, args).await,
+        Command::Worker(args) => worker::run(&client, &ui, args).await,
         Command::Provision(args) => provision::run(&client, &ui, args).await,
     }
 }

@@ -8,8 +8,10 @@ use taskplane_api::{Client, WorkerList};
 use crate::error::CliError;
 use crate::output::{self, Ui};
 
-/// Show the live worker processes: host, pid, queues, busy slots and heartbeat age. A worker
-/// that misses three heartbeats (6 s) drops out.
+/// Show the live workers: host, pid (`remote` for a worker over the lease protocol), queues,
+/// busy slots and heartbeat age (`-o wide`: the kinds each serves). A taskd worker that
+/// misses three heartbeats (6 s) drops out, a remote one after a lease (30 s by default)
+/// without a poll or a report.
 #[derive(Debug, Args)]
 pub struct WorkersArgs {
     /// Refresh in place until interrupted.
@@ -42,7 +44,8 @@ fn render(ui: &Ui, list: &WorkerList) -> Result<(), CliError> {
         return Ok(());
     }
     let now = chrono::Utc::now();
-    let mut table = ui.table(&[
+    let wide = ui.wide();
+    let mut headers = vec![
         "ID",
         "HOST",
         "PID",
@@ -50,17 +53,30 @@ fn render(ui: &Ui, list: &WorkerList) -> Result<(), CliError> {
         "BUSY",
         "STARTED",
         "HEARTBEAT",
-    ]);
+    ];
+    if wide {
+        headers.push("KINDS");
+    }
+    let mut table = ui.table(&headers);
     for worker in &list.workers {
-        table.add_row(vec![
+        let mut row = vec![
             output::cell(&worker.id),
             output::cell(&worker.host),
-            output::cell(worker.pid),
+            // A remote worker (the lease protocol) has no pid taskd knows.
+            output::cell(if worker.remote {
+                "remote".to_owned()
+            } else {
+                worker.pid.to_string()
+            }),
             output::cell(worker.queues.join(",")),
             output::cell(format!("{}/{}", worker.busy, worker.concurrency)),
             output::cell(format!("{} ago", output::age(worker.started_at, now))),
             output::cell(format!("{} ago", output::age(worker.last_heartbeat, now))),
-        ]);
+        ];
+        if wide {
+            row.push(output::cell(worker.kinds.join(",")));
+        }
+        table.add_row(row);
     }
     ui.print_table(&table)
 }

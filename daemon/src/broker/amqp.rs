@@ -323,6 +323,7 @@ mod tests {
 
     fn task(queue: &str, priority: i32) -> Publishable {
         Publishable {
+            kind: "noop".into(),
             id: Uuid::now_v7(),
             queue: queue.into(),
             priority,

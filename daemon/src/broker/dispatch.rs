@@ -32,6 +32,8 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     submitted: mpsc::Receiver<Vec<Publishable>>,
     outbox: Arc<Outbox>,
+    /// Kinds remote workers lease from the database: marked, never published.
+    declared: Arc<[String]>,
 }
 
 impl Dispatcher {
@@ -41,6 +43,7 @@ impl Dispatcher {
         wake: Arc<Notify>,
         submitted: mpsc::Receiver<Vec<Publishable>>,
         outbox: Arc<Outbox>,
+        declared: Arc<[String]>,
     ) -> Dispatcher {
         Dispatcher {
             store,
@@ -48,6 +51,7 @@ impl Dispatcher {
             wake,
             submitted,
             outbox,
+            declared,
         }
     }
 
@@ -107,7 +111,19 @@ impl Dispatcher {
             Ok(tasks) if tasks.is_empty() => {}
             Ok(tasks) => {
                 tracing::debug!(tasks = tasks.len(), "dispatching unpublished tasks");
-                self.publish(&tasks).await;
+                let (leased, published): (Vec<_>, Vec<_>) = tasks
+                    .into_iter()
+                    .partition(|t| self.declared.contains(&t.kind));
+                if !leased.is_empty() {
+                    // Remote workers lease them from the database: nothing to publish.
+                    let versions: Vec<_> = leased.iter().map(|t| (t.id, t.updated_at)).collect();
+                    if let Err(error) = self.store.mark_published(&versions, now_ms()).await {
+                        tracing::warn!(%error, "marking leased kinds' tasks failed");
+                    }
+                }
+                if !published.is_empty() {
+                    self.publish(&published).await;
+                }
             }
             Err(error) => tracing::warn!(%error, "reading unpublished tasks failed"),
         }

@@ -43,6 +43,9 @@ pub struct Claimant {
     pub store: Arc<dyn Store>,
     pub worker: String,
     pub queues: Vec<String>,
+    /// The kinds it runs (its registry's): a task of another kind is left to the remote
+    /// workers that serve it.
+    pub kinds: Vec<String>,
     /// How long a claim holds a task without renewal.
     pub lease: Duration,
     pub metrics: Arc<Metrics>,
@@ -145,7 +148,14 @@ impl Intake for DbIntake {
             let limit = u32::try_from(max).unwrap_or(u32::MAX);
             match c
                 .store
-                .claim(&c.worker, &c.queues, limit, now, c.lease_from(now))
+                .claim_of(
+                    &c.worker,
+                    &c.queues,
+                    Some(&c.kinds),
+                    limit,
+                    now,
+                    c.lease_from(now),
+                )
                 .await
             {
                 Ok(tasks) => tasks.into_iter().map(|t| (t, Receipt::none())).collect(),
@@ -313,7 +323,7 @@ impl AmqpIntake {
         let now = now_ms();
         match c
             .store
-            .claim_ids(&c.worker, &ids, now, c.lease_from(now))
+            .claim_ids_of(&c.worker, &ids, Some(&c.kinds), now, c.lease_from(now))
             .await
         {
             Ok(claimed) => {
@@ -393,16 +403,14 @@ mod tests {
         let store = SqliteStore::open(&url).await.expect("open");
         store.migrate().await.expect("migrate");
         let store: Arc<dyn Store> = Arc::new(store);
-        let kinds = Kinds {
-            known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-            shell_enabled: false,
-            provisioning_enabled: false,
-        };
+        let kinds = Kinds::new(false, false, vec!["resize".into()]);
         let now = now_ms();
-        let tasks = (0..3)
-            .map(|_| {
+        // A task of a kind remote workers serve stays for them.
+        let tasks = ["noop", "resize", "noop", "noop"]
+            .into_iter()
+            .map(|kind| {
                 let request = SubmitTask {
-                    kind: "noop".into(),
+                    kind: kind.into(),
                     ..Default::default()
                 };
                 validate::submit(request, &kinds, Uuid::now_v7(), now).expect("valid")
@@ -415,6 +423,7 @@ mod tests {
                 store: store.clone(),
                 worker: "w".into(),
                 queues: vec!["default".into()],
+                kinds: vec!["noop".into()],
                 lease: Duration::from_secs(30),
                 metrics: Arc::new(Metrics::default()),
             },

@@ -32,6 +32,11 @@ const SUBMIT_BACKLOG: usize = 1024;
 pub struct Broker {
     /// Wakes this process's database-claiming worker.
     pub ready_wake: Arc<Notify>,
+    /// Wakes every lease request waiting in this process (`notify_waiters`).
+    leases: Arc<Notify>,
+    /// The kinds remote workers serve (`--kinds`): never published to RabbitMQ, since they
+    /// lease them from the database (an HTTP long-poll cannot hold a delivery).
+    declared: Arc<[String]>,
     amqp: Option<AmqpParts>,
 }
 
@@ -115,27 +120,40 @@ impl Broker {
     pub fn db() -> Broker {
         Broker {
             ready_wake: Arc::new(Notify::new()),
+            leases: Arc::new(Notify::new()),
+            declared: Arc::from(Vec::new()),
             amqp: None,
         }
     }
 
-    /// RabbitMQ at `url`, and the dispatcher that publishes for this process (to be run).
-    /// Does not wait for the broker: a process starts while RabbitMQ is down and reports
-    /// itself not ready until it connects.
-    pub fn amqp(url: &str, store: Arc<dyn Store>) -> (Broker, Dispatcher) {
+    /// The same broker, knowing the kinds remote workers serve.
+    pub fn with_declared(mut self, kinds: Vec<String>) -> Broker {
+        self.declared = Arc::from(kinds);
+        self
+    }
+
+    /// RabbitMQ at `url`, and the dispatcher that publishes for this process (to be run;
+    /// it leaves the `declared` kinds to the lease protocol). Does not wait for the broker:
+    /// a process starts while RabbitMQ is down and reports itself not ready until it
+    /// connects.
+    pub fn amqp(url: &str, store: Arc<dyn Store>, declared: Vec<String>) -> (Broker, Dispatcher) {
         let client = Arc::new(Amqp::new(url));
         let dispatch_wake = Arc::new(Notify::new());
         let outbox = Arc::new(Outbox::new());
         let (submitted, rx) = mpsc::channel(SUBMIT_BACKLOG);
+        let declared: Arc<[String]> = Arc::from(declared);
         let dispatcher = Dispatcher::new(
             store,
             client.clone(),
             dispatch_wake.clone(),
             rx,
             outbox.clone(),
+            declared.clone(),
         );
         let broker = Broker {
             ready_wake: Arc::new(Notify::new()),
+            leases: Arc::new(Notify::new()),
+            declared,
             amqp: Some(AmqpParts {
                 client,
                 dispatch_wake,
@@ -173,9 +191,32 @@ impl Broker {
         }
     }
 
+    /// The `published_at` a task of `kind` is inserted with: `mark` (from
+    /// [`Broker::submit_mark`]), or 0 for a declared kind, which nobody publishes.
+    pub fn stamp(&self, kind: &str, mark: Option<i64>) -> Option<i64> {
+        if self.is_declared(kind) {
+            Some(0)
+        } else {
+            mark
+        }
+    }
+
+    /// Whether remote workers serve `kind`.
+    pub fn is_declared(&self, kind: &str) -> bool {
+        self.declared.iter().any(|k| k == kind)
+    }
+
+    /// What lease requests wait on: woken whenever work may have become ready.
+    pub fn lease_signal(&self) -> &Notify {
+        &self.leases
+    }
+
     /// Newly committed tasks, stamped with `mark` (from [`Broker::submit_mark`]): publish
-    /// them (AMQP) or wake a worker (db).
+    /// them (AMQP) or wake a worker (db); wake the lease requests for a declared kind's.
     pub fn submitted(&self, tasks: &[&StoredTask], mark: Option<i64>) {
+        if !self.declared.is_empty() && tasks.iter().any(|t| self.is_declared(&t.kind)) {
+            self.leases.notify_waiters();
+        }
         let Some(parts) = &self.amqp else {
             self.ready_wake.notify_one();
             return;
@@ -186,7 +227,7 @@ impl Broker {
         }
         let ready: Vec<Publishable> = tasks
             .iter()
-            .filter(|t| t.status == taskplane_api::TaskStatus::Queued)
+            .filter(|t| t.status == taskplane_api::TaskStatus::Queued && !self.is_declared(&t.kind))
             .map(|t| Publishable::from_task(t))
             .collect();
         if ready.is_empty() {
@@ -203,17 +244,18 @@ impl Broker {
         }
     }
 
-    /// What [`Broker::work_ready`] wakes: for a store to wake when another process (or its
-    /// own writer) made work ready.
-    pub fn ready_signal(&self) -> Arc<Notify> {
-        match &self.amqp {
-            None => self.ready_wake.clone(),
-            Some(parts) => parts.dispatch_wake.clone(),
+    /// Passes every wake of `from` (the store's: another process, or its own writer, made
+    /// work ready) on to what [`Broker::work_ready`] wakes, for good.
+    pub async fn relay(self: Arc<Self>, from: Arc<Notify>) {
+        loop {
+            from.notified().await;
+            self.work_ready();
         }
     }
 
     /// Something became ready without a submit (a retry, a due task, a reaped lease).
     pub fn work_ready(&self) {
+        self.leases.notify_waiters();
         match &self.amqp {
             None => self.ready_wake.notify_one(),
             Some(parts) => parts.dispatch_wake.notify_one(),

@@ -5,6 +5,7 @@
 //! exhaustively testable.
 
 pub mod backoff;
+pub mod kinds;
 pub mod labels;
 pub mod lifecycle;
 pub mod schedule;

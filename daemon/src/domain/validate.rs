@@ -5,11 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
-use taskplane_api::kinds::{HttpPayload, KubectlPayload, SaltPayload, ShellPayload, SleepPayload};
 use taskplane_api::{MAX_DEPENDENCIES, MAX_PAYLOAD_BYTES, SubmitTask, TaskStatus};
 use uuid::Uuid;
+
+use super::kinds::Gate;
 
 pub const DEFAULT_QUEUE: &str = "default";
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -73,41 +73,66 @@ impl ValidationError {
     }
 }
 
-/// The kinds this daemon knows, and which of them it accepts.
-#[derive(Debug, Clone)]
+/// The kinds this daemon accepts: the built-in ones ([`super::kinds::BUILTIN`]), gated by
+/// their flags, and the declared ones remote workers serve (`--kinds`).
+#[derive(Debug, Clone, Default)]
 pub struct Kinds {
-    pub known: Vec<&'static str>,
     pub shell_enabled: bool,
     /// `salt` and `kubectl`.
     pub provisioning_enabled: bool,
+    /// Served by remote workers over the lease protocol; any JSON payload.
+    pub declared: Vec<String>,
 }
 
 impl Kinds {
+    pub fn new(shell_enabled: bool, provisioning_enabled: bool, declared: Vec<String>) -> Kinds {
+        Kinds {
+            shell_enabled,
+            provisioning_enabled,
+            declared,
+        }
+    }
+
+    /// Whether remote workers serve `kind` (it was declared with `--kinds`).
+    pub fn is_declared(&self, kind: &str) -> bool {
+        self.declared.iter().any(|k| k == kind)
+    }
+
+    /// Whether `kind`'s flag is on (declared kinds have none).
+    pub fn enabled(&self, kind: &super::kinds::Builtin) -> bool {
+        match kind.gate {
+            Gate::Always => true,
+            Gate::Shell => self.shell_enabled,
+            Gate::Provisioning => self.provisioning_enabled,
+        }
+    }
+
     fn check(&self, kind: &str) -> Result<(), ValidationError> {
-        if !self.known.contains(&kind) {
+        let Some(builtin) = super::kinds::builtin(kind) else {
+            if self.is_declared(kind) {
+                return Ok(());
+            }
+            let mut known: Vec<&str> = super::kinds::BUILTIN.iter().map(|k| k.name).collect();
+            known.extend(self.declared.iter().map(String::as_str));
             return Err(ValidationError::new(
                 "unknown_kind",
                 format!(
-                    "unknown kind '{kind}' (known kinds: {})",
-                    self.known.join(", ")
+                    "unknown kind '{kind}' (known kinds: {}; taskd --kinds declares the kinds remote workers serve)",
+                    known.join(", ")
                 ),
             ));
+        };
+        if self.enabled(builtin) {
+            return Ok(());
         }
-        if kind == "shell" && !self.shell_enabled {
-            return Err(ValidationError::new(
-                "kind_disabled",
-                "the shell kind is disabled on this taskd; start it with --enable-shell",
-            ));
-        }
-        if matches!(kind, "salt" | "kubectl") && !self.provisioning_enabled {
-            return Err(ValidationError::new(
-                "kind_disabled",
-                format!(
-                    "the {kind} kind is disabled on this taskd; start it with --enable-provisioning"
-                ),
-            ));
-        }
-        Ok(())
+        let flag = match builtin.gate {
+            Gate::Shell => "--enable-shell",
+            _ => "--enable-provisioning",
+        };
+        Err(ValidationError::new(
+            "kind_disabled",
+            format!("the {kind} kind is disabled on this taskd; start it with {flag}"),
+        ))
     }
 }
 
@@ -291,61 +316,12 @@ fn validate(
     })
 }
 
-/// Checks the payload's shape for kinds that read it.
+/// Checks the payload's shape for kinds that read it (declared kinds take any JSON).
 pub(crate) fn check_payload(kind: &str, payload: &Value) -> Result<(), ValidationError> {
-    match kind {
-        "sleep" => {
-            parse_payload::<SleepPayload>(kind, payload)?;
-        }
-        "shell" => {
-            let shell: ShellPayload = parse_payload(kind, payload)?;
-            if shell.argv.is_empty() || shell.argv[0].is_empty() {
-                return Err(ValidationError::new(
-                    "invalid_payload",
-                    "shell: argv must name a program, e.g. {\"argv\": [\"echo\", \"hi\"]}",
-                ));
-            }
-        }
-        "salt" => {
-            let salt: SaltPayload = parse_payload(kind, payload)?;
-            taskplane_provisioning::salt::validate(&salt)
-                .map_err(|e| ValidationError::new("invalid_payload", e.to_string()))?;
-        }
-        "kubectl" => {
-            let kubectl: KubectlPayload = parse_payload(kind, payload)?;
-            taskplane_provisioning::kubectl::plan(&kubectl)
-                .map_err(|e| ValidationError::new("invalid_payload", e.to_string()))?;
-        }
-        "http" => {
-            let http: HttpPayload = parse_payload(kind, payload)?;
-            if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
-                return Err(ValidationError::new(
-                    "invalid_payload",
-                    format!(
-                        "http: url '{}' must start with http:// or https://",
-                        http.url
-                    ),
-                ));
-            }
-            if let Some(method) = &http.method
-                && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()))
-            {
-                return Err(ValidationError::new(
-                    "invalid_payload",
-                    format!("http: '{method}' is not an HTTP method"),
-                ));
-            }
-            http.check_headers()
-                .map_err(|e| ValidationError::new("invalid_payload", format!("http: {e}")))?;
-        }
-        _ => {}
+    match super::kinds::builtin(kind) {
+        Some(builtin) => builtin.check(payload),
+        None => Ok(()),
     }
-    Ok(())
-}
-
-fn parse_payload<T: DeserializeOwned>(kind: &str, payload: &Value) -> Result<T, ValidationError> {
-    T::deserialize(payload)
-        .map_err(|e| ValidationError::new("invalid_payload", format!("{kind}: {e}")))
 }
 
 /// Whether `name` is a name by the API's rule for names (queues, schedules, workflows and
@@ -450,11 +426,7 @@ mod tests {
     const NOW: i64 = 1_700_000_000_000;
 
     fn kinds(shell: bool) -> Kinds {
-        Kinds {
-            known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-            shell_enabled: shell,
-            provisioning_enabled: shell,
-        }
+        Kinds::new(shell, shell, vec!["resize".into()])
     }
 
     fn request(kind: &str, payload: Value) -> SubmitTask {
@@ -495,6 +467,9 @@ mod tests {
         let err = check(request("frobnicate", json!({}))).expect_err("unknown");
         assert_eq!(err.code, "unknown_kind");
         assert!(err.message.contains("noop, echo"), "{}", err.message);
+        assert!(err.message.contains("kubectl, resize"), "{}", err.message);
+        let declared = check(request("resize", json!(["any", "json"]))).expect("declared");
+        assert_eq!(declared.payload, r#"["any","json"]"#);
         let err = submit(
             request("shell", json!({"argv": ["true"]})),
             &kinds(false),

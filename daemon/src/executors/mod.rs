@@ -1,5 +1,6 @@
 //! What a task of each kind does. Every kind is an [`Executor`] behind one small trait, so
-//! adding a kind is one file and one line in [`Registry::builtin`].
+//! adding a kind is one file, its entry in [`crate::domain::kinds::BUILTIN`] and its arm in
+//! [`Registry::builtin`].
 
 mod basic;
 mod http;
@@ -66,28 +67,33 @@ impl Registry {
         provisioning_enabled: bool,
         http_policy: AddressPolicy,
     ) -> Registry {
-        let mut executors: BTreeMap<&'static str, Arc<dyn Executor>> = BTreeMap::new();
-        executors.insert("noop", Arc::new(basic::Noop));
-        executors.insert("echo", Arc::new(basic::Echo));
-        executors.insert("sleep", Arc::new(basic::Sleep));
-        executors.insert(
-            "shell",
-            Arc::new(shell::Shell::new(shell_enabled, shell_pass_env)),
-        );
-        executors.insert("http", Arc::new(http::Http::new(http_policy)));
-        executors.insert(
-            "salt",
-            Arc::new(provision::Salt {
-                enabled: provisioning_enabled,
-            }),
-        );
-        executors.insert(
-            "kubectl",
-            Arc::new(provision::Kubectl {
-                enabled: provisioning_enabled,
-            }),
-        );
+        // One executor per entry of the kinds' table, which is the only list of them.
+        let executors = crate::domain::kinds::BUILTIN
+            .iter()
+            .map(|kind| {
+                let executor: Arc<dyn Executor> = match kind.name {
+                    "noop" => Arc::new(basic::Noop),
+                    "echo" => Arc::new(basic::Echo),
+                    "sleep" => Arc::new(basic::Sleep),
+                    "shell" => Arc::new(shell::Shell::new(shell_enabled, shell_pass_env)),
+                    "http" => Arc::new(http::Http::new(http_policy.clone())),
+                    "salt" => Arc::new(provision::Salt {
+                        enabled: provisioning_enabled,
+                    }),
+                    "kubectl" => Arc::new(provision::Kubectl {
+                        enabled: provisioning_enabled,
+                    }),
+                    other => unreachable!("the built-in kind '{other}' has no executor"),
+                };
+                (kind.name, executor)
+            })
+            .collect();
         Registry { executors }
+    }
+
+    /// The kinds this registry runs: what its worker claims.
+    pub fn kinds(&self) -> Vec<String> {
+        self.executors.keys().map(|k| (*k).to_owned()).collect()
     }
 
     pub fn get(&self, kind: &str) -> Option<Arc<dyn Executor>> {
@@ -110,5 +116,17 @@ fn log_line(log: &LogSink) -> impl FnMut(Stream, String) -> BoxFuture<'static, (
             Stream::Stderr => LogStream::Stderr,
         };
         Box::pin(async move { log.line(stream, line).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_builtin_kind_has_an_executor() {
+        let registry = super::Registry::builtin(false, &[], false, super::AddressPolicy::default());
+        for kind in crate::domain::kinds::BUILTIN {
+            assert!(registry.get(kind.name).is_some(), "{}", kind.name);
+        }
+        assert_eq!(registry.kinds().len(), crate::domain::kinds::BUILTIN.len());
     }
 }

@@ -222,6 +222,15 @@ pub fn required_scope(method: &Method, route: &str, private_probes: bool) -> Opt
         "/health" => None,
         "/ready" | "/metrics" | "/api/v1/openapi.json" => private_probes.then_some(Scope::Read),
         "/api/v1/dlq/purge" => Some(Scope::Admin),
+        "/api/v1/leases"
+        | "/api/v1/tasks/{id}/heartbeat"
+        | "/api/v1/tasks/{id}/complete"
+        | "/api/v1/tasks/{id}/fail"
+        | "/api/v1/tasks/{id}/logs"
+            if *method == Method::POST =>
+        {
+            Some(Scope::Worker)
+        }
         _ if *method == Method::GET || *method == Method::HEAD => Some(Scope::Read),
         _ => Some(Scope::Write),
     }
@@ -390,7 +399,14 @@ fn client_of(ip: std::net::IpAddr) -> String {
 /// Answers 503 when a handler takes longer than the timeout. Streams (events, log follow)
 /// answer their headers at once, so only their setup is timed.
 pub async fn timeout(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
-    match tokio::time::timeout(guard.timeout, next.run(request)).await {
+    // A lease request may wait for work as long as it asks (up to 30 s) before its own
+    // work starts.
+    let limit = if request.uri().path() == "/api/v1/leases" {
+        guard.timeout + std::time::Duration::from_millis(taskplane_api::MAX_LEASE_WAIT_MS)
+    } else {
+        guard.timeout
+    };
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -498,6 +514,13 @@ mod tests {
         assert_eq!(
             required_scope(&post, "/api/v1/dlq/purge", false),
             Some(Scope::Admin)
+        );
+        for route in ["/api/v1/leases", "/api/v1/tasks/{id}/complete"] {
+            assert_eq!(required_scope(&post, route, false), Some(Scope::Worker));
+        }
+        assert_eq!(
+            required_scope(&get, "/api/v1/kinds", false),
+            Some(Scope::Read)
         );
     }
 

@@ -25,7 +25,6 @@ use super::AppState;
 use super::convert;
 use super::error::ApiError;
 use super::extract::QueryParams;
-use crate::domain::HEARTBEAT_EVERY;
 use crate::util::now_ms;
 
 /// How many events a resuming client may be sent from the database.
@@ -378,8 +377,7 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
     ),
     security(("bearer" = ["tasks.read"])))]
 pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
-    let alive_since = now_ms() - 3 * HEARTBEAT_EVERY.as_millis() as i64;
-    let rows = state.store.workers(alive_since).await?;
+    let rows = super::leases::live_workers(&state).await?;
     let instant = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
     Ok(Json(WorkerList {
         workers: rows
@@ -393,6 +391,13 @@ pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerList>, 
                 busy: row.busy,
                 started_at: instant(row.started_at),
                 last_heartbeat: instant(row.heartbeat_at),
+                kinds: row
+                    .kinds
+                    .split(',')
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                remote: row.remote,
             })
             .collect(),
     }))

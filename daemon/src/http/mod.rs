@@ -5,6 +5,7 @@ mod convert;
 mod error;
 mod extract;
 pub mod guard;
+mod leases;
 mod live;
 pub mod openapi;
 mod probes;
@@ -25,6 +26,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post, put};
 use guard::Guard;
+pub use leases::LeaseSettings;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -43,6 +45,8 @@ pub struct AppState {
     pub role: &'static str,
     /// Fires schedules; woken when one changes here.
     pub scheduler: Arc<crate::scheduler::Scheduler>,
+    /// The lease protocol's lease and backoff.
+    pub leases: Arc<LeaseSettings>,
 }
 
 /// The full API (the `api` role), behind `guard`, taking bodies up to `max_body` bytes.
@@ -53,7 +57,10 @@ pub fn api_router(state: AppState, guard: Arc<Guard>, max_body: usize) -> Router
         .route("/api/v1/tasks/{id}", get(tasks::get_one))
         .route("/api/v1/tasks/{id}/cancel", post(tasks::cancel))
         .route("/api/v1/tasks/{id}/retry", post(tasks::retry))
-        .route("/api/v1/tasks/{id}/logs", get(tasks::logs))
+        .route(
+            "/api/v1/tasks/{id}/logs",
+            get(tasks::logs).post(leases::logs),
+        )
         .route("/api/v1/events", get(live::events))
         .route("/api/v1/queues", get(live::queues))
         .route("/api/v1/workers", get(live::workers))
@@ -81,6 +88,11 @@ pub fn api_router(state: AppState, guard: Arc<Guard>, max_body: usize) -> Router
         .route("/api/v1/workflows/{id}", get(workflows::get_one))
         .route("/api/v1/workflows/{id}/cancel", post(workflows::cancel))
         .route("/api/v1/workflows/{id}/retry", post(workflows::retry))
+        .route("/api/v1/kinds", get(leases::kinds))
+        .route("/api/v1/leases", post(leases::lease))
+        .route("/api/v1/tasks/{id}/heartbeat", post(leases::heartbeat))
+        .route("/api/v1/tasks/{id}/complete", post(leases::complete))
+        .route("/api/v1/tasks/{id}/fail", post(leases::fail))
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(probe_routes())
         // Innermost first: the rate limit reads the principal that auth leaves.

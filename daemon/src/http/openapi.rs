@@ -4,7 +4,8 @@
 
 use axum::Json;
 use taskplane_api::{
-    BatchSubmit, BrokerQueue, BulkResult, CatchUp, CronQuery, DlqPurge, DlqRetry, ErrorBody,
+    BatchSubmit, BrokerQueue, Complete, Fail, Heartbeat, HeartbeatAnswer, KindInfo, KindList,
+    LeaseList, LeaseRequest, LeasedTask, LogReport, ReportAnswer, ReportedLine, BulkResult, CatchUp, CronQuery, DlqPurge, DlqRetry, ErrorBody,
     ErrorDetail, EventKind, Health, LogLine, LogPage, LogStream, NextFires, NextQuery, Overlap,
     QueueList, QueueStats, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec, StepRef,
     SubmitTask, Task, TaskEvent, TaskList, TaskStatus, TaskSummary, WorkerInfo, WorkerList,
@@ -14,7 +15,7 @@ use taskplane_api::{
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{live, probes, schedules, tasks, workflows};
+use super::{leases, live, probes, schedules, tasks, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -51,6 +52,12 @@ use super::{live, probes, schedules, tasks, workflows};
         live::events,
         live::queues,
         live::workers,
+        leases::kinds,
+        leases::lease,
+        leases::heartbeat,
+        leases::complete,
+        leases::fail,
+        leases::logs,
         probes::health,
         probes::ready,
         probes::metrics,
@@ -61,7 +68,9 @@ use super::{live, probes, schedules, tasks, workflows};
         QueueStats, QueueList, WorkerInfo, WorkerList, ErrorBody, ErrorDetail, Health,
         ScheduleSpec, Schedule, ScheduleList, Overlap, CatchUp, NextFires, NextQuery, CronQuery,
         ScheduleQuery, WorkflowSpec, WorkflowStep, WorkflowStatus, StepRef, WorkflowCreated,
-        WorkflowStepState, Workflow, WorkflowList, WorkflowQuery, WorkflowAction
+        WorkflowStepState, Workflow, WorkflowList, WorkflowQuery, WorkflowAction, KindInfo,
+        KindList, LeaseRequest, LeasedTask, LeaseList, Heartbeat, HeartbeatAnswer, Complete, Fail,
+        ReportedLine, LogReport, ReportAnswer
     )),
     modifiers(&BearerAuth)
 )]

@@ -80,7 +80,7 @@ pub async fn submit(
     let now = now_ms();
     let mut task = validate::submit(request, &state.kinds, Uuid::now_v7(), now)?;
     let mark = state.broker.submit_mark();
-    task.published_at = mark;
+    task.published_at = state.broker.stamp(&task.kind, mark);
     let (kind, payload) = (task.kind.clone(), task.payload.clone());
     let mut stored = if task.depends_on.is_empty() {
         state.submits.insert(vec![task]).await?
@@ -189,7 +189,7 @@ pub async fn submit_batch(
                     error.message = format!("tasks[{i}]: {}", error.message);
                     error
                 })?;
-            task.published_at = mark;
+            task.published_at = state.broker.stamp(&task.kind, mark);
             Ok::<_, ApiError>(task)
         })
         .collect::<Result<_, _>>()?;

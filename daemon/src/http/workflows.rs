@@ -95,7 +95,7 @@ pub async fn create(
         task.depends_on = needs.iter().map(|&i| ids[i]).collect();
         task.workflow_id = Some(workflow_id);
         task.step = Some(step.id.clone());
-        task.published_at = mark;
+        task.published_at = state.broker.stamp(&task.kind, mark);
         tasks.push(task);
     }
     let graph = Graph {

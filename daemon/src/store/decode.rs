@@ -140,6 +140,7 @@ pub fn most_urgent_first(mut claimed: Vec<(i32, ClaimedTask)>) -> Vec<ClaimedTas
 pub fn publishable<R: TaskRow>(row: &R) -> Result<Publishable> {
     Ok(Publishable {
         id: parse_id(&row.text("id")?)?,
+        kind: row.text("kind")?,
         queue: row.text("queue")?,
         priority: row.small("priority")?,
         updated_at: row.int("updated_at")?,
@@ -249,6 +250,8 @@ pub fn worker<R: TaskRow>(row: &R) -> Result<WorkerRow> {
         busy: count(&id, row.int("busy")?)?,
         started_at: row.int("started_at")?,
         heartbeat_at: row.int("heartbeat_at")?,
+        kinds: row.text("kinds")?,
+        remote: row.flag("remote")?,
         id,
     })
 }

@@ -297,6 +297,7 @@ impl StoredTask {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Publishable {
     pub id: Uuid,
+    pub kind: String,
     pub queue: String,
     pub priority: i32,
     /// Marks which version of the row was published (see [`Store::mark_published`]).
@@ -307,6 +308,7 @@ impl Publishable {
     pub fn from_task(task: &StoredTask) -> Publishable {
         Publishable {
             id: task.id,
+            kind: task.kind.clone(),
             queue: task.queue.clone(),
             priority: task.priority,
             updated_at: task.updated_at,
@@ -382,6 +384,18 @@ pub struct WorkerRow {
     pub busy: u32,
     pub started_at: i64,
     pub heartbeat_at: i64,
+    /// The kinds it serves, comma-separated.
+    pub kinds: String,
+    /// It leases tasks over the API (the lease protocol) rather than being a taskd process.
+    pub remote: bool,
+}
+
+/// A task's lease after a renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseState {
+    /// A user asked for the task to be cancelled: its worker should stop it.
+    pub cancel_requested: bool,
+    pub expires_at: i64,
 }
 
 /// How many tasks of a queue are in a status.
@@ -508,8 +522,19 @@ pub trait Store: Schedules + Workflows + Send + Sync + 'static {
     /// Deletes finished tasks (and their output) that match `filter`; answers how many.
     fn delete_finished(&self, filter: FinishedFilter) -> BoxFuture<'_, Result<u64>>;
 
-    /// Claims up to `limit` ready tasks of `queues` for `worker`, highest priority first,
-    /// holding a lease until `lease_until`.
+    /// Claims up to `limit` ready tasks of `queues` (and of `kinds`, when given) for
+    /// `worker`, highest priority first, holding a lease until `lease_until`.
+    fn claim_of<'a>(
+        &'a self,
+        worker: &'a str,
+        queues: &'a [String],
+        kinds: Option<&'a [String]>,
+        limit: u32,
+        now: i64,
+        lease_until: i64,
+    ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>>;
+
+    /// [`Store::claim_of`] tasks of any kind.
     fn claim<'a>(
         &'a self,
         worker: &'a str,
@@ -517,17 +542,32 @@ pub trait Store: Schedules + Workflows + Send + Sync + 'static {
         limit: u32,
         now: i64,
         lease_until: i64,
+    ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>> {
+        self.claim_of(worker, queues, None, limit, now, lease_until)
+    }
+
+    /// Claims these ready tasks (delivered by a broker) for `worker`, those of `kinds` when
+    /// given. Ids that are not ready (duplicates, cancelled, already running) or of another
+    /// kind are left out of the answer.
+    fn claim_ids_of<'a>(
+        &'a self,
+        worker: &'a str,
+        ids: &'a [Uuid],
+        kinds: Option<&'a [String]>,
+        now: i64,
+        lease_until: i64,
     ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>>;
 
-    /// Claims these ready tasks (delivered by a broker) for `worker`. Ids that are not
-    /// ready (duplicates, cancelled, already running) are left out of the answer.
+    /// [`Store::claim_ids_of`] tasks of any kind.
     fn claim_ids<'a>(
         &'a self,
         worker: &'a str,
         ids: &'a [Uuid],
         now: i64,
         lease_until: i64,
-    ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>>;
+    ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>> {
+        self.claim_ids_of(worker, ids, None, now, lease_until)
+    }
 
     /// Records how attempts ended, in one transaction, for the tasks `worker` still holds.
     /// Each answer is false when the worker no longer holds that task (its lease expired and
@@ -601,6 +641,21 @@ pub trait Store: Schedules + Workflows + Send + Sync + 'static {
 
     /// Records a worker's heartbeat (creating its row on the first one).
     fn heartbeat<'a>(&'a self, worker: &'a WorkerRow) -> BoxFuture<'a, Result<()>>;
+
+    /// Records the heartbeat of a worker that has a row (a remote worker reporting on one of
+    /// its tasks); nothing when it has none.
+    fn touch_worker<'a>(&'a self, id: &'a str, now: i64) -> BoxFuture<'a, Result<()>>;
+
+    /// Extends to `until` the lease `owner` holds on task `id` for attempt `attempt`; None
+    /// when it holds none (the task finished, its lease expired and went to another
+    /// attempt, or it is someone else's).
+    fn renew_lease<'a>(
+        &'a self,
+        id: Uuid,
+        owner: &'a str,
+        attempt: u32,
+        until: i64,
+    ) -> BoxFuture<'a, Result<Option<LeaseState>>>;
 
     /// Workers whose last heartbeat is at or after `alive_since`.
     fn workers(&self, alive_since: i64) -> BoxFuture<'_, Result<Vec<WorkerRow>>>;

@@ -42,6 +42,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../migrations/postgres/0006_dependencies.sql"),
     ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_remote_workers.sql"),
+    ),
 ];
 
 /// The NOTIFY channel for "work is ready".
@@ -209,16 +213,18 @@ impl Dialect for Pg {
         store: &PgStore,
         worker: &str,
         queues: &[String],
+        kinds: Option<&[String]>,
         limit: u32,
         now: i64,
         lease_until: i64,
     ) -> Result<Vec<ClaimedTask>> {
         // With one queue, `queue = $4` lets PostgreSQL walk the `tasks_ready` index in
         // priority order and stop at the limit; `= ANY` over several makes it sort them all.
+        // The kinds (`$6`, NULL for any) filter the rows the walk finds.
         let filter = if queues.len() == 1 {
-            "queue = $4[1]"
+            "queue = $4[1] AND ($6::text[] IS NULL OR kind = ANY($6))"
         } else {
-            "queue = ANY($4)"
+            "queue = ANY($4) AND ($6::text[] IS NULL OR kind = ANY($6))"
         };
         // The CTE runs once (a subquery under IN may be evaluated again and claim more than
         // the limit); SKIP LOCKED lets concurrent workers pick different rows.
@@ -241,6 +247,7 @@ impl Dialect for Pg {
         .bind(now)
         .bind(queues)
         .bind(i64::from(limit))
+        .bind(kinds)
         .fetch_all(&store.write)
         .await?;
         decode::claimed_in_order(&rows)
@@ -250,6 +257,7 @@ impl Dialect for Pg {
         store: &PgStore,
         worker: &str,
         ids: &[Uuid],
+        kinds: Option<&[String]>,
         now: i64,
         lease_until: i64,
     ) -> Result<Vec<ClaimedTask>> {
@@ -269,6 +277,7 @@ impl Dialect for Pg {
              UPDATE tasks SET {set}
              FROM locked
              WHERE tasks.id = locked.locked_id AND tasks.status = 'queued'
+               AND ($5::text[] IS NULL OR tasks.kind = ANY($5))
              RETURNING {}",
             sql::CLAIM_COLUMNS,
             set = sql::CLAIM_SET
@@ -277,6 +286,7 @@ impl Dialect for Pg {
         .bind(lease_until)
         .bind(now)
         .bind(&ids)
+        .bind(kinds)
         .fetch_all(&store.write)
         .await?;
         decode::claimed_in_order(&rows)

@@ -310,13 +310,14 @@ pub fn retry() -> String {
     )
 }
 
-/// Every failed task, or those of one kind (`$2`) or queue (`$3`); with `$4`, not the
-/// kinds only an admin may run.
+/// Every failed task, or those of one kind (`$2`) or queue (`$3`); not those of the kinds
+/// `$4` lists, comma-separated, when given (the kinds only an admin may run,
+/// [`crate::domain::kinds::admin_list`]).
 pub fn retry_failed(locks: Locks) -> String {
     update_locked(
         REQUEUE,
         "status = 'failed' AND ($2 IS NULL OR kind = $2) AND ($3 IS NULL OR queue = $3)
-           AND (NOT $4 OR kind NOT IN ('shell', 'salt', 'kubectl'))",
+           AND ($4 IS NULL OR (',' || $4 || ',') NOT LIKE ('%,' || kind || ',%'))",
         locks.skip,
     )
 }
@@ -421,7 +422,7 @@ pub const LOGS: &str = "SELECT seq, attempt, stream, ts, line FROM task_logs
 
 /// Ready tasks the dispatcher must publish (requeued, due, retried, handed back), oldest
 /// first within a priority.
-pub const UNPUBLISHED: &str = "SELECT id, queue, priority, updated_at FROM tasks
+pub const UNPUBLISHED: &str = "SELECT id, kind, queue, priority, updated_at FROM tasks
      WHERE status = 'queued' AND published_at IS NULL
      ORDER BY priority DESC, created_at
      LIMIT $1";
@@ -525,13 +526,23 @@ pub const FINISHED_SINCE: &str = "SELECT queue, status, COUNT(*) AS n, MIN(finis
      FROM tasks WHERE finished_at >= $1 GROUP BY queue, status";
 
 pub const HEARTBEAT: &str = "INSERT INTO workers
-         (id, host, pid, queues, concurrency, busy, started_at, heartbeat_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-     ON CONFLICT (id) DO UPDATE SET busy = excluded.busy, heartbeat_at = excluded.heartbeat_at";
+         (id, host, pid, queues, concurrency, busy, started_at, heartbeat_at, kinds, remote)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     ON CONFLICT (id) DO UPDATE SET busy = excluded.busy, heartbeat_at = excluded.heartbeat_at,
+         queues = excluded.queues, concurrency = excluded.concurrency, kinds = excluded.kinds";
+
+/// A remote worker's heartbeat through one of its tasks' (`$1` its id, `$2` now).
+pub const TOUCH_WORKER: &str = "UPDATE workers SET heartbeat_at = $2 WHERE id = $1";
 
 pub const WORKERS: &str =
-    "SELECT id, host, pid, queues, concurrency, busy, started_at, heartbeat_at
+    "SELECT id, host, pid, queues, concurrency, busy, started_at, heartbeat_at, kinds, remote
      FROM workers WHERE heartbeat_at >= $1 ORDER BY id";
+
+/// Extends one task's lease: `$1` the task, `$2` its lease owner, `$3` the attempt it runs,
+/// `$4` the lease's new end. A single row found by its key: no lock order to keep.
+pub const RENEW_ONE: &str = "UPDATE tasks SET lease_expires_at = $4
+     WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'
+     RETURNING cancel_requested, lease_expires_at";
 
 pub const REMOVE_WORKER: &str = "DELETE FROM workers WHERE id = $1";
 

@@ -13,8 +13,9 @@ use taskplane_api::TaskStatus;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::decode::TaskRow as _;
 use super::{
-    BoxFuture, CancelOutcome, ClaimedTask, EventRow, FinishedFilter, ListFilter, NewLogLine,
+    BoxFuture, CancelOutcome, ClaimedTask, EventRow, FinishedFilter, LeaseState, ListFilter, NewLogLine,
     Publishable, QueueCount, Result, RetryOutcome, Store, StoreError, StoredLogLine, StoredTask,
     WorkerRow, WriteHealth, decode, sql,
 };
@@ -70,6 +71,7 @@ pub trait Dialect: Sized + Send + Sync + 'static {
         store: &'a SqlStore<Self>,
         worker: &'a str,
         queues: &'a [String],
+        kinds: Option<&'a [String]>,
         limit: u32,
         now: i64,
         lease_until: i64,
@@ -80,6 +82,7 @@ pub trait Dialect: Sized + Send + Sync + 'static {
         store: &'a SqlStore<Self>,
         worker: &'a str,
         ids: &'a [Uuid],
+        kinds: Option<&'a [String]>,
         now: i64,
         lease_until: i64,
     ) -> impl Future<Output = Result<Vec<ClaimedTask>>> + Send + 'a;
@@ -279,7 +282,7 @@ where
                 .bind(now)
                 .bind(kind)
                 .bind(queue)
-                .bind(skip_privileged)
+                .bind(skip_privileged.then(crate::domain::kinds::admin_list))
                 .execute(&self.write)
                 .await?;
             Ok(D::rows_affected(&done))
@@ -330,30 +333,37 @@ where
         })
     }
 
-    fn claim<'a>(
+    fn claim_of<'a>(
         &'a self,
         worker: &'a str,
         queues: &'a [String],
+        kinds: Option<&'a [String]>,
         limit: u32,
         now: i64,
         lease_until: i64,
     ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>> {
-        Box::pin(
-            self.health
-                .track(D::claim(self, worker, queues, limit, now, lease_until)),
-        )
+        Box::pin(self.health.track(D::claim(
+            self,
+            worker,
+            queues,
+            kinds,
+            limit,
+            now,
+            lease_until,
+        )))
     }
 
-    fn claim_ids<'a>(
+    fn claim_ids_of<'a>(
         &'a self,
         worker: &'a str,
         ids: &'a [Uuid],
+        kinds: Option<&'a [String]>,
         now: i64,
         lease_until: i64,
     ) -> BoxFuture<'a, Result<Vec<ClaimedTask>>> {
         Box::pin(
             self.health
-                .track(D::claim_ids(self, worker, ids, now, lease_until)),
+                .track(D::claim_ids(self, worker, ids, kinds, now, lease_until)),
         )
     }
 
@@ -541,9 +551,47 @@ where
                 .bind(i64::from(worker.busy))
                 .bind(worker.started_at)
                 .bind(worker.heartbeat_at)
+                .bind(&worker.kinds)
+                .bind(worker.remote)
                 .execute(&self.write)
                 .await?;
             Ok(())
+        }))
+    }
+
+    fn touch_worker<'a>(&'a self, id: &'a str, now: i64) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.health.track(async move {
+            sqlx::query(sql::TOUCH_WORKER)
+                .bind(id)
+                .bind(now)
+                .execute(&self.write)
+                .await?;
+            Ok(())
+        }))
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        id: Uuid,
+        owner: &'a str,
+        attempt: u32,
+        until: i64,
+    ) -> BoxFuture<'a, Result<Option<LeaseState>>> {
+        Box::pin(self.health.track(async move {
+            let row = sqlx::query(sql::RENEW_ONE)
+                .bind(id.to_string())
+                .bind(owner)
+                .bind(i64::from(attempt))
+                .bind(until)
+                .fetch_optional(&self.write)
+                .await?;
+            row.map(|row| {
+                Ok(LeaseState {
+                    cancel_requested: row.flag("cancel_requested")?,
+                    expires_at: row.int("lease_expires_at")?,
+                })
+            })
+            .transpose()
         }))
     }
 

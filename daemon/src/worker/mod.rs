@@ -137,6 +137,8 @@ impl Worker {
                     busy: 0,
                     started_at: now_ms(),
                     heartbeat_at: 0,
+                    kinds: this.registry.kinds().join(","),
+                    remote: false,
                 },
             ),
             Reaper::new(this.store.clone(), this.broker.clone()),
@@ -149,6 +151,7 @@ impl Worker {
                 store: this.store.clone(),
                 worker: this.config.id.clone(),
                 queues: this.config.queues.clone(),
+                kinds: this.registry.kinds(),
                 lease: this.config.lease,
                 metrics: this.metrics.clone(),
             },
@@ -336,57 +339,17 @@ impl Worker {
         task: &ClaimedTask,
         log: &logs::LogSink,
     ) -> Result<String, AttemptOutcome> {
-        let Some(workflow) = task
-            .workflow_id
-            .as_deref()
-            .filter(|_| workflow::has_references(&task.payload))
-        else {
-            return Ok(task.payload.clone());
-        };
-        let rejected = |message: String| {
-            AttemptOutcome::Rejected(format!("the payload cannot be filled in: {message}"))
-        };
-        let unavailable = |error: crate::store::StoreError| {
-            AttemptOutcome::Failed(format!(
-                "reading the results of earlier steps failed: {error}"
-            ))
-        };
-        let workflow: Uuid = workflow
-            .parse()
-            .map_err(|_| rejected(format!("'{workflow}' is not a workflow id")))?;
-        let template: serde_json::Value =
-            serde_json::from_str(&task.payload).map_err(|e| rejected(e.to_string()))?;
-        let succeeded: std::collections::HashSet<String> = self
-            .store
-            .succeeded_steps(workflow)
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .collect();
-        let used = workflow::used_steps(&template, &succeeded).map_err(rejected)?;
-        let results: HashMap<String, serde_json::Value> = self
-            .store
-            .step_results(workflow, used)
-            .await
-            .map_err(unavailable)?
-            .into_iter()
-            .map(|(step, result)| {
-                let value =
-                    serde_json::from_str(&result).unwrap_or(serde_json::Value::String(result));
-                (step, value)
-            })
-            .collect();
-        let filled = workflow::substitute(&template, &results).map_err(rejected)?;
-        // Its shape could not be checked at submit; another attempt would fail the same way.
-        crate::domain::validate::check_payload(&task.kind, &filled)
-            .map_err(|e| rejected(e.message))?;
-        let payload = filled.to_string();
-        log.line(
-            taskplane_api::LogStream::System,
-            format!("payload with the results of earlier steps: {payload}"),
-        )
-        .await;
-        Ok(payload)
+        match fill_in(self.store.as_ref(), task).await? {
+            None => Ok(task.payload.clone()),
+            Some(payload) => {
+                log.line(
+                    taskplane_api::LogStream::System,
+                    format!("payload with the results of earlier steps: {payload}"),
+                )
+                .await;
+                Ok(payload)
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -499,6 +462,58 @@ impl Worker {
         }
         id
     }
+}
+
+/// A workflow step's payload with the results of the steps it names put in; None for a task
+/// whose payload names none. A field a result lacks, or a filled-in payload its kind refuses,
+/// is [`AttemptOutcome::Rejected`] (another attempt would fail the same way). Local workers
+/// call it before the handler runs, the lease protocol before it hands a task out.
+pub async fn fill_in(
+    store: &dyn Store,
+    task: &ClaimedTask,
+) -> Result<Option<String>, AttemptOutcome> {
+    let Some(workflow) = task
+        .workflow_id
+        .as_deref()
+        .filter(|_| workflow::has_references(&task.payload))
+    else {
+        return Ok(None);
+    };
+    let rejected = |message: String| {
+        AttemptOutcome::Rejected(format!("the payload cannot be filled in: {message}"))
+    };
+    let unavailable = |error: crate::store::StoreError| {
+        AttemptOutcome::Failed(format!(
+            "reading the results of earlier steps failed: {error}"
+        ))
+    };
+    let workflow: Uuid = workflow
+        .parse()
+        .map_err(|_| rejected(format!("'{workflow}' is not a workflow id")))?;
+    let template: serde_json::Value =
+        serde_json::from_str(&task.payload).map_err(|e| rejected(e.to_string()))?;
+    let succeeded: std::collections::HashSet<String> = store
+        .succeeded_steps(workflow)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .collect();
+    let used = workflow::used_steps(&template, &succeeded).map_err(rejected)?;
+    let results: HashMap<String, serde_json::Value> = store
+        .step_results(workflow, used)
+        .await
+        .map_err(unavailable)?
+        .into_iter()
+        .map(|(step, result)| {
+            let value = serde_json::from_str(&result).unwrap_or(serde_json::Value::String(result));
+            (step, value)
+        })
+        .collect();
+    let filled = workflow::substitute(&template, &results).map_err(rejected)?;
+    // Its shape could not be checked at submit; another attempt would fail the same way.
+    crate::domain::validate::check_payload(&task.kind, &filled)
+        .map_err(|e| rejected(e.message))?;
+    Ok(Some(filled.to_string()))
 }
 
 /// A worker id that is unique across hosts and restarts: `host-pid-xxxx`.

@@ -291,11 +291,7 @@ mod tests {
 
     /// Submits a noop task at `at`, `delay_ms` before it is due.
     async fn submit(store: &dyn Store, at: i64, delay_ms: Option<u64>) -> Uuid {
-        let kinds = Kinds {
-            known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-            shell_enabled: false,
-            provisioning_enabled: false,
-        };
+        let kinds = Kinds::new(false, false, Vec::new());
         let request = SubmitTask {
             kind: "noop".into(),
             delay_ms,
@@ -328,6 +324,8 @@ mod tests {
             busy: 0,
             started_at: NOW,
             heartbeat_at: 0,
+            kinds: "noop,echo".into(),
+            remote: false,
         };
         let heartbeat = Heartbeat::new(store.clone(), row);
         heartbeat.beat(3, NOW + 1000).await.expect("beat");

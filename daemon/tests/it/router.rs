@@ -49,11 +49,7 @@ impl Api {
             cors_origins: Vec::new(),
             hosts: HostPolicy::new(&listen, auth, &[]),
         });
-        let kinds = Arc::new(Kinds {
-            known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-            shell_enabled: false,
-            provisioning_enabled: false,
-        });
+        let kinds = Arc::new(Kinds::new(false, false, Vec::new()));
         let events = EventHub::new(store.clone());
         let metrics = Arc::new(Metrics::default());
         let broker = Arc::new(Broker::db());
@@ -73,6 +69,13 @@ impl Api {
             broker,
             role: "all",
             scheduler,
+            leases: std::sync::Arc::new(taskd::http::LeaseSettings {
+                lease: std::time::Duration::from_secs(30),
+                backoff: taskd::domain::backoff::Backoff {
+                    base: std::time::Duration::from_secs(1),
+                    max: std::time::Duration::from_secs(60),
+                },
+            }),
         };
         Api {
             router: api_router(state, guard, 1024 * 1024),

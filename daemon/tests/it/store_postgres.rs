@@ -123,11 +123,7 @@ async fn the_delivery_writers_never_deadlock() {
     let Some((_db, store)) = fresh("the_delivery_writers_never_deadlock").await else {
         return;
     };
-    let kinds = taskd::domain::validate::Kinds {
-        known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-        shell_enabled: false,
-        provisioning_enabled: false,
-    };
+    let kinds = taskd::domain::validate::Kinds::new(false, false, Vec::new());
     let now = taskd::util::now_ms();
     let tasks: Vec<_> = (0..3000)
         .map(|_| {
@@ -224,11 +220,7 @@ async fn tend_vacuums_what_autovacuum_would() {
         .await
         .expect("setting");
     // Dead rows: every task claimed and settled leaves two old versions.
-    let kinds = taskd::domain::validate::Kinds {
-        known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-        shell_enabled: false,
-        provisioning_enabled: false,
-    };
+    let kinds = taskd::domain::validate::Kinds::new(false, false, Vec::new());
     let now = taskd::util::now_ms();
     let tasks: Vec<_> = (0..2000)
         .map(|_| {

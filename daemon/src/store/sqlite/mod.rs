@@ -47,6 +47,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../../migrations/sqlite/0006_dependencies.sql"),
     ),
+    (
+        7,
+        include_str!("../../../migrations/sqlite/0007_remote_workers.sql"),
+    ),
 ];
 
 /// Free pages worth giving back to the file system after a retention delete (4 MiB), and the
@@ -216,13 +220,14 @@ impl Dialect for Lite {
         store: &SqliteStore,
         worker: &str,
         queues: &[String],
+        kinds: Option<&[String]>,
         limit: u32,
         now: i64,
         lease_until: i64,
     ) -> Result<Vec<ClaimedTask>> {
         store
             .writer
-            .claim(worker, queues, limit, now, lease_until)
+            .claim(worker, queues, kinds, limit, now, lease_until)
             .await
     }
 
@@ -230,10 +235,14 @@ impl Dialect for Lite {
         store: &SqliteStore,
         worker: &str,
         ids: &[Uuid],
+        kinds: Option<&[String]>,
         now: i64,
         lease_until: i64,
     ) -> Result<Vec<ClaimedTask>> {
-        store.writer.claim_ids(worker, ids, now, lease_until).await
+        store
+            .writer
+            .claim_ids(worker, ids, kinds, now, lease_until)
+            .await
     }
 
     /// Other processes on the file are found by polling; the writer wakes this process's

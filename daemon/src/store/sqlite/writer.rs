@@ -58,6 +58,8 @@ enum Work {
     Claim {
         worker: String,
         queues: Vec<String>,
+        /// A JSON array of the kinds to claim, or any kind.
+        kinds: Option<String>,
         limit: u32,
         now: i64,
         lease_until: i64,
@@ -65,6 +67,7 @@ enum Work {
     ClaimIds {
         worker: String,
         ids: Vec<Uuid>,
+        kinds: Option<String>,
         now: i64,
         lease_until: i64,
     },
@@ -130,6 +133,7 @@ impl Writer {
         &self,
         worker: &str,
         queues: &[String],
+        kinds: Option<&[String]>,
         limit: u32,
         now: i64,
         lease_until: i64,
@@ -140,6 +144,7 @@ impl Writer {
         self.claim_work(Work::Claim {
             worker: worker.to_owned(),
             queues: queues.to_vec(),
+            kinds: kinds_json(kinds)?,
             limit,
             now,
             lease_until,
@@ -152,6 +157,7 @@ impl Writer {
         &self,
         worker: &str,
         ids: &[Uuid],
+        kinds: Option<&[String]>,
         now: i64,
         lease_until: i64,
     ) -> Result<Vec<ClaimedTask>> {
@@ -161,6 +167,7 @@ impl Writer {
         self.claim_work(Work::ClaimIds {
             worker: worker.to_owned(),
             ids: ids.to_vec(),
+            kinds: kinds_json(kinds)?,
             now,
             lease_until,
         })
@@ -209,20 +216,22 @@ impl Work {
             Work::Claim {
                 worker,
                 queues,
+                kinds,
                 limit,
                 now,
                 lease_until,
             } => {
-                let lease = Lease::new(worker, *lease_until, (*now).max(settled));
+                let lease = Lease::new(worker, *lease_until, (*now).max(settled), kinds);
                 claim(db, feed, &lease, queues, *limit).map(Done::Claimed)
             }
             Work::ClaimIds {
                 worker,
                 ids,
+                kinds,
                 now,
                 lease_until,
             } => {
-                let lease = Lease::new(worker, *lease_until, (*now).max(settled));
+                let lease = Lease::new(worker, *lease_until, (*now).max(settled), kinds);
                 claim_ids(db, feed, &lease, ids).map(Done::Claimed)
             }
         }
@@ -795,6 +804,7 @@ fn claim(
          WHERE rowid IN (
              SELECT rowid FROM tasks
              WHERE status = 'queued' AND {filter}
+               AND ($6 IS NULL OR kind IN (SELECT value FROM json_each($6)))
              ORDER BY priority DESC, run_at, id
              LIMIT $5)
            AND status = 'queued'
@@ -816,6 +826,7 @@ fn claim_ids(
     let statement = format!(
         "UPDATE tasks SET {set}
          WHERE id IN (SELECT value FROM json_each($4)) AND status = 'queued'
+           AND ($6 IS NULL OR kind IN (SELECT value FROM json_each($6)))
          RETURNING {}",
         sql::CLAIM_COLUMNS,
         set = sql::CLAIM_SET
@@ -823,22 +834,35 @@ fn claim_ids(
     claimed(db, feed, &statement, lease, &ids, None)
 }
 
-/// Who claims, until when, and when.
+/// Who claims, until when, when, and which kinds (a JSON array; any when None).
 #[derive(Clone, Copy)]
 struct Lease<'a> {
     worker: &'a str,
     until: i64,
     now: i64,
+    kinds: &'a Option<String>,
 }
 
 impl<'a> Lease<'a> {
-    fn new(worker: &'a str, until: i64, now: i64) -> Lease<'a> {
-        Lease { worker, until, now }
+    fn new(worker: &'a str, until: i64, now: i64, kinds: &'a Option<String>) -> Lease<'a> {
+        Lease {
+            worker,
+            until,
+            now,
+            kinds,
+        }
     }
 }
 
+/// The kinds a claim takes, as the JSON array its statement reads.
+fn kinds_json(kinds: Option<&[String]>) -> Result<Option<String>> {
+    kinds
+        .map(|kinds| serde_json::to_string(kinds).map_err(|e| decode::corrupt("-", e)))
+        .transpose()
+}
+
 /// Runs a claim (`$1` the worker, `$2` its lease's end, `$3` now, `$4` which tasks, `$5`
-/// how many at most).
+/// how many at most, `$6` of which kinds).
 fn claimed(
     db: &rusqlite::Connection,
     feed: &mut Feed,
@@ -851,6 +875,7 @@ fn claimed(
         worker,
         until: lease_until,
         now,
+        kinds,
     } = *lease;
     let mut claim = db.prepare_cached(statement)?;
     let mut named: Vec<(&str, &dyn ToSql)> = vec![
@@ -858,6 +883,7 @@ fn claimed(
         ("$2", &lease_until),
         ("$3", &now),
         ("$4", &which),
+        ("$6", kinds),
     ];
     if let Some(limit) = &limit {
         named.push(("$5", limit));

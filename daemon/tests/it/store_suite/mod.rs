@@ -19,11 +19,7 @@ const NOW: i64 = 1_800_000_000_000;
 const LEASE: i64 = 30_000;
 
 fn kinds() -> Kinds {
-    Kinds {
-        known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-        shell_enabled: true,
-        provisioning_enabled: true,
-    }
+    Kinds::new(true, true, Vec::new())
 }
 
 fn new_task(edit: impl FnOnce(&mut SubmitTask)) -> NewTask {

@@ -1,0 +1,218 @@
+//! Every kind taskd knows, each as one unit: its name, whether only an admin may submit it,
+//! the flag that turns it on, and the check of its payload. The built-in kinds are the
+//! [`BUILTIN`] table, which validation, auth, the store's bulk retry and the executors'
+//! registry all read; declared kinds (`taskd --kinds`) are served by remote workers over the
+//! lease protocol and take any JSON payload.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use taskplane_api::kinds::{HttpPayload, KubectlPayload, SaltPayload, ShellPayload, SleepPayload};
+
+use super::validate::ValidationError;
+
+/// What must be switched on before a kind runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Always,
+    /// `--enable-shell`.
+    Shell,
+    /// `--enable-provisioning`.
+    Provisioning,
+}
+
+/// A kind that taskd's own workers run.
+#[derive(Debug, Clone, Copy)]
+pub struct Builtin {
+    pub name: &'static str,
+    /// Only a token with the admin scope may submit it: it runs programs on the workers.
+    pub admin: bool,
+    pub gate: Gate,
+    /// Checks the payload's shape.
+    check: fn(&Value) -> Result<(), ValidationError>,
+    /// One line for `taskctl kinds` and `GET /api/v1/kinds`.
+    pub about: &'static str,
+}
+
+impl Builtin {
+    pub fn check(&self, payload: &Value) -> Result<(), ValidationError> {
+        (self.check)(payload)
+    }
+}
+
+/// The built-in kinds, in the order the help text lists them.
+pub const BUILTIN: [Builtin; 7] = [
+    Builtin {
+        name: "noop",
+        admin: false,
+        gate: Gate::Always,
+        check: any,
+        about: "succeeds at once",
+    },
+    Builtin {
+        name: "echo",
+        admin: false,
+        gate: Gate::Always,
+        check: any,
+        about: "succeeds with its payload as the result",
+    },
+    Builtin {
+        name: "sleep",
+        admin: false,
+        gate: Gate::Always,
+        check: sleep,
+        about: "waits {\"ms\": N} milliseconds",
+    },
+    Builtin {
+        name: "shell",
+        admin: true,
+        gate: Gate::Shell,
+        check: shell,
+        about: "runs {\"argv\": [...]} on a worker host",
+    },
+    Builtin {
+        name: "http",
+        admin: false,
+        gate: Gate::Always,
+        check: http,
+        about: "sends one HTTP request; a 2xx answer succeeds",
+    },
+    Builtin {
+        name: "salt",
+        admin: true,
+        gate: Gate::Provisioning,
+        check: salt,
+        about: "runs a Salt state (salt-call, salt or salt-ssh)",
+    },
+    Builtin {
+        name: "kubectl",
+        admin: true,
+        gate: Gate::Provisioning,
+        check: kubectl,
+        about: "applies, diffs or rolls out Kubernetes manifests",
+    },
+];
+
+/// The built-in kind named `name`.
+pub fn builtin(name: &str) -> Option<&'static Builtin> {
+    BUILTIN.iter().find(|kind| kind.name == name)
+}
+
+/// Whether only an admin may submit (or bulk-retry) tasks of `kind`.
+pub fn needs_admin(kind: &str) -> bool {
+    builtin(kind).is_some_and(|kind| kind.admin)
+}
+
+/// The kinds only an admin may submit, comma-separated (a bound parameter of the bulk retry).
+pub fn admin_list() -> String {
+    let names: Vec<&str> = BUILTIN
+        .iter()
+        .filter(|k| k.admin)
+        .map(|k| k.name)
+        .collect();
+    names.join(",")
+}
+
+/// Checks the names given to `--kinds`: names by the API's rule, none built in, none twice.
+pub fn check_declared(names: &[String]) -> Result<(), String> {
+    for (i, name) in names.iter().enumerate() {
+        if !super::validate::valid_name(name) {
+            return Err(format!(
+                "--kinds: '{name}' is not a kind name (1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit)"
+            ));
+        }
+        if builtin(name).is_some() {
+            return Err(format!(
+                "--kinds: '{name}' is a built-in kind; declared kinds are the ones remote workers serve"
+            ));
+        }
+        if names[..i].contains(name) {
+            return Err(format!("--kinds: '{name}' is given twice"));
+        }
+    }
+    Ok(())
+}
+
+fn any(_: &Value) -> Result<(), ValidationError> {
+    Ok(())
+}
+
+fn sleep(payload: &Value) -> Result<(), ValidationError> {
+    parse::<SleepPayload>("sleep", payload).map(drop)
+}
+
+fn shell(payload: &Value) -> Result<(), ValidationError> {
+    let shell: ShellPayload = parse("shell", payload)?;
+    if shell.argv.is_empty() || shell.argv[0].is_empty() {
+        return Err(ValidationError::new(
+            "invalid_payload",
+            "shell: argv must name a program, e.g. {\"argv\": [\"echo\", \"hi\"]}",
+        ));
+    }
+    Ok(())
+}
+
+fn salt(payload: &Value) -> Result<(), ValidationError> {
+    let salt: SaltPayload = parse("salt", payload)?;
+    taskplane_provisioning::salt::validate(&salt)
+        .map_err(|e| ValidationError::new("invalid_payload", e.to_string()))
+}
+
+fn kubectl(payload: &Value) -> Result<(), ValidationError> {
+    let kubectl: KubectlPayload = parse("kubectl", payload)?;
+    taskplane_provisioning::kubectl::plan(&kubectl)
+        .map(drop)
+        .map_err(|e| ValidationError::new("invalid_payload", e.to_string()))
+}
+
+fn http(payload: &Value) -> Result<(), ValidationError> {
+    let http: HttpPayload = parse("http", payload)?;
+    if !(http.url.starts_with("http://") || http.url.starts_with("https://")) {
+        return Err(ValidationError::new(
+            "invalid_payload",
+            format!(
+                "http: url '{}' must start with http:// or https://",
+                http.url
+            ),
+        ));
+    }
+    if let Some(method) = &http.method
+        && (method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic()))
+    {
+        return Err(ValidationError::new(
+            "invalid_payload",
+            format!("http: '{method}' is not an HTTP method"),
+        ));
+    }
+    http.check_headers()
+        .map_err(|e| ValidationError::new("invalid_payload", format!("http: {e}")))
+}
+
+fn parse<T: DeserializeOwned>(kind: &str, payload: &Value) -> Result<T, ValidationError> {
+    T::deserialize(payload)
+        .map_err(|e| ValidationError::new("invalid_payload", format!("{kind}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_the_wire_list_and_admin_kinds_are_the_ones_running_programs() {
+        let names: Vec<&str> = BUILTIN.iter().map(|k| k.name).collect();
+        assert_eq!(names, taskplane_api::kinds::BUILTIN_KINDS);
+        assert_eq!(admin_list(), "shell,salt,kubectl");
+        assert!(needs_admin("shell") && !needs_admin("echo") && !needs_admin("resize"));
+    }
+
+    #[test]
+    fn declared_names_are_checked() {
+        let ok = |names: &[&str]| {
+            check_declared(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert!(ok(&["resize", "report.monthly"]).is_ok());
+        assert!(ok(&["shell"]).unwrap_err().contains("built-in"));
+        assert!(ok(&["a", "a"]).unwrap_err().contains("twice"));
+        assert!(ok(&["-x"]).unwrap_err().contains("not a kind name"));
+        assert!(ok(&[""]).unwrap_err().contains("not a kind name"));
+    }
+}
