@@ -24,6 +24,11 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return usage(error),
     };
+    if matches!(cli.command, Command::Worker(_)) {
+        // The agent writes each task's payload to its command's stdin: a command that exits
+        // without reading it must cost an error on that write, not the agent its life.
+        ignore_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -130,6 +135,15 @@ fn report(error: CliError) -> ExitCode {
 /// failing on a closed pipe.
 fn reset_sigpipe() {
     default_action(libc::SIGPIPE);
+}
+
+/// Ignores SIGPIPE: a write to a closed pipe fails with EPIPE instead.
+fn ignore_sigpipe() {
+    // SAFETY: as in `default_action`: a disposition, no handler, no memory of ours.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
 }
 
 /// Gives `signal` its default action again (for SIGPIPE and SIGINT: ending the process).

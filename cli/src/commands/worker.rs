@@ -245,6 +245,9 @@ struct Captured {
 impl Agent {
     async fn run_task(self: Arc<Self>, task: LeasedTask, hard_stop: signals::Flag) {
         let started = Instant::now();
+        if !self.quiet {
+            eprintln!("task {} {} attempt {}: started", task.id, task.kind, task.attempt);
+        }
         let lease = task.lease.clone();
         let mut expires = lease_deadline(&task.lease_expires_at);
         let mut env = BTreeMap::new();

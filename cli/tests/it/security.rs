@@ -124,7 +124,7 @@ fn call(
 #[test]
 fn every_route_refuses_missing_expired_premature_foreign_unsigned_and_tampered_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = start_with_auth(dir.path(), &["--enable-shell"]);
+    let daemon = start_with_auth(dir.path(), &["--enable-shell", "--kinds", "resize"]);
     let admin = token(json!({"scope": "admin"}));
     let (status, _, task) = call(
         &daemon,
@@ -165,6 +165,37 @@ fn every_route_refuses_missing_expired_premature_foreign_unsigned_and_tampered_t
             "POST",
             "/api/v1/dlq/purge".into(),
             r#"{"older_than_secs":0}"#,
+            &writer,
+        ),
+        ("GET", "/api/v1/kinds".into(), "", &writer),
+        (
+            "POST",
+            "/api/v1/leases".into(),
+            r#"{"worker":"w","kinds":["resize"]}"#,
+            &writer,
+        ),
+        (
+            "POST",
+            format!("/api/v1/tasks/{id}/heartbeat"),
+            r#"{"lease":"1.w"}"#,
+            &writer,
+        ),
+        (
+            "POST",
+            format!("/api/v1/tasks/{id}/complete"),
+            r#"{"lease":"1.w"}"#,
+            &writer,
+        ),
+        (
+            "POST",
+            format!("/api/v1/tasks/{id}/fail"),
+            r#"{"lease":"1.w","error":"x"}"#,
+            &writer,
+        ),
+        (
+            "POST",
+            format!("/api/v1/tasks/{id}/logs"),
+            r#"{"lease":"1.w","lines":[]}"#,
             &writer,
         ),
     ];
@@ -341,6 +372,53 @@ fn every_route_refuses_missing_expired_premature_foreign_unsigned_and_tampered_t
     for path in ["/health", "/ready", "/metrics", "/api/v1/openapi.json"] {
         assert_eq!(call(&daemon, "GET", path, "", None).0, 200, "{path}");
     }
+}
+
+/// The `worker` scope leases and reports on its tasks, and nothing else: no submit, no
+/// reading tasks, logs, events or workers; `tasks.write` cannot lease.
+#[test]
+fn the_worker_scope_leases_and_reports_but_cannot_submit_or_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = start_with_auth(dir.path(), &["--kinds", "resize"]);
+    let worker = token(json!({"scope": "worker", "sub": "gpu-box"}));
+    let writer = token(json!({"scope": "tasks.write"}));
+    let (status, _, task) = call(
+        &daemon,
+        "POST",
+        "/api/v1/tasks",
+        r#"{"kind":"resize","payload":{"w":1}}"#,
+        Some(&writer),
+    );
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().expect("id").to_owned();
+    for (method, path, body) in [
+        ("POST", "/api/v1/tasks".to_owned(), r#"{"kind":"resize"}"#),
+        ("GET", "/api/v1/tasks".to_owned(), ""),
+        ("GET", format!("/api/v1/tasks/{id}"), ""),
+        ("GET", format!("/api/v1/tasks/{id}/logs"), ""),
+        ("GET", "/api/v1/events".to_owned(), ""),
+        ("GET", "/api/v1/workers".to_owned(), ""),
+        ("POST", format!("/api/v1/tasks/{id}/cancel"), ""),
+    ] {
+        let (status, _, error) = call(&daemon, method, &path, body, Some(&worker));
+        assert_eq!(status, 403, "{method} {path}: {error}");
+    }
+    let lease = r#"{"worker":"gpu-box-1","kinds":["resize"],"wait_ms":5000}"#;
+    let (status, _, refused) = call(&daemon, "POST", "/api/v1/leases", lease, Some(&writer));
+    assert_eq!(status, 403, "tasks.write cannot lease: {refused}");
+    let (status, _, leased) = call(&daemon, "POST", "/api/v1/leases", lease, Some(&worker));
+    assert_eq!(status, 200, "{leased}");
+    assert_eq!(leased["tasks"][0]["id"], id.as_str(), "{leased}");
+    let body = json!({"lease": leased["tasks"][0]["lease"], "result": {"w": 2}}).to_string();
+    let (status, _, done) = call(
+        &daemon,
+        "POST",
+        &format!("/api/v1/tasks/{id}/complete"),
+        &body,
+        Some(&worker),
+    );
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "succeeded");
 }
 
 #[test]
