@@ -395,7 +395,43 @@ fn undeclared_kinds_are_refused(backend: Backend) {
     assert!(last.contains("'thumbnail' is not declared"), "{}", run.stderr);
 }
 
+/// The Rust example (`api/examples/worker.rs`, built by `cargo test --workspace`) serves
+/// `resize` through the api crate's client: results for good payloads, a failure without
+/// retry for a bad one.
+fn the_rust_example_worker_serves_its_kind(backend: Backend) {
+    let example = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("examples").join("worker")))
+        .filter(|path| path.is_file());
+    let Some(example) = example else {
+        taskplane_testkit::skip(
+            "the Rust example worker is not built (cargo test --workspace builds it)",
+        );
+        return;
+    };
+    let Some(platform) = Platform::start(backend, "remote_rust_example", KINDS, &[]) else {
+        return;
+    };
+    let api = platform.api();
+    let mut worker = Command::new(example)
+        .arg(&api.url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the example worker");
+    let good = submit(api, "resize", json!({"w": 3, "h": 4}), json!({}));
+    let bad = submit(api, "resize", json!({"w": "wide"}), json!({"max_attempts": 3}));
+    let done = wait_status(api, &good, "succeeded", Duration::from_secs(30));
+    assert_eq!(done["result"], json!({"w": 6, "h": 8}));
+    let failed = wait_status(api, &bad, "failed", Duration::from_secs(30));
+    assert_eq!(failed["attempts"], 1, "no retry: {failed}");
+    assert!(failed["last_error"].as_str().is_some_and(|e| e.contains("needs numbers")), "{failed}");
+    worker.kill().expect("stop the example");
+    let _ = worker.wait();
+}
+
 on_both_backends!(
+    the_rust_example_worker_serves_its_kind,
     the_agent_runs_tasks_with_results_and_logs,
     a_killed_agent_loses_its_lease_and_another_finishes,
     cancel_kills_the_remote_process,

@@ -123,6 +123,8 @@ fn log_line(log: &LogSink) -> impl FnMut(Stream, String) -> BoxFuture<'static, (
 mod tests {
     #[test]
     fn every_builtin_kind_has_an_executor() {
+        // The http kind's client needs a TLS provider, as taskd's main installs one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let registry = super::Registry::builtin(false, &[], false, super::AddressPolicy::default());
         for kind in crate::domain::kinds::BUILTIN {
             assert!(registry.get(kind.name).is_some(), "{}", kind.name);

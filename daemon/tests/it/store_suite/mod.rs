@@ -19,7 +19,7 @@ const NOW: i64 = 1_800_000_000_000;
 const LEASE: i64 = 30_000;
 
 fn kinds() -> Kinds {
-    Kinds::new(true, true, Vec::new())
+    Kinds::new(true, true, vec!["resize".into()])
 }
 
 fn new_task(edit: impl FnOnce(&mut SubmitTask)) -> NewTask {
@@ -807,7 +807,7 @@ pub const VERSION_1_ROWS: &str = "INSERT INTO schema_migrations VALUES (1, 0);
 /// applies the later versions (SQLite's rebuilds the tasks table), a selector finds the
 /// labelled task, its output is still there, and the key still names its task.
 pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
-    assert_eq!(store.migrate().await.expect("migrate"), vec![2, 3, 4, 5, 6]);
+    assert_eq!(store.migrate().await.expect("migrate"), vec![2, 3, 4, 5, 6, 7]);
     let again = new_task(|t| t.idempotency_key = Some("from-version-1".into()));
     let rows = store.insert(vec![again]).await.expect("insert a known key");
     assert_eq!(
@@ -1040,6 +1040,68 @@ pub async fn claims_by_id_skip_what_is_not_ready(store: Arc<dyn Store>) {
             .await
             .expect("claim")
             .is_empty()
+    );
+}
+
+/// A claim of some kinds takes only tasks of those kinds, by queue or by id (taskd's workers
+/// leave declared kinds to remote workers, which take nothing else); a lease is renewed only
+/// by its holder for its attempt, and a renewal reports a cancel request.
+pub async fn claims_by_kind_and_single_leases(store: Arc<dyn Store>) {
+    let remote = insert_one(store.as_ref(), new_task(|t| t.kind = "resize".into())).await;
+    let local = insert_one(store.as_ref(), new_task(|_| {})).await;
+    let builtin: Vec<String> = vec!["noop".into(), "echo".into()];
+    let declared: Vec<String> = vec!["resize".into()];
+    let by_id = store
+        .claim_ids_of("w", &[remote], Some(&builtin), NOW, NOW + LEASE)
+        .await
+        .expect("claim by id");
+    assert!(by_id.is_empty(), "a local worker never claims a declared kind");
+    let claimed = store
+        .claim_of("w", &queues(), Some(&builtin), 10, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.iter().map(|t| t.id).collect::<Vec<_>>(), [local]);
+    let leased = store
+        .claim_of("remote-1", &queues(), Some(&declared), 10, NOW, NOW + LEASE)
+        .await
+        .expect("lease");
+    assert_eq!(leased.iter().map(|t| t.id).collect::<Vec<_>>(), [remote]);
+    assert_eq!(leased[0].attempt, 1);
+
+    let later = NOW + 2 * LEASE;
+    for (owner, attempt) in [("remote-2", 1), ("remote-1", 2), ("w", 1)] {
+        let renewed = store
+            .renew_lease(remote, owner, attempt, later)
+            .await
+            .expect("renew");
+        assert_eq!(renewed, None, "{owner} attempt {attempt} holds no lease");
+    }
+    let renewed = store
+        .renew_lease(remote, "remote-1", 1, later)
+        .await
+        .expect("renew")
+        .expect("the holder renews");
+    assert_eq!(renewed.expires_at, later);
+    assert!(!renewed.cancel_requested);
+    store.cancel(remote, NOW).await.expect("cancel");
+    let renewed = store
+        .renew_lease(remote, "remote-1", 1, later + 1)
+        .await
+        .expect("renew")
+        .expect("still held");
+    assert!(renewed.cancel_requested, "a renewal reports the cancel request");
+    // A finished task's lease is gone.
+    let done = store
+        .settle(remote, "remote-1", &Settlement::Cancelled, NOW + 1)
+        .await
+        .expect("settle");
+    assert!(done);
+    assert_eq!(
+        store
+            .renew_lease(remote, "remote-1", 1, later)
+            .await
+            .expect("renew"),
+        None
     );
 }
 
