@@ -279,6 +279,11 @@ fn render_workers(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
                     palette.fg(busy_color),
                 ),
                 Span::raw(format!("  hb {}", ago(worker.last_heartbeat, app.now))),
+                Span::raw(if worker.remote {
+                    format!("  remote: {}", shown(&worker.kinds.join(",")))
+                } else {
+                    String::new()
+                }),
             ])
         })
         .collect();

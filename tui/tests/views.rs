@@ -83,13 +83,21 @@ fn loaded() -> App {
             .collect();
         app::update(&mut app, Action::Queues(queues));
     }
-    let workers: Vec<WorkerInfo> =
-        vec![serde_json::from_value(json!({
-        "id": "node-1-4242-ab12", "host": "node-1", "pid": 4242, "queues": ["default", "mail"],
-        "concurrency": 8, "busy": 3, "started_at": "2026-11-23T10:00:00Z",
-        "last_heartbeat": "2026-11-23T11:59:59Z"
-    }))
-    .expect("worker")];
+    let workers: Vec<WorkerInfo> = vec![
+        serde_json::from_value(json!({
+            "id": "node-1-4242-ab12", "host": "node-1", "pid": 4242, "queues": ["default", "mail"],
+            "concurrency": 8, "busy": 3, "started_at": "2026-11-23T10:00:00Z",
+            "last_heartbeat": "2026-11-23T11:59:59Z"
+        }))
+        .expect("worker"),
+        // A remote worker (the lease protocol) shows the kinds it serves.
+        serde_json::from_value(json!({
+            "id": "gpu-7-99-cd34", "host": "10.0.0.7", "pid": 0, "queues": ["default"],
+            "concurrency": 2, "busy": 2, "started_at": "2026-11-23T10:00:00Z",
+            "last_heartbeat": "2026-11-23T11:59:58Z", "kinds": ["resize"], "remote": true
+        }))
+        .expect("remote worker"),
+    ];
     app::update(&mut app, Action::Workers(workers));
     app
 }
