@@ -22,7 +22,9 @@ async fn resize(payload: Value) -> Result<Value, String> {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let server = args.next().unwrap_or_else(|| "http://127.0.0.1:7070".to_owned());
+    let server = args
+        .next()
+        .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned());
     let client = Client::new(&server, args.next())?;
     let request = LeaseRequest {
         worker: format!("rust-example-{}", std::process::id()),
@@ -37,7 +39,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let tasks = match client.lease(&request).await {
             Ok(list) => list.tasks,
             // Refused for good (an undeclared kind, a bad token): say so and stop.
-            Err(error) if error.status().is_some_and(|s| s < 500 && s != 429) => return Err(error.into()),
+            Err(error) if error.status().is_some_and(|s| s < 500 && s != 429) => {
+                return Err(error.into());
+            }
             Err(error) => {
                 eprintln!("{error}; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -75,11 +79,19 @@ async fn run(client: &Client, task: LeasedTask) {
     let reported = match outcome {
         None => return,
         Some(Ok(result)) => {
-            let body = Complete { lease: task.lease.clone(), result: Some(result) };
+            let body = Complete {
+                lease: task.lease.clone(),
+                result: Some(result),
+            };
             client.complete(task.id, &body).await
         }
         Some(Err(error)) => {
-            let body = Fail { lease: task.lease.clone(), error, retry: false, interrupted: false };
+            let body = Fail {
+                lease: task.lease.clone(),
+                error,
+                retry: false,
+                interrupted: false,
+            };
             client.fail(task.id, &body).await
         }
     };

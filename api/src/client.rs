@@ -426,10 +426,9 @@ impl Client {
         if let Some(limit) = self.timeouts.request {
             builder = builder.timeout(limit + wait);
         }
-        let response = builder
-            .send()
-            .await
-            .map_err(|e| self.transport_error(&e, self.timeouts.request.map(|l| l + wait), false))?;
+        let response = builder.send().await.map_err(|e| {
+            self.transport_error(&e, self.timeouts.request.map(|l| l + wait), false)
+        })?;
         self.decode(response).await
     }
 

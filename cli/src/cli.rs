@@ -9,9 +9,9 @@ use crate::commands::provision::ProvisionArgs;
 use crate::commands::top::TopArgs;
 use crate::commands::{
     cancel::CancelArgs, dlq::DlqArgs, events::EventsArgs, kinds::KindsArgs, list::ListArgs,
-    logs::LogsArgs, worker::WorkerArgs,
-    queues::QueuesArgs, retry::RetryArgs, schedule::ScheduleArgs, status::StatusArgs,
-    submit::SubmitArgs, watch::WatchArgs, workers::WorkersArgs, workflow::WorkflowArgs,
+    logs::LogsArgs, queues::QueuesArgs, retry::RetryArgs, schedule::ScheduleArgs,
+    status::StatusArgs, submit::SubmitArgs, watch::WatchArgs, worker::WorkerArgs,
+    workers::WorkersArgs, workflow::WorkflowArgs,
 };
 
 /// Drive and watch a Taskplane server from the terminal.

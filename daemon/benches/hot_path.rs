@@ -17,11 +17,7 @@ use uuid::Uuid;
 const BATCH: usize = 100;
 
 fn kinds() -> Kinds {
-    Kinds {
-        known: taskplane_api::kinds::BUILTIN_KINDS.to_vec(),
-        shell_enabled: false,
-        provisioning_enabled: false,
-    }
+    Kinds::new(false, false, Vec::new())
 }
 
 fn store_round(c: &mut Criterion) {
@@ -39,6 +35,11 @@ fn store_round(c: &mut Criterion) {
     });
     let queues = vec!["default".to_owned()];
     let kinds = kinds();
+    // What taskd's worker claims: the built-in kinds it runs.
+    let runs: Vec<String> = taskplane_api::kinds::BUILTIN_KINDS
+        .iter()
+        .map(|k| (*k).to_owned())
+        .collect();
     c.bench_function("sqlite submit+claim+settle x100", |b| {
         b.iter(|| {
             runtime.block_on(async {
@@ -54,7 +55,14 @@ fn store_round(c: &mut Criterion) {
                     .collect();
                 store.insert(tasks).await.expect("insert");
                 let claimed = store
-                    .claim("bench", &queues, BATCH as u32, now, now + 30_000)
+                    .claim_of(
+                        "bench",
+                        &queues,
+                        Some(&runs),
+                        BATCH as u32,
+                        now,
+                        now + 30_000,
+                    )
                     .await
                     .expect("claim");
                 // As the worker does: the outcomes that end together, in one transaction.

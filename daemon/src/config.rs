@@ -60,8 +60,9 @@ pub enum TokenCommand {
 }
 
 fn parse_scope(text: &str) -> Result<crate::auth::Scope, String> {
-    crate::auth::Scope::parse(text.trim())
-        .ok_or_else(|| format!("'{text}' is not a scope; use tasks.read, tasks.write, admin or worker"))
+    crate::auth::Scope::parse(text.trim()).ok_or_else(|| {
+        format!("'{text}' is not a scope; use tasks.read, tasks.write, admin or worker")
+    })
 }
 
 /// The JWT settings, shared by the server and `taskd token issue`. The HS256 secret comes
@@ -211,12 +212,7 @@ pub struct RunArgs {
     /// Kinds that remote workers serve (`taskctl worker`, the Python SDK, anything speaking the
     /// lease protocol), comma-separated, e.g. resize,report. A submit of a kind that is
     /// neither built in nor declared is refused. Give every API process the same list.
-    #[arg(
-        long,
-        env = "TASKD_KINDS",
-        value_delimiter = ',',
-        value_name = "KIND"
-    )]
+    #[arg(long, env = "TASKD_KINDS", value_delimiter = ',', value_name = "KIND")]
     pub kinds: Vec<String>,
 
     #[command(flatten)]

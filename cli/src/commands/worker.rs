@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
+use signals::Stop;
 use taskplane_api::{
     Client, Complete, Error as ApiError, Fail, Heartbeat, LeaseRequest, LeasedTask, LogReport,
     LogStream, MAX_LEASE_TASKS, ReportedLine,
@@ -15,7 +16,6 @@ use taskplane_api::{
 use taskplane_provisioning::runner::{self, Invocation, StdoutMode, Stream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use signals::Stop;
 
 use crate::error::CliError;
 use crate::output::Ui;
@@ -38,10 +38,20 @@ use crate::output::Ui;
     taskctl worker --kind report,export --queue reports --concurrency 8 -- ./handle.sh")]
 pub struct WorkerArgs {
     /// The kinds to serve, comma-separated (declared with `taskd --kinds`).
-    #[arg(long = "kind", required = true, value_delimiter = ',', value_name = "KIND")]
+    #[arg(
+        long = "kind",
+        required = true,
+        value_delimiter = ',',
+        value_name = "KIND"
+    )]
     pub kinds: Vec<String>,
     /// The queues to take tasks from, comma-separated.
-    #[arg(long = "queue", value_delimiter = ',', default_value = "default", value_name = "QUEUE")]
+    #[arg(
+        long = "queue",
+        value_delimiter = ',',
+        default_value = "default",
+        value_name = "QUEUE"
+    )]
     pub queues: Vec<String>,
     /// How many tasks run at once.
     #[arg(short = 'c', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -73,7 +83,8 @@ pub async fn run(client: &Client, ui: &Ui, args: WorkerArgs) -> Result<(), CliEr
     let _ = ui;
     if args.command.first().is_none_or(|c| c.is_empty()) {
         return Err(CliError::Usage(
-            "give the command to run after --, e.g. taskctl worker --kind resize -- ./resize.sh".into(),
+            "give the command to run after --, e.g. taskctl worker --kind resize -- ./resize.sh"
+                .into(),
         ));
     }
     if runner::find_program(&args.command[0]).is_none() {
@@ -118,7 +129,11 @@ pub async fn run(client: &Client, ui: &Ui, args: WorkerArgs) -> Result<(), CliEr
             worker: agent.id.clone(),
             kinds: args.kinds.clone(),
             queues: args.queues.clone(),
-            max: Some(u32::try_from(free).unwrap_or(MAX_LEASE_TASKS).min(MAX_LEASE_TASKS)),
+            max: Some(
+                u32::try_from(free)
+                    .unwrap_or(MAX_LEASE_TASKS)
+                    .min(MAX_LEASE_TASKS),
+            ),
             wait_ms: Some(POLL_WAIT_MS),
             concurrency: Some(args.concurrency),
         };
@@ -187,7 +202,13 @@ fn default_id() -> String {
         .unwrap_or_else(|| "worker".to_owned());
     let host: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -206,7 +227,10 @@ impl Backoff {
     fn failed(&mut self, agent: &Agent, error: &ApiError) -> Duration {
         let pause = self.next.unwrap_or(Duration::from_millis(500));
         if self.next.is_none() {
-            eprintln!("taskctl worker: {}; retrying", crate::error::describe(error));
+            eprintln!(
+                "taskctl worker: {}; retrying",
+                crate::error::describe(error)
+            );
         }
         self.next = Some((pause * 2).min(MAX_BACKOFF));
         let _ = agent;
@@ -230,7 +254,11 @@ struct Agent {
 /// How an attempt ended, as the agent reports it.
 enum Ending {
     Complete(serde_json::Value),
-    Fail { error: String, retry: bool, interrupted: bool },
+    Fail {
+        error: String,
+        retry: bool,
+        interrupted: bool,
+    },
     /// The lease is gone (someone else has the task): nothing to report.
     Lost,
 }
@@ -246,7 +274,10 @@ impl Agent {
     async fn run_task(self: Arc<Self>, task: LeasedTask, hard_stop: signals::Flag) {
         let started = Instant::now();
         if !self.quiet {
-            eprintln!("task {} {} attempt {}: started", task.id, task.kind, task.attempt);
+            eprintln!(
+                "task {} {} attempt {}: started",
+                task.id, task.kind, task.attempt
+            );
         }
         let lease = task.lease.clone();
         let mut expires = lease_deadline(&task.lease_expires_at);
@@ -260,22 +291,26 @@ impl Agent {
         invocation.stdin = Some(task.payload.to_string().into_bytes());
         let captured = Arc::new(Mutex::new(Captured::default()));
         let sink = captured.clone();
-        let run = runner::run(&invocation, StdoutMode::Lines, "install it or give its path", move |stream, line| {
-            if let Ok(mut captured) = sink.lock() {
-                if stream == Stream::Stdout && !line.trim().is_empty() {
-                    captured.last_stdout = Some(line.clone());
+        let mut run = Box::pin(runner::run(
+            &invocation,
+            StdoutMode::Lines,
+            "install it or give its path",
+            move |stream, line| {
+                if let Ok(mut captured) = sink.lock() {
+                    if stream == Stream::Stdout && !line.trim().is_empty() {
+                        captured.last_stdout = Some(line.clone());
+                    }
+                    captured.lines.push(ReportedLine {
+                        stream: match stream {
+                            Stream::Stdout => LogStream::Stdout,
+                            Stream::Stderr => LogStream::Stderr,
+                        },
+                        line,
+                    });
                 }
-                captured.lines.push(ReportedLine {
-                    stream: match stream {
-                        Stream::Stdout => LogStream::Stdout,
-                        Stream::Stderr => LogStream::Stderr,
-                    },
-                    line,
-                });
-            }
-            std::future::ready(())
-        });
-        tokio::pin!(run);
+                std::future::ready(())
+            },
+        ));
         let timeout = tokio::time::sleep(Duration::from_secs(task.timeout_secs));
         tokio::pin!(timeout);
         let mut beat = tokio::time::interval(beat_every(&task.lease_expires_at));
@@ -283,7 +318,7 @@ impl Agent {
         let mut ship = tokio::time::interval(LOG_EVERY);
         let ending = loop {
             tokio::select! {
-                finished = &mut run => break match finished {
+                finished = run.as_mut() => break match finished {
                     Ok(finished) if finished.status.success() => {
                         let last = captured.lock().ok().and_then(|c| c.last_stdout.clone());
                         let result = last
@@ -335,17 +370,33 @@ impl Agent {
             }
             Ending::Complete(result) => (
                 self.report(task.id, expires, |c| {
-                    let body = Complete { lease: lease.clone(), result: Some(result.clone()) };
+                    let body = Complete {
+                        lease: lease.clone(),
+                        result: Some(result.clone()),
+                    };
                     async move { c.complete(task.id, &body).await }
                 })
                 .await,
                 String::new(),
             ),
-            Ending::Fail { error, retry, interrupted } => {
-                let what = if interrupted { "handed back".to_owned() } else { format!("failed: {error}") };
+            Ending::Fail {
+                error,
+                retry,
+                interrupted,
+            } => {
+                let what = if interrupted {
+                    "handed back".to_owned()
+                } else {
+                    format!("failed: {error}")
+                };
                 (
                     self.report(task.id, expires, |c| {
-                        let body = Fail { lease: lease.clone(), error: error.clone(), retry, interrupted };
+                        let body = Fail {
+                            lease: lease.clone(),
+                            error: error.clone(),
+                            retry,
+                            interrupted,
+                        };
                         async move { c.fail(task.id, &body).await }
                     })
                     .await,
@@ -379,7 +430,10 @@ impl Agent {
             _ => return,
         };
         for chunk in lines.chunks(taskplane_api::MAX_REPORT_LINES) {
-            let report = LogReport { lease: lease.to_owned(), lines: chunk.to_vec() };
+            let report = LogReport {
+                lease: lease.to_owned(),
+                lines: chunk.to_vec(),
+            };
             if let Err(error) = self.client.report_logs(task.id, &report).await {
                 if retryable(&error)
                     && let Ok(mut c) = captured.lock()
@@ -394,7 +448,12 @@ impl Agent {
     }
 
     /// Reports an ending, again and again while taskd is away and the lease lasts.
-    async fn report<F, Fut>(&self, id: uuid::Uuid, expires: Instant, send: F) -> Option<taskplane_api::TaskStatus>
+    async fn report<F, Fut>(
+        &self,
+        id: uuid::Uuid,
+        expires: Instant,
+        send: F,
+    ) -> Option<taskplane_api::TaskStatus>
     where
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<taskplane_api::ReportAnswer, ApiError>>,
@@ -408,7 +467,10 @@ impl Agent {
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }
                 Err(error) => {
-                    eprintln!("task {id}: reporting its end failed: {}", crate::error::describe(&error));
+                    eprintln!(
+                        "task {id}: reporting its end failed: {}",
+                        crate::error::describe(&error)
+                    );
                     return None;
                 }
             }

@@ -75,7 +75,11 @@ fn the_agent_runs_tasks_with_results_and_logs(backend: Backend) {
     };
     let api = platform.api();
     let script = r#"p=$(cat); echo "task $TASKPLANE_TASK_ID attempt $TASKPLANE_ATTEMPT"; echo "to stderr" >&2; echo "{\"got\": $p, \"kind\": \"$TASKPLANE_KIND\"}""#;
-    let mut worker = agent(api, &["--kind", "resize", "-c", "4", "--name", "agent-1"], script);
+    let mut worker = agent(
+        api,
+        &["--kind", "resize", "-c", "4", "--name", "agent-1"],
+        script,
+    );
     let tasks: Vec<Value> = (0..50)
         .map(|n| json!({"kind": "resize", "payload": {"n": n}}))
         .collect();
@@ -85,14 +89,23 @@ fn the_agent_runs_tasks_with_results_and_logs(backend: Backend) {
     });
     for (n, id) in ids.iter().enumerate() {
         let task = api.task(id);
-        assert_eq!(task["result"], json!({"got": {"n": n}, "kind": "resize"}), "{task}");
+        assert_eq!(
+            task["result"],
+            json!({"got": {"n": n}, "kind": "resize"}),
+            "{task}"
+        );
         assert_eq!(task["worker"], "agent-1");
         assert_eq!(task["attempts"], 1);
     }
     let lines = log_lines(api, &ids[7]);
     let text: Vec<(&str, &str)> = lines
         .iter()
-        .map(|l| (l["stream"].as_str().unwrap_or(""), l["line"].as_str().unwrap_or("")))
+        .map(|l| {
+            (
+                l["stream"].as_str().unwrap_or(""),
+                l["line"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     assert!(
         text.contains(&("stdout", format!("task {} attempt 1", ids[7]).as_str())),
@@ -118,12 +131,21 @@ fn the_agent_runs_tasks_with_results_and_logs(backend: Backend) {
     assert_eq!(resize["builtin"], false);
     assert_eq!(resize["workers"], json!(["agent-1"]), "{kinds}");
     let table = api.taskctl(&["kinds"]).ok();
-    assert!(table.lines().any(|l| l.starts_with("slow") && l.contains("none")), "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("slow") && l.contains("none")),
+        "{table}"
+    );
 
     signal(&worker, "TERM");
     let run = common::wait_child(worker_take(&mut worker), Duration::from_secs(30));
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stderr.contains("worker agent-1 stopped"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("worker agent-1 stopped"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// Moves the child out so that it can be waited for by value.
@@ -141,13 +163,21 @@ fn a_killed_agent_loses_its_lease_and_another_finishes(backend: Backend) {
         return;
     };
     let api = platform.api();
-    let mut first = agent(api, &["--kind", "slow", "--name", "doomed"], "exec sleep 20");
+    let mut first = agent(
+        api,
+        &["--kind", "slow", "--name", "doomed"],
+        "exec sleep 20",
+    );
     let id = submit(api, "slow", json!({}), json!({}));
     let running = wait_status(api, &id, "running", Duration::from_secs(20));
     assert_eq!(running["worker"], "doomed");
     first.kill().expect("kill -9 the agent");
     let _ = first.wait();
-    let second = agent(api, &["--kind", "slow", "--name", "rescuer"], r#"echo '{"rescued": true}'"#);
+    let second = agent(
+        api,
+        &["--kind", "slow", "--name", "rescuer"],
+        r#"echo '{"rescued": true}'"#,
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while api.task(&id)["status"] != "succeeded" && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
@@ -155,7 +185,13 @@ fn a_killed_agent_loses_its_lease_and_another_finishes(backend: Backend) {
     signal(&second, "KILL");
     let run = common::wait_child(second, Duration::from_secs(10));
     let done = api.task(&id);
-    assert_eq!(done["status"], "succeeded", "{done}\nagent: {}\n{}", run.stderr, api.log());
+    assert_eq!(
+        done["status"],
+        "succeeded",
+        "{done}\nagent: {}\n{}",
+        run.stderr,
+        api.log()
+    );
     assert_eq!(done["worker"], "rescuer");
     assert_eq!(done["attempts"], 2, "{done}");
     assert_eq!(done["result"], json!({"rescued": true}));
@@ -178,9 +214,11 @@ fn cancel_kills_the_remote_process(backend: Backend) {
     let id = submit(api, "slow", json!({}), json!({}));
     wait_status(api, &id, "running", Duration::from_secs(20));
     let pid_file = pids.join(&id);
-    wait_until("the task's child wrote its pid", Duration::from_secs(10), || {
-        std::fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty())
-    });
+    wait_until(
+        "the task's child wrote its pid",
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&pid_file).is_ok_and(|p| !p.trim().is_empty()),
+    );
     let pid = std::fs::read_to_string(&pid_file).expect("pid");
     let alive = |pid: &str| {
         Command::new("kill")
@@ -194,9 +232,17 @@ fn cancel_kills_the_remote_process(backend: Backend) {
     api.taskctl(&["cancel", &id]).ok();
     let task = wait_status(api, &id, "cancelled", Duration::from_secs(20));
     assert!(task["last_error"].is_null() || task["status"] == "cancelled");
-    wait_until("the task's grandchild is gone", Duration::from_secs(10), || !alive(&pid));
-    eprintln!("cancel reached the remote process in {:?}", cancelled.elapsed());
+    wait_until(
+        "the task's grandchild is gone",
+        Duration::from_secs(10),
+        || !alive(&pid),
+    );
+    eprintln!(
+        "cancel reached the remote process in {:?}",
+        cancelled.elapsed()
+    );
     worker.kill().expect("stop the agent");
+    let _ = worker.wait();
 }
 
 /// SIGTERM stops leasing and lets a running task finish within the grace; a task still
@@ -225,7 +271,10 @@ fn sigterm_drains(backend: Backend) {
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(api.task(&short)["status"], "succeeded");
     assert_eq!(api.task(&short)["result"], json!({"finished": true}));
-    assert!(!marks.join(&later).exists(), "a draining agent took new work");
+    assert!(
+        !marks.join(&later).exists(),
+        "a draining agent took new work"
+    );
     assert_eq!(api.task(&later)["status"], "queued");
 
     // A grace too short: the long task is killed and goes back uncounted.
@@ -239,7 +288,10 @@ fn sigterm_drains(backend: Backend) {
     assert_eq!(run.code, 0, "{}", run.stderr);
     let task = api.task(&long);
     assert_eq!(task["status"], "queued", "{task}");
-    assert_eq!(task["attempts"], 0, "an interrupted attempt is not counted: {task}");
+    assert_eq!(
+        task["attempts"], 0,
+        "an interrupted attempt is not counted: {task}"
+    );
 }
 
 /// The protocol itself: a lease request waits for work and answers when a task is
@@ -253,14 +305,26 @@ fn leases_long_poll_and_guard_every_report(backend: Backend) {
     let addr = api.addr.clone();
     let poll = std::thread::spawn(move || {
         let body = json!({"worker": "w-1", "kinds": ["resize"], "wait_ms": 20000, "max": 5});
-        let (status, answer) = common::raw_http(&addr, "POST", "/api/v1/leases", body.to_string().as_bytes(), None);
+        let (status, answer) = common::raw_http(
+            &addr,
+            "POST",
+            "/api/v1/leases",
+            body.to_string().as_bytes(),
+            None,
+        );
         (status, answer, Instant::now())
     });
     // The poll is waiting once its worker is listed.
-    wait_until("the polling worker is listed", Duration::from_secs(10), || {
-        let (_, list) = api.http("GET", "/api/v1/workers", b"");
-        list["workers"].as_array().is_some_and(|w| w.iter().any(|w| w["id"] == "w-1"))
-    });
+    wait_until(
+        "the polling worker is listed",
+        Duration::from_secs(10),
+        || {
+            let (_, list) = api.http("GET", "/api/v1/workers", b"");
+            list["workers"]
+                .as_array()
+                .is_some_and(|w| w.iter().any(|w| w["id"] == "w-1"))
+        },
+    );
     let submitted = Instant::now();
     let id = submit(api, "resize", json!({"w": 3}), json!({"max_attempts": 2}));
     let (status, answer, answered) = poll.join().expect("poll thread");
@@ -293,9 +357,15 @@ fn leases_long_poll_and_guard_every_report(backend: Backend) {
     let (status, beat) = report("heartbeat", json!({"lease": lease, "progress": 0.5}));
     assert_eq!(status, 200, "{beat}");
     assert_eq!(beat["cancel_requested"], false);
-    let (status, error) = report("logs", json!({"lease": lease, "lines": [{"stream": "system", "line": "x"}]}));
+    let (status, error) = report(
+        "logs",
+        json!({"lease": lease, "lines": [{"stream": "system", "line": "x"}]}),
+    );
     assert_eq!(status, 400, "{error}");
-    let (status, _) = report("logs", json!({"lease": lease, "lines": [{"stream": "stdout", "line": "working"}]}));
+    let (status, _) = report(
+        "logs",
+        json!({"lease": lease, "lines": [{"stream": "stdout", "line": "working"}]}),
+    );
     assert_eq!(status, 200);
     let (status, done) = report("complete", json!({"lease": lease, "result": {"w": 6}}));
     assert_eq!(status, 200, "{done}");
@@ -306,7 +376,10 @@ fn leases_long_poll_and_guard_every_report(backend: Backend) {
         .iter()
         .map(|l| l["line"].as_str().unwrap_or("").to_owned())
         .collect();
-    assert!(lines.contains(&"working".to_owned()) && lines.contains(&"progress: 0.5".to_owned()), "{lines:?}");
+    assert!(
+        lines.contains(&"working".to_owned()) && lines.contains(&"progress: 0.5".to_owned()),
+        "{lines:?}"
+    );
     // Stale: the task is finished.
     for (what, body) in [
         ("complete", json!({"lease": lease, "result": 0})),
@@ -316,7 +389,11 @@ fn leases_long_poll_and_guard_every_report(backend: Backend) {
         let (status, error) = report(what, body);
         assert_eq!(status, 409, "{what}: {error}");
     }
-    assert_eq!(api.task(&id)["result"], json!({"w": 6}), "a stale report changed nothing");
+    assert_eq!(
+        api.task(&id)["result"],
+        json!({"w": 6}),
+        "a stale report changed nothing"
+    );
 
     // Expired: a lease nobody renews ends, the task goes back to its queue, and the old
     // lease's reports are refused.
@@ -325,10 +402,15 @@ fn leases_long_poll_and_guard_every_report(backend: Backend) {
     let (status, answer) = api.http("POST", "/api/v1/leases", body.to_string().as_bytes());
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["tasks"][0]["id"], expiring.as_str(), "{answer}");
-    let old = answer["tasks"][0]["lease"].as_str().expect("lease").to_owned();
-    wait_until("the unrenewed lease expired", Duration::from_secs(30), || {
-        api.task(&expiring)["status"] != "running"
-    });
+    let old = answer["tasks"][0]["lease"]
+        .as_str()
+        .expect("lease")
+        .to_owned();
+    wait_until(
+        "the unrenewed lease expired",
+        Duration::from_secs(30),
+        || api.task(&expiring)["status"] != "running",
+    );
     let (status, error) = api.http(
         "POST",
         &format!("/api/v1/tasks/{expiring}/heartbeat"),
@@ -336,13 +418,24 @@ fn leases_long_poll_and_guard_every_report(backend: Backend) {
     );
     assert_eq!(status, 409, "{error}");
     // Taken again: attempt 2, and the fail report retries it.
-    let (_, answer) = api.http("POST", "/api/v1/leases", json!({"worker": "w-2", "kinds": ["resize"], "wait_ms": 10000}).to_string().as_bytes());
+    let (_, answer) = api.http(
+        "POST",
+        "/api/v1/leases",
+        json!({"worker": "w-2", "kinds": ["resize"], "wait_ms": 10000})
+            .to_string()
+            .as_bytes(),
+    );
     assert_eq!(answer["tasks"][0]["attempt"], 2, "{answer}");
-    let lease = answer["tasks"][0]["lease"].as_str().expect("lease").to_owned();
+    let lease = answer["tasks"][0]["lease"]
+        .as_str()
+        .expect("lease")
+        .to_owned();
     let (status, failed) = api.http(
         "POST",
         &format!("/api/v1/tasks/{expiring}/fail"),
-        json!({"lease": lease, "error": "no disk", "retry": false}).to_string().as_bytes(),
+        json!({"lease": lease, "error": "no disk", "retry": false})
+            .to_string()
+            .as_bytes(),
     );
     assert_eq!(status, 200, "{failed}");
     assert_eq!(failed["status"], "failed", "retry: false fails at once");
@@ -353,10 +446,22 @@ fn leases_long_poll_and_guard_every_report(backend: Backend) {
         (json!({"worker": "w", "kinds": ["echo"]}), "unknown_kind"),
         (json!({"worker": "w", "kinds": ["nope"]}), "unknown_kind"),
         (json!({"worker": "w", "kinds": []}), "invalid_request"),
-        (json!({"worker": "w", "kinds": ["resize"], "wait_ms": 40000}), "invalid_request"),
-        (json!({"worker": "w", "kinds": ["resize"], "max": 0}), "invalid_request"),
-        (json!({"worker": "bad id", "kinds": ["resize"]}), "invalid_request"),
-        (json!({"worker": "w", "kinds": ["resize"], "extra": 1}), "invalid_json"),
+        (
+            json!({"worker": "w", "kinds": ["resize"], "wait_ms": 40000}),
+            "invalid_request",
+        ),
+        (
+            json!({"worker": "w", "kinds": ["resize"], "max": 0}),
+            "invalid_request",
+        ),
+        (
+            json!({"worker": "bad id", "kinds": ["resize"]}),
+            "invalid_request",
+        ),
+        (
+            json!({"worker": "w", "kinds": ["resize"], "extra": 1}),
+            "invalid_json",
+        ),
     ] {
         let (status, error) = api.http("POST", "/api/v1/leases", body.to_string().as_bytes());
         assert_eq!(status, 400, "{body}: {error}");
@@ -387,12 +492,25 @@ fn undeclared_kinds_are_refused(backend: Backend) {
     };
     let api = platform.api();
     let line = api.taskctl(&["submit", "reszie"]).fails_with(1);
-    assert!(line.contains("unknown kind 'reszie'") && line.contains("resize, slow"), "{line}");
+    assert!(
+        line.contains("unknown kind 'reszie'") && line.contains("resize, slow"),
+        "{line}"
+    );
     let worker = agent(api, &["--kind", "thumbnail"], "true");
     let run = common::wait_child(worker, Duration::from_secs(20));
     assert_eq!(run.code, 1, "{}", run.stderr);
-    let last = run.stderr.trim().lines().last().unwrap_or_default().to_owned();
-    assert!(last.contains("'thumbnail' is not declared"), "{}", run.stderr);
+    let last = run
+        .stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        last.contains("'thumbnail' is not declared"),
+        "{}",
+        run.stderr
+    );
 }
 
 /// The Rust example (`api/examples/worker.rs`, built by `cargo test --workspace`) serves
@@ -420,12 +538,22 @@ fn the_rust_example_worker_serves_its_kind(backend: Backend) {
         .spawn()
         .expect("start the example worker");
     let good = submit(api, "resize", json!({"w": 3, "h": 4}), json!({}));
-    let bad = submit(api, "resize", json!({"w": "wide"}), json!({"max_attempts": 3}));
+    let bad = submit(
+        api,
+        "resize",
+        json!({"w": "wide"}),
+        json!({"max_attempts": 3}),
+    );
     let done = wait_status(api, &good, "succeeded", Duration::from_secs(30));
     assert_eq!(done["result"], json!({"w": 6, "h": 8}));
     let failed = wait_status(api, &bad, "failed", Duration::from_secs(30));
     assert_eq!(failed["attempts"], 1, "no retry: {failed}");
-    assert!(failed["last_error"].as_str().is_some_and(|e| e.contains("needs numbers")), "{failed}");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("needs numbers")),
+        "{failed}"
+    );
     worker.kill().expect("stop the example");
     let _ = worker.wait();
 }

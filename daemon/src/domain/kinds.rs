@@ -104,11 +104,7 @@ pub fn needs_admin(kind: &str) -> bool {
 
 /// The kinds only an admin may submit, comma-separated (a bound parameter of the bulk retry).
 pub fn admin_list() -> String {
-    let names: Vec<&str> = BUILTIN
-        .iter()
-        .filter(|k| k.admin)
-        .map(|k| k.name)
-        .collect();
+    let names: Vec<&str> = BUILTIN.iter().filter(|k| k.admin).map(|k| k.name).collect();
     names.join(",")
 }
 
@@ -210,9 +206,13 @@ mod tests {
             check_declared(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         };
         assert!(ok(&["resize", "report.monthly"]).is_ok());
-        assert!(ok(&["shell"]).unwrap_err().contains("built-in"));
-        assert!(ok(&["a", "a"]).unwrap_err().contains("twice"));
-        assert!(ok(&["-x"]).unwrap_err().contains("not a kind name"));
-        assert!(ok(&[""]).unwrap_err().contains("not a kind name"));
+        assert!(ok(&["shell"]).expect_err("refused").contains("built-in"));
+        assert!(ok(&["a", "a"]).expect_err("refused").contains("twice"));
+        assert!(
+            ok(&["-x"])
+                .expect_err("refused")
+                .contains("not a kind name")
+        );
+        assert!(ok(&[""]).expect_err("refused").contains("not a kind name"));
     }
 }

@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::openapi::{Refused, WriteRefused};
 use super::extract::{JsonBody, TaskId};
+use super::openapi::{Refused, WriteRefused};
 use crate::domain::HEARTBEAT_EVERY;
 use crate::domain::lifecycle::{self, AttemptOutcome, Settlement};
 use crate::domain::validate::{check_name, valid_name};
@@ -89,7 +89,14 @@ pub(super) async fn live_workers(state: &AppState) -> Result<Vec<WorkerRow>, Api
     let rows = state.store.workers(local_since.min(remote_since)).await?;
     Ok(rows
         .into_iter()
-        .filter(|row| row.heartbeat_at >= if row.remote { remote_since } else { local_since })
+        .filter(|row| {
+            row.heartbeat_at
+                >= if row.remote {
+                    remote_since
+                } else {
+                    local_since
+                }
+        })
         .collect())
 }
 
@@ -119,7 +126,9 @@ pub async fn lease(
         )));
     }
     if request.kinds.is_empty() {
-        return Err(bad("kinds: name at least one kind this worker serves".into()));
+        return Err(bad(
+            "kinds: name at least one kind this worker serves".into()
+        ));
     }
     for kind in &request.kinds {
         if crate::domain::kinds::builtin(kind).is_some() {
@@ -243,8 +252,13 @@ async fn hand_out(state: &AppState, worker: &str, task: ClaimedTask) -> Option<L
             filled
         }
         Err(outcome) => {
-            let settlement = lifecycle::settle(outcome, task.attempt, task.max_attempts, now_ms(), 0);
-            if let Err(error) = state.store.settle(task.id, worker, &settlement, now_ms()).await {
+            let settlement =
+                lifecycle::settle(outcome, task.attempt, task.max_attempts, now_ms(), 0);
+            if let Err(error) = state
+                .store
+                .settle(task.id, worker, &settlement, now_ms())
+                .await
+            {
                 tracing::warn!(%error, task_id = %task.id, "failing a step whose payload cannot be filled in failed; its lease will expire");
             }
             return None;
@@ -281,9 +295,15 @@ fn lost(message: String) -> ApiError {
 
 /// The task a report names, if `lease` holds it now: running, this attempt, this worker,
 /// and of a declared kind (taskd's own workers' tasks are never leased).
-async fn held(state: &AppState, id: Uuid, lease: &str) -> Result<(StoredTask, u32, String), ApiError> {
+async fn held(
+    state: &AppState,
+    id: Uuid,
+    lease: &str,
+) -> Result<(StoredTask, u32, String), ApiError> {
     let Some((attempt, worker)) = parse_lease(lease) else {
-        return Err(lost(format!("'{lease}' is not a lease this taskd handed out")));
+        return Err(lost(format!(
+            "'{lease}' is not a lease this taskd handed out"
+        )));
     };
     let Some(task) = state.store.get(id).await? else {
         return Err(ApiError::new(
@@ -436,8 +456,15 @@ async fn settle(
         now,
         delay.as_millis() as u64,
     );
-    if !state.store.settle(task.id, worker, &settlement, now).await? {
-        return Err(lost(format!("task {} is no longer held by this lease", task.id)));
+    if !state
+        .store
+        .settle(task.id, worker, &settlement, now)
+        .await?
+    {
+        return Err(lost(format!(
+            "task {} is no longer held by this lease",
+            task.id
+        )));
     }
     let status = settlement.status();
     let started = task.started_at.unwrap_or(now);

@@ -4,13 +4,13 @@
 
 use axum::Json;
 use taskplane_api::{
-    BatchSubmit, BrokerQueue, Complete, Fail, Heartbeat, HeartbeatAnswer, KindInfo, KindList,
-    LeaseList, LeaseRequest, LeasedTask, LogReport, ReportAnswer, ReportedLine, BulkResult, CatchUp, CronQuery, DlqPurge, DlqRetry, ErrorBody,
-    ErrorDetail, EventKind, Health, LogLine, LogPage, LogStream, NextFires, NextQuery, Overlap,
-    QueueList, QueueStats, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec, StepRef,
-    SubmitTask, Task, TaskEvent, TaskList, TaskStatus, TaskSummary, WorkerInfo, WorkerList,
-    Workflow, WorkflowAction, WorkflowCreated, WorkflowList, WorkflowQuery, WorkflowSpec,
-    WorkflowStatus, WorkflowStep, WorkflowStepState,
+    BatchSubmit, BrokerQueue, BulkResult, CatchUp, Complete, CronQuery, DlqPurge, DlqRetry,
+    ErrorBody, ErrorDetail, EventKind, Fail, Health, Heartbeat, HeartbeatAnswer, KindInfo,
+    KindList, LeaseList, LeaseRequest, LeasedTask, LogLine, LogPage, LogReport, LogStream,
+    NextFires, NextQuery, Overlap, QueueList, QueueStats, ReportAnswer, ReportedLine, Schedule,
+    ScheduleList, ScheduleQuery, ScheduleSpec, StepRef, SubmitTask, Task, TaskEvent, TaskList,
+    TaskStatus, TaskSummary, WorkerInfo, WorkerList, Workflow, WorkflowAction, WorkflowCreated,
+    WorkflowList, WorkflowQuery, WorkflowSpec, WorkflowStatus, WorkflowStep, WorkflowStepState,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};

@@ -15,9 +15,9 @@ use uuid::Uuid;
 
 use super::decode::TaskRow as _;
 use super::{
-    BoxFuture, CancelOutcome, ClaimedTask, EventRow, FinishedFilter, LeaseState, ListFilter, NewLogLine,
-    Publishable, QueueCount, Result, RetryOutcome, Store, StoreError, StoredLogLine, StoredTask,
-    WorkerRow, WriteHealth, decode, sql,
+    BoxFuture, CancelOutcome, ClaimedTask, EventRow, FinishedFilter, LeaseState, ListFilter,
+    NewLogLine, Publishable, QueueCount, Result, RetryOutcome, Store, StoreError, StoredLogLine,
+    StoredTask, WorkerRow, WriteHealth, decode, sql,
 };
 use crate::domain::labels::Selector;
 use crate::domain::lifecycle::Settlement;

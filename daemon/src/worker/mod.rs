@@ -511,8 +511,7 @@ pub async fn fill_in(
         .collect();
     let filled = workflow::substitute(&template, &results).map_err(rejected)?;
     // Its shape could not be checked at submit; another attempt would fail the same way.
-    crate::domain::validate::check_payload(&task.kind, &filled)
-        .map_err(|e| rejected(e.message))?;
+    crate::domain::validate::check_payload(&task.kind, &filled).map_err(|e| rejected(e.message))?;
     Ok(Some(filled.to_string()))
 }
 

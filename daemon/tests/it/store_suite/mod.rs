@@ -807,7 +807,10 @@ pub const VERSION_1_ROWS: &str = "INSERT INTO schema_migrations VALUES (1, 0);
 /// applies the later versions (SQLite's rebuilds the tasks table), a selector finds the
 /// labelled task, its output is still there, and the key still names its task.
 pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
-    assert_eq!(store.migrate().await.expect("migrate"), vec![2, 3, 4, 5, 6, 7]);
+    assert_eq!(
+        store.migrate().await.expect("migrate"),
+        vec![2, 3, 4, 5, 6, 7]
+    );
     let again = new_task(|t| t.idempotency_key = Some("from-version-1".into()));
     let rows = store.insert(vec![again]).await.expect("insert a known key");
     assert_eq!(
@@ -1055,7 +1058,10 @@ pub async fn claims_by_kind_and_single_leases(store: Arc<dyn Store>) {
         .claim_ids_of("w", &[remote], Some(&builtin), NOW, NOW + LEASE)
         .await
         .expect("claim by id");
-    assert!(by_id.is_empty(), "a local worker never claims a declared kind");
+    assert!(
+        by_id.is_empty(),
+        "a local worker never claims a declared kind"
+    );
     let claimed = store
         .claim_of("w", &queues(), Some(&builtin), 10, NOW, NOW + LEASE)
         .await
@@ -1089,7 +1095,10 @@ pub async fn claims_by_kind_and_single_leases(store: Arc<dyn Store>) {
         .await
         .expect("renew")
         .expect("still held");
-    assert!(renewed.cancel_requested, "a renewal reports the cancel request");
+    assert!(
+        renewed.cancel_requested,
+        "a renewal reports the cancel request"
+    );
     // A finished task's lease is gone.
     let done = store
         .settle(remote, "remote-1", &Settlement::Cancelled, NOW + 1)
