@@ -116,9 +116,9 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     let shutdown = CancellationToken::new();
     let declared = args.declared_kinds();
     let broker = if args.broker == "db" {
-        Broker::db().with_declared(declared.clone())
+        Broker::db()
     } else {
-        let (broker, dispatcher) = Broker::amqp(&args.broker, store.clone(), declared.clone());
+        let (broker, dispatcher) = Broker::amqp(&args.broker, store.clone());
         tokio::spawn(dispatcher.run(shutdown.clone()));
         broker
     };

@@ -558,6 +558,59 @@ fn the_rust_example_worker_serves_its_kind(backend: Backend) {
     let _ = worker.wait();
 }
 
+/// taskd goes away while the agent runs a task: the agent keeps the task running, retries
+/// its report until taskd is back (within the lease); and taskd going away while the agent
+/// waits for work costs a reconnection with backoff, nothing more.
+#[test]
+fn the_agent_rides_out_taskd_restarts() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let db = format!("sqlite://{}", dir.path().join("taskd.db").display());
+    let flags = ["--listen", &listen, "--database", &db, "--kinds", "slow"];
+    let mut daemon = Daemon::start_with(dir.path(), &flags);
+    let marks = dir.path().join("marks");
+    std::fs::create_dir_all(&marks).expect("dir");
+    let script = format!(
+        r#"touch {dir}/started-$TASKPLANE_TASK_ID; sleep 1; touch {dir}/done-$TASKPLANE_TASK_ID; echo '{{"survived": true}}'"#,
+        dir = marks.display()
+    );
+    let mut worker = agent(&daemon, &["--kind", "slow"], &script);
+    let first = submit(&daemon, "slow", json!({}), json!({}));
+    wait_until("the task started", Duration::from_secs(20), || {
+        marks.join(format!("started-{first}")).exists()
+    });
+    daemon.kill9();
+    // The task ends while taskd is down: its end can only be reported later.
+    wait_until("the task ended", Duration::from_secs(20), || {
+        marks.join(format!("done-{first}")).exists()
+    });
+    let mut daemon = Daemon::start_with(dir.path(), &flags);
+    let done = wait_status(&daemon, &first, "succeeded", Duration::from_secs(30));
+    assert_eq!(done["result"], json!({"survived": true}));
+    assert_eq!(
+        done["attempts"], 1,
+        "the report was retried, not the task: {done}"
+    );
+
+    // Down while the agent waits for work.
+    daemon.kill9();
+    let daemon = Daemon::start_with(dir.path(), &flags);
+    let second = submit(&daemon, "slow", json!({}), json!({}));
+    wait_status(&daemon, &second, "succeeded", Duration::from_secs(60));
+    signal(&worker, "TERM");
+    let run = common::wait_child(worker_take(&mut worker), Duration::from_secs(30));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("retrying") && run.stderr.contains("taskd answers again"),
+        "{}",
+        run.stderr
+    );
+}
+
 on_both_backends!(
     the_rust_example_worker_serves_its_kind,
     the_agent_runs_tasks_with_results_and_logs,

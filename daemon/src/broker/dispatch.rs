@@ -32,8 +32,6 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     submitted: mpsc::Receiver<Vec<Publishable>>,
     outbox: Arc<Outbox>,
-    /// Kinds remote workers lease from the database: marked, never published.
-    declared: Arc<[String]>,
 }
 
 impl Dispatcher {
@@ -43,7 +41,6 @@ impl Dispatcher {
         wake: Arc<Notify>,
         submitted: mpsc::Receiver<Vec<Publishable>>,
         outbox: Arc<Outbox>,
-        declared: Arc<[String]>,
     ) -> Dispatcher {
         Dispatcher {
             store,
@@ -51,7 +48,6 @@ impl Dispatcher {
             wake,
             submitted,
             outbox,
-            declared,
         }
     }
 
@@ -111,9 +107,8 @@ impl Dispatcher {
             Ok(tasks) if tasks.is_empty() => {}
             Ok(tasks) => {
                 tracing::debug!(tasks = tasks.len(), "dispatching unpublished tasks");
-                let (leased, published): (Vec<_>, Vec<_>) = tasks
-                    .into_iter()
-                    .partition(|t| self.declared.contains(&t.kind));
+                let (leased, published): (Vec<_>, Vec<_>) =
+                    tasks.into_iter().partition(|t| super::leased(&t.kind));
                 if !leased.is_empty() {
                     // Remote workers lease them from the database: nothing to publish.
                     let versions: Vec<_> = leased.iter().map(|t| (t.id, t.updated_at)).collect();

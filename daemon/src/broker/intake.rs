@@ -43,8 +43,9 @@ pub struct Claimant {
     pub store: Arc<dyn Store>,
     pub worker: String,
     pub queues: Vec<String>,
-    /// The kinds it runs (its registry's): a task of another kind is left to the remote
-    /// workers that serve it.
+    /// The kinds it runs (its registry's): a claim from the database leaves a task of
+    /// another kind to the remote workers that serve it. (RabbitMQ never delivers one:
+    /// `broker::leased`.)
     pub kinds: Vec<String>,
     /// How long a claim holds a task without renewal.
     pub lease: Duration,
@@ -323,7 +324,7 @@ impl AmqpIntake {
         let now = now_ms();
         match c
             .store
-            .claim_ids_of(&c.worker, &ids, Some(&c.kinds), now, c.lease_from(now))
+            .claim_ids(&c.worker, &ids, now, c.lease_from(now))
             .await
         {
             Ok(claimed) => {

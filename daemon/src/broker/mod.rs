@@ -25,6 +25,14 @@ pub use amqp::Amqp;
 pub use dispatch::Dispatcher;
 pub use intake::{AmqpIntake, Claimant, DbIntake, Intake, Receipt};
 
+/// Whether tasks of `kind` are leased by remote workers: every kind that is not built in.
+/// They are never published to RabbitMQ (a lease request is an HTTP call that can end at any
+/// moment: it claims ready rows itself), whatever a process was told with `--kinds`, so
+/// taskd's own workers, which claim only what RabbitMQ delivers, never meet one.
+pub fn leased(kind: &str) -> bool {
+    crate::domain::kinds::builtin(kind).is_none()
+}
+
 /// How many freshly submitted batches may wait for the publisher before the API leaves them
 /// to the dispatcher.
 const SUBMIT_BACKLOG: usize = 1024;
@@ -34,9 +42,6 @@ pub struct Broker {
     pub ready_wake: Arc<Notify>,
     /// Wakes every lease request waiting in this process (`notify_waiters`).
     leases: Arc<Notify>,
-    /// The kinds remote workers serve (`--kinds`): never published to RabbitMQ, since they
-    /// lease them from the database (an HTTP long-poll cannot hold a delivery).
-    declared: Arc<[String]>,
     amqp: Option<AmqpParts>,
 }
 
@@ -121,39 +126,28 @@ impl Broker {
         Broker {
             ready_wake: Arc::new(Notify::new()),
             leases: Arc::new(Notify::new()),
-            declared: Arc::from(Vec::new()),
             amqp: None,
         }
     }
 
-    /// The same broker, knowing the kinds remote workers serve.
-    pub fn with_declared(mut self, kinds: Vec<String>) -> Broker {
-        self.declared = Arc::from(kinds);
-        self
-    }
-
-    /// RabbitMQ at `url`, and the dispatcher that publishes for this process (to be run;
-    /// it leaves the `declared` kinds to the lease protocol). Does not wait for the broker:
-    /// a process starts while RabbitMQ is down and reports itself not ready until it
-    /// connects.
-    pub fn amqp(url: &str, store: Arc<dyn Store>, declared: Vec<String>) -> (Broker, Dispatcher) {
+    /// RabbitMQ at `url`, and the dispatcher that publishes for this process (to be run).
+    /// Does not wait for the broker: a process starts while RabbitMQ is down and reports
+    /// itself not ready until it connects.
+    pub fn amqp(url: &str, store: Arc<dyn Store>) -> (Broker, Dispatcher) {
         let client = Arc::new(Amqp::new(url));
         let dispatch_wake = Arc::new(Notify::new());
         let outbox = Arc::new(Outbox::new());
         let (submitted, rx) = mpsc::channel(SUBMIT_BACKLOG);
-        let declared: Arc<[String]> = Arc::from(declared);
         let dispatcher = Dispatcher::new(
             store,
             client.clone(),
             dispatch_wake.clone(),
             rx,
             outbox.clone(),
-            declared.clone(),
         );
         let broker = Broker {
             ready_wake: Arc::new(Notify::new()),
             leases: Arc::new(Notify::new()),
-            declared,
             amqp: Some(AmqpParts {
                 client,
                 dispatch_wake,
@@ -192,18 +186,10 @@ impl Broker {
     }
 
     /// The `published_at` a task of `kind` is inserted with: `mark` (from
-    /// [`Broker::submit_mark`]), or 0 for a declared kind, which nobody publishes.
+    /// [`Broker::submit_mark`]), or 0 for a kind remote workers lease, which nobody
+    /// publishes.
     pub fn stamp(&self, kind: &str, mark: Option<i64>) -> Option<i64> {
-        if self.is_declared(kind) {
-            Some(0)
-        } else {
-            mark
-        }
-    }
-
-    /// Whether remote workers serve `kind`.
-    pub fn is_declared(&self, kind: &str) -> bool {
-        self.declared.iter().any(|k| k == kind)
+        if leased(kind) { Some(0) } else { mark }
     }
 
     /// What lease requests wait on: woken whenever work may have become ready.
@@ -212,9 +198,9 @@ impl Broker {
     }
 
     /// Newly committed tasks, stamped with `mark` (from [`Broker::submit_mark`]): publish
-    /// them (AMQP) or wake a worker (db); wake the lease requests for a declared kind's.
+    /// them (AMQP) or wake a worker (db); wake the lease requests for a leased kind's.
     pub fn submitted(&self, tasks: &[&StoredTask], mark: Option<i64>) {
-        if !self.declared.is_empty() && tasks.iter().any(|t| self.is_declared(&t.kind)) {
+        if tasks.iter().any(|t| leased(&t.kind)) {
             self.leases.notify_waiters();
         }
         let Some(parts) = &self.amqp else {
@@ -227,7 +213,7 @@ impl Broker {
         }
         let ready: Vec<Publishable> = tasks
             .iter()
-            .filter(|t| t.status == taskplane_api::TaskStatus::Queued && !self.is_declared(&t.kind))
+            .filter(|t| t.status == taskplane_api::TaskStatus::Queued && !leased(&t.kind))
             .map(|t| Publishable::from_task(t))
             .collect();
         if ready.is_empty() {

@@ -21,6 +21,14 @@ impl Backoff {
         Duration::from_millis(base_ms.saturating_mul(factor).min(max_ms))
     }
 
+    /// These bounds with a task's own where it has them (`retry_base_ms`, `retry_max_ms`);
+    /// the base never above the max.
+    pub fn with_task(&self, base_ms: Option<u64>, max_ms: Option<u64>) -> Backoff {
+        let max = max_ms.map_or(self.max, Duration::from_millis);
+        let base = base_ms.map_or(self.base, Duration::from_millis).min(max);
+        Backoff { base, max }
+    }
+
     /// The delay after failed attempt number `attempt`, given a uniform sample `unit` in
     /// `[0, 1)`. The caller draws the sample so this stays pure.
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {

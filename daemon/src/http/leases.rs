@@ -37,6 +37,20 @@ pub struct LeaseSettings {
     pub backoff: crate::domain::backoff::Backoff,
 }
 
+/// What a report may answer besides its own success, [`WriteRefused`] and [`Refused`]. Only
+/// describes responses for the document; handlers answer with `ApiError`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+enum LeaseRefused {
+    #[response(status = 404, description = "no such task")]
+    NotFound(ErrorBody),
+    #[response(
+        status = 409,
+        description = "the lease is stale or someone else's (`lease_lost`): nothing changed"
+    )]
+    Lost(ErrorBody),
+}
+
 /// The longest line a report may carry; longer ones are cut (as taskd's own runner cuts).
 const MAX_LINE_BYTES: usize = 16 * 1024;
 /// The longest error a `fail` keeps.
@@ -218,7 +232,9 @@ pub async fn lease(
         }
         if tokio::time::Instant::now() >= beat {
             beat += HEARTBEAT_EVERY;
-            state.store.touch_worker(&request.worker, now_ms()).await?;
+            if let Err(error) = state.store.touch_worker(&request.worker, now_ms()).await {
+                tracing::debug!(%error, worker = %request.worker, "recording a remote worker's heartbeat failed");
+            }
         }
     };
     if !claimed.is_empty() {
@@ -343,8 +359,7 @@ async fn held(
     request_body = Heartbeat,
     responses(
         (status = 200, description = "the lease is extended", body = HeartbeatAnswer),
-        (status = 404, description = "no such task", body = ErrorBody),
-        (status = 409, description = "the lease is stale or someone else's (`lease_lost`)", body = ErrorBody),
+        LeaseRefused,
         WriteRefused,
         Refused
     ),
@@ -360,7 +375,10 @@ pub async fn heartbeat(
     let Some(renewed) = state.store.renew_lease(id, &worker, attempt, until).await? else {
         return Err(lost(format!("task {id} is no longer held by this lease")));
     };
-    state.store.touch_worker(&worker, now).await?;
+    // The lease is renewed: a failure to mark the worker alive is not the task's.
+    if let Err(error) = state.store.touch_worker(&worker, now).await {
+        tracing::debug!(%error, worker, "recording a remote worker's heartbeat failed");
+    }
     if let Some(progress) = beat.progress {
         let line = NewLogLine {
             task_id: id,
@@ -383,8 +401,7 @@ pub async fn heartbeat(
     request_body = Complete,
     responses(
         (status = 200, description = "recorded", body = ReportAnswer),
-        (status = 404, description = "no such task", body = ErrorBody),
-        (status = 409, description = "the lease is stale or someone else's (`lease_lost`)", body = ErrorBody),
+        LeaseRefused,
         WriteRefused,
         Refused
     ),
@@ -407,8 +424,7 @@ pub async fn complete(
     request_body = Fail,
     responses(
         (status = 200, description = "recorded", body = ReportAnswer),
-        (status = 404, description = "no such task", body = ErrorBody),
-        (status = 409, description = "the lease is stale or someone else's (`lease_lost`)", body = ErrorBody),
+        LeaseRefused,
         WriteRefused,
         Refused
     ),
@@ -439,15 +455,10 @@ async fn settle(
     outcome: AttemptOutcome,
 ) -> Result<Json<ReportAnswer>, ApiError> {
     let now = now_ms();
-    let ms = Duration::from_millis;
-    let backoff = crate::domain::backoff::Backoff {
-        max: task.retry_max_ms.map_or(state.leases.backoff.max, ms),
-        base: task.retry_base_ms.map_or(state.leases.backoff.base, ms),
-    };
-    let backoff = crate::domain::backoff::Backoff {
-        base: backoff.base.min(backoff.max),
-        ..backoff
-    };
+    let backoff = state
+        .leases
+        .backoff
+        .with_task(task.retry_base_ms, task.retry_max_ms);
     let delay = backoff.delay(task.attempts, fastrand::f64());
     let settlement = lifecycle::settle(
         outcome,
@@ -491,8 +502,7 @@ async fn settle(
     request_body = LogReport,
     responses(
         (status = 200, description = "appended", body = ReportAnswer),
-        (status = 404, description = "no such task", body = ErrorBody),
-        (status = 409, description = "the lease is stale or someone else's (`lease_lost`)", body = ErrorBody),
+        LeaseRefused,
         WriteRefused,
         Refused
     ),

@@ -220,15 +220,22 @@ impl Dialect for Pg {
     ) -> Result<Vec<ClaimedTask>> {
         // With one queue, `queue = $4` lets PostgreSQL walk the `tasks_ready` index in
         // priority order and stop at the limit; `= ANY` over several makes it sort them all.
-        // The kinds (`$6`, NULL for any) filter the rows the walk finds.
-        let filter = if queues.len() == 1 {
-            "queue = $4[1] AND ($6::text[] IS NULL OR kind = ANY($6))"
+        // The kinds (`$6`) filter the rows the walk finds; without kinds the statement does
+        // not name them (see `claim_ids`).
+        let queue = if queues.len() == 1 {
+            "queue = $4[1]"
         } else {
-            "queue = ANY($4) AND ($6::text[] IS NULL OR kind = ANY($6))"
+            "queue = ANY($4)"
         };
+        let kind = if kinds.is_some() {
+            " AND kind = ANY($6)"
+        } else {
+            ""
+        };
+        let filter = format!("{queue}{kind}");
         // The CTE runs once (a subquery under IN may be evaluated again and claim more than
         // the limit); SKIP LOCKED lets concurrent workers pick different rows.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH picked AS (
                  SELECT id AS picked_id FROM tasks
                  WHERE status = 'queued' AND {filter}
@@ -246,8 +253,11 @@ impl Dialect for Pg {
         .bind(lease_until)
         .bind(now)
         .bind(queues)
-        .bind(i64::from(limit))
-        .bind(kinds)
+        .bind(i64::from(limit));
+        let rows = match kinds {
+            Some(kinds) => query.bind(kinds),
+            None => query,
+        }
         .fetch_all(&store.write)
         .await?;
         decode::claimed_in_order(&rows)
@@ -267,17 +277,27 @@ impl Dialect for Pg {
         // No SKIP LOCKED: a delivered task passed over would be acked as a duplicate. The
         // lock finds the rows by id alone (the update checks the status): with the status
         // there too, the planner walked every queued task of a backlog for the 64 ids
-        // (30,000 queued: 8.5 ms against 1.1 ms; over 1 s under load).
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        // (30,000 queued: 8.5 ms against 1.1 ms; over 1 s under load). The kinds (`$5`), when
+        // given, filter the locked rows, for the same reason: beside the status in the
+        // update they made the planner walk every queued task of a fresh table (its
+        // statistics not yet gathered: 330 ms per claim of 64). Without kinds (taskd's
+        // workers: RabbitMQ never delivers a leased kind) the statement does not name them:
+        // even `$5 IS NULL OR …` changed PostgreSQL's generic plan and cost a tenth of the
+        // throughput of single submits.
+        let kind = if kinds.is_some() {
+            " AND kind = ANY($5)"
+        } else {
+            ""
+        };
+        let query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH locked AS (
                  SELECT id AS locked_id FROM tasks
-                 WHERE id = ANY($4)
+                 WHERE id = ANY($4){kind}
                  ORDER BY id
                  FOR UPDATE)
              UPDATE tasks SET {set}
              FROM locked
              WHERE tasks.id = locked.locked_id AND tasks.status = 'queued'
-               AND ($5::text[] IS NULL OR tasks.kind = ANY($5))
              RETURNING {}",
             sql::CLAIM_COLUMNS,
             set = sql::CLAIM_SET
@@ -285,8 +305,11 @@ impl Dialect for Pg {
         .bind(worker)
         .bind(lease_until)
         .bind(now)
-        .bind(&ids)
-        .bind(kinds)
+        .bind(&ids);
+        let rows = match kinds {
+            Some(kinds) => query.bind(kinds),
+            None => query,
+        }
         .fetch_all(&store.write)
         .await?;
         decode::claimed_in_order(&rows)

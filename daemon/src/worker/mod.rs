@@ -295,13 +295,9 @@ impl Worker {
 
     /// The task's own backoff bounds where it has them, this worker's otherwise.
     fn backoff_for(&self, task: &ClaimedTask) -> Backoff {
-        let ms = Duration::from_millis;
-        let max = task.retry_max_ms.map_or(self.config.backoff.max, ms);
-        let base = task
-            .retry_base_ms
-            .map_or(self.config.backoff.base, ms)
-            .min(max);
-        Backoff { base, max }
+        self.config
+            .backoff
+            .with_task(task.retry_base_ms, task.retry_max_ms)
     }
 
     /// Runs one attempt and records its outcome. Returns the task id.

@@ -799,12 +799,12 @@ fn claim(
     };
     // By rowid: `tasks_ready` holds each row's rowid, so the update finds the rows it picked
     // straight, not again through the id index.
+    let kind = kind_filter(lease);
     let statement = format!(
         "UPDATE tasks SET {set}
          WHERE rowid IN (
              SELECT rowid FROM tasks
-             WHERE status = 'queued' AND {filter}
-               AND ($6 IS NULL OR kind IN (SELECT value FROM json_each($6)))
+             WHERE status = 'queued' AND {filter}{kind}
              ORDER BY priority DESC, run_at, id
              LIMIT $5)
            AND status = 'queued'
@@ -823,10 +823,10 @@ fn claim_ids(
 ) -> Result<Vec<ClaimedTask>> {
     let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     let ids = serde_json::to_string(&ids).map_err(|e| decode::corrupt("-", e))?;
+    let kind = kind_filter(lease);
     let statement = format!(
         "UPDATE tasks SET {set}
-         WHERE id IN (SELECT value FROM json_each($4)) AND status = 'queued'
-           AND ($6 IS NULL OR kind IN (SELECT value FROM json_each($6)))
+         WHERE id IN (SELECT value FROM json_each($4)) AND status = 'queued'{kind}
          RETURNING {}",
         sql::CLAIM_COLUMNS,
         set = sql::CLAIM_SET
@@ -851,6 +851,16 @@ impl<'a> Lease<'a> {
             now,
             kinds,
         }
+    }
+}
+
+/// The condition on the kinds a claim takes (`$6`), or none: a statement that claims any
+/// kind does not name them, so its plan is the one it always had.
+fn kind_filter(lease: &Lease<'_>) -> &'static str {
+    if lease.kinds.is_some() {
+        " AND kind IN (SELECT value FROM json_each($6))"
+    } else {
+        ""
     }
 }
 
@@ -883,8 +893,10 @@ fn claimed(
         ("$2", &lease_until),
         ("$3", &now),
         ("$4", &which),
-        ("$6", kinds),
     ];
+    if let Some(kinds) = kinds {
+        named.push(("$6", kinds));
+    }
     if let Some(limit) = &limit {
         named.push(("$5", limit));
     }
