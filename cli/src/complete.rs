@@ -110,10 +110,39 @@ pub fn statuses() -> Vec<CompletionCandidate> {
         .collect()
 }
 
-/// The built-in kinds.
+/// The kinds the server knows (built in and declared), each with what serves it as help;
+/// the built-in kinds when the server does not answer.
 pub fn kinds() -> Vec<CompletionCandidate> {
+    let known = served_kinds(false);
+    if !known.is_empty() {
+        return known;
+    }
     taskplane_api::kinds::BUILTIN_KINDS
         .iter()
         .map(|kind| CompletionCandidate::new(*kind))
         .collect()
+}
+
+/// The kinds declared on the server (`taskd --kinds`): what `taskctl worker` can serve.
+pub fn declared_kinds() -> Vec<CompletionCandidate> {
+    served_kinds(true)
+}
+
+fn served_kinds(declared_only: bool) -> Vec<CompletionCandidate> {
+    ask(|client| async move {
+        let list = client.kinds().await?;
+        Ok(list
+            .kinds
+            .into_iter()
+            .filter(|k| !(declared_only && k.builtin))
+            .map(|k| {
+                let by = if k.builtin {
+                    "taskd".to_owned()
+                } else {
+                    format!("remote workers: {}", k.workers.len())
+                };
+                CompletionCandidate::new(k.name).help(Some(by.into()))
+            })
+            .collect())
+    })
 }

@@ -42,7 +42,8 @@ pub struct WorkerArgs {
         long = "kind",
         required = true,
         value_delimiter = ',',
-        value_name = "KIND"
+        value_name = "KIND",
+        add = clap_complete::ArgValueCandidates::new(crate::complete::declared_kinds)
     )]
     pub kinds: Vec<String>,
     /// The queues to take tasks from, comma-separated.

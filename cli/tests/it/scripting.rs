@@ -154,7 +154,7 @@ fn table_wide_and_headerless_output() {
 #[test]
 fn bash_completes_subcommands_and_live_task_ids() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let taskd = Daemon::start(dir.path(), &[]);
+    let taskd = Daemon::start(dir.path(), &["--kinds", "resize"]);
     let id = taskd
         .taskctl(&["submit", "noop", "--queue", "mail", "-q"])
         .ok();
@@ -175,6 +175,12 @@ fn bash_completes_subcommands_and_live_task_ids() {
     assert!(queues.lines().any(|l| l == "mail"), "{queues}");
     let kinds = complete("taskctl submit ''", 2, "", "submit");
     assert!(kinds.lines().any(|l| l == "sleep"), "{kinds}");
+    assert!(
+        kinds.lines().any(|l| l == "resize"),
+        "a declared kind: {kinds}"
+    );
+    let served = complete("taskctl worker --kind ''", 3, "", "--kind");
+    assert_eq!(served.trim(), "resize", "only declared kinds");
     let statuses = complete("taskctl list --status ''", 3, "", "--status");
     assert!(statuses.lines().any(|l| l == "failed"), "{statuses}");
     assert_eq!(
