@@ -6,7 +6,8 @@ use taskplane_api::{LogLine, Task};
 
 use crate::store::{StoredLogLine, StoredTask};
 
-fn instant(ms: i64) -> DateTime<Utc> {
+/// An instant the store keeps as Unix milliseconds, for the wire.
+pub(super) fn instant(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 

@@ -19,6 +19,7 @@ use taskplane_api::{
 use uuid::Uuid;
 
 use super::AppState;
+use super::convert::instant;
 use super::error::ApiError;
 use super::extract::{JsonBody, TaskId};
 use super::openapi::{Refused, WriteRefused};
@@ -292,10 +293,6 @@ async fn hand_out(state: &AppState, worker: &str, task: ClaimedTask) -> Option<L
         lease: format!("{}.{worker}", task.attempt),
         lease_expires_at: instant(lease_until),
     })
-}
-
-fn instant(ms: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 /// A lease, read: the attempt it is for and the worker holding it.

@@ -23,6 +23,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::convert;
+use super::convert::instant;
 use super::error::ApiError;
 use super::extract::QueryParams;
 use crate::util::now_ms;
@@ -378,7 +379,6 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
     security(("bearer" = ["tasks.read"])))]
 pub async fn workers(State(state): State<AppState>) -> Result<Json<WorkerList>, ApiError> {
     let rows = super::leases::live_workers(&state).await?;
-    let instant = |ms: i64| chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default();
     Ok(Json(WorkerList {
         workers: rows
             .into_iter()

@@ -14,6 +14,7 @@ use taskplane_api::{
 
 use super::AppState;
 use super::convert;
+use super::convert::instant;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams, next_page, page_limit};
 use super::guard;
@@ -58,7 +59,6 @@ fn path_name(name: &str) -> Result<(), ApiError> {
 /// The wire form of a stored schedule.
 fn to_wire(row: ScheduleRow) -> Result<Schedule, ApiError> {
     let (spec, _) = scheduler::stored(&row)?;
-    let instant = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap_or_default();
     Ok(Schedule {
         cron: spec.cron,
         every_secs: spec.every_secs,

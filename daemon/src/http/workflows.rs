@@ -8,7 +8,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::DateTime;
 use taskplane_api::{
     ErrorBody, STEP_LABEL, StepRef, SubmitTask, WORKFLOW_LABEL, Workflow, WorkflowAction,
     WorkflowCreated, WorkflowList, WorkflowQuery, WorkflowSpec, WorkflowStatus, WorkflowStepState,
@@ -16,6 +15,7 @@ use taskplane_api::{
 use uuid::Uuid;
 
 use super::AppState;
+use super::convert::instant;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams, WorkflowId, next_page, page_limit};
 use super::guard;
@@ -24,10 +24,6 @@ use crate::auth::Principal;
 use crate::domain::{validate, workflow};
 use crate::store::{Graph, WorkflowRow, WorkflowState, WorkflowSummary};
 use crate::util::now_ms;
-
-fn instant(ms: i64) -> DateTime<chrono::Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or_default()
-}
 
 fn not_found(id: Uuid) -> ApiError {
     ApiError::new(
