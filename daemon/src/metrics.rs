@@ -160,6 +160,27 @@ impl Metrics {
         }
     }
 
+    /// An attempt of a task created at `created` ran from `started` to `ended` (Unix
+    /// milliseconds; a clock that went back counts as no time): [`Metrics::finished`].
+    pub fn attempt_ended(
+        &self,
+        queue: &str,
+        kind: &str,
+        status: &str,
+        created: i64,
+        started: i64,
+        ended: i64,
+    ) {
+        let seconds = |from: i64, to: i64| (to - from).max(0) as f64 / 1000.0;
+        self.finished(
+            queue,
+            kind,
+            status,
+            seconds(started, ended),
+            seconds(created, started),
+        );
+    }
+
     /// An attempt ended: its outcome, how long it ran and how long it waited to start.
     pub fn finished(&self, queue: &str, kind: &str, status: &str, ran: f64, waited: f64) {
         let key = (self.queues.label(queue), self.kinds.label(kind));

@@ -476,12 +476,13 @@ async fn settle(
     }
     let status = settlement.status();
     let started = task.started_at.unwrap_or(now);
-    state.metrics.finished(
+    state.metrics.attempt_ended(
         &task.queue,
         &task.kind,
         status.as_str(),
-        (now - started).max(0) as f64 / 1000.0,
-        (started - task.created_at).max(0) as f64 / 1000.0,
+        task.created_at,
+        started,
+        now,
     );
     if matches!(settlement, Settlement::Requeued) {
         state.broker.work_ready();

@@ -410,13 +410,13 @@ impl Worker {
             delay.as_millis() as u64,
         );
         let status = settlement.status();
-        let ended = now_ms();
-        self.metrics.finished(
+        self.metrics.attempt_ended(
             &task.queue,
             &task.kind,
             status.as_str(),
-            (ended - began).max(0) as f64 / 1000.0,
-            (began - task.created_at).max(0) as f64 / 1000.0,
+            task.created_at,
+            began,
+            now_ms(),
         );
         match &settlement {
             lifecycle::Settlement::Failed { error }
