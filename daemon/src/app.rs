@@ -115,6 +115,11 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     );
     let shutdown = CancellationToken::new();
     let declared = args.declared_kinds();
+    // Between attempts, for taskd's own workers and the lease protocol's reports alike.
+    let backoff = Backoff {
+        base: args.retry_base,
+        max: args.retry_max,
+    };
     let broker = if args.broker == "db" {
         Broker::db()
     } else {
@@ -164,10 +169,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         scheduler,
         leases: Arc::new(http::LeaseSettings {
             lease: args.lease,
-            backoff: Backoff {
-                base: args.retry_base,
-                max: args.retry_max,
-            },
+            backoff,
         }),
     };
 
@@ -220,10 +222,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
                 queues: args.queues.clone(),
                 concurrency: args.concurrency,
                 lease: args.lease,
-                backoff: Backoff {
-                    base: args.retry_base,
-                    max: args.retry_max,
-                },
+                backoff,
                 grace: args.grace,
                 retention: args.retention,
             },

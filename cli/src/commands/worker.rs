@@ -80,8 +80,7 @@ const LOG_EVERY: Duration = Duration::from_millis(250);
 /// The most time between heartbeats.
 const MAX_BEAT: Duration = Duration::from_secs(5);
 
-pub async fn run(client: &Client, ui: &Ui, args: WorkerArgs) -> Result<(), CliError> {
-    let _ = ui;
+pub async fn run(client: &Client, _ui: &Ui, args: WorkerArgs) -> Result<(), CliError> {
     if args.command.first().is_none_or(|c| c.is_empty()) {
         return Err(CliError::Usage(
             "give the command to run after --, e.g. taskctl worker --kind resize -- ./resize.sh"
@@ -150,7 +149,7 @@ pub async fn run(client: &Client, ui: &Ui, args: WorkerArgs) -> Result<(), CliEr
                 }
             }
             Err(error) if retryable(&error) => {
-                let pause = backoff.failed(&agent, &error);
+                let pause = backoff.failed(&error);
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
                     _ = stop.wait_drain() => break,
@@ -225,7 +224,7 @@ struct Backoff {
 }
 
 impl Backoff {
-    fn failed(&mut self, agent: &Agent, error: &ApiError) -> Duration {
+    fn failed(&mut self, error: &ApiError) -> Duration {
         let pause = self.next.unwrap_or(Duration::from_millis(500));
         if self.next.is_none() {
             eprintln!(
@@ -234,7 +233,6 @@ impl Backoff {
             );
         }
         self.next = Some((pause * 2).min(MAX_BACKOFF));
-        let _ = agent;
         pause
     }
 
