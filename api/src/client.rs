@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use crate::controls::{AuditList, AuditQuery, QueuePatch, QueueSettings};
 use crate::error::Error;
 use crate::lease::{
     Complete, Fail, Heartbeat, HeartbeatAnswer, KindList, LeaseList, LeaseRequest, LogReport,
@@ -257,6 +258,31 @@ impl Client {
 
     pub async fn queues(&self) -> Result<QueueList, Error> {
         self.call(Method::GET, "/api/v1/queues").await
+    }
+
+    /// `pause` or `resume` a queue.
+    pub async fn queue_action(&self, queue: &str, action: &str) -> Result<QueueSettings, Error> {
+        self.call(Method::POST, &format!("/api/v1/queues/{queue}/{action}"))
+            .await
+    }
+
+    pub async fn patch_queue(&self, queue: &str, patch: &QueuePatch) -> Result<QueueSettings, Error> {
+        let response = self
+            .send(
+                Method::PATCH,
+                &format!("/api/v1/queues/{queue}"),
+                Some(patch),
+                None::<&()>,
+            )
+            .await?;
+        self.decode(response).await
+    }
+
+    pub async fn audit(&self, query: &AuditQuery) -> Result<AuditList, Error> {
+        let response = self
+            .send(Method::GET, "/api/v1/audit", None::<&()>, Some(query))
+            .await?;
+        self.decode(response).await
     }
 
     pub async fn workers(&self) -> Result<WorkerList, Error> {

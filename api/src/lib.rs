@@ -5,6 +5,7 @@
 //! rows into them; the CLI and the dashboard never see anything else.
 
 mod client;
+mod controls;
 mod error;
 pub mod kinds;
 mod lease;
@@ -15,6 +16,7 @@ mod types;
 mod workflow;
 
 pub use client::{Client, Timeouts, error_chain};
+pub use controls::*;
 pub use error::Error;
 pub use lease::*;
 pub use schedule::*;

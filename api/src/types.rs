@@ -139,6 +139,11 @@ pub struct Task {
     pub workflow_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// At most `concurrency_limit` tasks with this key run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_limit: Option<u32>,
 }
 
 impl Task {
@@ -200,6 +205,15 @@ pub struct SubmitTask {
     /// fails or is cancelled, this one is cancelled (`dependency_failed`). At most 100.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<Uuid>,
+    /// At most `concurrency_limit` tasks with this key run at once, across queues and
+    /// worker processes (say `host=web1`). 1 to 255 printable characters without spaces.
+    /// The `salt` and `kubectl` kinds have a default key per target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_key: Option<String>,
+    /// How many tasks with `concurrency_key` may run at once. Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub concurrency_limit: Option<u32>,
 }
 
 /// The body of `POST /api/v1/tasks/batch`.
@@ -506,6 +520,15 @@ pub struct QueueStats {
     pub throughput_per_sec: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<BrokerQueue>,
+    /// Workers take none of its tasks (see `POST /api/v1/queues/{queue}/pause`).
+    #[serde(default)]
+    pub paused: bool,
+    /// At most this many of its tasks run at once.
+    #[serde(default)]
+    pub max_running: Option<u32>,
+    /// At most this many of its tasks start per second.
+    #[serde(default)]
+    pub rate_per_sec: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

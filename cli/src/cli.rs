@@ -113,10 +113,12 @@ pub enum Command {
     /// Workflows: steps that run once the steps they need have succeeded, from a file.
     #[command(visible_alias = "workflows")]
     Workflow(WorkflowArgs),
-    /// Queue depth, counts by status and throughput.
+    /// Queue depth, counts by status and throughput; pause, resume and limit a queue.
     Queues(QueuesArgs),
     /// Live worker processes and how busy they are.
     Workers(WorkersArgs),
+    /// Who did what: cancels, retries, purges, queue and schedule changes (admin).
+    Audit(crate::commands::audit::AuditArgs),
     /// The kinds taskd accepts and the workers serving each.
     Kinds(KindsArgs),
     /// Serve declared kinds from this host: run a command for each task (the lease protocol).

@@ -225,6 +225,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
                 backoff,
                 grace: args.grace,
                 retention: args.retention,
+                audit_retention: args.audit_retention,
             },
             broker,
             metrics,

@@ -325,6 +325,10 @@ pub struct RunArgs {
     #[arg(long, env = "TASKD_RETENTION", default_value = "7days", value_parser = parse_duration)]
     pub retention: Duration,
 
+    /// Audit log entries (operator actions) are deleted this long after they were made.
+    #[arg(long, env = "TASKD_AUDIT_RETENTION", default_value = "90days", value_parser = parse_duration)]
+    pub audit_retention: Duration,
+
     /// Log format; text is the default.
     #[arg(
         long,

@@ -335,6 +335,7 @@ impl Scheduler {
                 now,
                 tasks,
                 events,
+                audit: None,
             })
             .await?;
         let Some(stored) = committed else {
@@ -356,7 +357,11 @@ impl Scheduler {
     }
 
     /// Submits one task of the schedule `name` now, paused or not.
-    pub async fn trigger(&self, name: &str) -> Result<Triggered, StoreError> {
+    pub async fn trigger(
+        &self,
+        name: &str,
+        audit: Option<crate::store::AuditEntry>,
+    ) -> Result<Triggered, StoreError> {
         let Some(row) = self.store.schedule(name).await? else {
             return Ok(Triggered::NotFound);
         };
@@ -377,6 +382,7 @@ impl Scheduler {
                 now,
                 tasks: vec![task],
                 events,
+                audit,
             })
             .await?;
         let Some(mut stored) = committed else {
@@ -406,7 +412,7 @@ impl Scheduler {
             request.idempotency_key = Some(format!("schedule:{name}:{fire_at}"));
         }
         let mut task = validate::submit(request, &self.kinds, Uuid::now_v7(), now)?;
-        task.published_at = self.broker.stamp(&task.kind, mark);
+        task.published_at = self.broker.stamp(&task, mark);
         Ok(task)
     }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand; each has its clap `Args` and one `run` function.
 
+pub mod audit;
 pub mod bench;
 pub mod cancel;
 pub mod completions;
@@ -100,6 +101,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Queues(args) => queues::run(&client, &ui, args).await,
         Command::Workers(args) => workers::run(&client, &ui, args).await,
         Command::Kinds(args) => kinds::run(&client, &ui, args).await,
+        Command::Audit(args) => audit::run(&client, &ui, args).await,
         Command::Worker(args) => worker::run(&client, &ui, args).await,
         Command::Provision(args) => provision::run(&client, &ui, args).await,
     }

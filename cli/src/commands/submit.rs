@@ -94,6 +94,15 @@ pub struct TaskArgs {
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub retry_max: Option<Duration>,
 
+    /// At most --concurrency-limit tasks with this key run at once, across queues and
+    /// workers (e.g. host=web1). salt and kubectl tasks have a default key per target.
+    #[arg(long, value_name = "KEY")]
+    pub concurrency_key: Option<String>,
+
+    /// How many tasks with --concurrency-key may run at once (default 1).
+    #[arg(long, value_name = "N", requires = "concurrency_key")]
+    pub concurrency_limit: Option<u32>,
+
     /// A label `key=value`. Repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
@@ -276,6 +285,8 @@ impl TaskArgs {
             retry_base_ms: self.retry_base.map(|d| d.as_millis() as u64),
             retry_max_ms: self.retry_max.map(|d| d.as_millis() as u64),
             depends_on: Vec::new(),
+            concurrency_key: self.concurrency_key,
+            concurrency_limit: self.concurrency_limit,
         })
     }
 }

@@ -328,6 +328,7 @@ mod tests {
             queue: queue.into(),
             priority,
             updated_at: 0,
+            keyed: false,
         }
     }
 

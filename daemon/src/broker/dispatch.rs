@@ -107,10 +107,12 @@ impl Dispatcher {
             Ok(tasks) if tasks.is_empty() => {}
             Ok(tasks) => {
                 tracing::debug!(tasks = tasks.len(), "dispatching unpublished tasks");
-                let (leased, published): (Vec<_>, Vec<_>) =
-                    tasks.into_iter().partition(|t| super::leased(&t.kind));
+                let (leased, published): (Vec<_>, Vec<_>) = tasks
+                    .into_iter()
+                    .partition(|t| super::leased(&t.kind) || t.keyed);
                 if !leased.is_empty() {
-                    // Remote workers lease them from the database: nothing to publish.
+                    // Remote workers lease them, or the gated claim takes them, from the
+                    // database: nothing to publish.
                     let versions: Vec<_> = leased.iter().map(|t| (t.id, t.updated_at)).collect();
                     if let Err(error) = self.store.mark_published(&versions, now_ms()).await {
                         tracing::warn!(%error, "marking leased kinds' tasks failed");

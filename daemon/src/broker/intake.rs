@@ -18,8 +18,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::broker::Amqp;
 use crate::broker::amqp::{self, Deliveries};
+use crate::broker::{Amqp, GatedTaker, Gates};
 use crate::log_gate::worth_logging;
 use crate::metrics::Metrics;
 use crate::store::{ClaimedTask, Store};
@@ -55,6 +55,30 @@ pub struct Claimant {
 impl Claimant {
     fn lease_from(&self, now: i64) -> i64 {
         now + self.lease.as_millis() as i64
+    }
+
+    /// Adds what the gated claim starts (gated queues, keyed tasks) to `tasks`, up to `max`
+    /// in all.
+    async fn add_gated(
+        &self,
+        taker: &mut GatedTaker,
+        gates: &Gates,
+        tasks: &mut Vec<(ClaimedTask, Receipt)>,
+        max: usize,
+    ) {
+        let room = u32::try_from(max.saturating_sub(tasks.len())).unwrap_or(u32::MAX);
+        let gated = taker
+            .take(
+                gates,
+                self.store.as_ref(),
+                &self.worker,
+                &self.queues,
+                Some(&self.kinds),
+                room,
+                self.lease,
+            )
+            .await;
+        tasks.extend(gated.into_iter().map(|t| (t, Receipt::none())));
     }
 }
 
@@ -129,17 +153,29 @@ impl Receipt {
 pub struct DbIntake {
     claimant: Claimant,
     wake: Arc<Notify>,
+    gates: Arc<Gates>,
+    gated: GatedTaker,
 }
 
 impl DbIntake {
-    pub fn new(claimant: Claimant, wake: Arc<Notify>) -> DbIntake {
-        DbIntake { claimant, wake }
+    pub fn new(claimant: Claimant, wake: Arc<Notify>, gates: Arc<Gates>) -> DbIntake {
+        DbIntake {
+            claimant,
+            wake,
+            gates,
+            gated: GatedTaker::default(),
+        }
     }
 }
 
 impl Intake for DbIntake {
     fn wait(&mut self) -> BoxFuture<'_, ()> {
-        Box::pin(self.wake.notified())
+        Box::pin(async move {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = self.gates.touched() => {}
+            }
+        })
     }
 
     fn take(&mut self, max: usize) -> BoxFuture<'_, Vec<(ClaimedTask, Receipt)>> {
@@ -147,7 +183,7 @@ impl Intake for DbIntake {
             let c = &self.claimant;
             let now = now_ms();
             let limit = u32::try_from(max).unwrap_or(u32::MAX);
-            match c
+            let mut tasks: Vec<(ClaimedTask, Receipt)> = match c
                 .store
                 .claim_of(
                     &c.worker,
@@ -164,9 +200,14 @@ impl Intake for DbIntake {
                     if worth_logging("claim", &error) {
                         tracing::warn!(%error, "claiming tasks failed; will retry");
                     }
-                    Vec::new()
+                    return Vec::new();
                 }
+            };
+            if tasks.len() < max {
+                c.add_gated(&mut self.gated, &self.gates, &mut tasks, max)
+                    .await;
             }
+            tasks
         })
     }
 }
@@ -177,6 +218,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 pub struct AmqpIntake {
     claimant: Claimant,
     amqp: Arc<Amqp>,
+    gates: Arc<Gates>,
+    gated: GatedTaker,
     prefetch: u16,
     deliveries: Option<Deliveries>,
     /// Delivered tasks not claimed yet, oldest first: what [`Intake::wait`] received, and
@@ -194,10 +237,17 @@ pub struct AmqpIntake {
 
 impl AmqpIntake {
     /// Consumes the claimant's queues with `prefetch` unacknowledged deliveries at most.
-    pub fn new(claimant: Claimant, amqp: Arc<Amqp>, prefetch: u16) -> AmqpIntake {
+    pub fn new(
+        claimant: Claimant,
+        amqp: Arc<Amqp>,
+        prefetch: u16,
+        gates: Arc<Gates>,
+    ) -> AmqpIntake {
         AmqpIntake {
             claimant,
             amqp,
+            gates,
+            gated: GatedTaker::default(),
             prefetch,
             deliveries: None,
             waiting: VecDeque::new(),
@@ -385,7 +435,15 @@ impl Intake for AmqpIntake {
     fn take(&mut self, max: usize) -> BoxFuture<'_, Vec<(ClaimedTask, Receipt)>> {
         Box::pin(async move {
             let batch = self.received(max).await;
-            self.claim(batch).await
+            let mut tasks = self.claim(batch).await;
+            // Gated queues and keyed tasks are claimed from the database: RabbitMQ never
+            // carries a keyed task, and a gated queue's deliveries are passed over.
+            if tasks.len() < max {
+                self.claimant
+                    .add_gated(&mut self.gated, &self.gates, &mut tasks, max)
+                    .await;
+            }
+            tasks
         })
     }
 }
@@ -429,6 +487,7 @@ mod tests {
                 metrics: Arc::new(Metrics::default()),
             },
             wake.clone(),
+            Arc::new(Gates::default()),
         );
         assert_eq!(intake.take(2).await.len(), 2);
         let rest = intake.take(5).await;

@@ -13,6 +13,7 @@
 
 pub mod amqp;
 mod dispatch;
+mod gates;
 mod intake;
 
 use std::sync::Arc;
@@ -20,9 +21,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
+use crate::domain::validate::NewTask;
 use crate::store::{Publishable, Store, StoredTask};
 pub use amqp::Amqp;
 pub use dispatch::Dispatcher;
+pub use gates::{GatedTaker, Gates};
 pub use intake::{AmqpIntake, Claimant, DbIntake, Intake, Receipt};
 
 /// Whether tasks of `kind` are leased by remote workers: every kind that is not built in.
@@ -33,6 +36,12 @@ pub fn leased(kind: &str) -> bool {
     crate::domain::kinds::builtin(kind).is_none()
 }
 
+/// Whether a task of `kind`, keyed or not, is left in the database for the claims that read
+/// it there (remote workers' leases, the gated claim) and never published.
+fn unpublished(kind: &str, keyed: bool) -> bool {
+    keyed || leased(kind)
+}
+
 /// How many freshly submitted batches may wait for the publisher before the API leaves them
 /// to the dispatcher.
 const SUBMIT_BACKLOG: usize = 1024;
@@ -40,6 +49,8 @@ const SUBMIT_BACKLOG: usize = 1024;
 pub struct Broker {
     /// Wakes this process's database-claiming worker.
     pub ready_wake: Arc<Notify>,
+    /// What this process knows of the queue controls and keyed tasks.
+    gates: Arc<Gates>,
     /// Wakes every lease request waiting in this process (`notify_waiters`).
     leases: Arc<Notify>,
     amqp: Option<AmqpParts>,
@@ -125,6 +136,7 @@ impl Broker {
     pub fn db() -> Broker {
         Broker {
             ready_wake: Arc::new(Notify::new()),
+            gates: Arc::new(Gates::default()),
             leases: Arc::new(Notify::new()),
             amqp: None,
         }
@@ -147,6 +159,7 @@ impl Broker {
         );
         let broker = Broker {
             ready_wake: Arc::new(Notify::new()),
+            gates: Arc::new(Gates::default()),
             leases: Arc::new(Notify::new()),
             amqp: Some(AmqpParts {
                 client,
@@ -162,8 +175,17 @@ impl Broker {
     /// unacknowledged deliveries at most.
     pub fn intake(&self, claimant: Claimant, prefetch: u16) -> Box<dyn Intake> {
         match &self.amqp {
-            None => Box::new(DbIntake::new(claimant, self.ready_wake.clone())),
-            Some(parts) => Box::new(AmqpIntake::new(claimant, parts.client.clone(), prefetch)),
+            None => Box::new(DbIntake::new(
+                claimant,
+                self.ready_wake.clone(),
+                self.gates.clone(),
+            )),
+            Some(parts) => Box::new(AmqpIntake::new(
+                claimant,
+                parts.client.clone(),
+                prefetch,
+                self.gates.clone(),
+            )),
         }
     }
 
@@ -185,11 +207,20 @@ impl Broker {
         }
     }
 
-    /// The `published_at` a task of `kind` is inserted with: `mark` (from
-    /// [`Broker::submit_mark`]), or 0 for a kind remote workers lease, which nobody
-    /// publishes.
-    pub fn stamp(&self, kind: &str, mark: Option<i64>) -> Option<i64> {
-        if leased(kind) { Some(0) } else { mark }
+    /// The `published_at` a task is inserted with: `mark` (from [`Broker::submit_mark`]),
+    /// or 0 for a task nobody publishes: a kind remote workers lease, or a task with a
+    /// concurrency key (the gated claim takes it from the database).
+    pub fn stamp(&self, task: &NewTask, mark: Option<i64>) -> Option<i64> {
+        if unpublished(&task.kind, task.concurrency_key.is_some()) {
+            Some(0)
+        } else {
+            mark
+        }
+    }
+
+    /// What tells this process's claims that the gates changed (see [`Gates`]).
+    pub fn gates(&self) -> &Arc<Gates> {
+        &self.gates
     }
 
     /// What lease requests wait on: woken whenever work may have become ready.
@@ -200,8 +231,15 @@ impl Broker {
     /// Newly committed tasks, stamped with `mark` (from [`Broker::submit_mark`]): publish
     /// them (AMQP) or wake a worker (db); wake the lease requests for a leased kind's.
     pub fn submitted(&self, tasks: &[&StoredTask], mark: Option<i64>) {
-        if tasks.iter().any(|t| leased(&t.kind)) {
+        if tasks.iter().any(|t| t.concurrency_key.is_some()) {
+            self.gates.touch();
+        }
+        if tasks
+            .iter()
+            .any(|t| unpublished(&t.kind, t.concurrency_key.is_some()))
+        {
             self.leases.notify_waiters();
+            self.ready_wake.notify_one();
         }
         let Some(parts) = &self.amqp else {
             self.ready_wake.notify_one();
@@ -213,7 +251,10 @@ impl Broker {
         }
         let ready: Vec<Publishable> = tasks
             .iter()
-            .filter(|t| t.status == taskplane_api::TaskStatus::Queued && !leased(&t.kind))
+            .filter(|t| {
+                t.status == taskplane_api::TaskStatus::Queued
+                    && !unpublished(&t.kind, t.concurrency_key.is_some())
+            })
             .map(|t| Publishable::from_task(t))
             .collect();
         if ready.is_empty() {

@@ -108,6 +108,26 @@ pub fn admin_list() -> String {
     names.join(",")
 }
 
+/// The concurrency key a task of `kind` gets when its submit names none, so that two runs
+/// against one target never overlap: `salt` through a master or salt-ssh,
+/// `salt:<target>` (`*` when the payload names none); `kubectl apply` and `scale`,
+/// `kubectl:<context>/<namespace>` (`-` for the current context, `default`). A masterless
+/// `salt` run and kubectl's reads get none.
+pub fn default_concurrency_key(kind: &str, payload: &Value) -> Option<String> {
+    let field = |name: &str| payload.get(name).and_then(Value::as_str);
+    match kind {
+        "salt" if field("mode") != Some("local") => {
+            Some(format!("salt:{}", field("target").unwrap_or("*")))
+        }
+        "kubectl" if matches!(field("action"), Some("apply" | "scale")) => Some(format!(
+            "kubectl:{}/{}",
+            field("context").unwrap_or("-"),
+            field("namespace").unwrap_or("default")
+        )),
+        _ => None,
+    }
+}
+
 /// Checks the names given to `--kinds`: names by the API's rule, none built in, none twice.
 pub fn check_declared(names: &[String]) -> Result<(), String> {
     for (i, name) in names.iter().enumerate() {

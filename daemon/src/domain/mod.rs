@@ -5,6 +5,7 @@
 //! exhaustively testable.
 
 pub mod backoff;
+pub mod gates;
 pub mod kinds;
 pub mod labels;
 pub mod lifecycle;

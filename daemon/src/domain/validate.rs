@@ -50,6 +50,12 @@ pub struct NewTask {
     /// The workflow this task is a step of, and the step's id there.
     pub workflow_id: Option<Uuid>,
     pub step: Option<String>,
+    /// At most `concurrency_limit` (1 when not given) tasks with this key run at once,
+    /// across queues and processes.
+    pub concurrency_key: Option<String>,
+    pub concurrency_limit: Option<u32>,
+    /// The audit entry its insert records (a submit of an admin-only kind).
+    pub audit: Option<crate::store::AuditEntry>,
 }
 
 /// Why a submit was refused. `code` is the API's error code.
@@ -289,6 +295,13 @@ fn validate(
         ));
     }
 
+    let (concurrency_key, concurrency_limit) = concurrency(
+        request.concurrency_key,
+        request.concurrency_limit,
+        &request.kind,
+        &payload,
+    )?;
+
     check_labels(&request.labels)?;
     let labels = serde_json::to_string(&request.labels)
         .map_err(|e| ValidationError::invalid("labels", e))?;
@@ -313,7 +326,52 @@ fn validate(
         depends_on,
         workflow_id: None,
         step: None,
+        concurrency_key,
+        concurrency_limit,
+        audit: None,
     })
+}
+
+/// The most tasks one concurrency key may let run at once.
+pub const MAX_CONCURRENCY_LIMIT: u32 = 1000;
+
+/// A submit's concurrency key and limit: as given (checked), or the kind's default key.
+fn concurrency(
+    key: Option<String>,
+    limit: Option<u32>,
+    kind: &str,
+    payload: &Value,
+) -> Result<(Option<String>, Option<u32>), ValidationError> {
+    if let Some(limit) = limit
+        && !(1..=MAX_CONCURRENCY_LIMIT).contains(&limit)
+    {
+        return Err(ValidationError::invalid(
+            "concurrency_limit",
+            format!("{limit} is outside 1..={MAX_CONCURRENCY_LIMIT}"),
+        ));
+    }
+    let key = match key {
+        Some(key) => {
+            if key.is_empty()
+                || key.len() > 255
+                || key.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(ValidationError::invalid(
+                    "concurrency_key",
+                    "must be 1 to 255 characters, without spaces or control characters",
+                ));
+            }
+            Some(key)
+        }
+        None => super::kinds::default_concurrency_key(kind, payload),
+    };
+    if key.is_none() && limit.is_some() {
+        return Err(ValidationError::invalid(
+            "concurrency_limit",
+            "needs a concurrency_key",
+        ));
+    }
+    Ok((key, limit))
 }
 
 /// Checks the payload's shape for kinds that read it (declared kinds take any JSON).

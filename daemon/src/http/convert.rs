@@ -44,6 +44,11 @@ pub fn task(row: StoredTask) -> Task {
         depends_on: Vec::new(),
         workflow_id: row.workflow_id.as_deref().and_then(|id| id.parse().ok()),
         step: row.step,
+        concurrency_limit: row
+            .concurrency_key
+            .as_ref()
+            .map(|_| row.concurrency_limit.unwrap_or(1)),
+        concurrency_key: row.concurrency_key,
     }
 }
 

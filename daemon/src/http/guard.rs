@@ -221,7 +221,11 @@ pub fn required_scope(method: &Method, route: &str, private_probes: bool) -> Opt
     match route {
         "/health" => None,
         "/ready" | "/metrics" | "/api/v1/openapi.json" => private_probes.then_some(Scope::Read),
-        "/api/v1/dlq/purge" => Some(Scope::Admin),
+        "/api/v1/dlq/purge"
+        | "/api/v1/queues/{queue}"
+        | "/api/v1/queues/{queue}/pause"
+        | "/api/v1/queues/{queue}/resume"
+        | "/api/v1/audit" => Some(Scope::Admin),
         "/api/v1/leases"
         | "/api/v1/tasks/{id}/heartbeat"
         | "/api/v1/tasks/{id}/complete"

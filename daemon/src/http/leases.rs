@@ -206,6 +206,7 @@ pub async fn lease(
 
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let mut beat = tokio::time::Instant::now() + HEARTBEAT_EVERY;
+    let mut gated = crate::broker::GatedTaker::default();
     let claimed = loop {
         // Listening before looking: a submit between the claim and the wait still wakes it.
         let woken = state.broker.lease_signal().notified();
@@ -213,7 +214,7 @@ pub async fn lease(
         woken.as_mut().enable();
         let now = now_ms();
         let lease_until = now + state.leases.lease.as_millis() as i64;
-        let claimed = state
+        let mut claimed = state
             .store
             .claim_of(
                 &request.worker,
@@ -224,12 +225,31 @@ pub async fn lease(
                 lease_until,
             )
             .await?;
+        if claimed.len() < max as usize {
+            let room = max - claimed.len() as u32;
+            let more = gated
+                .take(
+                    state.broker.gates(),
+                    state.store.as_ref(),
+                    &request.worker,
+                    &queues,
+                    Some(&request.kinds),
+                    room,
+                    state.leases.lease,
+                )
+                .await;
+            claimed.extend(more);
+        }
         if !claimed.is_empty() || tokio::time::Instant::now() >= deadline {
             break claimed;
         }
+        let mut until = deadline.min(beat);
+        if let Some(at) = gated.rate_wake() {
+            until = until.min(at);
+        }
         tokio::select! {
             _ = woken => {}
-            _ = tokio::time::sleep_until(deadline.min(beat)) => {}
+            _ = tokio::time::sleep_until(until) => {}
         }
         if tokio::time::Instant::now() >= beat {
             beat += HEARTBEAT_EVERY;

@@ -327,6 +327,9 @@ fn queue_entry(queues: &mut BTreeMap<String, QueueStats>, name: String) -> &mut 
         failed_last_minute: 0,
         throughput_per_sec: 0.0,
         broker: None,
+        paused: false,
+        max_running: None,
+        rate_per_sec: None,
     })
 }
 
@@ -358,6 +361,14 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
         if count.status == TaskStatus::Failed {
             stats.failed_last_minute += count.count;
         }
+    }
+    // Settings hold for queues without tasks too.
+    for gate in state.store.queue_settings().await? {
+        let stats = queue_entry(&mut queues, gate.queue.clone());
+        let settings = super::controls::settings(gate);
+        stats.paused = settings.paused;
+        stats.max_running = settings.max_running;
+        stats.rate_per_sec = settings.rate_per_sec;
     }
     for stats in queues.values_mut() {
         stats.throughput_per_sec = stats.finished_last_minute as f64 / 60.0;

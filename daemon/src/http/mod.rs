@@ -1,6 +1,7 @@
 //! The HTTP API: routers, extraction that answers bad input with the contract's JSON errors,
 //! and the conversion of store rows into wire types.
 
+mod controls;
 mod convert;
 mod error;
 mod extract;
@@ -24,7 +25,7 @@ use crate::store::Store;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use guard::Guard;
 pub use leases::LeaseSettings;
 
@@ -63,6 +64,10 @@ pub fn api_router(state: AppState, guard: Arc<Guard>, max_body: usize) -> Router
         )
         .route("/api/v1/events", get(live::events))
         .route("/api/v1/queues", get(live::queues))
+        .route("/api/v1/queues/{queue}", patch(controls::patch))
+        .route("/api/v1/queues/{queue}/pause", post(controls::pause))
+        .route("/api/v1/queues/{queue}/resume", post(controls::resume))
+        .route("/api/v1/audit", get(controls::audit))
         .route("/api/v1/workers", get(live::workers))
         .route("/api/v1/dlq/retry", post(tasks::dlq_retry))
         .route("/api/v1/dlq/purge", post(tasks::dlq_purge))

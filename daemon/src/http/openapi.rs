@@ -4,6 +4,7 @@
 
 use axum::Json;
 use taskplane_api::{
+    AuditEntry, AuditList, QueuePatch, QueueSettings,
     BatchSubmit, BrokerQueue, BulkResult, CatchUp, Complete, CronQuery, DlqPurge, DlqRetry,
     ErrorBody, ErrorDetail, EventKind, Fail, Health, Heartbeat, HeartbeatAnswer, KindInfo,
     KindList, LeaseList, LeaseRequest, LeasedTask, LogLine, LogPage, LogReport, LogStream,
@@ -15,7 +16,7 @@ use taskplane_api::{
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{leases, live, probes, schedules, tasks, workflows};
+use super::{controls, leases, live, probes, schedules, tasks, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -51,6 +52,10 @@ use super::{leases, live, probes, schedules, tasks, workflows};
         workflows::retry,
         live::events,
         live::queues,
+        controls::pause,
+        controls::resume,
+        controls::patch,
+        controls::audit,
         live::workers,
         leases::kinds,
         leases::lease,
@@ -70,7 +75,7 @@ use super::{leases, live, probes, schedules, tasks, workflows};
         ScheduleQuery, WorkflowSpec, WorkflowStep, WorkflowStatus, StepRef, WorkflowCreated,
         WorkflowStepState, Workflow, WorkflowList, WorkflowQuery, WorkflowAction, KindInfo,
         KindList, LeaseRequest, LeasedTask, LeaseList, Heartbeat, HeartbeatAnswer, Complete, Fail,
-        ReportedLine, LogReport, ReportAnswer
+        ReportedLine, LogReport, ReportAnswer, QueueSettings, QueuePatch, AuditEntry, AuditList
     )),
     modifiers(&BearerAuth)
 )]

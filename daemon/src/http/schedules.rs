@@ -13,6 +13,8 @@ use taskplane_api::{
 };
 
 use super::AppState;
+use super::controls::{Actor, spec_details};
+use serde_json::json;
 use super::convert;
 use super::convert::instant;
 use super::error::ApiError;
@@ -103,6 +105,7 @@ fn next_from(timing: &Timing, current: Option<i64>, now: i64) -> Option<i64> {
 pub async fn create(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     JsonBody(spec): JsonBody<ScheduleSpec>,
 ) -> Result<Response, ApiError> {
     guard::check_kind(principal.as_deref(), &spec.task.kind)?;
@@ -121,7 +124,8 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    if !state.store.create_schedule(&row).await? {
+    let audit = actor.did("schedule.create", &name, spec_details(&row.spec));
+    if !state.store.create_schedule(&row, Some(&audit)).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "schedule_exists",
@@ -202,6 +206,7 @@ pub async fn get_one(
 pub async fn put(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     Path(name): Path<String>,
     JsonBody(mut spec): JsonBody<ScheduleSpec>,
 ) -> Result<Response, ApiError> {
@@ -219,7 +224,7 @@ pub async fn put(
     }
     guard::check_kind(principal.as_deref(), &spec.task.kind)?;
     let Some(current) = state.store.schedule(&name).await? else {
-        return create(State(state), principal, JsonBody(spec)).await;
+        return create(State(state), principal, actor, JsonBody(spec)).await;
     };
     let (old, _) = scheduler::stored(&current)?;
     // Changing what a schedule of an admin kind runs takes what making it takes.
@@ -246,7 +251,8 @@ pub async fn put(
         updated_at: now,
         ..current
     };
-    if !state.store.update_schedule(&row).await? {
+    let audit = actor.did("schedule.update", &name, spec_details(&row.spec));
+    if !state.store.update_schedule(&row, Some(&audit)).await? {
         return Err(not_found(&name));
     }
     state.scheduler.wake.notify_one();
@@ -266,6 +272,7 @@ pub async fn put(
 pub async fn delete(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     Path(name): Path<String>,
 ) -> Result<Json<Schedule>, ApiError> {
     path_name(&name)?;
@@ -276,7 +283,8 @@ pub async fn delete(
         .ok_or_else(|| not_found(&name))?;
     let (spec, _) = scheduler::stored(&row)?;
     guard::check_kind(principal.as_deref(), &spec.task.kind)?;
-    if !state.store.delete_schedule(&name).await? {
+    let audit = actor.did("schedule.delete", &name, json!({}));
+    if !state.store.delete_schedule(&name, Some(&audit)).await? {
         return Err(not_found(&name));
     }
     Ok(Json(to_wire(row)?))
@@ -286,6 +294,7 @@ pub async fn delete(
 async fn set_paused(
     state: &AppState,
     principal: Option<&Principal>,
+    actor: &Actor,
     name: &str,
     paused: bool,
 ) -> Result<Json<Schedule>, ApiError> {
@@ -312,7 +321,9 @@ async fn set_paused(
         updated_at: now,
         ..current
     };
-    if !state.store.update_schedule(&row).await? {
+    let action = if paused { "schedule.pause" } else { "schedule.resume" };
+    let audit = actor.did(action, name, json!({}));
+    if !state.store.update_schedule(&row, Some(&audit)).await? {
         return Err(not_found(name));
     }
     state.scheduler.wake.notify_one();
@@ -333,9 +344,10 @@ async fn set_paused(
 pub async fn pause(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     Path(name): Path<String>,
 ) -> Result<Json<Schedule>, ApiError> {
-    set_paused(&state, principal.as_deref(), &name, true).await
+    set_paused(&state, principal.as_deref(), &actor, &name, true).await
 }
 
 /// `POST /api/v1/schedules/{name}/resume`: it fires again from its next time after now.
@@ -351,9 +363,10 @@ pub async fn pause(
 pub async fn resume(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     Path(name): Path<String>,
 ) -> Result<Json<Schedule>, ApiError> {
-    set_paused(&state, principal.as_deref(), &name, false).await
+    set_paused(&state, principal.as_deref(), &actor, &name, false).await
 }
 
 /// `POST /api/v1/schedules/{name}/trigger`: one task now, paused or not; its fire times are
@@ -370,6 +383,7 @@ pub async fn resume(
 pub async fn trigger(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     path_name(&name)?;
@@ -377,7 +391,8 @@ pub async fn trigger(
         let (spec, _) = scheduler::stored(&row)?;
         guard::check_kind(principal.as_deref(), &spec.task.kind)?;
     }
-    match state.scheduler.trigger(&name).await? {
+    let audit = actor.did("schedule.trigger", &name, json!({}));
+    match state.scheduler.trigger(&name, Some(audit)).await? {
         Triggered::Submitted(task) => {
             let location = format!("/api/v1/tasks/{}", task.id);
             Ok((

@@ -8,9 +8,11 @@ use taskplane_api::{
     BatchSubmit, BulkResult, DlqPurge, DlqRetry, ListQuery, LogPage, LogQuery, MAX_BATCH_TASKS,
     SubmitTask, TaskList, TaskStatus,
 };
+use serde_json::json;
 use uuid::Uuid;
 
 use super::AppState;
+use super::controls::{Actor, audit_submit};
 use super::convert;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams, TaskId};
@@ -59,6 +61,7 @@ pub(super) fn accepted(state: &AppState, created: &[&crate::store::StoredTask], 
 pub async fn submit(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     headers: HeaderMap,
     JsonBody(mut request): JsonBody<SubmitTask>,
 ) -> Result<Response, ApiError> {
@@ -79,8 +82,9 @@ pub async fn submit(
     }
     let now = now_ms();
     let mut task = validate::submit(request, &state.kinds, Uuid::now_v7(), now)?;
+    audit_submit(&actor, &mut task);
     let mark = state.broker.submit_mark();
-    task.published_at = state.broker.stamp(&task.kind, mark);
+    task.published_at = state.broker.stamp(&task, mark);
     let (kind, payload) = (task.kind.clone(), task.payload.clone());
     let mut stored = if task.depends_on.is_empty() {
         state.submits.insert(vec![task]).await?
@@ -162,6 +166,7 @@ pub(super) fn graph_refused(refused: crate::store::GraphRefused) -> ApiError {
 pub async fn submit_batch(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     JsonBody(batch): JsonBody<BatchSubmit>,
 ) -> Result<Response, ApiError> {
     for task in &batch.tasks {
@@ -189,7 +194,8 @@ pub async fn submit_batch(
                     error.message = format!("tasks[{i}]: {}", error.message);
                     error
                 })?;
-            task.published_at = state.broker.stamp(&task.kind, mark);
+            audit_submit(&actor, &mut task);
+            task.published_at = state.broker.stamp(&task, mark);
             Ok::<_, ApiError>(task)
         })
         .collect::<Result<_, _>>()?;
@@ -329,9 +335,11 @@ pub async fn get_one(
     security(("bearer" = ["tasks.write"])))]
 pub async fn cancel(
     State(state): State<AppState>,
+    actor: Actor,
     TaskId(id): TaskId,
 ) -> Result<Response, ApiError> {
-    match state.store.cancel(id, now_ms()).await? {
+    let audit = actor.did("cancel", id.to_string(), json!({}));
+    match state.store.cancel_by(id, now_ms(), Some(&audit)).await? {
         CancelOutcome::Cancelled(row) => {
             Ok((StatusCode::OK, Json(convert::task(row))).into_response())
         }
@@ -366,6 +374,7 @@ pub async fn cancel(
 pub async fn retry(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     TaskId(id): TaskId,
 ) -> Result<Json<taskplane_api::Task>, ApiError> {
     // Running a task again is running it: the privileged kinds need admin here too.
@@ -379,7 +388,8 @@ pub async fn retry(
             .ok_or_else(|| ApiError::task_not_found(id))?;
         guard::check_kind(Some(p), &task.kind)?;
     }
-    match state.store.retry(id, now_ms()).await? {
+    let audit = actor.did("retry", id.to_string(), json!({}));
+    match state.store.retry_by(id, now_ms(), Some(&audit)).await? {
         RetryOutcome::Requeued(row) => {
             state.broker.work_ready();
             state.events.poke();
@@ -458,6 +468,7 @@ pub async fn logs(
 pub async fn dlq_retry(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     JsonBody(filter): JsonBody<DlqRetry>,
 ) -> Result<Json<BulkResult>, ApiError> {
     // Without admin, the privileged kinds stay in the dead-letter set: naming one is a 403,
@@ -470,7 +481,17 @@ pub async fn dlq_retry(
         .is_some_and(|p| !p.allows(crate::auth::Scope::Admin));
     let count = state
         .store
-        .retry_failed(filter.kind, filter.queue, skip_privileged, now_ms())
+        .retry_failed(
+            filter.kind.clone(),
+            filter.queue.clone(),
+            skip_privileged,
+            now_ms(),
+            Some(&actor.did(
+                "dlq.retry",
+                "dlq",
+                json!({"kind": filter.kind, "queue": filter.queue}),
+            )),
+        )
         .await?;
     if count > 0 {
         state.broker.work_ready();
@@ -489,17 +510,23 @@ pub async fn dlq_retry(
     security(("bearer" = ["admin"])))]
 pub async fn dlq_purge(
     State(state): State<AppState>,
+    actor: Actor,
     JsonBody(filter): JsonBody<DlqPurge>,
 ) -> Result<Json<BulkResult>, ApiError> {
     let age_ms = i64::try_from(filter.older_than_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let audit = actor.did(
+        "dlq.purge",
+        "dlq",
+        json!({"kind": filter.kind, "queue": filter.queue, "older_than_secs": filter.older_than_secs}),
+    );
     let count = state
         .store
-        .delete_finished(FinishedFilter {
+        .delete_finished_by(FinishedFilter {
             statuses: vec![TaskStatus::Failed],
             finished_before: now_ms().saturating_sub(age_ms),
             kind: filter.kind,
             queue: filter.queue,
-        })
+        }, Some(&audit))
         .await?;
     Ok(Json(BulkResult { count }))
 }

@@ -15,6 +15,7 @@ use taskplane_api::{
 use uuid::Uuid;
 
 use super::AppState;
+use super::controls::Actor;
 use super::convert::instant;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams, WorkflowId, next_page, page_limit};
@@ -46,6 +47,7 @@ fn not_found(id: Uuid) -> ApiError {
 pub async fn create(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     JsonBody(spec): JsonBody<WorkflowSpec>,
 ) -> Result<Response, ApiError> {
     for step in &spec.steps {
@@ -91,7 +93,8 @@ pub async fn create(
         task.depends_on = needs.iter().map(|&i| ids[i]).collect();
         task.workflow_id = Some(workflow_id);
         task.step = Some(step.id.clone());
-        task.published_at = state.broker.stamp(&task.kind, mark);
+        super::controls::audit_submit(&actor, &mut task);
+        task.published_at = state.broker.stamp(&task, mark);
         tasks.push(task);
     }
     let graph = Graph {
@@ -275,11 +278,13 @@ pub async fn list(
     security(("bearer" = ["tasks.write"])))]
 pub async fn cancel(
     State(state): State<AppState>,
+    actor: Actor,
     WorkflowId(id): WorkflowId,
 ) -> Result<Json<WorkflowAction>, ApiError> {
+    let audit = actor.did("workflow.cancel", id.to_string(), serde_json::json!({}));
     let changed = state
         .store
-        .cancel_workflow(id, now_ms())
+        .cancel_workflow(id, now_ms(), Some(&audit))
         .await?
         .ok_or_else(|| not_found(id))?;
     state.events.poke();
@@ -303,6 +308,7 @@ pub async fn cancel(
 pub async fn retry(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
+    actor: Actor,
     WorkflowId(id): WorkflowId,
 ) -> Result<Json<WorkflowAction>, ApiError> {
     // Running a step again is running it: the privileged kinds need admin here too.
@@ -319,7 +325,11 @@ pub async fn retry(
     }
     let changed = state
         .store
-        .retry_workflow(id, now_ms())
+        .retry_workflow(
+            id,
+            now_ms(),
+            Some(&actor.did("workflow.retry", id.to_string(), serde_json::json!({}))),
+        )
         .await?
         .ok_or_else(|| not_found(id))?;
     state.broker.work_ready();

@@ -102,6 +102,11 @@ pub fn task<R: TaskRow>(row: &R) -> Result<StoredTask> {
         retry_max_ms: opt_count(&id, row.opt_int("retry_max_ms")?)?,
         workflow_id: row.opt_text("workflow_id")?,
         step: row.opt_text("step")?,
+        concurrency_key: row.opt_text("concurrency_key")?,
+        concurrency_limit: row
+            .opt_int("concurrency_limit")?
+            .map(|n| count(&id, n))
+            .transpose()?,
     })
 }
 
@@ -144,6 +149,7 @@ pub fn publishable<R: TaskRow>(row: &R) -> Result<Publishable> {
         queue: row.text("queue")?,
         priority: row.small("priority")?,
         updated_at: row.int("updated_at")?,
+        keyed: row.flag("keyed")?,
     })
 }
 

@@ -3,6 +3,7 @@
 //! Every state change is one guarded statement (`… WHERE id = ? AND status = …`), so two
 //! workers racing on a task, a duplicate delivery or a stale report change nothing.
 
+mod controls;
 mod decode;
 mod group;
 mod postgres;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 use crate::domain::lifecycle::Settlement;
 use crate::domain::validate::NewTask;
 
+pub use controls::{AuditEntry, AuditFilter, AuditRow, Controls, GateState, GatedClaim, QueueChange};
 pub use group::GroupCommit;
 pub(crate) use group::{next_group, take_waiting};
 pub use postgres::PgStore;
@@ -248,6 +250,9 @@ pub struct StoredTask {
     /// The workflow this task is a step of, and its step id there.
     pub workflow_id: Option<String>,
     pub step: Option<String>,
+    /// At most `concurrency_limit` tasks with this key run at once.
+    pub concurrency_key: Option<String>,
+    pub concurrency_limit: Option<u32>,
 }
 
 impl StoredTask {
@@ -288,6 +293,8 @@ impl StoredTask {
             retry_max_ms: task.retry_max_ms,
             workflow_id: task.workflow_id.map(|id| id.to_string()),
             step: task.step.clone(),
+            concurrency_key: task.concurrency_key.clone(),
+            concurrency_limit: task.concurrency_limit,
         }
     }
 }
@@ -302,6 +309,9 @@ pub struct Publishable {
     pub priority: i32,
     /// Marks which version of the row was published (see [`Store::mark_published`]).
     pub updated_at: i64,
+    /// It has a concurrency key: the gated claim takes it from the database, and no broker
+    /// carries it.
+    pub keyed: bool,
 }
 
 impl Publishable {
@@ -312,6 +322,7 @@ impl Publishable {
             queue: task.queue.clone(),
             priority: task.priority,
             updated_at: task.updated_at,
+            keyed: task.concurrency_key.is_some(),
         }
     }
 }
@@ -490,7 +501,7 @@ pub struct StoredLogLine {
 }
 
 /// The operations on task state. Implementations must make every transition a guarded update.
-pub trait Store: Schedules + Workflows + Send + Sync + 'static {
+pub trait Store: Schedules + Workflows + Controls + Send + Sync + 'static {
     /// Applies the schema. Safe to run again. Answers the versions it applied now.
     fn migrate(&self) -> BoxFuture<'_, Result<Vec<i64>>>;
 
@@ -505,22 +516,54 @@ pub trait Store: Schedules + Workflows + Send + Sync + 'static {
 
     fn list(&self, filter: ListFilter) -> BoxFuture<'_, Result<Vec<StoredTask>>>;
 
-    fn cancel(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<CancelOutcome>>;
+    fn cancel(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<CancelOutcome>> {
+        self.cancel_by(id, now, None)
+    }
 
-    fn retry(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<RetryOutcome>>;
+    /// [`Store::cancel`], recording `audit` in the same transaction when it changed the
+    /// task.
+    fn cancel_by<'a>(
+        &'a self,
+        id: Uuid,
+        now: i64,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<CancelOutcome>>;
+
+    fn retry(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<RetryOutcome>> {
+        self.retry_by(id, now, None)
+    }
+
+    /// [`Store::retry`], recording `audit` in the same transaction when it requeued.
+    fn retry_by<'a>(
+        &'a self,
+        id: Uuid,
+        now: i64,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<RetryOutcome>>;
 
     /// Requeues every failed task (of `kind` and `queue`, when given; with
-    /// `skip_privileged`, not the shell, salt and kubectl tasks); answers how many.
-    fn retry_failed(
-        &self,
+    /// `skip_privileged`, not the shell, salt and kubectl tasks); answers how many. Records
+    /// `audit` in the same transaction.
+    fn retry_failed<'a>(
+        &'a self,
         kind: Option<String>,
         queue: Option<String>,
         skip_privileged: bool,
         now: i64,
-    ) -> BoxFuture<'_, Result<u64>>;
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<u64>>;
 
     /// Deletes finished tasks (and their output) that match `filter`; answers how many.
-    fn delete_finished(&self, filter: FinishedFilter) -> BoxFuture<'_, Result<u64>>;
+    fn delete_finished(&self, filter: FinishedFilter) -> BoxFuture<'_, Result<u64>> {
+        self.delete_finished_by(filter, None)
+    }
+
+    /// [`Store::delete_finished`], recording `audit` with the first of its deletes.
+    fn delete_finished_by<'a>(
+        &'a self,
+        filter: FinishedFilter,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<u64>>;
 
     /// Claims up to `limit` ready tasks of `queues` (and of `kinds`, when given) for
     /// `worker`, highest priority first, holding a lease until `lease_until`.

@@ -46,6 +46,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../migrations/postgres/0007_remote_workers.sql"),
     ),
+    (
+        8,
+        include_str!("../../migrations/postgres/0008_queue_controls.sql"),
+    ),
 ];
 
 /// The NOTIFY channel for "work is ready".
@@ -75,6 +79,10 @@ impl Dialect for Pg {
 
     // The channel is `READY_CHANNEL`.
     const NOTIFY_READY: Option<&'static str> = Some("SELECT pg_notify('taskplane_ready', '')");
+
+    /// An arbitrary, fixed key (the migration lock's plus 2).
+    const GATE_LOCK: Option<&'static str> =
+        Some("SELECT pg_advisory_xact_lock(32758245650099312)");
 
     fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
         done.rows_affected()
@@ -222,17 +230,17 @@ impl Dialect for Pg {
         // priority order and stop at the limit; `= ANY` over several makes it sort them all.
         // The kinds (`$6`) filter the rows the walk finds; without kinds the statement does
         // not name them (see `claim_ids`).
-        let queue = if queues.len() == 1 {
-            "queue = $4[1]"
+        let (queue, gate) = if queues.len() == 1 {
+            ("queue = $4[1]", sql::ungated("$4[1]"))
         } else {
-            "queue = ANY($4)"
+            ("queue = ANY($4)", sql::ungated("tasks.queue"))
         };
         let kind = if kinds.is_some() {
             " AND kind = ANY($6)"
         } else {
             ""
         };
-        let filter = format!("{queue}{kind}");
+        let filter = format!("{queue}{kind}{gate}");
         // The CTE runs once (a subquery under IN may be evaluated again and claim more than
         // the limit); SKIP LOCKED lets concurrent workers pick different rows.
         let query = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -297,10 +305,11 @@ impl Dialect for Pg {
                  FOR UPDATE)
              UPDATE tasks SET {set}
              FROM locked
-             WHERE tasks.id = locked.locked_id AND tasks.status = 'queued'
+             WHERE tasks.id = locked.locked_id AND tasks.status = 'queued'{gate}
              RETURNING {}",
             sql::CLAIM_COLUMNS,
-            set = sql::CLAIM_SET
+            set = sql::CLAIM_SET,
+            gate = sql::ungated("tasks.queue")
         )))
         .bind(worker)
         .bind(lease_until)

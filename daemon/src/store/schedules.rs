@@ -5,7 +5,8 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type}
 use taskplane_api::TaskStatus;
 
 use super::decode::{TaskRow, corrupt};
-use super::{BoxFuture, Dialect, Result, SqlStore, StoredTask};
+use super::controls::write_audit;
+use super::{AuditEntry, BoxFuture, Dialect, Result, SqlStore, StoredTask};
 use crate::domain::validate::NewTask;
 
 /// A schedule as the store holds it. Instants are Unix milliseconds.
@@ -38,6 +39,8 @@ pub struct Fire {
     pub tasks: Vec<NewTask>,
     /// The change-feed row of their `fired` events (JSON), written with them.
     pub events: Option<String>,
+    /// The audit entry of a manual trigger.
+    pub audit: Option<AuditEntry>,
 }
 
 /// The tasks a committed fire stored, each with whether it was created (see
@@ -46,8 +49,12 @@ pub type Fired = Option<Vec<(StoredTask, bool)>>;
 
 /// What the scheduler and the schedule API ask of a store.
 pub trait Schedules: Send + Sync {
-    /// Creates a schedule; false when the name is taken.
-    fn create_schedule<'a>(&'a self, row: &'a ScheduleRow) -> BoxFuture<'a, Result<bool>>;
+    /// Creates a schedule; false when the name is taken. Records `audit` with it.
+    fn create_schedule<'a>(
+        &'a self,
+        row: &'a ScheduleRow,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<bool>>;
 
     /// Schedules by name, after `after`, at most `limit`.
     fn schedules(
@@ -59,11 +66,20 @@ pub trait Schedules: Send + Sync {
     fn schedule<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<ScheduleRow>>>;
 
     /// Writes a schedule's spec, pause state, next fire time and `updated_at`; false when it
-    /// does not exist.
-    fn update_schedule<'a>(&'a self, row: &'a ScheduleRow) -> BoxFuture<'a, Result<bool>>;
+    /// does not exist. Records `audit` with it.
+    fn update_schedule<'a>(
+        &'a self,
+        row: &'a ScheduleRow,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<bool>>;
 
-    /// Deletes a schedule (its tasks stay); false when it did not exist.
-    fn delete_schedule<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>>;
+    /// Deletes a schedule (its tasks stay); false when it did not exist. Records `audit`
+    /// with it.
+    fn delete_schedule<'a>(
+        &'a self,
+        name: &'a str,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<bool>>;
 
     /// The schedules due at `now` (not paused, `next_run_at <= now`), earliest first.
     fn due_schedules(&self, now: i64, limit: u32) -> BoxFuture<'_, Result<Vec<ScheduleRow>>>;
@@ -121,8 +137,13 @@ where
     for<'a> &'a str: ColumnIndex<<D::Db as Database>::Row>,
     usize: ColumnIndex<<D::Db as Database>::Row>,
 {
-    fn create_schedule<'a>(&'a self, row: &'a ScheduleRow) -> BoxFuture<'a, Result<bool>> {
+    fn create_schedule<'a>(
+        &'a self,
+        row: &'a ScheduleRow,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.health.track(async move {
+            let mut tx = self.write.begin().await?;
             let done = sqlx::query(
                 "INSERT INTO schedules (name, spec, paused, next_run_at, created_at, updated_at)
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
@@ -133,9 +154,9 @@ where
             .bind(row.next_run_at)
             .bind(row.created_at)
             .bind(row.updated_at)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-            Ok(D::rows_affected(&done) == 1)
+            audited(tx, D::rows_affected(&done) == 1, audit, row.updated_at).await
         }))
     }
 
@@ -165,8 +186,13 @@ where
         })
     }
 
-    fn update_schedule<'a>(&'a self, row: &'a ScheduleRow) -> BoxFuture<'a, Result<bool>> {
+    fn update_schedule<'a>(
+        &'a self,
+        row: &'a ScheduleRow,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.health.track(async move {
+            let mut tx = self.write.begin().await?;
             let done = sqlx::query(
                 "UPDATE schedules SET spec = $2, paused = $3, next_run_at = $4, updated_at = $5
                  WHERE name = $1",
@@ -176,19 +202,24 @@ where
             .bind(row.paused)
             .bind(row.next_run_at)
             .bind(row.updated_at)
-            .execute(&self.write)
+            .execute(&mut *tx)
             .await?;
-            Ok(D::rows_affected(&done) == 1)
+            audited(tx, D::rows_affected(&done) == 1, audit, row.updated_at).await
         }))
     }
 
-    fn delete_schedule<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>> {
+    fn delete_schedule<'a>(
+        &'a self,
+        name: &'a str,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.health.track(async move {
+            let mut tx = self.write.begin().await?;
             let done = sqlx::query("DELETE FROM schedules WHERE name = $1")
                 .bind(name)
-                .execute(&self.write)
+                .execute(&mut *tx)
                 .await?;
-            Ok(D::rows_affected(&done) == 1)
+            audited(tx, D::rows_affected(&done) == 1, audit, crate::util::now_ms()).await
         }))
     }
 
@@ -252,6 +283,9 @@ where
                 return Ok(None);
             }
             let stored = Self::insert_in(&mut tx, &fire.tasks).await?;
+            if let Some(audit) = &fire.audit {
+                write_audit(&mut *tx, audit, fire.now).await?;
+            }
             if let Some(events) = &fire.events {
                 sqlx::query("INSERT INTO task_events (at, events) VALUES ($1, $2)")
                     .bind(fire.now)
@@ -270,4 +304,26 @@ where
             Ok(Some(stored))
         }))
     }
+}
+
+/// Commits `tx`, with `audit` written first when the change it records happened; answers
+/// whether it did.
+async fn audited<DB>(
+    mut tx: sqlx::Transaction<'_, DB>,
+    changed: bool,
+    audit: Option<&AuditEntry>,
+    now: i64,
+) -> Result<bool>
+where
+    DB: Database,
+    for<'c> &'c mut <DB as Database>::Connection: Executor<'c, Database = DB>,
+    <DB as Database>::Arguments: IntoArguments<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    if changed && let Some(audit) = audit {
+        write_audit(&mut *tx, audit, now).await?;
+    }
+    tx.commit().await?;
+    Ok(changed)
 }

@@ -76,7 +76,7 @@ fn update_locked_found(set: &str, find: &str, filter: &str, lock: &str) -> Strin
 pub const TASK_COLUMNS: &str = "id, kind, queue, priority, payload, status, attempts, max_attempts, \
      timeout_secs, run_at, created_at, updated_at, started_at, finished_at, result, last_error, \
      idempotency_key, labels, worker, cancel_requested, retry_base_ms, retry_max_ms, workflow_id, \
-     step";
+     step, concurrency_key, concurrency_limit";
 
 /// The columns a [`ClaimedTask`](super::ClaimedTask) is decoded from.
 pub const CLAIM_COLUMNS: &str = "id, kind, queue, payload, attempts, max_attempts, timeout_secs, \
@@ -95,9 +95,9 @@ pub const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, worker
 pub const ROWS_PER_STATEMENT: usize = 32;
 
 /// Columns bound per row by [`insert_rows`].
-pub const INSERT_PARAMS: usize = 18;
+pub const INSERT_PARAMS: usize = 20;
 
-/// A multi-row insert of `rows` tasks (18 parameters each, in the column order below); a task
+/// A multi-row insert of `rows` tasks (20 parameters each, in the column order below); a task
 /// whose idempotency key exists is skipped. With `returning` it answers the ids it inserted
 /// (only keyed tasks can be skipped, so a batch without keys needs no answer but the count,
 /// and the rows need not travel back one by one).
@@ -108,7 +108,8 @@ pub fn insert_rows(rows: usize, params: Params, returning: bool) -> String {
     format!(
         "INSERT INTO tasks (id, kind, queue, priority, payload, status, max_attempts,
              timeout_secs, run_at, created_at, updated_at, idempotency_key, labels,
-             retry_base_ms, retry_max_ms, published_at, workflow_id, step)
+             retry_base_ms, retry_max_ms, published_at, workflow_id, step, concurrency_key,
+             concurrency_limit)
          VALUES {}
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING{}",
         values.join(", "),
@@ -422,7 +423,8 @@ pub const LOGS: &str = "SELECT seq, attempt, stream, ts, line FROM task_logs
 
 /// Ready tasks the dispatcher must publish (requeued, due, retried, handed back), oldest
 /// first within a priority.
-pub const UNPUBLISHED: &str = "SELECT id, kind, queue, priority, updated_at FROM tasks
+pub const UNPUBLISHED: &str = "SELECT id, kind, queue, priority, updated_at,
+         concurrency_key IS NOT NULL AS keyed FROM tasks
      WHERE status = 'queued' AND published_at IS NULL
      ORDER BY priority DESC, created_at
      LIMIT $1";
@@ -432,6 +434,41 @@ pub const PUBLISHER_BEAT: &str = "INSERT INTO publishers (token, heartbeat_at) V
      ON CONFLICT (token) DO UPDATE SET heartbeat_at = excluded.heartbeat_at";
 
 pub const PRUNE_PUBLISHERS: &str = "DELETE FROM publishers WHERE heartbeat_at < $1";
+
+/// What the claims of ungated work add to their filter: no task of a gated queue (see
+/// [`super::controls`]) and no keyed task; the gated claim takes those. `queue` is the
+/// expression of the task's queue (a parameter when the statement claims from one queue,
+/// so the check runs once).
+pub fn ungated(queue: &str) -> String {
+    format!(
+        " AND tasks.concurrency_key IS NULL AND NOT EXISTS (SELECT 1 FROM queue_settings g
+             WHERE g.queue = {queue} AND g.gated)"
+    )
+}
+
+/// The gated claim of the listed tasks (ids from `$4` on) that are still queued: `$1` the
+/// worker, `$2` its lease's end, `$3` now (see [`CLAIM_SET`]).
+pub fn claim_listed(rows: usize, locks: Locks) -> String {
+    update_locked_found(
+        CLAIM_SET,
+        &format!("id IN ({})", Params::Numbered.run(4, rows)),
+        "tasks.status = 'queued'",
+        locks.ordered,
+    )
+}
+
+/// A queue that stops being gated (resumed, its limits cleared): the ready tasks a broker
+/// delivered while it was gated were passed over and acknowledged, so they go back to the
+/// dispatcher to be published again (a task still in the broker is then delivered twice,
+/// and the guarded claim drops the second). Tasks nobody publishes (0: the database is
+/// the queue, or a leased kind or a keyed task) stay as they are. `$1` the queue.
+pub fn ungate(locks: Locks) -> String {
+    update_locked(
+        "published_at = NULL",
+        "queue = $1 AND status = 'queued' AND published_at IS NOT NULL AND published_at <> 0",
+        locks.ordered,
+    )
+}
 
 /// Hands tasks their publisher could not publish to the dispatcher: `$1` the publisher's
 /// mark (its token, negated), the ids from `$2` on.

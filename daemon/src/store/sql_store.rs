@@ -13,8 +13,10 @@ use taskplane_api::TaskStatus;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use super::controls::write_audit;
 use super::decode::TaskRow as _;
 use super::{
+    AuditEntry,
     BoxFuture, CancelOutcome, ClaimedTask, EventRow, FinishedFilter, LeaseState, ListFilter,
     NewLogLine, Publishable, QueueCount, Result, RetryOutcome, Store, StoreError, StoredLogLine,
     StoredTask, WorkerRow, WriteHealth, decode, sql,
@@ -37,6 +39,10 @@ pub trait Dialect: Sized + Send + Sync + 'static {
     /// The statement that tells other processes' `--broker db` workers that work is ready,
     /// delivered when the submit commits (None: they find it by polling).
     const NOTIFY_READY: Option<&'static str>;
+
+    /// The statement that serializes gated claims and queue changes across processes, at
+    /// the start of their transactions (None: one write connection serializes them).
+    const GATE_LOCK: Option<&'static str>;
 
     /// Whether a page of one status names the index that holds it (`INDEXED BY`): SQLite
     /// plans without statistics and would otherwise walk every id (see [`sql::list`]).
@@ -231,13 +237,23 @@ where
         })
     }
 
-    fn cancel(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<CancelOutcome>> {
+    fn cancel_by<'a>(
+        &'a self,
+        id: Uuid,
+        now: i64,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<CancelOutcome>> {
         Box::pin(self.health.track(async move {
+            let mut tx = self.write.begin().await?;
             let row = sqlx::query(sqlx::AssertSqlSafe(sql::cancel()))
                 .bind(id.to_string())
                 .bind(now)
-                .fetch_optional(&self.write)
+                .fetch_optional(&mut *tx)
                 .await?;
+            if let (Some(_), Some(audit)) = (&row, audit) {
+                write_audit(&mut *tx, audit, now).await?;
+            }
+            tx.commit().await?;
             if let Some(row) = row {
                 let task = decode::task(&row)?;
                 return Ok(if task.status == TaskStatus::Running {
@@ -253,13 +269,23 @@ where
         }))
     }
 
-    fn retry(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<RetryOutcome>> {
+    fn retry_by<'a>(
+        &'a self,
+        id: Uuid,
+        now: i64,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<RetryOutcome>> {
         Box::pin(self.health.track(async move {
+            let mut tx = self.write.begin().await?;
             let row = sqlx::query(sqlx::AssertSqlSafe(sql::retry()))
                 .bind(now)
                 .bind(id.to_string())
-                .fetch_optional(&self.write)
+                .fetch_optional(&mut *tx)
                 .await?;
+            if let (Some(_), Some(audit)) = (&row, audit) {
+                write_audit(&mut *tx, audit, now).await?;
+            }
+            tx.commit().await?;
             if let Some(row) = row {
                 return Ok(RetryOutcome::Requeued(decode::task(&row)?));
             }
@@ -270,26 +296,36 @@ where
         }))
     }
 
-    fn retry_failed(
-        &self,
+    fn retry_failed<'a>(
+        &'a self,
         kind: Option<String>,
         queue: Option<String>,
         skip_privileged: bool,
         now: i64,
-    ) -> BoxFuture<'_, Result<u64>> {
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(self.health.track(async move {
+            let mut tx = self.write.begin().await?;
             let done = sqlx::query(sqlx::AssertSqlSafe(sql::retry_failed(D::LOCKS)))
                 .bind(now)
                 .bind(kind)
                 .bind(queue)
                 .bind(skip_privileged.then(crate::domain::kinds::admin_list))
-                .execute(&self.write)
+                .execute(&mut *tx)
                 .await?;
+            if let Some(audit) = audit {
+                write_audit(&mut *tx, audit, now).await?;
+            }
+            tx.commit().await?;
             Ok(D::rows_affected(&done))
         }))
     }
 
-    fn delete_finished(&self, filter: FinishedFilter) -> BoxFuture<'_, Result<u64>> {
+    fn delete_finished_by<'a>(
+        &'a self,
+        filter: FinishedFilter,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(async move {
             let total = self
                 .health
@@ -297,6 +333,7 @@ where
                     let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
                     let statuses = statuses.join(",");
                     let mut total = 0;
+                    let mut audit = audit;
                     loop {
                         let mut tx = self.write.begin().await?;
                         let done = sqlx::query(sqlx::AssertSqlSafe(sql::delete_finished(D::LOCKS)))
@@ -306,6 +343,9 @@ where
                             .bind(&filter.queue)
                             .execute(&mut *tx)
                             .await?;
+                        if let Some(entry) = audit.take() {
+                            write_audit(&mut *tx, entry, crate::util::now_ms()).await?;
+                        }
                         tx.commit().await?;
                         total += D::rows_affected(&done);
                         if D::rows_affected(&done) < 1000 {
@@ -751,7 +791,12 @@ where
         });
         let labelled = tasks.iter().any(|task| !task.label_pairs.is_empty());
         let keyed = tasks.iter().any(|task| task.idempotency_key.is_some());
-        if tasks.len() <= sql::ROWS_PER_STATEMENT && !labelled && (notify.is_none() || !keyed) {
+        let audited = tasks.iter().any(|task| task.audit.is_some());
+        if tasks.len() <= sql::ROWS_PER_STATEMENT
+            && !labelled
+            && !audited
+            && (notify.is_none() || !keyed)
+        {
             // The common case is one statement, committed on its own: one round
             // trip instead of three (BEGIN and COMMIT are two more, and on
             // SQLite each is a hop to its writer thread); the notification, if any,
@@ -781,6 +826,14 @@ where
         let mut inserted = HashSet::with_capacity(tasks.len());
         for chunk in tasks.chunks(sql::ROWS_PER_STATEMENT) {
             inserted.extend(Self::insert_chunk(&mut *tx, chunk, None).await?);
+        }
+        // The audit entries of the inserted tasks (a replayed key's submit changed nothing).
+        for task in tasks {
+            if let Some(audit) = &task.audit
+                && inserted.contains(&task.id.to_string())
+            {
+                write_audit(&mut *tx, audit, task.created_at_ms).await?;
+            }
         }
         // The inserted tasks' labels, as rows a selector finds by index.
         let mut labels: Vec<(String, &str, &str)> = Vec::new();
@@ -947,7 +1000,9 @@ where
                 .bind(task.retry_max_ms.map(|ms| ms as i64))
                 .bind(task.published_at)
                 .bind(task.workflow_id.map(|id| id.to_string()))
-                .bind(task.step.as_deref());
+                .bind(task.step.as_deref())
+                .bind(task.concurrency_key.as_deref())
+                .bind(task.concurrency_limit.map(i64::from));
         }
         if !keyed {
             // Nothing to skip: the statement inserted every row or failed.

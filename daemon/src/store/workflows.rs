@@ -10,7 +10,7 @@ use taskplane_api::TaskStatus;
 use uuid::Uuid;
 
 use super::decode::{self, TaskRow};
-use super::{BoxFuture, Dialect, Result, SqlStore, StoredTask, sql};
+use super::{AuditEntry, BoxFuture, Dialect, Result, SqlStore, StoredTask, sql};
 use crate::domain::validate::NewTask;
 
 /// A workflow as the store holds it.
@@ -93,12 +93,22 @@ pub trait Workflows: Send + Sync {
 
     /// Cancels every unfinished step (a running one is asked to stop); answers how many it
     /// changed, or None when there is no such workflow.
-    fn cancel_workflow(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<Option<u64>>>;
+    fn cancel_workflow<'a>(
+        &'a self,
+        id: Uuid,
+        now: i64,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<Option<u64>>>;
 
     /// Runs the failed and cancelled steps again (and so what depends on them), keeping the
     /// steps that succeeded; answers how many it changed, or None when there is no such
     /// workflow.
-    fn retry_workflow(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<Option<u64>>>;
+    fn retry_workflow<'a>(
+        &'a self,
+        id: Uuid,
+        now: i64,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<Option<u64>>>;
 }
 
 fn workflow_row<R: TaskRow>(row: &R) -> Result<WorkflowRow> {
@@ -395,7 +405,12 @@ where
         })
     }
 
-    fn cancel_workflow(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<Option<u64>>> {
+    fn cancel_workflow<'a>(
+        &'a self,
+        id: Uuid,
+        now: i64,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<Option<u64>>> {
         // One statement, its rows locked non-waiting first: a waiting step is cancelled
         // here, not by its parent's cancel (whose trigger finds it cancelled already).
         let statement = format!(
@@ -410,10 +425,15 @@ where
              FROM locked WHERE tasks.id = locked.locked_id AND {UNFINISHED_STEPS}",
             D::LOCKS.ordered
         );
-        Box::pin(self.health.track(self.change_steps(id, now, statement)))
+        Box::pin(self.health.track(self.change_steps(id, now, statement, audit)))
     }
 
-    fn retry_workflow(&self, id: Uuid, now: i64) -> BoxFuture<'_, Result<Option<u64>>> {
+    fn retry_workflow<'a>(
+        &'a self,
+        id: Uuid,
+        now: i64,
+        audit: Option<&'a AuditEntry>,
+    ) -> BoxFuture<'a, Result<Option<u64>>> {
         // Each failed or cancelled step runs again: at once when its parents all
         // succeeded, else once they have (they are run again in the same statement, so the
         // snapshot it reads still shows them failed or cancelled).
@@ -433,7 +453,7 @@ where
                AND tasks.status IN ('failed', 'cancelled')",
             D::LOCKS.ordered
         );
-        Box::pin(self.health.track(self.change_steps(id, now, statement)))
+        Box::pin(self.health.track(self.change_steps(id, now, statement, audit)))
     }
 }
 
@@ -506,7 +526,13 @@ where
     /// Runs `statement` (`$1` the workflow, `$2` now) on workflow `id`'s steps in a
     /// transaction, answering how many rows it changed, or None when there is no such
     /// workflow.
-    async fn change_steps(&self, id: Uuid, now: i64, statement: String) -> Result<Option<u64>> {
+    async fn change_steps(
+        &self,
+        id: Uuid,
+        now: i64,
+        statement: String,
+        audit: Option<&AuditEntry>,
+    ) -> Result<Option<u64>> {
         let mut tx = self.write.begin().await?;
         let exists = sqlx::query("SELECT id FROM workflows WHERE id = $1")
             .bind(id.to_string())
@@ -520,6 +546,9 @@ where
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        if let Some(audit) = audit {
+            super::controls::write_audit(&mut *tx, audit, now).await?;
+        }
         tx.commit().await?;
         Ok(Some(D::rows_affected(&done)))
     }

@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     pub grace: Duration,
     /// Finished tasks older than this are deleted.
     pub retention: Duration,
+    /// Audit log entries older than this are deleted.
+    pub audit_retention: Duration,
 }
 
 pub struct Worker {
@@ -142,7 +144,11 @@ impl Worker {
                 },
             ),
             Reaper::new(this.store.clone(), this.broker.clone()),
-            Retention::new(this.store.clone(), this.config.retention),
+            Retention::new(
+                this.store.clone(),
+                this.config.retention,
+                this.config.audit_retention,
+            ),
             Tender::new(this.store.clone()),
         );
         let mut grace_deadline: Option<tokio::time::Instant> = None;

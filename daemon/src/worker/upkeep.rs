@@ -111,11 +111,13 @@ pub struct Retention {
     store: Arc<dyn Store>,
     /// Finished tasks older than this are deleted.
     keep: Duration,
+    /// Audit entries older than this are deleted.
+    audit: Duration,
 }
 
 impl Retention {
-    pub fn new(store: Arc<dyn Store>, keep: Duration) -> Retention {
-        Retention { store, keep }
+    pub fn new(store: Arc<dyn Store>, keep: Duration, audit: Duration) -> Retention {
+        Retention { store, keep, audit }
     }
 
     /// One round, answering how many finished tasks it deleted.
@@ -133,6 +135,15 @@ impl Retention {
             .await
         {
             tracing::warn!(%error, "forgetting departed workers failed");
+        }
+        match self
+            .store
+            .trim_audit(now.saturating_sub(self.audit.as_millis() as i64))
+            .await
+        {
+            Ok(0) => {}
+            Ok(trimmed) => tracing::info!(entries = trimmed, retention = ?self.audit, "deleted audit entries past their retention"),
+            Err(error) => tracing::warn!(%error, "trimming the audit log failed"),
         }
         let filter = FinishedFilter {
             statuses: vec![
@@ -395,7 +406,11 @@ mod tests {
                 .expect("settle")
         );
 
-        let retention = Retention::new(store.clone(), Duration::from_secs(3600));
+        let retention = Retention::new(
+            store.clone(),
+            Duration::from_secs(3600),
+            Duration::from_secs(90 * 24 * 3600),
+        );
         assert_eq!(retention.apply(NOW + 61 * MINUTE).await.expect("apply"), 1);
         assert_eq!(
             status(store.as_ref(), old).await,

@@ -51,6 +51,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/sqlite/0007_remote_workers.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/sqlite/0008_queue_controls.sql"),
+    ),
 ];
 
 /// Free pages worth giving back to the file system after a retention delete (4 MiB), and the
@@ -79,6 +83,8 @@ impl Dialect for Lite {
 
     /// In-process wake-ups come from the API directly; other processes find work by polling.
     const NOTIFY_READY: Option<&'static str> = None;
+
+    const GATE_LOCK: Option<&'static str> = None;
 
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()

@@ -507,6 +507,7 @@ fn insert(
         let retry_base = task.retry_base_ms.map(|ms| ms as i64);
         let retry_max = task.retry_max_ms.map(|ms| ms as i64);
         let workflow_id = task.workflow_id.map(|id| id.to_string());
+        let key_limit = task.concurrency_limit.map(i64::from);
         let values: [&dyn ToSql; sql::INSERT_PARAMS] = [
             &task.id.to_string(),
             &task.kind,
@@ -527,8 +528,23 @@ fn insert(
             &task.published_at,
             &workflow_id,
             &task.step,
+            &task.concurrency_key,
+            &key_limit,
         ];
         if insert.execute(&values[..])? == 1 {
+            if let Some(audit) = &task.audit {
+                let mut record = db.prepare_cached(
+                    "INSERT INTO audit_log (at, actor, action, target, details)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                record.execute(rusqlite::params![
+                    task.created_at_ms,
+                    audit.actor,
+                    audit.action,
+                    audit.target,
+                    audit.details
+                ])?;
+            }
             if !task.label_pairs.is_empty() {
                 let mut label = db.prepare_cached(&sql::insert_labels(1))?;
                 let id = task.id.to_string();
@@ -790,10 +806,11 @@ fn claim(
 ) -> Result<Vec<ClaimedTask>> {
     // With one queue, `queue = $4` lets SQLite walk the `tasks_ready` index in priority
     // order and stop at the limit; a list (`json_each`) makes it sort every ready task.
-    let (filter, queues) = match queues {
-        [queue] => ("queue = $4", queue.clone()),
+    let (filter, gate, queues) = match queues {
+        [queue] => ("queue = $4", sql::ungated("$4"), queue.clone()),
         _ => (
             "queue IN (SELECT value FROM json_each($4))",
+            sql::ungated("tasks.queue"),
             serde_json::to_string(queues).map_err(|e| decode::corrupt("-", e))?,
         ),
     };
@@ -804,7 +821,7 @@ fn claim(
         "UPDATE tasks SET {set}
          WHERE rowid IN (
              SELECT rowid FROM tasks
-             WHERE status = 'queued' AND {filter}{kind}
+             WHERE status = 'queued' AND {filter}{kind}{gate}
              ORDER BY priority DESC, run_at, id
              LIMIT $5)
            AND status = 'queued'
@@ -826,10 +843,11 @@ fn claim_ids(
     let kind = kind_filter(lease);
     let statement = format!(
         "UPDATE tasks SET {set}
-         WHERE id IN (SELECT value FROM json_each($4)) AND status = 'queued'{kind}
+         WHERE id IN (SELECT value FROM json_each($4)) AND status = 'queued'{kind}{gate}
          RETURNING {}",
         sql::CLAIM_COLUMNS,
-        set = sql::CLAIM_SET
+        set = sql::CLAIM_SET,
+        gate = sql::ungated("tasks.queue")
     );
     claimed(db, feed, &statement, lease, &ids, None)
 }

@@ -264,7 +264,7 @@ pub async fn workflows_cancel_and_retry(store: Arc<dyn Store>) {
     assert!(list[0].finished_at.is_some(), "every step finished");
 
     assert_eq!(
-        store.retry_workflow(workflow, NOW).await.expect("retry"),
+        store.retry_workflow(workflow, NOW, None).await.expect("retry"),
         Some(2)
     );
     assert_eq!(status(&store, a_id).await, TaskStatus::Succeeded, "kept");
@@ -284,7 +284,7 @@ pub async fn workflows_cancel_and_retry(store: Arc<dyn Store>) {
 
     assert_eq!(
         store
-            .cancel_workflow(workflow, NOW + 6)
+            .cancel_workflow(workflow, NOW + 6, None)
             .await
             .expect("cancel"),
         Some(1)
@@ -292,7 +292,7 @@ pub async fn workflows_cancel_and_retry(store: Arc<dyn Store>) {
     assert_eq!(status(&store, c_id).await, TaskStatus::Cancelled);
     assert_eq!(
         store
-            .cancel_workflow(Uuid::now_v7(), NOW)
+            .cancel_workflow(Uuid::now_v7(), NOW, None)
             .await
             .expect("cancel"),
         None

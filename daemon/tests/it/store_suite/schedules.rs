@@ -43,9 +43,9 @@ async fn create(store: &Arc<dyn Store>, spec: serde_json::Value, now: i64) -> Sc
         created_at: now,
         updated_at: now,
     };
-    assert!(store.create_schedule(&row).await.expect("create"));
+    assert!(store.create_schedule(&row, None).await.expect("create"));
     assert!(
-        !store.create_schedule(&row).await.expect("create again"),
+        !store.create_schedule(&row, None).await.expect("create again"),
         "a name is unique"
     );
     row
@@ -248,10 +248,10 @@ pub async fn schedules_skip_overlaps_pause_and_trigger(store: Arc<dyn Store>) {
         .expect("read")
         .expect("exists");
     paused.paused = true;
-    assert!(store.update_schedule(&paused).await.expect("pause"));
+    assert!(store.update_schedule(&paused, None).await.expect("pause"));
     scheduler.round(T0 + 40_000).await.expect("a round");
     assert_eq!(fire_times(&store, "one-at-a-time").await.len(), 2, "paused");
-    let Triggered::Submitted(task) = scheduler.trigger("one-at-a-time").await.expect("trigger")
+    let Triggered::Submitted(task) = scheduler.trigger("one-at-a-time", None).await.expect("trigger")
     else {
         panic!("the trigger found no schedule");
     };
@@ -268,7 +268,7 @@ pub async fn schedules_skip_overlaps_pause_and_trigger(store: Arc<dyn Store>) {
     );
     assert_eq!(row.last_task_id, Some(task.id.to_string()));
     assert!(matches!(
-        scheduler.trigger("nope").await.expect("trigger"),
+        scheduler.trigger("nope", None).await.expect("trigger"),
         Triggered::NotFound
     ));
 
@@ -293,13 +293,13 @@ pub async fn schedules_skip_overlaps_pause_and_trigger(store: Arc<dyn Store>) {
     // Deleted: its tasks stay, and it fires no more.
     assert!(
         store
-            .delete_schedule("one-at-a-time")
+            .delete_schedule("one-at-a-time", None)
             .await
             .expect("delete")
     );
     assert!(
         !store
-            .delete_schedule("one-at-a-time")
+            .delete_schedule("one-at-a-time", None)
             .await
             .expect("delete")
     );

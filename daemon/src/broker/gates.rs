@@ -1,0 +1,152 @@
+//! What a process knows of the queue controls and keyed tasks, so that its claims run the
+//! gated claim ([`Controls::claim_gated`]) only when there may be something for it.
+//!
+//! The claims of ungated work pass over gated queues and keyed tasks in their own
+//! statements, so this knowledge may be late without breaking a limit: it only decides
+//! whether to look. It is read again at most a second after the last read, and at once
+//! after a change made in this process (a queue's settings, a keyed submit).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::log_gate::worth_logging;
+use crate::store::{ClaimedTask, GateState, Store};
+use crate::util::now_ms;
+
+/// How old what a process knows of the gates may be.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+/// The shortest pause between two gated claims of one taker that found less than it asked
+/// for (a task ending in this process wakes the taker's loop anyway).
+const CALM: Duration = Duration::from_millis(100);
+
+#[derive(Default)]
+pub struct Gates {
+    known: Mutex<Option<(Instant, GateState)>>,
+    wake: Notify,
+}
+
+impl Gates {
+    /// Something changed here: read the gates again before the next claim, and wake the
+    /// workers waiting for work.
+    pub fn touch(&self) {
+        *self.known.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.wake.notify_waiters();
+    }
+
+    /// Fires on [`Gates::touch`].
+    pub async fn touched(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Whether a gated claim over `queues` may find something: one of them is gated and
+    /// open (not paused), or some ready task has a concurrency key.
+    pub async fn worth_a_look(&self, store: &dyn Store, queues: &[String]) -> bool {
+        let cached = self
+            .known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, state)| state.clone());
+        let state = match cached {
+            Some(state) => state,
+            None => match store.gate_state().await {
+                Ok(state) => {
+                    *self.known.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some((Instant::now(), state.clone()));
+                    state
+                }
+                Err(error) => {
+                    if worth_logging("gates", &error) {
+                        tracing::warn!(%error, "reading the queue controls failed; will retry");
+                    }
+                    return false;
+                }
+            },
+        };
+        state.keyed
+            || queues
+                .iter()
+                .any(|queue| state.gated.get(queue).is_some_and(|paused| !paused))
+    }
+}
+
+/// One claimant's gated claims: when it may look again.
+#[derive(Debug)]
+pub struct GatedTaker {
+    next: Instant,
+    /// When a rate-limited queue it looked at has its next start to give.
+    rate_wake: Option<Instant>,
+}
+
+impl Default for GatedTaker {
+    fn default() -> Self {
+        GatedTaker {
+            next: Instant::now(),
+            rate_wake: None,
+        }
+    }
+}
+
+impl GatedTaker {
+    /// Runs the gated claim for up to `limit` tasks when it may find something and it is
+    /// time; failures are logged and answer nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn take(
+        &mut self,
+        gates: &Gates,
+        store: &dyn Store,
+        worker: &str,
+        queues: &[String],
+        kinds: Option<&[String]>,
+        limit: u32,
+        lease: Duration,
+    ) -> Vec<ClaimedTask> {
+        if limit == 0 || Instant::now() < self.next {
+            return Vec::new();
+        }
+        if !gates.worth_a_look(store, queues).await {
+            return Vec::new();
+        }
+        let now = now_ms();
+        let until = now + lease.as_millis() as i64;
+        match store
+            .claim_gated(worker, queues, kinds, limit, now, until)
+            .await
+        {
+            Ok(claim) => {
+                self.rate_wake = claim.wake_at.map(|at| {
+                    Instant::now() + Duration::from_millis((at - now).max(0) as u64)
+                });
+                if claim.tasks.len() < limit as usize {
+                    let calm = Instant::now() + CALM;
+                    // A rate's next start comes at its own time, and no earlier look helps.
+                    self.next = match claim.wake_at {
+                        Some(at) => {
+                            let wait = Duration::from_millis((at - now).max(0) as u64);
+                            (Instant::now() + wait).max(calm)
+                        }
+                        None => calm,
+                    };
+                }
+                claim.tasks
+            }
+            Err(error) => {
+                if worth_logging("gated claim", &error) {
+                    tracing::warn!(%error, "the gated claim failed; will retry");
+                }
+                self.next = Instant::now() + Duration::from_millis(500);
+                Vec::new()
+            }
+        }
+    }
+
+    /// When a rate-limited queue it saw has its next start (for a loop that sleeps until
+    /// then).
+    pub fn rate_wake(&self) -> Option<Instant> {
+        self.rate_wake
+    }
+}
