@@ -5,7 +5,7 @@
 CREATE TABLE queue_settings (
     queue        TEXT PRIMARY KEY,
     paused       BOOLEAN NOT NULL DEFAULT FALSE,
-    max_running  INTEGER,
+    max_running  BIGINT,
     -- Starts per 1000 s (the rate per second times 1000), and the bucket in thousandths.
     rate_milli   BIGINT,
     tokens_milli BIGINT NOT NULL DEFAULT 0,
@@ -18,7 +18,7 @@ CREATE TABLE queue_settings (
 -- claimed by the gated claim only; this index holds the ready ones (few, and no entry for
 -- a task without a key).
 ALTER TABLE tasks ADD COLUMN concurrency_key TEXT;
-ALTER TABLE tasks ADD COLUMN concurrency_limit INTEGER;
+ALTER TABLE tasks ADD COLUMN concurrency_limit BIGINT;
 CREATE INDEX tasks_keyed ON tasks (priority DESC, run_at, id)
     WHERE status = 'queued' AND concurrency_key IS NOT NULL;
 

@@ -57,6 +57,10 @@ sqlite_tests!(
     a_failed_parent_cancels_its_descendants,
     a_child_added_to_a_running_parent_is_freed,
     workflows_cancel_and_retry,
+    a_running_limit_and_a_pause_gate_the_claims,
+    a_rate_spreads_the_starts,
+    concurrency_keys_never_overlap,
+    audited_actions_are_kept_with_their_change,
 );
 
 /// The writer's submits, claims and settles write a feed row per write, as PostgreSQL's

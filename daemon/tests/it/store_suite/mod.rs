@@ -10,8 +10,10 @@ use taskd::store::{CancelOutcome, ListFilter, NewLogLine, RetryOutcome, Store};
 use taskplane_api::{LogStream, SubmitTask, TaskStatus};
 use uuid::Uuid;
 
+mod controls;
 mod dependencies;
 mod schedules;
+pub use controls::*;
 pub use dependencies::*;
 pub use schedules::*;
 
@@ -809,7 +811,7 @@ pub const VERSION_1_ROWS: &str = "INSERT INTO schema_migrations VALUES (1, 0);
 pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
     assert_eq!(
         store.migrate().await.expect("migrate"),
-        vec![2, 3, 4, 5, 6, 7]
+        vec![2, 3, 4, 5, 6, 7, 8]
     );
     let again = new_task(|t| t.idempotency_key = Some("from-version-1".into()));
     let rows = store.insert(vec![again]).await.expect("insert a known key");
