@@ -168,6 +168,15 @@ fn every_route_refuses_missing_expired_premature_foreign_unsigned_and_tampered_t
             &writer,
         ),
         ("GET", "/api/v1/kinds".into(), "", &writer),
+        ("POST", "/api/v1/queues/q1/pause".into(), "", &writer),
+        ("POST", "/api/v1/queues/q1/resume".into(), "", &writer),
+        (
+            "PATCH",
+            "/api/v1/queues/q1".into(),
+            r#"{"max_running":2}"#,
+            &writer,
+        ),
+        ("GET", "/api/v1/audit".into(), "", &writer),
         (
             "POST",
             "/api/v1/leases".into(),
@@ -979,4 +988,126 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
     );
     // Everyone else is still served.
     assert_eq!(call(&daemon, "GET", "/health", "", None).0, 200);
+}
+
+/// Every operator action is in the audit log under the subject of the token that made it,
+/// with a secret's value left out; the log is the admin's to read.
+#[test]
+fn operator_actions_are_audited_under_the_tokens_subject() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = start_with_auth(dir.path(), &["--enable-shell"]);
+    let alice = token(json!({"sub": "alice", "scope": "admin"}));
+    let bob = token(json!({"sub": "bob", "scope": "tasks.write tasks.read"}));
+    let ok = |method: &str, path: &str, body: &str, who: &str| -> Value {
+        let (status, _, answer) = call(&daemon, method, path, body, Some(who));
+        assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
+        answer
+    };
+    let later = ok(
+        "POST",
+        "/api/v1/tasks",
+        r#"{"kind":"noop","delay_ms":600000}"#,
+        &bob,
+    );
+    let id = later["id"].as_str().expect("id").to_owned();
+    ok("POST", &format!("/api/v1/tasks/{id}/cancel"), "", &bob);
+    ok("POST", &format!("/api/v1/tasks/{id}/retry"), "", &bob);
+    let shell = ok(
+        "POST",
+        "/api/v1/tasks",
+        r#"{"kind":"shell","payload":{"argv":["true"],"env":{"DB_PASSWORD":"hunter2"}}}"#,
+        &alice,
+    );
+    ok("POST", "/api/v1/queues/batch/pause", "", &alice);
+    ok("PATCH", "/api/v1/queues/batch", r#"{"max_running":2,"rate_per_sec":null}"#, &alice);
+    ok("POST", "/api/v1/queues/batch/resume", "", &alice);
+    ok("POST", "/api/v1/dlq/retry", "{}", &bob);
+    ok("POST", "/api/v1/dlq/purge", r#"{"older_than_secs":86400}"#, &alice);
+    ok(
+        "POST",
+        "/api/v1/schedules",
+        r#"{"name":"nightly","every_secs":3600,"task":{"kind":"noop"}}"#,
+        &bob,
+    );
+    ok("POST", "/api/v1/schedules/nightly/pause", "", &bob);
+    ok("POST", "/api/v1/schedules/nightly/trigger", "", &bob);
+    ok("DELETE", "/api/v1/schedules/nightly", "", &bob);
+
+    let (status, _, refused) = call(&daemon, "GET", "/api/v1/audit", "", Some(&bob));
+    assert_eq!(status, 403, "only an admin reads the audit log: {refused}");
+    let (status, body, log) = call(&daemon, "GET", "/api/v1/audit?limit=100", "", Some(&alice));
+    assert_eq!(status, 200, "{log}");
+    assert!(!body.contains("hunter2"), "a secret never reaches the log: {body}");
+    let entries = log["entries"].as_array().expect("entries");
+    let seen: Vec<(String, String, String)> = entries
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap_or("").to_owned(),
+                e["action"].as_str().unwrap_or("").to_owned(),
+                e["target"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let shell_id = shell["id"].as_str().expect("id");
+    let expected = [
+        ("bob", "cancel", id.as_str()),
+        ("bob", "retry", id.as_str()),
+        ("alice", "submit", shell_id),
+        ("alice", "queue.pause", "batch"),
+        ("alice", "queue.set", "batch"),
+        ("alice", "queue.resume", "batch"),
+        ("bob", "dlq.retry", "dlq"),
+        ("alice", "dlq.purge", "dlq"),
+        ("bob", "schedule.create", "nightly"),
+        ("bob", "schedule.pause", "nightly"),
+        ("bob", "schedule.trigger", "nightly"),
+        ("bob", "schedule.delete", "nightly"),
+    ];
+    let expected: Vec<(String, String, String)> = expected
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(seen, expected);
+    let submit = entries
+        .iter()
+        .find(|e| e["action"] == "submit")
+        .expect("the shell submit");
+    assert_eq!(submit["details"]["payload"]["env"]["DB_PASSWORD"], "[redacted]");
+    assert_eq!(submit["details"]["payload"]["argv"], json!(["true"]));
+    let set = entries.iter().find(|e| e["action"] == "queue.set").expect("set");
+    assert_eq!(set["details"], json!({"max_running": 2, "rate_per_sec": null}));
+
+    // taskctl audit, filtered by a family of actions and by actor.
+    let run = taskctl_env(
+        &daemon.url,
+        &["audit", "--action", "queue", "-o", "json"],
+        dir.path(),
+        &[("TASKCTL_TOKEN", alice.clone().into())],
+    );
+    let listed = run.json();
+    let actions: Vec<&str> = listed["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(actions, ["queue.resume", "queue.set", "queue.pause"]);
+    let run = taskctl_env(
+        &daemon.url,
+        &["audit", "--actor", "bob", "--since", "1h"],
+        dir.path(),
+        &[("TASKCTL_TOKEN", alice.into())],
+    );
+    let table = run.ok();
+    assert!(table.contains("schedule.trigger") && !table.contains("alice"), "{table}");
+    let run = taskctl_env(
+        &daemon.url,
+        &["audit"],
+        dir.path(),
+        &[("TASKCTL_TOKEN", bob.into())],
+    );
+    let line = run.fails_with(1);
+    assert!(line.starts_with("error:") && !line.contains('\n'), "{line}");
 }
