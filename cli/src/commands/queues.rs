@@ -50,10 +50,10 @@ pub struct QueueSetArgs {
     #[arg(add = clap_complete::ArgValueCandidates::new(crate::complete::queues))]
     pub queue: String,
     /// At most N of its tasks run at once; `none` clears the limit.
-    #[arg(long, value_name = "N|none", value_parser = parse_limit)]
+    #[arg(long, value_name = "N|none", value_parser = parse_limit, allow_hyphen_values = true)]
     pub max_running: Option<Limit<i64>>,
     /// At most R of its tasks start per second (e.g. 5, 0.5); `none` clears the rate.
-    #[arg(long, value_name = "R|none", value_parser = parse_rate)]
+    #[arg(long, value_name = "R|none", value_parser = parse_rate, allow_hyphen_values = true)]
     pub rate: Option<Limit<f64>>,
 }
 

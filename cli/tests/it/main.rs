@@ -20,6 +20,7 @@ mod live;
 mod observability;
 mod provision;
 mod python_sdk;
+mod queue_controls;
 mod remote_workers;
 mod rough_edges;
 mod schedules;

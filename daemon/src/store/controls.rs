@@ -321,6 +321,10 @@ where
             if let Some(lock) = D::GATE_LOCK {
                 sqlx::query(lock).execute(&mut *tx).await?;
             }
+            // The claim's instant is read once the lock is held: a claim that waited for
+            // another's would otherwise record a start before the end that made room for it.
+            let waited = (crate::util::now_ms() - now).max(0);
+            let (now, lease_until) = (now + waited, lease_until + waited);
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {GATE_COLUMNS} FROM queue_settings WHERE gated"
             )))
