@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use chrono::{DateTime, Utc};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use taskplane_api::{
-    LogLine, QueueStats, Schedule, Task, TaskList, TaskStatus, WorkerInfo, Workflow,
+    AuditEntry, LogLine, QueueStats, Schedule, Task, TaskList, TaskStatus, WorkerInfo, Workflow,
 };
 use uuid::Uuid;
 
@@ -55,6 +55,22 @@ impl ScheduleAction {
     }
 }
 
+/// What `p` does to a queue in the queues view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueAction {
+    Pause,
+    Resume,
+}
+
+impl QueueAction {
+    pub fn verb(self) -> &'static str {
+        match self {
+            QueueAction::Pause => "pause",
+            QueueAction::Resume => "resume",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {
     Normal,
@@ -77,6 +93,12 @@ pub enum Mode {
     Workflow(Uuid),
     /// Asking y/n before cancelling or retrying a workflow.
     ConfirmWorkflow(Pending, Uuid),
+    /// The queues view (`:queues`): their controls, with pause and resume.
+    Queues,
+    /// Asking y/n before pausing or resuming a queue.
+    ConfirmQueue(QueueAction, String),
+    /// The audit log (`:audit`), newest first.
+    Audit,
 }
 
 /// Everything that changes the dashboard.
@@ -93,6 +115,9 @@ pub enum Action {
     Workflows(Vec<Workflow>),
     /// The workflow open in its view, or the one the detail task is a step of.
     Workflow(Box<Workflow>),
+    /// The newest audit entries (read while the audit view is open), or why they could
+    /// not be read (an admin token's to read).
+    Audit(Result<Vec<AuditEntry>, String>),
     /// The task shown in the detail view, freshly read (boxed: a task is large).
     Detail(Box<Task>),
     /// More output of the detail task; `reset` starts over (another task).
@@ -118,6 +143,8 @@ pub enum Effect {
     Schedule(ScheduleAction, String),
     /// Cancel or retry a workflow.
     Workflow(Pending, Uuid),
+    /// Pause or resume the queue of this name.
+    Queue(QueueAction, String),
     Quit,
 }
 
@@ -142,6 +169,10 @@ pub struct App {
     pub schedule_selected: usize,
     pub workflows: Vec<Workflow>,
     pub workflow_selected: usize,
+    pub queue_selected: usize,
+    pub audit: Vec<AuditEntry>,
+    /// Why the audit log could not be read, if it could not.
+    pub audit_error: Option<String>,
     /// The workflow [`App::workflow_id`] names, once read.
     pub workflow: Option<Workflow>,
     /// The selected row of the workflow's tree.
@@ -182,6 +213,9 @@ impl App {
             schedule_selected: 0,
             workflows: Vec::new(),
             workflow_selected: 0,
+            queue_selected: 0,
+            audit: Vec::new(),
+            audit_error: None,
             workflow: None,
             step_selected: 0,
             back: None,
@@ -226,6 +260,15 @@ impl App {
 
     pub fn selected_schedule(&self) -> Option<&Schedule> {
         self.schedules.get(self.schedule_selected)
+    }
+
+    /// Whether the audit view is open (the poller reads the audit log then).
+    pub fn showing_audit(&self) -> bool {
+        self.mode == Mode::Audit
+    }
+
+    pub fn selected_queue(&self) -> Option<&QueueStats> {
+        self.queues.get(self.queue_selected)
     }
 
     /// Whether the workflows view is open (the poller reads workflows then).
@@ -310,6 +353,17 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 }
             }
             app.queues = queues;
+            app.queue_selected = app.queue_selected.min(app.queues.len().saturating_sub(1));
+            Vec::new()
+        }
+        Action::Audit(Ok(entries)) => {
+            app.audit = entries;
+            app.audit_error = None;
+            Vec::new()
+        }
+        Action::Audit(Err(reason)) => {
+            app.audit.clear();
+            app.audit_error = Some(reason);
             Vec::new()
         }
         Action::Workers(workers) => {
@@ -440,6 +494,21 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
                 }
             }
         }
+        Mode::ConfirmQueue(action, name) => {
+            app.mode = Mode::Queues;
+            match key.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') => {
+                    app.message = None;
+                    vec![Effect::Queue(action, name)]
+                }
+                _ => {
+                    app.message = Some("nothing done".to_owned());
+                    Vec::new()
+                }
+            }
+        }
+        Mode::Queues => queues_key(app, key),
+        Mode::Audit => audit_key(app, key),
         Mode::Schedules => schedules_key(app, key),
         Mode::Workflows => workflows_key(app, key),
         Mode::Workflow(id) => workflow_key(app, key, id),
@@ -713,6 +782,76 @@ fn schedules_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
     }
 }
 
+/// Keys of the queues view: move, `p` pauses or resumes the selected queue (asked first);
+/// Esc goes back to the tasks.
+fn queues_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
+    if move_in(&mut app.queue_selected, app.queues.len(), key.code) {
+        return Vec::new();
+    }
+    match key.code {
+        KeyCode::Char('q') => {
+            app.quit = true;
+            vec![Effect::Quit]
+        }
+        KeyCode::Esc => {
+            app.mode = Mode::Normal;
+            app.message = None;
+            vec![Effect::Refresh]
+        }
+        KeyCode::Char(':') => {
+            app.mode = Mode::Command(String::new());
+            Vec::new()
+        }
+        KeyCode::Enter => match app.selected_queue() {
+            // The tasks of that queue.
+            Some(queue) => {
+                let name = queue.queue.clone();
+                app.mode = Mode::Normal;
+                set_query(app, |q| q.queue = Some(name))
+            }
+            None => Vec::new(),
+        },
+        KeyCode::Char('p') => {
+            let Some(queue) = app.selected_queue() else {
+                return Vec::new();
+            };
+            let action = if queue.paused {
+                QueueAction::Resume
+            } else {
+                QueueAction::Pause
+            };
+            let name = queue.queue.clone();
+            if app.readonly {
+                app.message = Some("read-only: actions are disabled (--readonly)".to_owned());
+                return Vec::new();
+            }
+            app.mode = Mode::ConfirmQueue(action, name);
+            Vec::new()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Keys of the audit view: Esc goes back to the tasks.
+fn audit_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
+    match key.code {
+        KeyCode::Char('q') => {
+            app.quit = true;
+            vec![Effect::Quit]
+        }
+        KeyCode::Esc => {
+            app.mode = Mode::Normal;
+            app.message = None;
+            vec![Effect::Refresh]
+        }
+        KeyCode::Char(':') => {
+            app.mode = Mode::Command(String::new());
+            Vec::new()
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn toggle_pause(app: &mut App) -> Vec<Effect> {
     app.paused = !app.paused;
     if app.paused {
@@ -789,7 +928,7 @@ fn edit(app: &mut App, key: KeyEvent, mut text: String, filter: bool) -> Vec<Eff
 }
 
 /// `:queue NAME`, `:kind K`, `:status S` (an empty argument clears), `:clear`,
-/// `:schedules`, `:workflows`, `:tasks`, `:q`.
+/// `:schedules`, `:workflows`, `:queues`, `:audit`, `:tasks`, `:q`.
 fn command(app: &mut App, line: &str) -> Vec<Effect> {
     let (name, arg) = line.split_once(' ').unwrap_or((line, ""));
     let arg = arg.trim();
@@ -801,6 +940,14 @@ fn command(app: &mut App, line: &str) -> Vec<Effect> {
         }
         "workflows" | "workflow" | "wf" => {
             app.mode = Mode::Workflows;
+            vec![Effect::Refresh]
+        }
+        "queues" => {
+            app.mode = Mode::Queues;
+            vec![Effect::Refresh]
+        }
+        "audit" => {
+            app.mode = Mode::Audit;
             vec![Effect::Refresh]
         }
         "tasks" | "task" => {
@@ -827,7 +974,7 @@ fn command(app: &mut App, line: &str) -> Vec<Effect> {
         "" => Vec::new(),
         other => {
             app.message = Some(format!(
-                "unknown command :{other} (try :queue NAME, :kind K, :status S, :clear, :schedules, :workflows)"
+                "unknown command :{other} (try :queue NAME, :kind K, :status S, :clear, :queues, :schedules, :workflows, :audit)"
             ));
             Vec::new()
         }
@@ -1043,6 +1190,70 @@ mod tests {
         update(&mut app, key(KeyCode::Esc));
         assert_eq!(app.mode, Mode::Normal);
         assert!(!app.showing_schedules());
+    }
+
+    fn queue(name: &str, paused: bool) -> QueueStats {
+        serde_json::from_value(json!({
+            "queue": name, "counts": {}, "depth": 3, "oldest_ready_secs": null,
+            "finished_last_minute": 0, "failed_last_minute": 0, "throughput_per_sec": 0.0,
+            "paused": paused, "max_running": null, "rate_per_sec": null
+        }))
+        .expect("queue stats")
+    }
+
+    #[test]
+    fn the_queues_view_pauses_and_resumes_after_asking() {
+        let mut app = loaded();
+        update(
+            &mut app,
+            Action::Queues(vec![queue("default", false), queue("mail", true)]),
+        );
+        assert_eq!(typed(&mut app, "queues"), vec![Effect::Refresh]);
+        assert_eq!(app.mode, Mode::Queues);
+        update(&mut app, key(KeyCode::Char('p')));
+        assert_eq!(
+            app.mode,
+            Mode::ConfirmQueue(QueueAction::Pause, "default".into())
+        );
+        assert!(update(&mut app, key(KeyCode::Char('n'))).is_empty(), "only y acts");
+        assert_eq!(app.mode, Mode::Queues);
+        update(&mut app, key(KeyCode::Char('j')));
+        update(&mut app, key(KeyCode::Char('p')));
+        assert_eq!(
+            update(&mut app, key(KeyCode::Char('y'))),
+            vec![Effect::Queue(QueueAction::Resume, "mail".into())],
+            "a paused queue resumes"
+        );
+        // Enter shows the queue's tasks.
+        assert_eq!(update(&mut app, key(KeyCode::Enter)), vec![Effect::Refresh]);
+        assert_eq!(app.mode, Mode::Normal);
+        assert_eq!(app.query.queue.as_deref(), Some("mail"));
+
+        let mut readonly = App::new("http://x", true, false);
+        update(&mut readonly, Action::Queues(vec![queue("default", false)]));
+        typed(&mut readonly, "queues");
+        assert!(update(&mut readonly, key(KeyCode::Char('p'))).is_empty());
+        assert_eq!(readonly.mode, Mode::Queues, "read-only asks nothing");
+        assert!(readonly.message.as_deref().is_some_and(|m| m.contains("read-only")));
+    }
+
+    #[test]
+    fn the_audit_view_reads_the_log_and_says_when_it_may_not() {
+        let mut app = loaded();
+        assert_eq!(typed(&mut app, "audit"), vec![Effect::Refresh]);
+        assert!(app.showing_audit(), "the poller reads the audit log now");
+        update(&mut app, Action::Audit(Err("403: needs admin".into())));
+        assert_eq!(app.audit_error.as_deref(), Some("403: needs admin"));
+        let entry: AuditEntry = serde_json::from_value(json!({
+            "seq": 1, "at": "2026-01-01T00:00:00Z", "actor": "alice", "action": "cancel",
+            "target": "x", "details": {}
+        }))
+        .expect("an entry");
+        update(&mut app, Action::Audit(Ok(vec![entry])));
+        assert_eq!(app.audit.len(), 1);
+        assert_eq!(app.audit_error, None);
+        update(&mut app, key(KeyCode::Esc));
+        assert!(!app.showing_audit());
     }
 
     fn workflow(id: u128) -> Workflow {

@@ -38,6 +38,7 @@ fn params(app: &App, generation: u64) -> Params {
         paused: app.paused,
         schedules: app.showing_schedules(),
         workflows: app.showing_workflows(),
+        audit: app.showing_audit(),
         workflow: app.workflow_id(),
         generation,
     }
@@ -84,6 +85,7 @@ pub async fn run(client: Client, options: Options) -> std::io::Result<()> {
                     Effect::Retry(id) => spawn_action(&client, &tx, id, false),
                     Effect::Schedule(action, name) => spawn_schedule(&client, &tx, action, name),
                     Effect::Workflow(pending, id) => spawn_workflow(&client, &tx, pending, id),
+                    Effect::Queue(action, name) => spawn_queue(&client, &tx, action, name),
                 }
             }
             params_tx.send_if_modified(|current| {
@@ -152,6 +154,19 @@ fn spawn_schedule(
                     Err(error) => format!("failed: {error}"),
                 }
             }
+        };
+        let _ = tx.send(Action::Done(message)).await;
+    });
+}
+
+/// Pauses or resumes a queue in the background; the outcome comes back as a message.
+fn spawn_queue(client: &Client, tx: &mpsc::Sender<Action>, action: app::QueueAction, name: String) {
+    let client = client.clone();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let message = match client.queue_action(&name, action.verb()).await {
+            Ok(_) => format!("queue {name} {}d", action.verb()),
+            Err(error) => format!("failed: {error}"),
         };
         let _ = tx.send(Action::Done(message)).await;
     });

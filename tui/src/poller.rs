@@ -29,6 +29,8 @@ pub struct Params {
     pub schedules: bool,
     /// The workflows view is open: read the newest workflows too.
     pub workflows: bool,
+    /// The audit view is open: read the newest audit entries too.
+    pub audit: bool,
     /// Read this workflow too (open in its view, or the detail task's).
     pub workflow: Option<Uuid>,
     /// Bumped to ask for a read now even though nothing else changed.
@@ -155,6 +157,20 @@ async fn read(client: &Client, params: &Params) -> Result<Vec<Action>, String> {
         };
         actions.push(Action::Workflows(
             client.workflows(&query).await.map_err(describe)?.workflows,
+        ));
+    }
+    if params.audit {
+        // Refused for a token without admin: the view says so; the connection is fine.
+        let query = taskplane_api::AuditQuery {
+            limit: Some(PAGE),
+            ..Default::default()
+        };
+        actions.push(Action::Audit(
+            client
+                .audit(&query)
+                .await
+                .map(|list| list.entries)
+                .map_err(describe),
         ));
     }
     if let Some(id) = params.workflow

@@ -10,7 +10,7 @@ use taskplane_api::text::neutralize_line;
 use taskplane_api::{Task, TaskStatus};
 use uuid::Uuid;
 
-use crate::app::{App, Connection, Mode, Pending, ScheduleAction};
+use crate::app::{App, Connection, Mode, Pending, QueueAction, ScheduleAction};
 
 /// Text from the server (task data, names, messages) as it may reach the terminal: its
 /// control characters shown, never obeyed (ratatui drops most of them silently, but lets bidi
@@ -34,7 +34,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("/", "filter by id, kind, queue or label k=v"),
     ("s", "cycle the status filter"),
     (":", "command: :queue NAME  :kind K  :status S  :clear  :q"),
-    (":views", ":tasks  :schedules  :workflows (Enter opens one)"),
+    (
+        ":views",
+        ":tasks  :queues  :schedules  :workflows  :audit (Enter opens one)",
+    ),
     (
         "c",
         "cancel the task (in :workflows, the workflow; asks y/n)",
@@ -44,7 +47,10 @@ pub const HELP: &[(&str, &str)] = &[
         "retry the task (in :workflows, the workflow; asks y/n)",
     ),
     ("l", "logs: the detail view with the output"),
-    ("p", "pause or resume updates (in :schedules, the schedule)"),
+    (
+        "p",
+        "pause or resume updates (in :queues, the queue; in :schedules, the schedule)",
+    ),
     ("t", "in :schedules: trigger the schedule now (asks y/n)"),
     ("q Ctrl-C", "quit"),
 ];
@@ -160,6 +166,8 @@ pub fn render(frame: &mut Frame, app: &mut App) {
             render_schedules(frame, app, &palette, main);
         }
         Mode::Workflows => render_workflows(frame, app, &palette, main),
+        Mode::Queues | Mode::ConfirmQueue(..) => render_queue_table(frame, app, &palette, main),
+        Mode::Audit => render_audit(frame, app, &palette, main),
         Mode::Workflow(_) | Mode::ConfirmWorkflow(..) => {
             render_workflow(frame, app, &palette, main);
         }
@@ -238,7 +246,12 @@ fn render_queues(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
                 .map(|s| format!("{s:.0}s"))
                 .unwrap_or_else(|| "-".to_owned());
             Line::from(vec![
-                Span::styled(format!("{:<9.9} ", shown(&queue.queue)), palette.bold()),
+                Span::styled(format!("{:<8.8}", shown(&queue.queue)), palette.bold()),
+                // A paused queue at a glance (its controls are in :queues).
+                Span::styled(
+                    if queue.paused { "‖ " } else { "  " },
+                    palette.fg(Color::Yellow),
+                ),
                 Span::styled(sparkline(history, spark), palette.fg(Color::Cyan)),
                 Span::raw(format!(" {:>4} ready {:>5} old", queue.depth, oldest)),
                 Span::styled(
@@ -453,6 +466,122 @@ fn render_schedules(frame: &mut Frame, app: &App, palette: &Palette, area: Rect)
             area,
             "no schedules: taskctl schedule create NAME --cron EXPR KIND",
         );
+    }
+}
+
+/// A queue's controls in one cell: `paused`, `max 2`, `5/s`, or empty for none.
+pub fn controls(queue: &taskplane_api::QueueStats) -> String {
+    let mut parts = Vec::new();
+    if queue.paused {
+        parts.push("paused".to_owned());
+    }
+    if let Some(max) = queue.max_running {
+        parts.push(format!("max {max}"));
+    }
+    if let Some(rate) = queue.rate_per_sec {
+        let text = format!("{rate:.3}");
+        parts.push(format!(
+            "{}/s",
+            text.trim_end_matches('0').trim_end_matches('.')
+        ));
+    }
+    parts.join(", ")
+}
+
+fn render_queue_table(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
+    let block = Block::bordered().title(format!(" Queues ({}) ", app.queues.len()));
+    let rows: Vec<Row> = app
+        .queues
+        .iter()
+        .map(|queue| {
+            let count = |status: TaskStatus| queue.counts.get(&status).copied().unwrap_or(0);
+            let state = controls(queue);
+            Row::new(vec![
+                Cell::from(shown(&queue.queue)),
+                Cell::from(Span::styled(
+                    state,
+                    palette.fg(if queue.paused {
+                        Color::Yellow
+                    } else {
+                        Color::Reset
+                    }),
+                )),
+                Cell::from(queue.depth.to_string()),
+                Cell::from(count(TaskStatus::Running).to_string()),
+                Cell::from(
+                    queue
+                        .oldest_ready_secs
+                        .map_or_else(|| "-".to_owned(), |s| format!("{s:.0}s")),
+                ),
+                Cell::from(queue.finished_last_minute.to_string()),
+                Cell::from(queue.failed_last_minute.to_string()),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Fill(2),
+        Constraint::Fill(2),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(7),
+        Constraint::Length(8),
+        Constraint::Length(10),
+    ];
+    let header = Row::new([
+        "QUEUE", "CONTROLS", "READY", "RUNNING", "OLDEST", "DONE/MIN", "FAILED/MIN",
+    ])
+    .style(palette.bold());
+    let empty = app.queues.is_empty();
+    let table = Table::new(rows, widths)
+        .header(header)
+        .block(block)
+        .row_highlight_style(palette.selected());
+    let mut state = TableState::default().with_selected((!empty).then_some(app.queue_selected));
+    frame.render_stateful_widget(table, area, &mut state);
+    if empty {
+        render_empty(frame, area, "no queues yet: submit a task");
+    }
+}
+
+fn render_audit(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
+    let block = Block::bordered().title(format!(" Audit log ({}) ", app.audit.len()));
+    let rows: Vec<Row> = app
+        .audit
+        .iter()
+        .map(|entry| {
+            Row::new(vec![
+                Cell::from(relative(entry.at, app.now)),
+                Cell::from(shown(&entry.actor)),
+                Cell::from(Span::styled(shown(&entry.action), palette.bold())),
+                Cell::from(shown(&entry.target)),
+                Cell::from(shown(&entry.details.to_string())),
+            ])
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(9),
+        Constraint::Fill(3),
+        Constraint::Length(16),
+        Constraint::Fill(3),
+        Constraint::Fill(3),
+    ];
+    let header = Row::new(["WHEN", "ACTOR", "ACTION", "TARGET", "DETAILS"]).style(palette.bold());
+    let table = Table::new(rows, widths).header(header).block(block);
+    frame.render_widget(table, area);
+    if let Some(reason) = &app.audit_error {
+        let inner = Block::bordered().inner(area);
+        let line = Rect {
+            y: inner.y + 1,
+            height: 1,
+            ..inner
+        };
+        frame.render_widget(
+            Paragraph::new(format!("cannot read the audit log: {}", shown(reason)))
+                .style(palette.fg(Color::Red)),
+            line,
+        );
+    } else if app.audit.is_empty() {
+        render_empty(frame, area, "no operator actions recorded yet");
     }
 }
 
@@ -753,6 +882,36 @@ fn render_footer(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {
             Line::styled(
                 format!("{verb} workflow {id}? y/n"),
                 palette.fg(Color::Yellow),
+            )
+        }
+        Mode::ConfirmQueue(action, name) => Line::styled(
+            match action {
+                QueueAction::Pause => format!(
+                    "Pause queue {}? (no new starts on any worker; running tasks finish) y/n",
+                    shown(name)
+                ),
+                QueueAction::Resume => format!("Resume queue {}? y/n", shown(name)),
+            },
+            palette.fg(Color::Yellow),
+        ),
+        Mode::Queues
+            if app.message.is_none() && !matches!(app.connection, Connection::Disconnected(_)) =>
+        {
+            Line::styled(
+                if app.readonly {
+                    "Esc tasks  j/k move  ⏎ its tasks  : command  q quit  (read-only)"
+                } else {
+                    "Esc tasks  j/k move  ⏎ its tasks  p pause/resume  : command  q quit"
+                },
+                palette.fg(Color::DarkGray),
+            )
+        }
+        Mode::Audit
+            if app.message.is_none() && !matches!(app.connection, Connection::Disconnected(_)) =>
+        {
+            Line::styled(
+                "Esc tasks  : command  q quit  (newest first)",
+                palette.fg(Color::DarkGray),
             )
         }
         Mode::Workflows | Mode::Workflow(_)

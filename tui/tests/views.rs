@@ -399,3 +399,49 @@ fn the_schedules_view() {
     key(&mut app, KeyCode::Char('t'));
     check("schedule_confirm_80x24", &draw(&mut app, 80, 24));
 }
+
+#[test]
+fn the_queues_view_and_its_confirm() {
+    let mut app = loaded();
+    let queues: Vec<QueueStats> = serde_json::from_value(json!([
+        {"queue": "default", "counts": {"queued": 4, "running": 2}, "depth": 4,
+         "oldest_ready_secs": 12.0, "finished_last_minute": 30, "failed_last_minute": 1,
+         "throughput_per_sec": 0.5, "paused": false, "max_running": 2, "rate_per_sec": 0.5},
+        {"queue": "partner-api", "counts": {"queued": 120}, "depth": 120,
+         "oldest_ready_secs": 300.0, "finished_last_minute": 0, "failed_last_minute": 0,
+         "throughput_per_sec": 0.0, "paused": true, "max_running": null, "rate_per_sec": 10.0}
+    ]))
+    .expect("queues");
+    app::update(&mut app, Action::Queues(queues));
+    key(&mut app, KeyCode::Char(':'));
+    for c in "queues".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    both_sizes("queues", &mut app);
+    key(&mut app, KeyCode::Char('j'));
+    key(&mut app, KeyCode::Char('p'));
+    check("queue_confirm_80x24", &draw(&mut app, 80, 24));
+}
+
+#[test]
+fn the_audit_view() {
+    let mut app = loaded();
+    key(&mut app, KeyCode::Char(':'));
+    for c in "audit".chars() {
+        key(&mut app, KeyCode::Char(c));
+    }
+    key(&mut app, KeyCode::Enter);
+    let entries: Vec<taskplane_api::AuditEntry> = serde_json::from_value(json!([
+        {"seq": 3, "at": "2026-11-23T11:59:00Z", "actor": "alice", "action": "queue.pause",
+         "target": "partner-api", "details": {}},
+        {"seq": 2, "at": "2026-11-23T11:30:00Z", "actor": "anonymous@10.0.0.9",
+         "action": "dlq.purge", "target": "dlq",
+         "details": {"older_than_secs": 86400, "kind": null, "queue": null}}
+    ]))
+    .expect("entries");
+    app::update(&mut app, Action::Audit(Ok(entries)));
+    both_sizes("audit", &mut app);
+    app::update(&mut app, Action::Audit(Err("forbidden: the token lacks the admin scope".into())));
+    check("audit_refused_80x24", &draw(&mut app, 80, 24));
+}

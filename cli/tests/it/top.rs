@@ -68,6 +68,29 @@ fn taskctl_top_in_tmux() {
     });
     assert_eq!(taskd.task(&sleeper)["status"], "cancelled");
 
+    // :queues, p, y: the queue is paused on the server; :audit shows who did it.
+    tmux.keys(&["Escape"]);
+    tmux.keys(&[":"]);
+    tmux.type_text("queues");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the queues view", |s| s.contains("CONTROLS"));
+    tmux.keys(&["p"]);
+    tmux.wait_for("the pause confirmation", |s| s.contains("Pause queue default?"));
+    tmux.keys(&["y"]);
+    tmux.wait_for("the queue paused on screen", |s| {
+        s.lines()
+            .any(|l| l.contains("default") && l.contains("paused"))
+    });
+    let (_, queues) = taskd.http("GET", "/api/v1/queues", b"");
+    assert_eq!(queues["queues"][0]["paused"], true, "{queues}");
+    tmux.keys(&[":"]);
+    tmux.type_text("audit");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("the audit entry", |s| {
+        s.contains("queue.pause") && s.contains("anonymous@127")
+    });
+    tmux.keys(&["Escape"]);
+
     // q: the shell is back and the terminal is out of raw mode.
     tmux.keys(&["q"]);
     tmux.wait_for("the shell prompt after the dashboard", |s| {
