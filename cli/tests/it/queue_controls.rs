@@ -288,6 +288,47 @@ fn bad_settings_are_refused(backend: Backend) {
         .is_some_and(|q| q.iter().all(|q| q["paused"] == false && q["max_running"].is_null())));
 }
 
+
+/// Remote workers' leases keep the controls too: a running limit counts the leased tasks,
+/// and a paused queue hands out none.
+fn leases_keep_the_controls(backend: Backend) {
+    let Some(platform) = Platform::start(backend, "queue_leases", &["--kinds", "resize"], &[])
+    else {
+        return;
+    };
+    let api = platform.api();
+    api.taskctl(&["queues", "set", "limited", "--max-running", "1"])
+        .ok();
+    let ids = api.submit_batch(&[
+        json!({"kind": "resize", "queue": "limited"}),
+        json!({"kind": "resize", "queue": "limited"}),
+    ]);
+    let lease = |max: u32| -> Vec<Value> {
+        let body = json!({"worker": "remote-1", "kinds": ["resize"], "queues": ["limited"],
+                          "max": max, "wait_ms": 0});
+        let (status, answer) = api.http("POST", "/api/v1/leases", body.to_string().as_bytes());
+        assert_eq!(status, 200, "{answer}");
+        answer["tasks"].as_array().cloned().unwrap_or_default()
+    };
+    let first = lease(5);
+    assert_eq!(first.len(), 1, "the limit holds for leases: {first:?}");
+    assert!(lease(5).is_empty(), "one runs: no second");
+    let held = first[0]["lease"].as_str().expect("lease").to_owned();
+    let id = first[0]["id"].as_str().expect("id").to_owned();
+    let (status, answer) = api.http(
+        "POST",
+        &format!("/api/v1/tasks/{id}/complete"),
+        json!({"lease": held, "result": {"ok": true}}).to_string().as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    api.taskctl(&["queues", "pause", "limited"]).ok();
+    assert!(lease(5).is_empty(), "a paused queue leases nothing");
+    api.taskctl(&["queues", "resume", "limited"]).ok();
+    let second = lease(5);
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert!(ids.contains(&second[0]["id"].as_str().unwrap_or("").to_owned()));
+}
+
 on_both_backends!(
     pause_holds_across_processes_and_resume_releases,
     max_running_holds_across_two_workers,
@@ -295,4 +336,5 @@ on_both_backends!(
     concurrency_keys_never_overlap,
     settings_survive_a_restart,
     bad_settings_are_refused,
+    leases_keep_the_controls,
 );
