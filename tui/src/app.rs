@@ -470,42 +470,15 @@ fn on_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
         }
         Mode::ConfirmSchedule(action, name) => {
             app.mode = Mode::Schedules;
-            match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => {
-                    app.message = None;
-                    vec![Effect::Schedule(action, name)]
-                }
-                _ => {
-                    app.message = Some("nothing done".to_owned());
-                    Vec::new()
-                }
-            }
+            answered(app, key.code, Effect::Schedule(action, name))
         }
         Mode::ConfirmWorkflow(pending, id) => {
             app.mode = Mode::Workflow(id);
-            match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => {
-                    app.message = None;
-                    vec![Effect::Workflow(pending, id)]
-                }
-                _ => {
-                    app.message = Some("nothing done".to_owned());
-                    Vec::new()
-                }
-            }
+            answered(app, key.code, Effect::Workflow(pending, id))
         }
         Mode::ConfirmQueue(action, name) => {
             app.mode = Mode::Queues;
-            match key.code {
-                KeyCode::Char('y') | KeyCode::Char('Y') => {
-                    app.message = None;
-                    vec![Effect::Queue(action, name)]
-                }
-                _ => {
-                    app.message = Some("nothing done".to_owned());
-                    Vec::new()
-                }
-            }
+            answered(app, key.code, Effect::Queue(action, name))
         }
         Mode::Queues => queues_key(app, key),
         Mode::Audit => audit_key(app, key),
@@ -652,20 +625,10 @@ fn workflows_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
         return Vec::new();
     }
     let selected = app.selected_workflow().map(|w| w.id);
+    if let Some(effects) = leave_view(app, key.code) {
+        return effects;
+    }
     match key.code {
-        KeyCode::Char('q') => {
-            app.quit = true;
-            vec![Effect::Quit]
-        }
-        KeyCode::Esc => {
-            app.mode = Mode::Normal;
-            app.message = None;
-            vec![Effect::Refresh]
-        }
-        KeyCode::Char(':') => {
-            app.mode = Mode::Command(String::new());
-            Vec::new()
-        }
         KeyCode::Enter => match selected {
             Some(id) => open_workflow(app, id),
             None => Vec::new(),
@@ -747,20 +710,10 @@ fn schedules_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
     if move_in(&mut app.schedule_selected, app.schedules.len(), key.code) {
         return Vec::new();
     }
+    if let Some(effects) = leave_view(app, key.code) {
+        return effects;
+    }
     match key.code {
-        KeyCode::Char('q') => {
-            app.quit = true;
-            vec![Effect::Quit]
-        }
-        KeyCode::Esc => {
-            app.mode = Mode::Normal;
-            app.message = None;
-            vec![Effect::Refresh]
-        }
-        KeyCode::Char(':') => {
-            app.mode = Mode::Command(String::new());
-            Vec::new()
-        }
         KeyCode::Char(c @ ('p' | 't')) => {
             let Some(schedule) = app.selected_schedule() else {
                 return Vec::new();
@@ -788,20 +741,10 @@ fn queues_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
     if move_in(&mut app.queue_selected, app.queues.len(), key.code) {
         return Vec::new();
     }
+    if let Some(effects) = leave_view(app, key.code) {
+        return effects;
+    }
     match key.code {
-        KeyCode::Char('q') => {
-            app.quit = true;
-            vec![Effect::Quit]
-        }
-        KeyCode::Esc => {
-            app.mode = Mode::Normal;
-            app.message = None;
-            vec![Effect::Refresh]
-        }
-        KeyCode::Char(':') => {
-            app.mode = Mode::Command(String::new());
-            Vec::new()
-        }
         KeyCode::Enter => match app.selected_queue() {
             // The tasks of that queue.
             Some(queue) => {
@@ -834,21 +777,41 @@ fn queues_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
 
 /// Keys of the audit view: Esc goes back to the tasks.
 fn audit_key(app: &mut App, key: KeyEvent) -> Vec<Effect> {
-    match key.code {
+    leave_view(app, key.code).unwrap_or_default()
+}
+
+/// The keys every list view shares: `q` quits, Esc goes back to the tasks, `:` opens the
+/// command prompt. None for any other key.
+fn leave_view(app: &mut App, code: KeyCode) -> Option<Vec<Effect>> {
+    match code {
         KeyCode::Char('q') => {
             app.quit = true;
-            vec![Effect::Quit]
+            Some(vec![Effect::Quit])
         }
         KeyCode::Esc => {
             app.mode = Mode::Normal;
             app.message = None;
-            vec![Effect::Refresh]
+            Some(vec![Effect::Refresh])
         }
         KeyCode::Char(':') => {
             app.mode = Mode::Command(String::new());
+            Some(Vec::new())
+        }
+        _ => None,
+    }
+}
+
+/// The answer to a y/n question: `effect` on y, "nothing done" on anything else.
+fn answered(app: &mut App, code: KeyCode, effect: Effect) -> Vec<Effect> {
+    match code {
+        KeyCode::Char('y') | KeyCode::Char('Y') => {
+            app.message = None;
+            vec![effect]
+        }
+        _ => {
+            app.message = Some("nothing done".to_owned());
             Vec::new()
         }
-        _ => Vec::new(),
     }
 }
 

@@ -155,12 +155,22 @@ pub async fn pause(
     actor: Actor,
     Path(queue): Path<String>,
 ) -> Result<Json<QueueSettings>, ApiError> {
-    let audit = actor.did("queue.pause", &queue, json!({}));
+    set_paused(&state, &actor, &queue, true).await
+}
+
+/// Pauses or resumes a queue.
+async fn set_paused(
+    state: &AppState,
+    actor: &Actor,
+    queue: &str,
+    paused: bool,
+) -> Result<Json<QueueSettings>, ApiError> {
+    let action = if paused { "queue.pause" } else { "queue.resume" };
     let change_to = QueueChange {
-        paused: Some(true),
+        paused: Some(paused),
         ..QueueChange::default()
     };
-    change(&state, &queue, change_to, audit).await
+    change(state, queue, change_to, actor.did(action, queue, json!({}))).await
 }
 
 /// `POST /api/v1/queues/{queue}/resume`: workers take the queue's tasks again.
@@ -178,12 +188,7 @@ pub async fn resume(
     actor: Actor,
     Path(queue): Path<String>,
 ) -> Result<Json<QueueSettings>, ApiError> {
-    let audit = actor.did("queue.resume", &queue, json!({}));
-    let change_to = QueueChange {
-        paused: Some(false),
-        ..QueueChange::default()
-    };
-    change(&state, &queue, change_to, audit).await
+    set_paused(&state, &actor, &queue, false).await
 }
 
 /// `PATCH /api/v1/queues/{queue}`: the running limit and the rate (`null` clears one; a
