@@ -309,6 +309,7 @@ impl Scheduler {
             skipped = fire.len() - keep;
             fire.drain(..fire.len() - keep);
         }
+        self.broker.know_gates(self.store.as_ref()).await;
         let mark = self.broker.submit_mark();
         let mut tasks = Vec::with_capacity(fire.len());
         for at in &fire {
@@ -367,6 +368,7 @@ impl Scheduler {
         };
         let (spec, _) = stored(&row)?;
         let now = now_ms();
+        self.broker.know_gates(self.store.as_ref()).await;
         let mark = self.broker.submit_mark();
         let task = match self.task_for(&spec, name, now, now, mark, false) {
             Ok(task) => task,

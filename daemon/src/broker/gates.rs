@@ -18,9 +18,9 @@ use crate::util::now_ms;
 
 /// How old what a process knows of the gates may be.
 const FRESH_FOR: Duration = Duration::from_secs(1);
-/// The shortest pause between two gated claims of one taker that found less than it asked
-/// for (a task ending in this process wakes the taker's loop anyway).
-const CALM: Duration = Duration::from_millis(100);
+/// The shortest pause between two gated claims of one taker after one that found nothing
+/// (a claim that found something is followed at once: there may be more).
+const CALM: Duration = Duration::from_millis(25);
 
 #[derive(Default)]
 pub struct Gates {
@@ -44,6 +44,27 @@ impl Gates {
     /// Whether a gated claim over `queues` may find something: one of them is gated and
     /// open (not paused), or some ready task has a concurrency key.
     pub async fn worth_a_look(&self, store: &dyn Store, queues: &[String]) -> bool {
+        let Some(state) = self.current(store).await else {
+            return false;
+        };
+        state.keyed
+            || queues
+                .iter()
+                .any(|queue| state.gated.get(queue).is_some_and(|paused| !paused))
+    }
+
+    /// Whether `queue` is gated, as far as this process knows (without reading again).
+    pub fn holds(&self, queue: &str) -> bool {
+        self.known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|(_, state)| state.gated.contains_key(queue))
+    }
+
+    /// What this process knows of the gates, read again when it is older than a second;
+    /// None when it cannot be read.
+    pub async fn current(&self, store: &dyn Store) -> Option<GateState> {
         let cached = self
             .known
             .lock()
@@ -51,26 +72,22 @@ impl Gates {
             .as_ref()
             .filter(|(at, _)| at.elapsed() < FRESH_FOR)
             .map(|(_, state)| state.clone());
-        let state = match cached {
-            Some(state) => state,
+        match cached {
+            Some(state) => Some(state),
             None => match store.gate_state().await {
                 Ok(state) => {
                     *self.known.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some((Instant::now(), state.clone()));
-                    state
+                    Some(state)
                 }
                 Err(error) => {
                     if worth_logging("gates", &error) {
                         tracing::warn!(%error, "reading the queue controls failed; will retry");
                     }
-                    return false;
+                    None
                 }
             },
-        };
-        state.keyed
-            || queues
-                .iter()
-                .any(|queue| state.gated.get(queue).is_some_and(|paused| !paused))
+        }
     }
 }
 
@@ -121,17 +138,19 @@ impl GatedTaker {
                 self.rate_wake = claim.wake_at.map(|at| {
                     Instant::now() + Duration::from_millis((at - now).max(0) as u64)
                 });
-                if claim.tasks.len() < limit as usize {
-                    let calm = Instant::now() + CALM;
-                    // A rate's next start comes at its own time, and no earlier look helps.
-                    self.next = match claim.wake_at {
-                        Some(at) => {
-                            let wait = Duration::from_millis((at - now).max(0) as u64);
-                            (Instant::now() + wait).max(calm)
-                        }
-                        None => calm,
-                    };
-                }
+                let calm = if claim.tasks.is_empty() {
+                    Instant::now() + CALM
+                } else {
+                    Instant::now()
+                };
+                // A rate's next start comes at its own time, and no earlier look helps.
+                self.next = match claim.wake_at {
+                    Some(at) if claim.tasks.len() < limit as usize => {
+                        let wait = Duration::from_millis((at - now).max(0) as u64);
+                        (Instant::now() + wait).max(calm)
+                    }
+                    _ => calm,
+                };
                 claim.tasks
             }
             Err(error) => {

@@ -208,13 +208,26 @@ impl Broker {
     }
 
     /// The `published_at` a task is inserted with: `mark` (from [`Broker::submit_mark`]),
-    /// or 0 for a task nobody publishes: a kind remote workers lease, or a task with a
-    /// concurrency key (the gated claim takes it from the database).
+    /// or 0 for a task nobody publishes: a kind remote workers lease, a task with a
+    /// concurrency key, or (with RabbitMQ) a task of a queue this process knows to be gated
+    /// (the gated claim takes those from the database; call [`Broker::know_gates`] first).
+    /// A task of a queue gated since is published, and passed over by the claim of its
+    /// delivery; one of a queue resumed since waits for the dispatcher's sweep of tasks
+    /// nobody published.
     pub fn stamp(&self, task: &NewTask, mark: Option<i64>) -> Option<i64> {
-        if unpublished(&task.kind, task.concurrency_key.is_some()) {
+        let gated = self.amqp.is_some() && self.gates.holds(&task.queue);
+        if gated || unpublished(&task.kind, task.concurrency_key.is_some()) {
             Some(0)
         } else {
             mark
+        }
+    }
+
+    /// Brings what this process knows of the gated queues up to date (at most a second
+    /// old), for [`Broker::stamp`]; nothing to do without RabbitMQ.
+    pub async fn know_gates(&self, store: &dyn Store) {
+        if self.amqp.is_some() {
+            self.gates.current(store).await;
         }
     }
 
@@ -254,6 +267,7 @@ impl Broker {
             .filter(|t| {
                 t.status == taskplane_api::TaskStatus::Queued
                     && !unpublished(&t.kind, t.concurrency_key.is_some())
+                    && !self.gates.holds(&t.queue)
             })
             .map(|t| Publishable::from_task(t))
             .collect();

@@ -83,6 +83,7 @@ pub async fn submit(
     let now = now_ms();
     let mut task = validate::submit(request, &state.kinds, Uuid::now_v7(), now)?;
     audit_submit(&actor, &mut task);
+    state.broker.know_gates(state.store.as_ref()).await;
     let mark = state.broker.submit_mark();
     task.published_at = state.broker.stamp(&task, mark);
     let (kind, payload) = (task.kind.clone(), task.payload.clone());
@@ -182,6 +183,7 @@ pub async fn submit_batch(
         ));
     }
     let now = now_ms();
+    state.broker.know_gates(state.store.as_ref()).await;
     let mark = state.broker.submit_mark();
     let tasks: Vec<NewTask> = batch
         .tasks

@@ -58,6 +58,7 @@ pub async fn create(
     let workflow_id = Uuid::now_v7();
     // Ids in the order the steps were given: a workflow's steps are read back in id order.
     let ids: Vec<Uuid> = spec.steps.iter().map(|_| Uuid::now_v7()).collect();
+    state.broker.know_gates(state.store.as_ref()).await;
     let mark = state.broker.submit_mark();
     let mut tasks = Vec::with_capacity(spec.steps.len());
     for ((step, needs), id) in spec.steps.iter().zip(&checked.needs).zip(&ids) {

@@ -233,7 +233,10 @@ impl Dialect for Pg {
         let (queue, gate) = if queues.len() == 1 {
             ("queue = $4[1]", sql::ungated("$4[1]"))
         } else {
-            ("queue = ANY($4)", sql::ungated("tasks.queue"))
+            (
+                "queue = ANY($4)",
+                format!("{}{}", sql::UNKEYED, sql::NOT_GATED_QUEUE),
+            )
         };
         let kind = if kinds.is_some() {
             " AND kind = ANY($6)"
@@ -297,19 +300,22 @@ impl Dialect for Pg {
         } else {
             ""
         };
+        // A task of a gated queue is not locked (the gate is read once, beside the ids), and a
+        // keyed one not claimed: the gated claim takes both.
         let query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "WITH locked AS (
                  SELECT id AS locked_id FROM tasks
-                 WHERE id = ANY($4){kind}
+                 WHERE id = ANY($4){kind}{gate}
                  ORDER BY id
                  FOR UPDATE)
              UPDATE tasks SET {set}
              FROM locked
-             WHERE tasks.id = locked.locked_id AND tasks.status = 'queued'{gate}
+             WHERE tasks.id = locked.locked_id AND tasks.status = 'queued'{unkeyed}
              RETURNING {}",
             sql::CLAIM_COLUMNS,
             set = sql::CLAIM_SET,
-            gate = sql::ungated("tasks.queue")
+            gate = sql::NOT_GATED_QUEUE,
+            unkeyed = sql::UNKEYED
         )))
         .bind(worker)
         .bind(lease_until)
