@@ -266,7 +266,11 @@ impl Client {
             .await
     }
 
-    pub async fn patch_queue(&self, queue: &str, patch: &QueuePatch) -> Result<QueueSettings, Error> {
+    pub async fn patch_queue(
+        &self,
+        queue: &str,
+        patch: &QueuePatch,
+    ) -> Result<QueueSettings, Error> {
         let response = self
             .send(
                 Method::PATCH,

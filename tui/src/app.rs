@@ -1178,7 +1178,10 @@ mod tests {
             app.mode,
             Mode::ConfirmQueue(QueueAction::Pause, "default".into())
         );
-        assert!(update(&mut app, key(KeyCode::Char('n'))).is_empty(), "only y acts");
+        assert!(
+            update(&mut app, key(KeyCode::Char('n'))).is_empty(),
+            "only y acts"
+        );
         assert_eq!(app.mode, Mode::Queues);
         update(&mut app, key(KeyCode::Char('j')));
         update(&mut app, key(KeyCode::Char('p')));
@@ -1197,7 +1200,12 @@ mod tests {
         typed(&mut readonly, "queues");
         assert!(update(&mut readonly, key(KeyCode::Char('p'))).is_empty());
         assert_eq!(readonly.mode, Mode::Queues, "read-only asks nothing");
-        assert!(readonly.message.as_deref().is_some_and(|m| m.contains("read-only")));
+        assert!(
+            readonly
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("read-only"))
+        );
     }
 
     #[test]

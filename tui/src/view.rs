@@ -528,7 +528,13 @@ fn render_queue_table(frame: &mut Frame, app: &App, palette: &Palette, area: Rec
         Constraint::Length(10),
     ];
     let header = Row::new([
-        "QUEUE", "CONTROLS", "READY", "RUNNING", "OLDEST", "DONE/MIN", "FAILED/MIN",
+        "QUEUE",
+        "CONTROLS",
+        "READY",
+        "RUNNING",
+        "OLDEST",
+        "DONE/MIN",
+        "FAILED/MIN",
     ])
     .style(palette.bold());
     let empty = app.queues.is_empty();

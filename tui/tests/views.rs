@@ -442,6 +442,9 @@ fn the_audit_view() {
     .expect("entries");
     app::update(&mut app, Action::Audit(Ok(entries)));
     both_sizes("audit", &mut app);
-    app::update(&mut app, Action::Audit(Err("forbidden: the token lacks the admin scope".into())));
+    app::update(
+        &mut app,
+        Action::Audit(Err("forbidden: the token lacks the admin scope".into())),
+    );
     check("audit_refused_80x24", &draw(&mut app, 80, 24));
 }

@@ -89,14 +89,20 @@ fn pause_holds_across_processes_and_resume_releases(backend: Backend) {
         done.iter().filter_map(|t| t["worker"].as_str()).collect();
     assert_eq!(workers.len(), 2, "both processes ran tasks meanwhile");
     for id in &held {
-        assert_eq!(api.task(id)["status"], "queued", "a paused queue's task stays ready");
+        assert_eq!(
+            api.task(id)["status"],
+            "queued",
+            "a paused queue's task stays ready"
+        );
     }
     let row = queue_row(api, "other");
     assert_eq!(row["paused"], true);
     assert_eq!(row["depth"], 6);
     let table = api.taskctl(&["queues"]).ok();
     assert!(
-        table.lines().any(|l| l.starts_with("other") && l.contains("paused")),
+        table
+            .lines()
+            .any(|l| l.starts_with("other") && l.contains("paused")),
         "{table}"
     );
 
@@ -140,7 +146,9 @@ fn a_rate_spreads_the_starts(backend: Backend) {
         return;
     };
     let api = platform.api();
-    let set = api.taskctl(&["queues", "set", "limited", "--rate", "5"]).ok();
+    let set = api
+        .taskctl(&["queues", "set", "limited", "--rate", "5"])
+        .ok();
     assert_eq!(set.trim(), "queue limited: 5/s");
     let ids = api.submit_batch(&sleeps("limited", 1, 20, json!({})));
     let done = wait_done(api, &ids, Duration::from_secs(60));
@@ -175,7 +183,12 @@ fn concurrency_keys_never_overlap(backend: Backend) {
     };
     let api = platform.api();
     let mut tasks = sleeps("default", 150, 4, json!({"concurrency_key": "host=web1"}));
-    tasks.extend(sleeps("other", 150, 4, json!({"concurrency_key": "host=web1"})));
+    tasks.extend(sleeps(
+        "other",
+        150,
+        4,
+        json!({"concurrency_key": "host=web1"}),
+    ));
     tasks.extend(sleeps(
         "default",
         300,
@@ -214,8 +227,16 @@ fn settings_survive_a_restart(backend: Backend) {
         return;
     };
     let api = platform.api();
-    api.taskctl(&["queues", "set", "nothing-yet", "--max-running", "3", "--rate", "0.5"])
-        .ok();
+    api.taskctl(&[
+        "queues",
+        "set",
+        "nothing-yet",
+        "--max-running",
+        "3",
+        "--rate",
+        "0.5",
+    ])
+    .ok();
     api.taskctl(&["queues", "pause", "nothing-yet"]).ok();
     platform.worker().kill9();
     platform.start_worker(&[]);
@@ -242,7 +263,11 @@ fn bad_settings_are_refused(backend: Backend) {
         (r#"{"max_running": -1}"#, "invalid_request", "max_running"),
         (r#"{"max_running": 0}"#, "invalid_request", "max_running"),
         (r#"{"rate_per_sec": 0}"#, "invalid_request", "rate_per_sec"),
-        (r#"{"rate_per_sec": -2.5}"#, "invalid_request", "rate_per_sec"),
+        (
+            r#"{"rate_per_sec": -2.5}"#,
+            "invalid_request",
+            "rate_per_sec",
+        ),
         (r#"{}"#, "invalid_request", "nothing to change"),
         (r#"{"max": 2}"#, "invalid_json", "max"),
         (r#"{"max_running": "two"}"#, "invalid_json", "max_running"),
@@ -268,26 +293,40 @@ fn bad_settings_are_refused(backend: Backend) {
         br#"{"kind":"noop","concurrency_key":"has space"}"#,
     );
     assert_eq!(status, 400, "{answer}");
-    assert!(api.taskctl(&["list", "-o", "json"]).json()["tasks"]
-        .as_array()
-        .is_some_and(Vec::is_empty), "nothing was stored");
+    assert!(
+        api.taskctl(&["list", "-o", "json"]).json()["tasks"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "nothing was stored"
+    );
 
     let line = api
         .taskctl(&["queues", "set", "q", "--max-running", "-1"])
         .fails_with(2);
     assert!(line.contains("at least 1"), "{line}");
-    let line = api.taskctl(&["queues", "set", "q", "--rate", "0"]).fails_with(2);
+    let line = api
+        .taskctl(&["queues", "set", "q", "--rate", "0"])
+        .fails_with(2);
     assert!(line.contains("more than 0"), "{line}");
     let line = api.taskctl(&["queues", "set", "q"]).fails_with(2);
-    assert!(line.contains("--max-running") || line.contains("required"), "{line}");
+    assert!(
+        line.contains("--max-running") || line.contains("required"),
+        "{line}"
+    );
     let line = api.taskctl(&["queues", "pause", "bad name!"]).fails_with(1);
-    assert!(line.starts_with("error:") && line.contains("queue"), "{line}");
+    assert!(
+        line.starts_with("error:") && line.contains("queue"),
+        "{line}"
+    );
     // Nothing was set by any of them.
-    assert!(api.taskctl(&["queues", "-o", "json"]).json()["queues"]
-        .as_array()
-        .is_some_and(|q| q.iter().all(|q| q["paused"] == false && q["max_running"].is_null())));
+    assert!(
+        api.taskctl(&["queues", "-o", "json"]).json()["queues"]
+            .as_array()
+            .is_some_and(|q| q
+                .iter()
+                .all(|q| q["paused"] == false && q["max_running"].is_null()))
+    );
 }
-
 
 /// Remote workers' leases keep the controls too: a running limit counts the leased tasks,
 /// and a paused queue hands out none.
@@ -318,7 +357,9 @@ fn leases_keep_the_controls(backend: Backend) {
     let (status, answer) = api.http(
         "POST",
         &format!("/api/v1/tasks/{id}/complete"),
-        json!({"lease": held, "result": {"ok": true}}).to_string().as_bytes(),
+        json!({"lease": held, "result": {"ok": true}})
+            .to_string()
+            .as_bytes(),
     );
     assert_eq!(status, 200, "{answer}");
     api.taskctl(&["queues", "pause", "limited"]).ok();

@@ -1000,7 +1000,10 @@ fn operator_actions_are_audited_under_the_tokens_subject() {
     let bob = token(json!({"sub": "bob", "scope": "tasks.write tasks.read"}));
     let ok = |method: &str, path: &str, body: &str, who: &str| -> Value {
         let (status, _, answer) = call(&daemon, method, path, body, Some(who));
-        assert!((200..300).contains(&status), "{method} {path}: {status} {answer}");
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {answer}"
+        );
         answer
     };
     let later = ok(
@@ -1019,10 +1022,20 @@ fn operator_actions_are_audited_under_the_tokens_subject() {
         &alice,
     );
     ok("POST", "/api/v1/queues/batch/pause", "", &alice);
-    ok("PATCH", "/api/v1/queues/batch", r#"{"max_running":2,"rate_per_sec":null}"#, &alice);
+    ok(
+        "PATCH",
+        "/api/v1/queues/batch",
+        r#"{"max_running":2,"rate_per_sec":null}"#,
+        &alice,
+    );
     ok("POST", "/api/v1/queues/batch/resume", "", &alice);
     ok("POST", "/api/v1/dlq/retry", "{}", &bob);
-    ok("POST", "/api/v1/dlq/purge", r#"{"older_than_secs":86400}"#, &alice);
+    ok(
+        "POST",
+        "/api/v1/dlq/purge",
+        r#"{"older_than_secs":86400}"#,
+        &alice,
+    );
     ok(
         "POST",
         "/api/v1/schedules",
@@ -1037,7 +1050,10 @@ fn operator_actions_are_audited_under_the_tokens_subject() {
     assert_eq!(status, 403, "only an admin reads the audit log: {refused}");
     let (status, body, log) = call(&daemon, "GET", "/api/v1/audit?limit=100", "", Some(&alice));
     assert_eq!(status, 200, "{log}");
-    assert!(!body.contains("hunter2"), "a secret never reaches the log: {body}");
+    assert!(
+        !body.contains("hunter2"),
+        "a secret never reaches the log: {body}"
+    );
     let entries = log["entries"].as_array().expect("entries");
     let seen: Vec<(String, String, String)> = entries
         .iter()
@@ -1074,10 +1090,19 @@ fn operator_actions_are_audited_under_the_tokens_subject() {
         .iter()
         .find(|e| e["action"] == "submit")
         .expect("the shell submit");
-    assert_eq!(submit["details"]["payload"]["env"]["DB_PASSWORD"], "[redacted]");
+    assert_eq!(
+        submit["details"]["payload"]["env"]["DB_PASSWORD"],
+        "[redacted]"
+    );
     assert_eq!(submit["details"]["payload"]["argv"], json!(["true"]));
-    let set = entries.iter().find(|e| e["action"] == "queue.set").expect("set");
-    assert_eq!(set["details"], json!({"max_running": 2, "rate_per_sec": null}));
+    let set = entries
+        .iter()
+        .find(|e| e["action"] == "queue.set")
+        .expect("set");
+    assert_eq!(
+        set["details"],
+        json!({"max_running": 2, "rate_per_sec": null})
+    );
 
     // taskctl audit, filtered by a family of actions and by actor.
     let run = taskctl_env(
@@ -1101,7 +1126,10 @@ fn operator_actions_are_audited_under_the_tokens_subject() {
         &[("TASKCTL_TOKEN", alice.into())],
     );
     let table = run.ok();
-    assert!(table.contains("schedule.trigger") && !table.contains("alice"), "{table}");
+    assert!(
+        table.contains("schedule.trigger") && !table.contains("alice"),
+        "{table}"
+    );
     let run = taskctl_env(
         &daemon.url,
         &["audit"],

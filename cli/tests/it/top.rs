@@ -75,7 +75,9 @@ fn taskctl_top_in_tmux() {
     tmux.keys(&["Enter"]);
     tmux.wait_for("the queues view", |s| s.contains("CONTROLS"));
     tmux.keys(&["p"]);
-    tmux.wait_for("the pause confirmation", |s| s.contains("Pause queue default?"));
+    tmux.wait_for("the pause confirmation", |s| {
+        s.contains("Pause queue default?")
+    });
     tmux.keys(&["y"]);
     tmux.wait_for("the queue paused on screen", |s| {
         s.lines()

@@ -135,9 +135,9 @@ impl GatedTaker {
             .await
         {
             Ok(claim) => {
-                self.rate_wake = claim.wake_at.map(|at| {
-                    Instant::now() + Duration::from_millis((at - now).max(0) as u64)
-                });
+                self.rate_wake = claim
+                    .wake_at
+                    .map(|at| Instant::now() + Duration::from_millis((at - now).max(0) as u64));
                 let calm = if claim.tasks.is_empty() {
                     Instant::now() + CALM
                 } else {

@@ -39,9 +39,7 @@ impl Gate {
         let elapsed = (now - self.refilled_at).max(0);
         // rate_milli thousandths of a start per second = rate_milli thousandths per 1000 ms.
         let refill = elapsed.saturating_mul(rate) / 1000;
-        self.tokens_milli
-            .saturating_add(refill)
-            .min(capacity(rate))
+        self.tokens_milli.saturating_add(refill).min(capacity(rate))
     }
 
     /// How many more of this queue's tasks may start now, with `running` of them running.
@@ -222,7 +220,9 @@ mod tests {
             max_running: Some(2),
             ..gate("q")
         };
-        let candidates = (0..5).map(|i| task(&format!("t{i}"), "q", None, 0)).collect();
+        let candidates = (0..5)
+            .map(|i| task(&format!("t{i}"), "q", None, 0))
+            .collect();
         let mut running = Running::default();
         running.by_queue.insert("q".into(), 1);
         let pick = pick(&gates(vec![limited]), &running, candidates, 10, 0);
@@ -249,7 +249,9 @@ mod tests {
             refilled_at: 1_000,
             ..gate("q")
         };
-        let candidates = (0..8).map(|i| task(&format!("t{i}"), "q", None, 0)).collect();
+        let candidates = (0..8)
+            .map(|i| task(&format!("t{i}"), "q", None, 0))
+            .collect();
         let first = pick(
             &gates(vec![rated.clone()]),
             &Running::default(),
@@ -266,8 +268,16 @@ mod tests {
             ..rated
         };
         assert_eq!(later.tokens_at(1_300), 1_500);
-        let candidates = (0..3).map(|i| task(&format!("u{i}"), "q", None, 0)).collect();
-        let second = pick(&gates(vec![later]), &Running::default(), candidates, 10, 1_300);
+        let candidates = (0..3)
+            .map(|i| task(&format!("u{i}"), "q", None, 0))
+            .collect();
+        let second = pick(
+            &gates(vec![later]),
+            &Running::default(),
+            candidates,
+            10,
+            1_300,
+        );
         assert_eq!(second.ids.len(), 1);
         assert_eq!(second.spent, vec![("q".to_owned(), 500)]);
         assert_eq!(second.wake_at, Some(1_400));

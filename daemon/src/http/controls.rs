@@ -92,9 +92,8 @@ const MAX_RUNNING: i64 = 100_000;
 const MAX_RATE: f64 = 100_000.0;
 
 fn check_queue(queue: &str) -> Result<(), ApiError> {
-    crate::domain::validate::check_name("queue", queue, 64).map_err(|e| {
-        ApiError::bad_request("invalid_name", e.message)
-    })
+    crate::domain::validate::check_name("queue", queue, 64)
+        .map_err(|e| ApiError::bad_request("invalid_name", e.message))
 }
 
 pub fn settings(gate: Gate) -> QueueSettings {
@@ -165,7 +164,11 @@ async fn set_paused(
     queue: &str,
     paused: bool,
 ) -> Result<Json<QueueSettings>, ApiError> {
-    let action = if paused { "queue.pause" } else { "queue.resume" };
+    let action = if paused {
+        "queue.pause"
+    } else {
+        "queue.resume"
+    };
     let change_to = QueueChange {
         paused: Some(paused),
         ..QueueChange::default()
@@ -269,7 +272,10 @@ pub async fn audit(
     let limit = page_limit(query.limit)?;
     let before = match &query.cursor {
         Some(cursor) => Some(cursor.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", format!("cursor: '{cursor}' is not one this API gave"))
+            ApiError::bad_request(
+                "invalid_cursor",
+                format!("cursor: '{cursor}' is not one this API gave"),
+            )
         })?),
         None => None,
     };

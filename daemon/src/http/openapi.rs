@@ -4,14 +4,14 @@
 
 use axum::Json;
 use taskplane_api::{
-    AuditEntry, AuditList, QueuePatch, QueueSettings,
-    BatchSubmit, BrokerQueue, BulkResult, CatchUp, Complete, CronQuery, DlqPurge, DlqRetry,
-    ErrorBody, ErrorDetail, EventKind, Fail, Health, Heartbeat, HeartbeatAnswer, KindInfo,
-    KindList, LeaseList, LeaseRequest, LeasedTask, LogLine, LogPage, LogReport, LogStream,
-    NextFires, NextQuery, Overlap, QueueList, QueueStats, ReportAnswer, ReportedLine, Schedule,
-    ScheduleList, ScheduleQuery, ScheduleSpec, StepRef, SubmitTask, Task, TaskEvent, TaskList,
-    TaskStatus, TaskSummary, WorkerInfo, WorkerList, Workflow, WorkflowAction, WorkflowCreated,
-    WorkflowList, WorkflowQuery, WorkflowSpec, WorkflowStatus, WorkflowStep, WorkflowStepState,
+    AuditEntry, AuditList, BatchSubmit, BrokerQueue, BulkResult, CatchUp, Complete, CronQuery,
+    DlqPurge, DlqRetry, ErrorBody, ErrorDetail, EventKind, Fail, Health, Heartbeat,
+    HeartbeatAnswer, KindInfo, KindList, LeaseList, LeaseRequest, LeasedTask, LogLine, LogPage,
+    LogReport, LogStream, NextFires, NextQuery, Overlap, QueueList, QueuePatch, QueueSettings,
+    QueueStats, ReportAnswer, ReportedLine, Schedule, ScheduleList, ScheduleQuery, ScheduleSpec,
+    StepRef, SubmitTask, Task, TaskEvent, TaskList, TaskStatus, TaskSummary, WorkerInfo,
+    WorkerList, Workflow, WorkflowAction, WorkflowCreated, WorkflowList, WorkflowQuery,
+    WorkflowSpec, WorkflowStatus, WorkflowStep, WorkflowStepState,
 };
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};

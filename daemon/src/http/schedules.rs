@@ -14,7 +14,6 @@ use taskplane_api::{
 
 use super::AppState;
 use super::controls::{Actor, spec_details};
-use serde_json::json;
 use super::convert;
 use super::convert::instant;
 use super::error::ApiError;
@@ -26,6 +25,7 @@ use crate::domain::schedule::Timing;
 use crate::scheduler::{self, Checked, SpecError, Triggered};
 use crate::store::ScheduleRow;
 use crate::util::now_ms;
+use serde_json::json;
 
 const DEFAULT_NEXT: u32 = 5;
 const MAX_NEXT: u32 = 1000;
@@ -321,7 +321,11 @@ async fn set_paused(
         updated_at: now,
         ..current
     };
-    let action = if paused { "schedule.pause" } else { "schedule.resume" };
+    let action = if paused {
+        "schedule.pause"
+    } else {
+        "schedule.resume"
+    };
     let audit = actor.did(action, name, json!({}));
     if !state.store.update_schedule(&row, Some(&audit)).await? {
         return Err(not_found(name));

@@ -4,11 +4,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde_json::json;
 use taskplane_api::{
     BatchSubmit, BulkResult, DlqPurge, DlqRetry, ListQuery, LogPage, LogQuery, MAX_BATCH_TASKS,
     SubmitTask, TaskList, TaskStatus,
 };
-use serde_json::json;
 use uuid::Uuid;
 
 use super::AppState;
@@ -523,12 +523,15 @@ pub async fn dlq_purge(
     );
     let count = state
         .store
-        .delete_finished_by(FinishedFilter {
-            statuses: vec![TaskStatus::Failed],
-            finished_before: now_ms().saturating_sub(age_ms),
-            kind: filter.kind,
-            queue: filter.queue,
-        }, Some(&audit))
+        .delete_finished_by(
+            FinishedFilter {
+                statuses: vec![TaskStatus::Failed],
+                finished_before: now_ms().saturating_sub(age_ms),
+                kind: filter.kind,
+                queue: filter.queue,
+            },
+            Some(&audit),
+        )
         .await?;
     Ok(Json(BulkResult { count }))
 }

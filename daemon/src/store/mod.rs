@@ -22,7 +22,9 @@ use uuid::Uuid;
 use crate::domain::lifecycle::Settlement;
 use crate::domain::validate::NewTask;
 
-pub use controls::{AuditEntry, AuditFilter, AuditRow, Controls, GateState, GatedClaim, QueueChange};
+pub use controls::{
+    AuditEntry, AuditFilter, AuditRow, Controls, GateState, GatedClaim, QueueChange,
+};
 pub use group::GroupCommit;
 pub(crate) use group::{next_group, take_waiting};
 pub use postgres::PgStore;

@@ -81,8 +81,7 @@ impl Dialect for Pg {
     const NOTIFY_READY: Option<&'static str> = Some("SELECT pg_notify('taskplane_ready', '')");
 
     /// An arbitrary, fixed key (the migration lock's plus 2).
-    const GATE_LOCK: Option<&'static str> =
-        Some("SELECT pg_advisory_xact_lock(32758245650099312)");
+    const GATE_LOCK: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(32758245650099312)");
 
     fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
         done.rows_affected()

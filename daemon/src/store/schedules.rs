@@ -4,8 +4,8 @@
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
 use taskplane_api::TaskStatus;
 
-use super::decode::{TaskRow, corrupt};
 use super::controls::write_audit;
+use super::decode::{TaskRow, corrupt};
 use super::{AuditEntry, BoxFuture, Dialect, Result, SqlStore, StoredTask};
 use crate::domain::validate::NewTask;
 
@@ -219,7 +219,13 @@ where
                 .bind(name)
                 .execute(&mut *tx)
                 .await?;
-            audited(tx, D::rows_affected(&done) == 1, audit, crate::util::now_ms()).await
+            audited(
+                tx,
+                D::rows_affected(&done) == 1,
+                audit,
+                crate::util::now_ms(),
+            )
+            .await
         }))
     }
 

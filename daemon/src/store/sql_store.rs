@@ -16,10 +16,9 @@ use uuid::Uuid;
 use super::controls::write_audit;
 use super::decode::TaskRow as _;
 use super::{
-    AuditEntry,
-    BoxFuture, CancelOutcome, ClaimedTask, EventRow, FinishedFilter, LeaseState, ListFilter,
-    NewLogLine, Publishable, QueueCount, Result, RetryOutcome, Store, StoreError, StoredLogLine,
-    StoredTask, WorkerRow, WriteHealth, decode, sql,
+    AuditEntry, BoxFuture, CancelOutcome, ClaimedTask, EventRow, FinishedFilter, LeaseState,
+    ListFilter, NewLogLine, Publishable, QueueCount, Result, RetryOutcome, Store, StoreError,
+    StoredLogLine, StoredTask, WorkerRow, WriteHealth, decode, sql,
 };
 use crate::domain::labels::Selector;
 use crate::domain::lifecycle::Settlement;

@@ -425,7 +425,10 @@ where
              FROM locked WHERE tasks.id = locked.locked_id AND {UNFINISHED_STEPS}",
             D::LOCKS.ordered
         );
-        Box::pin(self.health.track(self.change_steps(id, now, statement, audit)))
+        Box::pin(
+            self.health
+                .track(self.change_steps(id, now, statement, audit)),
+        )
     }
 
     fn retry_workflow<'a>(
@@ -453,7 +456,10 @@ where
                AND tasks.status IN ('failed', 'cancelled')",
             D::LOCKS.ordered
         );
-        Box::pin(self.health.track(self.change_steps(id, now, statement, audit)))
+        Box::pin(
+            self.health
+                .track(self.change_steps(id, now, statement, audit)),
+        )
     }
 }
 

@@ -142,7 +142,9 @@ impl Retention {
             .await
         {
             Ok(0) => {}
-            Ok(trimmed) => tracing::info!(entries = trimmed, retention = ?self.audit, "deleted audit entries past their retention"),
+            Ok(trimmed) => {
+                tracing::info!(entries = trimmed, retention = ?self.audit, "deleted audit entries past their retention")
+            }
             Err(error) => tracing::warn!(%error, "trimming the audit log failed"),
         }
         let filter = FinishedFilter {

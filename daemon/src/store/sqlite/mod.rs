@@ -86,8 +86,7 @@ impl Dialect for Lite {
 
     /// A write that changes nothing takes the file's write lock at the start of the
     /// transaction, so a gated claim of another process on the same file waits for it.
-    const GATE_LOCK: Option<&'static str> =
-        Some("UPDATE queue_settings SET gated = gated WHERE 0");
+    const GATE_LOCK: Option<&'static str> = Some("UPDATE queue_settings SET gated = gated WHERE 0");
 
     fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
         done.rows_affected()

@@ -59,7 +59,10 @@ pub async fn a_running_limit_and_a_pause_gate_the_claims(store: Arc<dyn Store>) 
         .claim("w", &queues(), 10, NOW, NOW + LEASE)
         .await
         .expect("claim");
-    assert!(free.is_empty(), "the ordinary claim passes over a gated queue");
+    assert!(
+        free.is_empty(),
+        "the ordinary claim passes over a gated queue"
+    );
     let delivered = store
         .claim_ids("w", &ids, NOW, NOW + LEASE)
         .await
@@ -76,7 +79,10 @@ pub async fn a_running_limit_and_a_pause_gate_the_claims(store: Arc<dyn Store>) 
         .claim_gated("w2", &queues(), None, 10, NOW, NOW + LEASE)
         .await
         .expect("gated claim");
-    assert!(none.tasks.is_empty(), "two run: no other process starts one");
+    assert!(
+        none.tasks.is_empty(),
+        "two run: no other process starts one"
+    );
     settle(store.as_ref(), first.tasks[0].id, "w").await;
     let next = store
         .claim_gated("w2", &queues(), None, 10, NOW + 2, NOW + LEASE)
@@ -99,7 +105,12 @@ pub async fn a_running_limit_and_a_pause_gate_the_claims(store: Arc<dyn Store>) 
         .expect("gated claim");
     assert!(paused.tasks.is_empty(), "a paused queue starts nothing");
     assert_eq!(
-        store.gate_state().await.expect("gate state").gated.get("default"),
+        store
+            .gate_state()
+            .await
+            .expect("gate state")
+            .gated
+            .get("default"),
         Some(&true)
     );
 
@@ -109,7 +120,12 @@ pub async fn a_running_limit_and_a_pause_gate_the_claims(store: Arc<dyn Store>) 
         ..QueueChange::default()
     };
     let (gate, ungated) = store
-        .change_queue("default", &clear, NOW + 5, &entry("queue.resume", "default"))
+        .change_queue(
+            "default",
+            &clear,
+            NOW + 5,
+            &entry("queue.resume", "default"),
+        )
         .await
         .expect("clear");
     assert_eq!(gate, None, "a queue without controls keeps no settings");
@@ -138,7 +154,11 @@ pub async fn a_running_limit_and_a_pause_gate_the_claims(store: Arc<dyn Store>) 
 /// says when the next one comes.
 pub async fn a_rate_spreads_the_starts(store: Arc<dyn Store>) {
     for _ in 0..8 {
-        insert_one(store.as_ref(), new_task(|t| t.queue = Some("partner".into()))).await;
+        insert_one(
+            store.as_ref(),
+            new_task(|t| t.queue = Some("partner".into())),
+        )
+        .await;
     }
     let rate = QueueChange {
         rate_milli: Some(Some(5_000)),

@@ -264,7 +264,10 @@ pub async fn workflows_cancel_and_retry(store: Arc<dyn Store>) {
     assert!(list[0].finished_at.is_some(), "every step finished");
 
     assert_eq!(
-        store.retry_workflow(workflow, NOW, None).await.expect("retry"),
+        store
+            .retry_workflow(workflow, NOW, None)
+            .await
+            .expect("retry"),
         Some(2)
     );
     assert_eq!(status(&store, a_id).await, TaskStatus::Succeeded, "kept");

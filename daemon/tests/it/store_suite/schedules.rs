@@ -45,7 +45,10 @@ async fn create(store: &Arc<dyn Store>, spec: serde_json::Value, now: i64) -> Sc
     };
     assert!(store.create_schedule(&row, None).await.expect("create"));
     assert!(
-        !store.create_schedule(&row, None).await.expect("create again"),
+        !store
+            .create_schedule(&row, None)
+            .await
+            .expect("create again"),
         "a name is unique"
     );
     row
@@ -251,7 +254,10 @@ pub async fn schedules_skip_overlaps_pause_and_trigger(store: Arc<dyn Store>) {
     assert!(store.update_schedule(&paused, None).await.expect("pause"));
     scheduler.round(T0 + 40_000).await.expect("a round");
     assert_eq!(fire_times(&store, "one-at-a-time").await.len(), 2, "paused");
-    let Triggered::Submitted(task) = scheduler.trigger("one-at-a-time", None).await.expect("trigger")
+    let Triggered::Submitted(task) = scheduler
+        .trigger("one-at-a-time", None)
+        .await
+        .expect("trigger")
     else {
         panic!("the trigger found no schedule");
     };
