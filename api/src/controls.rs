@@ -107,10 +107,10 @@ mod tests {
 
     #[test]
     fn a_patch_tells_absent_from_null() {
-        let patch: QueuePatch = serde_json::from_str(r#"{"max_running": null}"#).unwrap();
+        let patch: QueuePatch = serde_json::from_str(r#"{"max_running": null}"#).expect("a patch");
         assert_eq!(patch.max_running, Some(None));
         assert_eq!(patch.rate_per_sec, None);
-        let patch: QueuePatch = serde_json::from_str(r#"{"rate_per_sec": 2.5}"#).unwrap();
+        let patch: QueuePatch = serde_json::from_str(r#"{"rate_per_sec": 2.5}"#).expect("a patch");
         assert_eq!(patch.rate_per_sec, Some(Some(2.5)));
         assert!(serde_json::from_str::<QueuePatch>(r#"{"max": 1}"#).is_err());
     }

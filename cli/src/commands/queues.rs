@@ -233,10 +233,14 @@ mod tests {
     fn limits_and_rates_parse_or_say_why_not() {
         assert_eq!(parse_limit("2"), Ok(Limit::Set(2)));
         assert_eq!(parse_limit("none"), Ok(Limit::Clear));
-        assert!(parse_limit("-1").unwrap_err().contains("at least 1"));
+        assert!(
+            parse_limit("-1")
+                .expect_err("negative")
+                .contains("at least 1")
+        );
         assert!(parse_limit("0").is_err());
         assert_eq!(parse_rate("0.5"), Ok(Limit::Set(0.5)));
-        assert!(parse_rate("0").unwrap_err().contains("more than 0"));
+        assert!(parse_rate("0").expect_err("zero").contains("more than 0"));
         assert!(parse_rate("inf").is_err());
     }
 
