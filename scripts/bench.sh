@@ -2,7 +2,8 @@
 # Reproduces the README's benchmark table as shipped: release builds, every taskd flag at its
 # default, noop tasks, taskctl bench on the same host, three runs per row, the median
 # reported. Rows per mode: single submits from 16 concurrent clients (how applications
-# submit), batches of 100 from 8 submitters, and one task at a time on an idle taskd. Needs
+# submit), batches of 100 from 8 submitters, one task at a time on an idle taskd, and the
+# single submits again with a running limit on the queue (the gated claim's cost). Needs
 # PostgreSQL and RabbitMQ for the production rows (scripts/services.sh) and psql/rabbitmqctl
 # to make a scratch database and vhost. On PostgreSQL it also counts the row writes per task
 # (n_tup_ins + n_tup_upd over every table, TOAST included, across the batch row's runs) and,
@@ -79,6 +80,11 @@ rows() { # rows MODE URL [DB] : the three workloads against one deployment
         notes+=("$1: $(python3 -c "print(round(($after - $before) / (3 * $batched), 2))") row writes per task (batch row)")
     fi
     row "$1, idle, one task at a time" "$2" --tasks 200 --concurrency 1 --batch 1
+    # What a running limit costs: the same single submits with one set on the queue (high
+    # enough never to hold a task back), so every start goes through the gated claim.
+    "$bin/taskctl" --server "$2" queues set default --max-running 1000000 >/dev/null
+    row "$1, $single single submits, --max-running set (not reached)" "$2" --tasks "$single" --concurrency 16 --batch 1
+    "$bin/taskctl" --server "$2" queues set default --max-running none >/dev/null
 }
 
 pair_row() { # pair_row LABEL URL1 URL2 TASKS CONCURRENCY BATCH : half the load through each api

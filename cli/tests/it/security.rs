@@ -8,7 +8,7 @@ use crate::common;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{Daemon, raw_http_full, taskctl_env};
+use common::{Backend, Daemon, Platform, raw_http_full, taskctl_env};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -991,11 +991,26 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
 }
 
 /// Every operator action is in the audit log under the subject of the token that made it,
-/// with a secret's value left out; the log is the admin's to read.
-#[test]
-fn operator_actions_are_audited_under_the_tokens_subject() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let daemon = start_with_auth(dir.path(), &["--enable-shell"]);
+/// with a secret's value left out; the log is the admin's to read. On both backends.
+fn operator_actions_are_audited_under_the_tokens_subject(backend: Backend) {
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let secret = secrets.path().join("jwt.secret");
+    std::fs::write(&secret, format!("{SECRET}\n")).expect("write secret");
+    let secret = secret.display().to_string();
+    let auth = [
+        "--jwt-secret-file",
+        secret.as_str(),
+        "--jwt-issuer",
+        "taskplane",
+        "--jwt-audience",
+        "prod",
+        "--enable-shell",
+    ];
+    let Some(platform) = Platform::start(backend, "audit", &auth, &["--enable-shell"]) else {
+        return;
+    };
+    let daemon = platform.api();
+    let dir = &platform.dir;
     let alice = token(json!({"sub": "alice", "scope": "admin"}));
     let bob = token(json!({"sub": "bob", "scope": "tasks.write tasks.read"}));
     let ok = |method: &str, path: &str, body: &str, who: &str| -> Value {
@@ -1139,3 +1154,5 @@ fn operator_actions_are_audited_under_the_tokens_subject() {
     let line = run.fails_with(1);
     assert!(line.starts_with("error:") && !line.contains('\n'), "{line}");
 }
+
+on_both_backends!(operator_actions_are_audited_under_the_tokens_subject);

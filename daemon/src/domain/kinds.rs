@@ -213,6 +213,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn provisioning_runs_get_a_key_per_target() {
+        let key = |kind: &str, payload: Value| default_concurrency_key(kind, &payload);
+        assert_eq!(
+            key("salt", serde_json::json!({"target": "web1"})).as_deref(),
+            Some("salt:web1")
+        );
+        assert_eq!(key("salt", serde_json::json!({})).as_deref(), Some("salt:*"));
+        assert_eq!(
+            key("salt", serde_json::json!({"mode": "ssh", "target": "db*"})).as_deref(),
+            Some("salt:db*")
+        );
+        assert_eq!(key("salt", serde_json::json!({"mode": "local"})), None);
+        assert_eq!(
+            key(
+                "kubectl",
+                serde_json::json!({"action": "apply", "context": "prod", "namespace": "web"})
+            )
+            .as_deref(),
+            Some("kubectl:prod/web")
+        );
+        assert_eq!(
+            key("kubectl", serde_json::json!({"action": "scale"})).as_deref(),
+            Some("kubectl:-/default")
+        );
+        assert_eq!(key("kubectl", serde_json::json!({"action": "status"})), None);
+        assert_eq!(key("shell", serde_json::json!({"argv": ["x"]})), None);
+    }
+
+    #[test]
     fn the_table_is_the_wire_list_and_admin_kinds_are_the_ones_running_programs() {
         let names: Vec<&str> = BUILTIN.iter().map(|k| k.name).collect();
         assert_eq!(names, taskplane_api::kinds::BUILTIN_KINDS);
