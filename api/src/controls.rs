@@ -88,16 +88,23 @@ pub struct AuditList {
 pub struct AuditQuery {
     /// Entries at or after this instant (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "2026-12-01T00:00:00Z")]
     pub since: Option<DateTime<Utc>>,
+    /// A token's subject, or `anonymous@<address>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "alice")]
     pub actor: Option<String>,
     /// An action (`cancel`) or a family of them (`dlq`, `queue`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "queue")]
     pub action: Option<String>,
     /// 1 to 1000; defaults to 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = 50)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(example = "1234")]
     pub cursor: Option<String>,
 }
 

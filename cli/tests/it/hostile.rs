@@ -161,6 +161,12 @@ fn schemathesis_finds_no_server_errors_and_no_schema_violations() {
             "--request-timeout",
             "10",
             "--no-color",
+            // Not the stateful phase: schemathesis infers links between operations from
+            // parameter names, and with the queue and audit routes it inferred one from
+            // PUT /api/v1/schedules/{name} to GET /api/v1/workflows/{id} that it then
+            // refuses as invalid, failing the run without testing anything.
+            "--phases",
+            "examples,coverage,fuzzing",
         ])
         .env("SCHEMATHESIS_HOOKS", "")
         .output()

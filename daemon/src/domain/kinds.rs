@@ -219,7 +219,10 @@ mod tests {
             key("salt", serde_json::json!({"target": "web1"})).as_deref(),
             Some("salt:web1")
         );
-        assert_eq!(key("salt", serde_json::json!({})).as_deref(), Some("salt:*"));
+        assert_eq!(
+            key("salt", serde_json::json!({})).as_deref(),
+            Some("salt:*")
+        );
         assert_eq!(
             key("salt", serde_json::json!({"mode": "ssh", "target": "db*"})).as_deref(),
             Some("salt:db*")
@@ -237,7 +240,10 @@ mod tests {
             key("kubectl", serde_json::json!({"action": "scale"})).as_deref(),
             Some("kubectl:-/default")
         );
-        assert_eq!(key("kubectl", serde_json::json!({"action": "status"})), None);
+        assert_eq!(
+            key("kubectl", serde_json::json!({"action": "status"})),
+            None
+        );
         assert_eq!(key("shell", serde_json::json!({"argv": ["x"]})), None);
     }
 
