@@ -1014,7 +1014,7 @@ fn operator_actions_are_audited_under_the_tokens_subject(backend: Backend) {
     let alice = token(json!({"sub": "alice", "scope": "admin"}));
     let bob = token(json!({"sub": "bob", "scope": "tasks.write tasks.read"}));
     let ok = |method: &str, path: &str, body: &str, who: &str| -> Value {
-        let (status, _, answer) = call(&daemon, method, path, body, Some(who));
+        let (status, _, answer) = call(daemon, method, path, body, Some(who));
         assert!(
             (200..300).contains(&status),
             "{method} {path}: {status} {answer}"
@@ -1061,9 +1061,9 @@ fn operator_actions_are_audited_under_the_tokens_subject(backend: Backend) {
     ok("POST", "/api/v1/schedules/nightly/trigger", "", &bob);
     ok("DELETE", "/api/v1/schedules/nightly", "", &bob);
 
-    let (status, _, refused) = call(&daemon, "GET", "/api/v1/audit", "", Some(&bob));
+    let (status, _, refused) = call(daemon, "GET", "/api/v1/audit", "", Some(&bob));
     assert_eq!(status, 403, "only an admin reads the audit log: {refused}");
-    let (status, body, log) = call(&daemon, "GET", "/api/v1/audit?limit=100", "", Some(&alice));
+    let (status, body, log) = call(daemon, "GET", "/api/v1/audit?limit=100", "", Some(&alice));
     assert_eq!(status, 200, "{log}");
     assert!(
         !body.contains("hunter2"),
