@@ -1044,11 +1044,50 @@ fn operator_actions_are_audited_under_the_tokens_subject(backend: Backend) {
         &alice,
     );
     ok("POST", "/api/v1/queues/batch/resume", "", &alice);
+    // Actions that change nothing are not recorded: a second resume, a purge and a
+    // dead-letter retry with nothing failed.
+    ok("POST", "/api/v1/queues/batch/resume", "", &alice);
     ok("POST", "/api/v1/dlq/retry", "{}", &bob);
     ok(
         "POST",
         "/api/v1/dlq/purge",
-        r#"{"older_than_secs":86400}"#,
+        r#"{"older_than_secs":0}"#,
+        &alice,
+    );
+    // A failed task: retried from the dead letters, failed again, purged.
+    let failing = ok(
+        "POST",
+        "/api/v1/tasks",
+        r#"{"kind":"shell","payload":{"argv":["false"]},"max_attempts":1}"#,
+        &alice,
+    );
+    let failing = failing["id"].as_str().expect("id").to_owned();
+    let failed = || {
+        let (_, _, task) = call(
+            daemon,
+            "GET",
+            &format!("/api/v1/tasks/{failing}"),
+            "",
+            Some(&alice),
+        );
+        task["status"] == "failed"
+    };
+    common::wait_until(
+        "the shell task failed",
+        std::time::Duration::from_secs(30),
+        failed,
+    );
+    // (A retry of a shell task takes admin: bob's would leave it in the set.)
+    ok("POST", "/api/v1/dlq/retry", "{}", &alice);
+    common::wait_until(
+        "it failed again",
+        std::time::Duration::from_secs(30),
+        failed,
+    );
+    ok(
+        "POST",
+        "/api/v1/dlq/purge",
+        r#"{"older_than_secs":0}"#,
         &alice,
     );
     ok(
@@ -1089,7 +1128,8 @@ fn operator_actions_are_audited_under_the_tokens_subject(backend: Backend) {
         ("alice", "queue.pause", "batch"),
         ("alice", "queue.set", "batch"),
         ("alice", "queue.resume", "batch"),
-        ("bob", "dlq.retry", "dlq"),
+        ("alice", "submit", failing.as_str()),
+        ("alice", "dlq.retry", "dlq"),
         ("alice", "dlq.purge", "dlq"),
         ("bob", "schedule.create", "nightly"),
         ("bob", "schedule.pause", "nightly"),
@@ -1103,7 +1143,7 @@ fn operator_actions_are_audited_under_the_tokens_subject(backend: Backend) {
     assert_eq!(seen, expected);
     let submit = entries
         .iter()
-        .find(|e| e["action"] == "submit")
+        .find(|e| e["action"] == "submit" && e["target"] == shell_id)
         .expect("the shell submit");
     assert_eq!(
         submit["details"]["payload"]["env"]["DB_PASSWORD"],

@@ -21,17 +21,24 @@ const FRESH_FOR: Duration = Duration::from_secs(1);
 /// The shortest pause between two gated claims of one taker after one that found nothing
 /// (a claim that found something is followed at once: there may be more).
 const CALM: Duration = Duration::from_millis(25);
+/// The longest a taker waits for a rate's next token before it looks again (other gated
+/// queues and keyed tasks may have become ready meanwhile).
+const RATE_LOOK: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 pub struct Gates {
     known: Mutex<Option<(Instant, GateState)>>,
     wake: Notify,
+    /// Counts the changes made here, so that a taker waiting for its next look looks at once.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Gates {
     /// Something changed here: read the gates again before the next claim, and wake the
     /// workers waiting for work.
     pub fn touch(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         *self.known.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.wake.notify_waiters();
     }
@@ -95,6 +102,8 @@ impl Gates {
 #[derive(Debug)]
 pub struct GatedTaker {
     next: Instant,
+    /// The [`Gates`] generation its `next` was set under.
+    seen: u64,
     /// When a rate-limited queue it looked at has its next start to give.
     rate_wake: Option<Instant>,
 }
@@ -103,6 +112,7 @@ impl Default for GatedTaker {
     fn default() -> Self {
         GatedTaker {
             next: Instant::now(),
+            seen: 0,
             rate_wake: None,
         }
     }
@@ -122,6 +132,12 @@ impl GatedTaker {
         limit: u32,
         lease: Duration,
     ) -> Vec<ClaimedTask> {
+        let generation = gates.generation.load(std::sync::atomic::Ordering::Acquire);
+        if generation != self.seen {
+            // Something changed here (a keyed submit, a queue's settings): look at once.
+            self.seen = generation;
+            self.next = Instant::now();
+        }
         if limit == 0 || Instant::now() < self.next {
             return Vec::new();
         }
@@ -147,7 +163,7 @@ impl GatedTaker {
                 self.next = match claim.wake_at {
                     Some(at) if claim.tasks.len() < limit as usize => {
                         let wait = Duration::from_millis((at - now).max(0) as u64);
-                        (Instant::now() + wait).max(calm)
+                        (Instant::now() + wait.min(RATE_LOOK)).max(calm)
                     }
                     _ => calm,
                 };

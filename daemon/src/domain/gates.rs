@@ -83,6 +83,9 @@ pub struct Candidate {
 pub struct Running {
     pub by_queue: HashMap<String, u64>,
     pub by_key: HashMap<String, u64>,
+    /// The smallest limit among the running tasks of each key: a task that allows more
+    /// does not start beside one that allows fewer.
+    pub key_limit: HashMap<String, u32>,
 }
 
 /// The gated claim's decision.
@@ -118,6 +121,7 @@ pub fn pick(
     let mut allowance: HashMap<&str, u64> = HashMap::new();
     let mut taken: HashMap<&str, u64> = HashMap::new();
     let mut by_key: HashMap<&str, u64> = HashMap::new();
+    let mut key_limit: HashMap<&str, u32> = HashMap::new();
     let mut starved: Vec<&Gate> = Vec::new();
     let mut ids = Vec::new();
     for candidate in &candidates {
@@ -138,12 +142,23 @@ pub fn pick(
             }
         }
         if let Some(key) = &candidate.key {
-            let running = running.by_key.get(key).copied().unwrap_or(0);
-            let starting = by_key.entry(key).or_insert(0);
-            if running + *starting >= u64::from(candidate.key_limit.max(1)) {
+            let running_now = running.by_key.get(key).copied().unwrap_or(0);
+            let starting = by_key.get(key.as_str()).copied().unwrap_or(0);
+            let limit = [
+                Some(candidate.key_limit.max(1)),
+                running.key_limit.get(key).copied(),
+                key_limit.get(key.as_str()).copied(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(1);
+            if running_now + starting >= u64::from(limit) {
                 continue;
             }
-            *starting += 1;
+            *by_key.entry(key).or_insert(0) += 1;
+            let least = key_limit.entry(key).or_insert(u32::MAX);
+            *least = (*least).min(candidate.key_limit.max(1));
         }
         if let Some(gate) = gate {
             if let Some(left) = allowance.get_mut(gate.queue.as_str()) {
@@ -312,6 +327,17 @@ mod tests {
         ];
         let pick = pick(&HashMap::new(), &running, candidates, 10, 0);
         assert_eq!(pick.ids, vec!["b", "d"]);
+        // A task that allows 5 does not start beside a running one that allows 1.
+        let mut running = Running::default();
+        running.by_key.insert("salt:web1".into(), 1);
+        running.key_limit.insert("salt:web1".into(), 1);
+        let mut wide = task("w", "q1", Some("salt:web1"), 0);
+        wide.key_limit = 5;
+        assert!(
+            super::pick(&HashMap::new(), &running, vec![wide], 10, 0)
+                .ids
+                .is_empty()
+        );
         let mut two = task("e", "q1", Some("k"), 0);
         two.key_limit = 2;
         let mut also = two.clone();

@@ -51,10 +51,10 @@ impl Actor {
     }
 }
 
-/// A payload as the audit log keeps it: the values of `env` and `pillar` (where secrets
-/// go) left out.
+/// A payload as the audit log keeps it: the values of `env`, `pillar` and `headers` (where
+/// secrets go) left out.
 fn redacted(payload: &mut Value) {
-    for field in ["env", "pillar"] {
+    for field in ["env", "pillar", "headers"] {
         if let Some(Value::Object(map)) = payload.get_mut(field) {
             for value in map.values_mut() {
                 *value = Value::String("[redacted]".into());

@@ -233,6 +233,12 @@ where
                 gate.tokens_milli = rate.map_or(0, gates::capacity);
                 gate.refilled_at = now;
             }
+            let settings = |g: &Gate| (g.paused, g.max_running, g.rate_milli);
+            if before.as_ref().map_or((false, None, None), settings) == settings(&gate) {
+                // Nothing changes: nothing is written or recorded.
+                tx.rollback().await?;
+                return Ok((before, false));
+            }
             gate.updated_at = now;
             let gated = is_gated(&gate);
             let after = if gated {
@@ -268,6 +274,7 @@ where
             if ungated {
                 sqlx::query(sqlx::AssertSqlSafe(sql::ungate(D::LOCKS)))
                     .bind(queue)
+                    .bind(now)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -337,7 +344,8 @@ where
             }
             let mut running = Running::default();
             let rows = sqlx::query(
-                "SELECT queue, concurrency_key, COUNT(*) AS n FROM tasks
+                "SELECT queue, concurrency_key, COUNT(*) AS n,
+                     MIN(COALESCE(concurrency_limit, 1)) AS least FROM tasks
                  WHERE status = 'running' GROUP BY queue, concurrency_key",
             )
             .fetch_all(&mut *tx)
@@ -346,12 +354,21 @@ where
                 let n = row.int("n")?.max(0) as u64;
                 *running.by_queue.entry(row.text("queue")?).or_insert(0) += n;
                 if let Some(key) = row.opt_text("concurrency_key")? {
+                    let least = u32::try_from(row.int("least")?.max(1)).unwrap_or(1);
+                    let limit = running.key_limit.entry(key.clone()).or_insert(least);
+                    *limit = (*limit).min(least);
                     *running.by_key.entry(key).or_insert(0) += n;
                 }
             }
             let saturated = |c: &Candidate| {
                 c.key.as_ref().is_some_and(|key| {
-                    running.by_key.get(key).copied().unwrap_or(0) >= u64::from(c.key_limit.max(1))
+                    let limit = running
+                        .key_limit
+                        .get(key)
+                        .copied()
+                        .unwrap_or(u32::MAX)
+                        .min(c.key_limit.max(1));
+                    running.by_key.get(key).copied().unwrap_or(0) >= u64::from(limit)
                 })
             };
             let want = i64::from(limit);
@@ -414,6 +431,11 @@ where
                     break;
                 }
             }
+            let queue_of: HashMap<String, String> = candidates
+                .iter()
+                .filter(|c| all_gates.contains_key(&c.queue))
+                .map(|c| (c.id.clone(), c.queue.clone()))
+                .collect();
             let pick = gates::pick(&all_gates, &running, candidates, limit as usize, now);
             let mut tasks = Vec::new();
             if !pick.ids.is_empty() {
@@ -432,13 +454,25 @@ where
                 let rows = query.fetch_all(&mut *tx).await?;
                 tasks = decode::claimed_in_order(&rows)?;
                 for (queue, tokens) in &pick.spent {
+                    // A start that did not happen (the task was cancelled meanwhile) is not
+                    // paid for; and the bucket's time never goes back (another process's
+                    // clock may be behind this one's).
+                    let picked = pick
+                        .ids
+                        .iter()
+                        .filter(|id| queue_of.get(*id) == Some(queue))
+                        .count() as i64;
+                    let started = tasks.iter().filter(|t| &t.queue == queue).count() as i64;
+                    let refilled = all_gates
+                        .get(queue)
+                        .map_or(now, |gate| gate.refilled_at.max(now));
                     sqlx::query(
                         "UPDATE queue_settings SET tokens_milli = $2, refilled_at = $3
                          WHERE queue = $1",
                     )
                     .bind(queue.as_str())
-                    .bind(*tokens)
-                    .bind(now)
+                    .bind(tokens + (picked - started).max(0) * gates::TOKEN)
+                    .bind(refilled)
                     .execute(&mut *tx)
                     .await?;
                 }

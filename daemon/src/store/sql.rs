@@ -474,10 +474,11 @@ pub fn claim_listed(rows: usize, locks: Locks) -> String {
 /// they go to the dispatcher to be published (a task still in the broker is then delivered
 /// twice, and the guarded claim drops the second; the sweep marks a leased kind's or a
 /// keyed task's without publishing it). With the db broker nothing reads the mark. `$1` the
-/// queue.
+/// queue, `$2` now: `updated_at` moves, so a dispatcher's mark of a publish made before (and
+/// passed over while the queue was gated) is refused and the task is published again.
 pub fn ungate(locks: Locks) -> String {
     update_locked(
-        "published_at = NULL",
+        "published_at = NULL, updated_at = $2",
         "queue = $1 AND status = 'queued' AND published_at IS NOT NULL",
         locks.ordered,
     )

@@ -312,7 +312,7 @@ where
                 .bind(skip_privileged.then(crate::domain::kinds::admin_list))
                 .execute(&mut *tx)
                 .await?;
-            if let Some(audit) = audit {
+            if let Some(audit) = audit.filter(|_| D::rows_affected(&done) > 0) {
                 write_audit(&mut *tx, audit, now).await?;
             }
             tx.commit().await?;
@@ -342,7 +342,9 @@ where
                             .bind(&filter.queue)
                             .execute(&mut *tx)
                             .await?;
-                        if let Some(entry) = audit.take() {
+                        if D::rows_affected(&done) > 0
+                            && let Some(entry) = audit.take()
+                        {
                             write_audit(&mut *tx, entry, crate::util::now_ms()).await?;
                         }
                         tx.commit().await?;

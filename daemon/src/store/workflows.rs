@@ -552,7 +552,7 @@ where
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        if let Some(audit) = audit {
+        if let Some(audit) = audit.filter(|_| D::rows_affected(&done) > 0) {
             super::controls::write_audit(&mut *tx, audit, now).await?;
         }
         tx.commit().await?;
