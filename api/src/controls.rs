@@ -22,6 +22,26 @@ pub struct QueueSettings {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
+/// A queue's controls in words: `paused`, `max 2`, `0.5/s`, joined by commas; empty when it
+/// has none. (`taskctl queues` and `taskctl top` show it.)
+pub fn controls_text(paused: bool, max_running: Option<u32>, rate_per_sec: Option<f64>) -> String {
+    let mut parts = Vec::new();
+    if paused {
+        parts.push("paused".to_owned());
+    }
+    if let Some(max) = max_running {
+        parts.push(format!("max {max}"));
+    }
+    if let Some(rate) = rate_per_sec {
+        let text = format!("{rate:.3}");
+        parts.push(format!(
+            "{}/s",
+            text.trim_end_matches('0').trim_end_matches('.')
+        ));
+    }
+    parts.join(", ")
+}
+
 /// Reads a field that may be absent (`None`: leave it), `null` (`Some(None)`: clear it) or a
 /// value.
 fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
@@ -111,6 +131,16 @@ pub struct AuditQuery {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn controls_read_as_words() {
+        assert_eq!(controls_text(false, None, None), "");
+        assert_eq!(
+            controls_text(true, Some(2), Some(5.0)),
+            "paused, max 2, 5/s"
+        );
+        assert_eq!(controls_text(false, None, Some(0.25)), "0.25/s");
+    }
 
     #[test]
     fn a_patch_tells_absent_from_null() {

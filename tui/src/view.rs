@@ -470,22 +470,8 @@ fn render_schedules(frame: &mut Frame, app: &App, palette: &Palette, area: Rect)
 }
 
 /// A queue's controls in one cell: `paused`, `max 2`, `5/s`, or empty for none.
-pub fn controls(queue: &taskplane_api::QueueStats) -> String {
-    let mut parts = Vec::new();
-    if queue.paused {
-        parts.push("paused".to_owned());
-    }
-    if let Some(max) = queue.max_running {
-        parts.push(format!("max {max}"));
-    }
-    if let Some(rate) = queue.rate_per_sec {
-        let text = format!("{rate:.3}");
-        parts.push(format!(
-            "{}/s",
-            text.trim_end_matches('0').trim_end_matches('.')
-        ));
-    }
-    parts.join(", ")
+fn controls(queue: &taskplane_api::QueueStats) -> String {
+    taskplane_api::controls_text(queue.paused, queue.max_running, queue.rate_per_sec)
 }
 
 fn render_queue_table(frame: &mut Frame, app: &App, palette: &Palette, area: Rect) {

@@ -189,26 +189,12 @@ fn render(ui: &Ui, list: &QueueList) -> Result<(), CliError> {
 
 /// A queue's controls in one cell: `paused`, `max 2`, `5/s`, or `-` for none.
 fn state(paused: bool, max_running: Option<u32>, rate: Option<f64>) -> String {
-    let mut parts = Vec::new();
-    if paused {
-        parts.push("paused".to_owned());
-    }
-    if let Some(max) = max_running {
-        parts.push(format!("max {max}"));
-    }
-    if let Some(rate) = rate {
-        parts.push(format!("{}/s", trim_float(rate)));
-    }
-    if parts.is_empty() {
+    let text = taskplane_api::controls_text(paused, max_running, rate);
+    if text.is_empty() {
         "-".to_owned()
     } else {
-        parts.join(", ")
+        text
     }
-}
-
-fn trim_float(value: f64) -> String {
-    let text = format!("{value:.3}");
-    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
 fn show_settings(ui: &Ui, settings: &QueueSettings) -> Result<(), CliError> {

@@ -6,7 +6,7 @@
 //! whether to look. It is read again at most a second after the last read, and at once
 //! after a change made in this process (a queue's settings, a keyed submit).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -27,7 +27,7 @@ const RATE_LOOK: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 pub struct Gates {
-    known: Mutex<Option<(Instant, GateState)>>,
+    known: Mutex<Option<(Instant, Arc<GateState>)>>,
     wake: Notify,
     /// Counts the changes made here, so that a taker waiting for its next look looks at once.
     generation: std::sync::atomic::AtomicU64,
@@ -70,8 +70,8 @@ impl Gates {
     }
 
     /// What this process knows of the gates, read again when it is older than a second;
-    /// None when it cannot be read.
-    pub async fn current(&self, store: &dyn Store) -> Option<GateState> {
+    /// None when it cannot be read. Shared, not copied: every submit with RabbitMQ asks.
+    pub async fn current(&self, store: &dyn Store) -> Option<Arc<GateState>> {
         let cached = self
             .known
             .lock()
@@ -83,6 +83,7 @@ impl Gates {
             Some(state) => Some(state),
             None => match store.gate_state().await {
                 Ok(state) => {
+                    let state = Arc::new(state);
                     *self.known.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some((Instant::now(), state.clone()));
                     Some(state)

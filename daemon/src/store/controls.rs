@@ -148,16 +148,14 @@ where
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
 {
-    sqlx::query(
-        "INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(now)
-    .bind(entry.actor.as_str())
-    .bind(entry.action.as_str())
-    .bind(entry.target.as_str())
-    .bind(entry.details.as_str())
-    .execute(conn)
-    .await?;
+    sqlx::query(sql::INSERT_AUDIT)
+        .bind(now)
+        .bind(entry.actor.as_str())
+        .bind(entry.action.as_str())
+        .bind(entry.target.as_str())
+        .bind(entry.details.as_str())
+        .execute(conn)
+        .await?;
     Ok(())
 }
 

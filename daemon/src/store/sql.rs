@@ -435,6 +435,10 @@ pub const PUBLISHER_BEAT: &str = "INSERT INTO publishers (token, heartbeat_at) V
 
 pub const PRUNE_PUBLISHERS: &str = "DELETE FROM publishers WHERE heartbeat_at < $1";
 
+/// Appends an audit entry: `$1` at, `$2` actor, `$3` action, `$4` target, `$5` details.
+pub const INSERT_AUDIT: &str =
+    "INSERT INTO audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)";
+
 /// What the claims of ungated work add to their filter: no keyed task (the gated claim
 /// takes those).
 pub const UNKEYED: &str = " AND tasks.concurrency_key IS NULL";

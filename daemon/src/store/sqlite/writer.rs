@@ -533,10 +533,8 @@ fn insert(
         ];
         if insert.execute(&values[..])? == 1 {
             if let Some(audit) = &task.audit {
-                let mut record = db.prepare_cached(
-                    "INSERT INTO audit_log (at, actor, action, target, details)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                )?;
+                // `$1`…`$5` are bound in order of appearance, as positional parameters.
+                let mut record = db.prepare_cached(sql::INSERT_AUDIT)?;
                 record.execute(rusqlite::params![
                     task.created_at_ms,
                     audit.actor,
