@@ -18,10 +18,10 @@ start() { # start NAME ARGS… : runs taskd, waits for its port, sets URL
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-cpu_ticks() { # cpu_ticks : CPU clock ticks used so far by taskd, PostgreSQL and RabbitMQ, by the machine, and the wall clock in ticks
+cpu_ticks() { # cpu_ticks : CPU clock ticks used so far by taskd, PostgreSQL, RabbitMQ and Redis, by the machine, and the wall clock in ticks
     python3 - <<'PY'
 import os
-by = {"taskd": 0, "postgres": 0, "rabbitmq": 0}
+by = {"taskd": 0, "postgres": 0, "rabbitmq": 0, "redis": 0}
 rabbit = {"beam.smp", "erl_child_setup", "epmd", "inet_gethost"}
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
@@ -37,10 +37,12 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         by["postgres"] += ticks
     elif comm in rabbit:
         by["rabbitmq"] += ticks
+    elif comm == "redis-server":
+        by["redis"] += ticks
 cpu = [int(v) for v in open("/proc/stat").readline().split()[1:]]
 busy = sum(cpu) - cpu[3] - cpu[4]  # everything but idle and iowait
 wall = sum(cpu) / os.cpu_count()
-print(by["taskd"], by["postgres"], by["rabbitmq"], busy, int(wall))
+print(by["taskd"], by["postgres"], by["rabbitmq"], by["redis"], busy, int(wall))
 PY
 }
 
@@ -49,14 +51,16 @@ cpu_share() { # cpu_share BEFORE AFTER : what each used between two cpu_ticks, i
 import sys
 a, b = ([int(v) for v in s.split()] for s in sys.argv[1:])
 d = [y - x for x, y in zip(a, b)]
-wall = max(d[4], 1)
-taskd, pg, rabbit, busy = (round(100 * v / wall) for v in d[:4])
+wall = max(d[5], 1)
+taskd, pg, rabbit, redis, busy = (round(100 * v / wall) for v in d[:5])
 parts = [f"taskd {taskd}"]
 if pg:
     parts.append(f"PostgreSQL {pg}")
 if rabbit:
     parts.append(f"RabbitMQ {rabbit}")
-parts.append(f"rest {max(busy - taskd - pg - rabbit, 0)}")
+if redis:
+    parts.append(f"Redis {redis}")
+parts.append(f"rest {max(busy - taskd - pg - rabbit - redis, 0)}")
 print(" · ".join(parts))
 PY
 }

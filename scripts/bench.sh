@@ -5,7 +5,8 @@
 # submit), batches of 100 from 8 submitters, one task at a time on an idle taskd, and the
 # single submits again with a running limit on the queue (the gated claim's cost). Needs
 # PostgreSQL and RabbitMQ for the production rows (scripts/services.sh) and psql/rabbitmqctl
-# to make a scratch database and vhost. On PostgreSQL it also counts the row writes per task
+# to make a scratch database and vhost; the Redis rows start a redis-server of their own
+# (Debian's defaults: no persistence beyond its snapshots; skipped when it is not installed). On PostgreSQL it also counts the row writes per task
 # (n_tup_ins + n_tup_upd over every table, TOAST included, across the batch row's runs) and,
 # with RabbitMQ, the deliveries the worker dropped as duplicates. Ends with the count of
 # deadlock and slow-statement lines in every taskd log. The last column is the CPU each
@@ -25,6 +26,7 @@ cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     psql "${TASKPLANE_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}" -qc "DROP DATABASE IF EXISTS taskplane_bench WITH (FORCE)" >/dev/null 2>&1 || true
     rabbitmqctl delete_vhost taskplane_bench >/dev/null 2>&1 || true
+    [ -n "${redis_port:-}" ] && redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -143,6 +145,26 @@ start pg-api2 --role api --database "$db" --broker "$amqp"
 pair_row "PostgreSQL + RabbitMQ, 2 api + 2 workers, $single single submits (16 clients)" "$api_url" "$URL" "$single" 16 1
 pair_row "PostgreSQL + RabbitMQ, 2 api + 2 workers, $batched in batches of 100 (8 submitters)" "$api_url" "$URL" "$batched" 8 100
 notes+=("PostgreSQL + RabbitMQ, 2 + 2: $(( $(dropped "$worker_url") + $(dropped "$worker2_url") )) deliveries dropped in all")
+for _ in 1 2 3 4; do stop_last; done
+
+# Redis instead of RabbitMQ, on a fresh database: a redis-server of its own on a free port.
+if command -v redis-server >/dev/null; then
+    psql "$admin" -qc "DROP DATABASE IF EXISTS taskplane_bench WITH (FORCE)" -c "CREATE DATABASE taskplane_bench" 2>/dev/null
+    redis_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --daemonize yes --logfile "$work/redis-server.txt" >/dev/null
+    redis="redis://127.0.0.1:$redis_port"
+    for _ in $(seq 1 50); do redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+    start redis-worker --role worker --database "$db" --broker "$redis"
+    start redis-api --role api --database "$db" --broker "$redis"
+    rows "PostgreSQL + Redis, 1 api + 1 worker" "$URL" "$db"
+    api_url=$URL
+    start redis-worker2 --role worker --database "$db" --broker "$redis"
+    start redis-api2 --role api --database "$db" --broker "$redis"
+    pair_row "PostgreSQL + Redis, 2 api + 2 workers, $single single submits (16 clients)" "$api_url" "$URL" "$single" 16 1
+    pair_row "PostgreSQL + Redis, 2 api + 2 workers, $batched in batches of 100 (8 submitters)" "$api_url" "$URL" "$batched" 8 100
+else
+    notes+=("PostgreSQL + Redis: skipped (redis-server is not installed)")
+fi
 
 echo
 printf '%s\n' "${notes[@]}"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the tools the test suite drives, if they are missing: tmux (taskctl top is tested
-# inside it) and the PostgreSQL and RabbitMQ command-line clients (psql, rabbitmqctl come with
-# their servers). Safe to run any number of times; needs root and apt for a missing package.
+# inside it), the PostgreSQL and RabbitMQ command-line clients (psql, rabbitmqctl come with
+# their servers) and redis-server with redis-cli (the Redis broker's tests start a server of
+# their own on a free port). Safe to run any number of times; needs root and apt for a missing package.
 set -euo pipefail
 
 missing=()
 command -v tmux >/dev/null || missing+=(tmux)
 command -v psql >/dev/null || missing+=(postgresql-client)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -120,20 +120,18 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         base: args.retry_base,
         max: args.retry_max,
     };
-    let broker = if args.broker == "db" {
-        Broker::db()
-    } else {
-        let (broker, dispatcher) = Broker::amqp(&args.broker, store.clone());
+    let (broker, dispatcher) = Broker::open(&args.broker, store.clone())
+        .map_err(|e| format!("--broker {}: {e}", crate::util::redact_url(&args.broker)))?;
+    if let Some(dispatcher) = dispatcher {
         tokio::spawn(dispatcher.run(shutdown.clone()));
-        broker
-    };
+    }
     let broker = Arc::new(broker);
-    if broker.amqp_client().is_some()
+    if broker.transport().is_some()
         || args.role.runs_worker()
         || (args.role.runs_api() && !declared.is_empty())
     {
         // Submits by other processes (PostgreSQL), and tasks made ready when the tasks they
-        // waited for succeeded, wake this worker (or, with RabbitMQ, the dispatcher, which
+        // waited for succeeded, wake this worker (or, with a broker, the dispatcher, which
         // publishes them) and the lease requests waiting here at once.
         let ready = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(store.listen_ready(ready.clone()));

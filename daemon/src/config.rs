@@ -192,7 +192,8 @@ pub struct RunArgs {
     )]
     pub database: String,
 
-    /// How work is delivered: `db` (the database is the queue) or amqp://… (RabbitMQ).
+    /// How work is delivered: `db` (the database is the queue), amqp://… (RabbitMQ) or
+    /// redis://… / rediss://… (Redis streams; rediss is TLS).
     #[arg(long, env = "TASKD_BROKER_URL", default_value = "db", global = true)]
     pub broker: String,
 
@@ -356,9 +357,13 @@ impl RunArgs {
 
     /// Checks what clap cannot check alone.
     pub fn validate(&self) -> Result<(), String> {
-        if self.broker != "db" && !self.broker.starts_with("amqp://") {
+        if crate::broker::redis::is_redis_url(&self.broker) {
+            crate::broker::redis::check_url(&self.broker)
+                .map_err(|error| format!("--broker {error}"))?;
+        } else if self.broker != "db" && !self.broker.starts_with("amqp://") {
             return Err(format!(
-                "--broker {}: use db (the database is the queue) or amqp://user:pass@host:5672/vhost",
+                "--broker {}: use db (the database is the queue), amqp://user:pass@host:5672/vhost \
+                 or redis://[user:pass@]host:6379[/db]",
                 crate::util::redact_url(&self.broker)
             ));
         }
@@ -515,6 +520,24 @@ mod tests {
         assert!(!err.contains("pw"), "{err}");
         let cli = Cli::try_parse_from(["taskd", "--broker", "amqp://u:pw@h/%2f"]).expect("parses");
         assert!(cli.run.validate().is_ok());
+        for good in [
+            "redis://127.0.0.1:6379",
+            "redis://:pw@h:6379/2",
+            "rediss://u:pw@h",
+        ] {
+            let cli = Cli::try_parse_from(["taskd", "--broker", good]).expect("parses");
+            assert!(cli.run.validate().is_ok(), "{good}");
+        }
+        for bad in [
+            "redis://u:pw@h:notaport",
+            "redis://u:pw@h:6379/nine",
+            "redis://",
+        ] {
+            let cli = Cli::try_parse_from(["taskd", "--broker", bad]).expect("parses");
+            let err = cli.run.validate().expect_err(bad);
+            assert!(!err.contains("pw"), "{err}");
+            assert!(err.starts_with("--broker redis://"), "{err}");
+        }
         let cli = Cli::try_parse_from(["taskd", "--queues", "a,b"]).expect("parses");
         assert_eq!(cli.run.queues, vec!["a".to_owned(), "b".to_owned()]);
         let cli = Cli::try_parse_from(["taskd", "--shell-pass-env", "AWS_PROFILE,KUBECONFIG"])

@@ -1,10 +1,11 @@
 //! Test support for the production-mode tests: finds the local PostgreSQL and RabbitMQ,
-//! gives each test its own database and vhost, and decides what happens when a service is
-//! missing (skip with a message, or fail when `TASKPLANE_REQUIRE_SERVICES=1`, as in CI).
+//! gives each test its own database and vhost, starts a `redis-server` of a test's own, and
+//! decides what happens when a service is missing (skip with a message, or fail when
+//! `TASKPLANE_REQUIRE_SERVICES=1`, as in CI).
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The admin URL tests create their databases with.
@@ -272,6 +273,123 @@ pub fn rabbitmqctl(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A `redis-server` of one test's own (Debian's `redis-server` package): a free port on
+/// 127.0.0.1, a password, its files in a directory of its own; killed when dropped.
+pub struct TempRedis {
+    /// `redis://:password@127.0.0.1:port/0`
+    pub url: String,
+    pub port: u16,
+    password: String,
+    dir: PathBuf,
+    aof: bool,
+    server: Option<Child>,
+}
+
+impl TempRedis {
+    /// Starts a server, keeping its data in an append-only file (`appendfsync always`) when
+    /// `aof`, or in memory only. `None` when `redis-server` is not installed (skipped, or a
+    /// failure when services are required).
+    pub fn start(test: &str, aof: bool) -> Option<TempRedis> {
+        let installed = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success());
+        if !installed {
+            skip(&format!(
+                "{test}: redis-server is not installed (scripts/install-test-tools.sh installs it)"
+            ));
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("taskplane-redis-{}", unique_name()));
+        std::fs::create_dir_all(&dir).expect("a directory for redis-server");
+        let password = format!("pw{}", &unique_name()[3..15]);
+        let mut redis = TempRedis {
+            url: format!("redis://:{password}@127.0.0.1:{port}/0"),
+            port,
+            password,
+            dir,
+            aof,
+            server: None,
+        };
+        redis.launch();
+        Some(redis)
+    }
+
+    fn launch(&mut self) {
+        let port = self.port.to_string();
+        let dir = self.dir.display().to_string();
+        let appendonly = if self.aof { "yes" } else { "no" };
+        let log = std::fs::File::create(self.dir.join("redis.log")).expect("redis log file");
+        let server = Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                &dir,
+                "--requirepass",
+                &self.password,
+                "--save",
+                "",
+                "--appendonly",
+                appendonly,
+                "--appendfsync",
+                "always",
+            ])
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts");
+        self.server = Some(server);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while self.cli(&["PING"]).trim() != "PONG" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server on port {} did not answer within 20 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Runs a command with `redis-cli` and answers its output (empty when it fails).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let port = self.port.to_string();
+        Command::new("redis-cli")
+            .args(["-p", &port, "-a", &self.password, "--no-auth-warning"])
+            .args(args)
+            .output()
+            .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Kills the server (SIGKILL: no shutdown save).
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and files (what it kept, it loads).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for TempRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Production mode end to end: `taskd --role api` and `--role worker` processes on the local
-//! PostgreSQL and RabbitMQ, each test in a database and vhost of its own. The fault tests stop
+//! PostgreSQL and RabbitMQ, each test in a database and vhost of its own (and, in `redis`, on a
+//! `redis-server` of its own). The fault tests stop
 //! and restart the real servers, so they hold an exclusive lock that every other test here
 //! shares. Without the services these tests skip (with TASKPLANE_REQUIRE_SERVICES=1 they fail).
 
@@ -16,6 +17,8 @@ use std::time::Duration;
 use common::{Backend, Daemon, Platform, wait_until};
 use serde_json::{Value, json};
 use taskplane_testkit::rabbitmqctl;
+
+mod redis;
 
 static FAULTS: RwLock<()> = RwLock::new(());
 

@@ -16,8 +16,9 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use super::{BrokerError, Claimant, Gates, Intake, Transport, messages};
 use crate::store::Publishable;
-use crate::util::redact_url;
+use crate::util::{BoxFuture, redact_url};
 
 /// RabbitMQ keeps ten priority levels per queue (more costs memory and CPU in the broker).
 const MAX_PRIORITY: u8 = 9;
@@ -36,23 +37,6 @@ pub const TASKS_MESSAGE_TYPE: &str = "taskplane.tasks";
 
 /// How long a connection attempt may take, handshake included.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// What can go wrong with the broker.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    /// The connection or a channel failed (the broker is down, restarting, or refused us).
-    #[error("RabbitMQ: {0}")]
-    Amqp(#[from] lapin::Error),
-    /// The broker refused a published message.
-    #[error("RabbitMQ refused to store task {0}")]
-    Nacked(Uuid),
-    /// Starting a consumer ended without an answer (its task was cancelled or panicked).
-    #[error("starting a RabbitMQ consumer failed: {0}")]
-    Stopped(String),
-    /// The broker took the TCP connection but did not finish the AMQP handshake in time.
-    #[error("RabbitMQ did not answer the connection handshake within {0:?}")]
-    ConnectTimeout(std::time::Duration),
-}
 
 /// The broker's name for a taskd queue.
 pub fn queue_name(queue: &str) -> String {
@@ -126,7 +110,7 @@ impl Amqp {
         let connect = Connection::connect(&self.url, properties);
         let connection = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(connected) => Arc::new(connected?),
-            Err(_) => return Err(BrokerError::ConnectTimeout(CONNECT_TIMEOUT)),
+            Err(_) => return Err(BrokerError::ConnectTimeout("RabbitMQ", CONNECT_TIMEOUT)),
         };
         tracing::info!(broker = %self.redacted, "connected to RabbitMQ");
         self.connected.store(true, Ordering::Relaxed);
@@ -293,14 +277,49 @@ impl Amqp {
     }
 }
 
-/// The messages that publish `tasks`: consecutive tasks of one queue and priority share
-/// one, up to [`TASKS_PER_MESSAGE`].
-fn messages(tasks: &[Publishable]) -> impl Iterator<Item = &[Publishable]> {
-    tasks
-        .chunk_by(|a, b| {
-            a.queue == b.queue && amqp_priority(a.priority) == amqp_priority(b.priority)
-        })
-        .flat_map(|run| run.chunks(TASKS_PER_MESSAGE))
+impl Transport for Amqp {
+    fn name(&self) -> &'static str {
+        "RabbitMQ"
+    }
+
+    fn scheme(&self) -> &'static str {
+        "amqp"
+    }
+
+    fn redacted_url(&self) -> &str {
+        Amqp::redacted_url(self)
+    }
+
+    fn is_connected(&self) -> bool {
+        Amqp::is_connected(self)
+    }
+
+    fn ensure_connected(&self) -> BoxFuture<'_, bool> {
+        Box::pin(Amqp::ensure_connected(self))
+    }
+
+    fn publish<'a>(
+        &'a self,
+        tasks: &'a [Publishable],
+    ) -> BoxFuture<'a, Result<Vec<(Uuid, i64)>, BrokerError>> {
+        Box::pin(Amqp::publish(self, tasks))
+    }
+
+    fn queue_stats<'a>(
+        &'a self,
+        queue: &'a str,
+    ) -> BoxFuture<'a, Result<taskplane_api::BrokerQueue, BrokerError>> {
+        Box::pin(Amqp::queue_stats(self, queue))
+    }
+
+    fn intake(
+        self: Arc<Self>,
+        claimant: Claimant,
+        prefetch: u16,
+        gates: Arc<Gates>,
+    ) -> Box<dyn Intake> {
+        Box::new(super::AmqpIntake::new(claimant, self, prefetch, gates))
+    }
 }
 
 /// The tasks a delivered message names: its body's ids, or (a message of another type) the

@@ -1,6 +1,7 @@
-//! The publisher of a process: sends freshly submitted tasks to RabbitMQ as soon as they are
-//! committed, and sweeps the database for ready tasks that no one published (requeued, due,
-//! retried, handed back, or left by a publisher that died).
+//! The publisher of a process: sends freshly submitted tasks to the broker (RabbitMQ or
+//! Redis) as soon as they are committed, sweeps the database for ready tasks that no one
+//! published (requeued, due, retried, handed back, or left by a publisher that died), and
+//! runs the broker's own housekeeping.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,8 +9,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::Outbox;
-use super::amqp::Amqp;
+use super::{Outbox, Transport};
 use crate::store::{Publishable, Store};
 use crate::util::now_ms;
 
@@ -23,12 +23,14 @@ const PUBLISHER_TIMEOUT_MS: i64 = 10_000;
 const ORPHANS_EVERY: Duration = Duration::from_secs(5);
 /// The most tasks one sweep publishes.
 const SWEEP_LIMIT: u32 = 1000;
+/// How often the broker's housekeeping runs ([`Transport::tend`]).
+const TEND_EVERY: Duration = Duration::from_secs(5);
 /// The most freshly submitted tasks published in one go.
 const BATCH_LIMIT: usize = 2000;
 
 pub struct Dispatcher {
     store: Arc<dyn Store>,
-    amqp: Arc<Amqp>,
+    broker: Arc<dyn Transport>,
     wake: Arc<Notify>,
     submitted: mpsc::Receiver<Vec<Publishable>>,
     outbox: Arc<Outbox>,
@@ -37,14 +39,14 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
-        amqp: Arc<Amqp>,
+        broker: Arc<dyn Transport>,
         wake: Arc<Notify>,
         submitted: mpsc::Receiver<Vec<Publishable>>,
         outbox: Arc<Outbox>,
     ) -> Dispatcher {
         Dispatcher {
             store,
-            amqp,
+            broker,
             wake,
             submitted,
             outbox,
@@ -58,6 +60,8 @@ impl Dispatcher {
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut orphans = tokio::time::interval(ORPHANS_EVERY);
         orphans.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tend = tokio::time::interval(TEND_EVERY);
+        tend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -88,8 +92,13 @@ impl Dispatcher {
                     }
                 }
                 _ = self.wake.notified() => self.sweep().await,
+                _ = tend.tick() => {
+                    if self.broker.is_connected() {
+                        self.broker.tend(self.store.as_ref()).await;
+                    }
+                }
                 _ = sweep.tick() => {
-                    if self.amqp.ensure_connected().await {
+                    if self.broker.ensure_connected().await {
                         self.sweep().await;
                     } else {
                         // Handed back even while the broker is away, so that another
@@ -129,7 +138,7 @@ impl Dispatcher {
     /// Publishes what this process submitted (stamped with its mark): nothing is written
     /// when the broker confirms; what it does not is handed back to the sweep.
     async fn publish_submitted(&self, tasks: &[Publishable]) {
-        let failed: Vec<uuid::Uuid> = match self.amqp.publish(tasks).await {
+        let failed: Vec<uuid::Uuid> = match self.broker.publish(tasks).await {
             Ok(confirmed) if confirmed.len() == tasks.len() => return,
             Ok(confirmed) => {
                 let confirmed: std::collections::HashSet<uuid::Uuid> =
@@ -152,7 +161,7 @@ impl Dispatcher {
     /// Publishes tasks the dispatcher owns, then records what the broker confirmed.
     /// Whatever fails stays unpublished in the database and is swept up later.
     async fn publish(&self, tasks: &[Publishable]) {
-        match self.amqp.publish(tasks).await {
+        match self.broker.publish(tasks).await {
             Ok(confirmed) => {
                 if let Err(error) = self.store.mark_published(&confirmed, now_ms()).await {
                     // Harmless: the sweep publishes them again and the duplicate delivery

@@ -2,8 +2,8 @@
 //! it, answering each task with the [`Receipt`] to give once its outcome is stored. With
 //! `--broker db` it claims ready rows (woken by submits) and the receipts do nothing; with
 //! RabbitMQ it consumes deliveries, claims the tasks they name and acks or requeues each
-//! delivery by its receipt. No lapin type leaves this module; the consumer reconnects by
-//! itself.
+//! delivery by its receipt (Redis's intake, in `redis.rs`, answers its stream entries the
+//! same way). No lapin type leaves this module; the consumer reconnects by itself.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::broker::amqp::{self, Deliveries};
-use crate::broker::{Amqp, GatedTaker, Gates};
+use crate::broker::{Amqp, BrokerError, GatedTaker, Gates};
 use crate::log_gate::worth_logging;
 use crate::metrics::Metrics;
 use crate::store::{ClaimedTask, Store};
@@ -53,13 +53,13 @@ pub struct Claimant {
 }
 
 impl Claimant {
-    fn lease_from(&self, now: i64) -> i64 {
+    pub(super) fn lease_from(&self, now: i64) -> i64 {
         now + self.lease.as_millis() as i64
     }
 
     /// Adds what the gated claim starts (gated queues, keyed tasks) to `tasks`, up to `max`
     /// in all.
-    async fn add_gated(
+    pub(super) async fn add_gated(
         &self,
         taker: &mut GatedTaker,
         gates: &Gates,
@@ -89,11 +89,38 @@ impl Claimant {
 /// dropped by the guarded claim).
 pub struct Receipt(Option<Arc<Message>>);
 
+/// How a broker is answered for one delivery, once each of its tasks is done with.
+pub(super) trait Answer: Send + Sync {
+    /// Every task is done with; `again` when one of them must run again.
+    fn answer(&self, again: bool) -> BoxFuture<'_, ()>;
+}
+
 /// One delivered message and its tasks not answered yet.
 struct Message {
-    acker: Acker,
+    answer: Box<dyn Answer>,
     open: AtomicUsize,
     again: AtomicBool,
+}
+
+/// A RabbitMQ delivery: acked, or returned to its queue.
+struct AmqpAnswer(Acker);
+
+impl Answer for AmqpAnswer {
+    fn answer(&self, again: bool) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if again {
+                let options = BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                };
+                if let Err(error) = self.0.nack(options).await {
+                    tracing::debug!(%error, "returning a delivery to the queue failed");
+                }
+            } else if let Err(error) = self.0.ack(BasicAckOptions::default()).await {
+                tracing::debug!(%error, "acknowledging a delivery failed");
+            }
+        })
+    }
 }
 
 impl Receipt {
@@ -102,14 +129,19 @@ impl Receipt {
         Receipt(None)
     }
 
-    /// A receipt for each of `tasks` tasks of one delivered message.
-    fn of_message(acker: Acker, tasks: usize) -> Vec<Receipt> {
+    /// A receipt for each of `tasks` tasks of one delivery, answered through `answer`.
+    pub(super) fn of_delivery(answer: Box<dyn Answer>, tasks: usize) -> Vec<Receipt> {
         let message = Arc::new(Message {
-            acker,
+            answer,
             open: AtomicUsize::new(tasks),
             again: AtomicBool::new(false),
         });
         (0..tasks).map(|_| Receipt(Some(message.clone()))).collect()
+    }
+
+    /// A receipt for each of `tasks` tasks of one delivered RabbitMQ message.
+    fn of_message(acker: Acker, tasks: usize) -> Vec<Receipt> {
+        Receipt::of_delivery(Box::new(AmqpAnswer(acker)), tasks)
     }
 
     /// Done with: the broker forgets the message once its every task is done with. A
@@ -135,17 +167,10 @@ impl Receipt {
         if message.open.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        if message.again.load(Ordering::Acquire) {
-            let options = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            };
-            if let Err(error) = message.acker.nack(options).await {
-                tracing::debug!(%error, "returning a delivery to the queue failed");
-            }
-        } else if let Err(error) = message.acker.ack(BasicAckOptions::default()).await {
-            tracing::debug!(%error, "acknowledging a delivery failed");
-        }
+        message
+            .answer
+            .answer(message.again.load(Ordering::Acquire))
+            .await;
     }
 }
 
@@ -212,7 +237,7 @@ impl Intake for DbIntake {
     }
 }
 
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// RabbitMQ delivers: a consumer on the worker's queues, whose deliveries are claimed by id.
 pub struct AmqpIntake {
@@ -230,7 +255,7 @@ pub struct AmqpIntake {
     /// A consumer being started, on a task of its own: `wait` may be dropped at any await
     /// (the worker's loop selects over it), and a consumer the broker had started but this
     /// side dropped would keep its prefetched deliveries unacked, and unseen, for good.
-    starting: Option<tokio::task::JoinHandle<Result<Deliveries, crate::broker::amqp::BrokerError>>>,
+    starting: Option<tokio::task::JoinHandle<Result<Deliveries, BrokerError>>>,
     retry_at: Instant,
     backoff: Duration,
 }
@@ -308,7 +333,7 @@ impl AmqpIntake {
                 self.starting = None;
                 let started = match started {
                     Ok(result) => result,
-                    Err(error) => Err(crate::broker::amqp::BrokerError::Stopped(error.to_string())),
+                    Err(error) => Err(BrokerError::Stopped(error.to_string())),
                 };
                 match started {
                     Ok(deliveries) => {

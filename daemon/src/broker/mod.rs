@@ -2,9 +2,12 @@
 //!
 //! With `--broker db` the database is the queue: workers claim ready rows, woken by the API
 //! in the same process or (PostgreSQL) by NOTIFY. With `--broker amqp://…` every ready task is
-//! published to a durable RabbitMQ queue and workers consume it; the database stays the
+//! published to a durable RabbitMQ queue and workers consume it; with `--broker redis://…`
+//! every ready task is announced on its queue's Redis stream, which wakes a worker to claim
+//! the best ready tasks of that queue from the database. Either way the database stays the
 //! source of truth, so a task committed but never published is found and published by the
-//! [`Dispatcher`].
+//! [`Dispatcher`]. Both brokers sit behind [`Transport`]; only this module names lapin or
+//! redis.
 //!
 //! The outbox costs no write per publish: a submitting process stamps its tasks with its
 //! publisher mark in the insert (`published_at = -token`) and publishes them; only what it
@@ -15,18 +18,103 @@ pub mod amqp;
 mod dispatch;
 mod gates;
 mod intake;
+pub mod redis;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
+use uuid::Uuid;
 
 use crate::domain::validate::NewTask;
 use crate::store::{Publishable, Store, StoredTask};
+use crate::util::BoxFuture;
 pub use amqp::Amqp;
 pub use dispatch::Dispatcher;
 pub use gates::{GatedTaker, Gates};
 pub use intake::{AmqpIntake, Claimant, DbIntake, Intake, Receipt};
+pub use redis::Redis;
+
+/// What can go wrong with a broker.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// The connection or a channel failed (the broker is down, restarting, or refused us).
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+    /// A Redis command or connection failed.
+    #[error("Redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// The broker refused a published message.
+    #[error("RabbitMQ refused to store task {0}")]
+    Nacked(Uuid),
+    /// Starting a consumer ended without an answer (its task was cancelled or panicked).
+    #[error("starting a consumer failed: {0}")]
+    Stopped(String),
+    /// The broker took the TCP connection but did not finish the handshake in time.
+    #[error("{0} did not answer the connection handshake within {1:?}")]
+    ConnectTimeout(&'static str, Duration),
+}
+
+/// A broker taskd publishes ready tasks to: RabbitMQ ([`Amqp`]) or Redis ([`Redis`]). The
+/// [`Dispatcher`] publishes through it, `/ready` asks it, and each worker consumes from it
+/// through the [`Intake`] it makes.
+pub trait Transport: Send + Sync {
+    /// The broker's name for messages: "RabbitMQ", "Redis".
+    fn name(&self) -> &'static str;
+
+    /// The scheme `--broker` names it by: "amqp", "redis".
+    fn scheme(&self) -> &'static str;
+
+    /// The broker's URL with its password hidden.
+    fn redacted_url(&self) -> &str;
+
+    /// Whether the last use found the broker reachable.
+    fn is_connected(&self) -> bool;
+
+    /// Connects if there is no live connection (or it no longer answers); answers whether
+    /// there is one now. Keeps `/ready` true to the broker's state.
+    fn ensure_connected(&self) -> BoxFuture<'_, bool>;
+
+    /// Publishes ready tasks; answers the `(id, updated_at)` of those the broker took. On a
+    /// connection failure the connection is reset and the error returned (the dispatcher
+    /// publishes them again from the database).
+    fn publish<'a>(
+        &'a self,
+        tasks: &'a [Publishable],
+    ) -> BoxFuture<'a, Result<Vec<(Uuid, i64)>, BrokerError>>;
+
+    /// The broker's view of a queue: its messages not yet acknowledged and its consumers.
+    fn queue_stats<'a>(
+        &'a self,
+        queue: &'a str,
+    ) -> BoxFuture<'a, Result<taskplane_api::BrokerQueue, BrokerError>>;
+
+    /// The broker's housekeeping, which every dispatcher runs now and then (Redis trims its
+    /// streams and forgets dead consumers; RabbitMQ needs none).
+    fn tend<'a>(&'a self, _store: &'a dyn Store) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// A worker's intake on this broker, with `prefetch` (RabbitMQ: unacknowledged messages;
+    /// Redis: stream entries read at once) at most.
+    fn intake(
+        self: Arc<Self>,
+        claimant: Claimant,
+        prefetch: u16,
+        gates: Arc<Gates>,
+    ) -> Box<dyn Intake>;
+}
+
+/// The messages that publish `tasks`: consecutive tasks of one queue and priority share
+/// one, up to [`amqp::TASKS_PER_MESSAGE`].
+fn messages(tasks: &[Publishable]) -> impl Iterator<Item = &[Publishable]> {
+    tasks
+        .chunk_by(|a, b| {
+            a.queue == b.queue && amqp::amqp_priority(a.priority) == amqp::amqp_priority(b.priority)
+        })
+        .flat_map(|run| run.chunks(amqp::TASKS_PER_MESSAGE))
+}
 
 /// Whether tasks of `kind` are leased by remote workers: every kind that is not built in.
 /// They are never published to RabbitMQ (a lease request is an HTTP call that can end at any
@@ -53,11 +141,12 @@ pub struct Broker {
     gates: Arc<Gates>,
     /// Wakes every lease request waiting in this process (`notify_waiters`).
     leases: Arc<Notify>,
-    amqp: Option<AmqpParts>,
+    remote: Option<Remote>,
 }
 
-struct AmqpParts {
-    client: Arc<Amqp>,
+/// The parts of a broker other than the database.
+struct Remote {
+    transport: Arc<dyn Transport>,
     dispatch_wake: Arc<Notify>,
     submitted: mpsc::Sender<Vec<Publishable>>,
     outbox: Arc<Outbox>,
@@ -138,15 +227,32 @@ impl Broker {
             ready_wake: Arc::new(Notify::new()),
             gates: Arc::new(Gates::default()),
             leases: Arc::new(Notify::new()),
-            amqp: None,
+            remote: None,
         }
     }
 
-    /// RabbitMQ at `url`, and the dispatcher that publishes for this process (to be run).
-    /// Does not wait for the broker: a process starts while RabbitMQ is down and reports
-    /// itself not ready until it connects.
-    pub fn amqp(url: &str, store: Arc<dyn Store>) -> (Broker, Dispatcher) {
-        let client = Arc::new(Amqp::new(url));
+    /// The broker `--broker` names: `db`, `amqp://…` or `redis://…` / `rediss://…`, and the
+    /// dispatcher to run when it is not the database. Does not wait for the broker: a
+    /// process starts while it is down and reports itself not ready until it connects.
+    pub fn open(
+        url: &str,
+        store: Arc<dyn Store>,
+    ) -> Result<(Broker, Option<Dispatcher>), BrokerError> {
+        if url == "db" {
+            return Ok((Broker::db(), None));
+        }
+        let transport: Arc<dyn Transport> = if redis::is_redis_url(url) {
+            Arc::new(Redis::open(url)?)
+        } else {
+            Arc::new(Amqp::new(url))
+        };
+        let (broker, dispatcher) = Broker::remote(transport, store);
+        Ok((broker, Some(dispatcher)))
+    }
+
+    /// A broker other than the database, and the dispatcher that publishes for this process
+    /// (to be run).
+    pub fn remote(client: Arc<dyn Transport>, store: Arc<dyn Store>) -> (Broker, Dispatcher) {
         let dispatch_wake = Arc::new(Notify::new());
         let outbox = Arc::new(Outbox::new());
         let (submitted, rx) = mpsc::channel(SUBMIT_BACKLOG);
@@ -161,8 +267,8 @@ impl Broker {
             ready_wake: Arc::new(Notify::new()),
             gates: Arc::new(Gates::default()),
             leases: Arc::new(Notify::new()),
-            amqp: Some(AmqpParts {
-                client,
+            remote: Some(Remote {
+                transport: client,
                 dispatch_wake,
                 submitted,
                 outbox,
@@ -171,27 +277,25 @@ impl Broker {
         (broker, dispatcher)
     }
 
-    /// A worker's intake: claims from the database, or consumes RabbitMQ with `prefetch`
-    /// unacknowledged deliveries at most.
+    /// A worker's intake: claims from the database, or consumes the broker with `prefetch`
+    /// deliveries at most.
     pub fn intake(&self, claimant: Claimant, prefetch: u16) -> Box<dyn Intake> {
-        match &self.amqp {
+        match &self.remote {
             None => Box::new(DbIntake::new(
                 claimant,
                 self.ready_wake.clone(),
                 self.gates.clone(),
             )),
-            Some(parts) => Box::new(AmqpIntake::new(
-                claimant,
-                parts.client.clone(),
-                prefetch,
-                self.gates.clone(),
-            )),
+            Some(parts) => parts
+                .transport
+                .clone()
+                .intake(claimant, prefetch, self.gates.clone()),
         }
     }
 
-    /// The RabbitMQ client, when that is the broker.
-    pub fn amqp_client(&self) -> Option<&Arc<Amqp>> {
-        self.amqp.as_ref().map(|parts| &parts.client)
+    /// The broker beside the database, if there is one.
+    pub fn transport(&self) -> Option<&Arc<dyn Transport>> {
+        self.remote.as_ref().map(|parts| &parts.transport)
     }
 
     /// The outbox mark a submit stamps on its tasks (see [`NewTask::published_at`]): 0 with
@@ -200,7 +304,7 @@ impl Broker {
     ///
     /// [`NewTask::published_at`]: crate::domain::validate::NewTask::published_at
     pub fn submit_mark(&self) -> Option<i64> {
-        match &self.amqp {
+        match &self.remote {
             None => Some(0),
             Some(parts) if parts.outbox.is_registered() => Some(parts.outbox.mark()),
             Some(_) => None,
@@ -209,13 +313,13 @@ impl Broker {
 
     /// The `published_at` a task is inserted with: `mark` (from [`Broker::submit_mark`]),
     /// or 0 for a task nobody publishes: a kind remote workers lease, a task with a
-    /// concurrency key, or (with RabbitMQ) a task of a queue this process knows to be gated
+    /// concurrency key, or (with a broker) a task of a queue this process knows to be gated
     /// (the gated claim takes those from the database; call [`Broker::know_gates`] first).
     /// A task of a queue gated since is published, and passed over by the claim of its
     /// delivery; one of a queue resumed since waits for the dispatcher's sweep of tasks
     /// nobody published.
     pub fn stamp(&self, task: &NewTask, mark: Option<i64>) -> Option<i64> {
-        let gated = self.amqp.is_some() && self.gates.holds(&task.queue);
+        let gated = self.remote.is_some() && self.gates.holds(&task.queue);
         if gated || unpublished(&task.kind, task.concurrency_key.is_some()) {
             Some(0)
         } else {
@@ -224,9 +328,9 @@ impl Broker {
     }
 
     /// Brings what this process knows of the gated queues up to date (at most a second
-    /// old), for [`Broker::stamp`]; nothing to do without RabbitMQ.
+    /// old), for [`Broker::stamp`]; nothing to do without a broker.
     pub async fn know_gates(&self, store: &dyn Store) {
-        if self.amqp.is_some() {
+        if self.remote.is_some() {
             self.gates.current(store).await;
         }
     }
@@ -242,7 +346,7 @@ impl Broker {
     }
 
     /// Newly committed tasks, stamped with `mark` (from [`Broker::submit_mark`]): publish
-    /// them (AMQP) or wake a worker (db); wake the lease requests for a leased kind's.
+    /// them (a broker) or wake a worker (db); wake the lease requests for a leased kind's.
     pub fn submitted(&self, tasks: &[&StoredTask], mark: Option<i64>) {
         if tasks.iter().any(|t| t.concurrency_key.is_some()) {
             self.gates.touch();
@@ -254,7 +358,7 @@ impl Broker {
             self.leases.notify_waiters();
             self.ready_wake.notify_one();
         }
-        let Some(parts) = &self.amqp else {
+        let Some(parts) = &self.remote else {
             self.ready_wake.notify_one();
             return;
         };
@@ -297,7 +401,7 @@ impl Broker {
     /// Something became ready without a submit (a retry, a due task, a reaped lease).
     pub fn work_ready(&self) {
         self.leases.notify_waiters();
-        match &self.amqp {
+        match &self.remote {
             None => self.ready_wake.notify_one(),
             Some(parts) => parts.dispatch_wake.notify_one(),
         }
@@ -305,17 +409,22 @@ impl Broker {
 
     /// `Ok` when work can flow; otherwise why not (for `/ready`).
     pub fn check(&self) -> Result<(), String> {
-        match &self.amqp {
+        match &self.remote {
             None => Ok(()),
-            Some(parts) if parts.client.is_connected() => Ok(()),
+            Some(parts) if parts.transport.is_connected() => Ok(()),
             Some(parts) => Err(format!(
-                "not connected to RabbitMQ at {}",
-                parts.client.redacted_url()
+                "not connected to {} at {}",
+                parts.transport.name(),
+                parts.transport.redacted_url()
             )),
         }
     }
 
+    /// `db`, `amqp` or `redis`.
     pub fn name(&self) -> &'static str {
-        if self.amqp.is_some() { "amqp" } else { "db" }
+        match &self.remote {
+            None => "db",
+            Some(parts) => parts.transport.scheme(),
+        }
     }
 }

@@ -372,8 +372,8 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
     }
     for stats in queues.values_mut() {
         stats.throughput_per_sec = stats.finished_last_minute as f64 / 60.0;
-        if let Some(amqp) = state.broker.amqp_client() {
-            stats.broker = amqp.queue_stats(&stats.queue).await.ok();
+        if let Some(broker) = state.broker.transport() {
+            stats.broker = broker.queue_stats(&stats.queue).await.ok();
         }
     }
     Ok(Json(QueueList {

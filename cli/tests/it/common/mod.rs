@@ -590,7 +590,7 @@ impl Platform {
     }
 
     /// Starts a process with `role` on this platform's database and the given broker:
-    /// `amqp` (this platform's vhost) or `db`.
+    /// `amqp` (this platform's vhost), a `redis://` URL, or `db`.
     pub fn spawn_with_broker(&self, role: &str, broker: &str, flags: &[&str]) -> Daemon {
         let database = match &self.db {
             Some(db) => db.url.clone(),
@@ -598,6 +598,7 @@ impl Platform {
         };
         let broker = match (&self.vhost, broker) {
             (Some(vhost), "amqp") => vhost.url.clone(),
+            (_, url) if url.starts_with("redis://") => url.to_owned(),
             _ => "db".to_owned(),
         };
         let mut args = vec![
