@@ -284,6 +284,8 @@ pub struct TempRedis {
     password: String,
     dir: PathBuf,
     aof: bool,
+    /// Serving TLS only, with a certificate for `localhost` signed by [`TempRedis::ca`].
+    tls: bool,
     server: Option<Child>,
 }
 
@@ -292,6 +294,21 @@ impl TempRedis {
     /// `aof`, or in memory only. `None` when `redis-server` is not installed (skipped, or a
     /// failure when services are required).
     pub fn start(test: &str, aof: bool) -> Option<TempRedis> {
+        TempRedis::launch_new(test, aof, false)
+    }
+
+    /// Starts a server that speaks TLS only (`rediss://…@localhost:port/0`), its certificate
+    /// signed by a CA of its own ([`TempRedis::ca`]; made with `openssl`).
+    pub fn start_tls(test: &str) -> Option<TempRedis> {
+        TempRedis::launch_new(test, false, true)
+    }
+
+    /// The CA file that signed a TLS server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    fn launch_new(test: &str, aof: bool, tls: bool) -> Option<TempRedis> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .output()
@@ -309,12 +326,19 @@ impl TempRedis {
         let dir = std::env::temp_dir().join(format!("taskplane-redis-{}", unique_name()));
         std::fs::create_dir_all(&dir).expect("a directory for redis-server");
         let password = format!("pw{}", &unique_name()[3..15]);
+        let url = if tls {
+            make_certificates(&dir);
+            format!("rediss://:{password}@localhost:{port}/0")
+        } else {
+            format!("redis://:{password}@127.0.0.1:{port}/0")
+        };
         let mut redis = TempRedis {
-            url: format!("redis://:{password}@127.0.0.1:{port}/0"),
+            url,
             port,
             password,
             dir,
             aof,
+            tls,
             server: None,
         };
         redis.launch();
@@ -326,10 +350,28 @@ impl TempRedis {
         let dir = self.dir.display().to_string();
         let appendonly = if self.aof { "yes" } else { "no" };
         let log = std::fs::File::create(self.dir.join("redis.log")).expect("redis log file");
-        let server = Command::new("redis-server")
-            .args([
+        let mut command = Command::new("redis-server");
+        if self.tls {
+            let file = |name: &str| self.dir.join(name).display().to_string();
+            command.args([
                 "--port",
+                "0",
+                "--tls-port",
                 &port,
+                "--tls-cert-file",
+                &file("server.pem"),
+                "--tls-key-file",
+                &file("server.key"),
+                "--tls-ca-cert-file",
+                &file("ca.pem"),
+                "--tls-auth-clients",
+                "no",
+            ]);
+        } else {
+            command.args(["--port", &port]);
+        }
+        let server = command
+            .args([
                 "--bind",
                 "127.0.0.1",
                 "--dir",
@@ -362,7 +404,11 @@ impl TempRedis {
     /// Runs a command with `redis-cli` and answers its output (empty when it fails).
     pub fn cli(&self, args: &[&str]) -> String {
         let port = self.port.to_string();
-        Command::new("redis-cli")
+        let mut command = Command::new("redis-cli");
+        if self.tls {
+            command.args(["--tls", "--cacert"]).arg(self.ca());
+        }
+        command
             .args(["-p", &port, "-a", &self.password, "--no-auth-warning"])
             .args(args)
             .output()
@@ -383,6 +429,71 @@ impl TempRedis {
         self.kill();
         self.launch();
     }
+}
+
+/// A CA and a certificate for `localhost` / 127.0.0.1 signed by it, in `dir`.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl makes the test certificates");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .expect("write the extension file");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=taskplane test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
 }
 
 impl Drop for TempRedis {

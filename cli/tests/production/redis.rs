@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use taskplane_testkit::TempRedis;
 
 use super::{cluster, noops, shared, sleeps, wait_all_succeeded, worker_of};
-use crate::common::{Platform, instant, taskd_bin, wait_until};
+use crate::common::{Daemon, Platform, instant, taskd_bin, wait_until};
 
 /// A production platform (its own database) and a Redis of its own.
 fn redis_cluster(test: &str, aof: bool) -> Option<(Platform, TempRedis)> {
@@ -315,15 +315,70 @@ fn bad_urls_and_an_unreachable_redis_give_clear_errors() {
         api.ready() == 503
     });
     let (_, ready) = api.http("GET", "/ready", b"");
-    assert_eq!(
-        ready["checks"]["broker"],
-        format!("not connected to Redis at redis://:***@127.0.0.1:{port}"),
+    let check = ready["checks"]["broker"].as_str().unwrap_or("");
+    assert!(
+        check.starts_with(&format!(
+            "not connected to Redis at redis://:***@127.0.0.1:{port}"
+        )),
         "{ready}"
     );
+    wait_until("the log to say why", Duration::from_secs(20), || {
+        api.log().contains("cannot connect to Redis")
+    });
     let id = api.taskctl(&["submit", "noop", "-q"]).ok();
     assert_eq!(api.task(&id)["status"], "queued");
     assert!(
         !api.log().contains("s3cret"),
         "the password reached the log"
+    );
+}
+
+#[test]
+fn rediss_carries_the_work_over_tls() {
+    let _shared = shared();
+    let Some(cluster) = cluster("redis_tls") else {
+        return;
+    };
+    let Some(redis) = TempRedis::start_tls("redis_tls") else {
+        return;
+    };
+    let database = cluster.db.as_ref().expect("a database").url.clone();
+    let args = |role| {
+        [
+            "--role",
+            role,
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            database.as_str(),
+            "--broker",
+            redis.url.as_str(),
+        ]
+    };
+    // The server's certificate is signed by the test's own CA: trusted through the standard
+    // SSL_CERT_FILE, as a private CA would be.
+    let trust = [("SSL_CERT_FILE", redis.ca().into_os_string())];
+    let api = Daemon::start_with_env(cluster.dir.path(), &args("api"), &trust);
+    let worker = Daemon::start_with_env(cluster.dir.path(), &args("worker"), &trust);
+    wait_until("both to connect over TLS", Duration::from_secs(30), || {
+        api.ready() == 200 && worker.ready() == 200
+    });
+    let out = api
+        .taskctl(&["submit", "echo", "-p", "over=tls", "--wait", "-o", "json"])
+        .json();
+    assert_eq!(out["result"], json!({"over": "tls"}));
+
+    // Without the CA the certificate is refused: not ready, and the log says so.
+    let untrusting = Daemon::start_with(cluster.dir.path(), &args("api"));
+    wait_until("the refusal to be logged", Duration::from_secs(30), || {
+        untrusting.log().contains("cannot connect to Redis")
+    });
+    assert_eq!(untrusting.ready(), 503);
+    let (_, ready) = untrusting.http("GET", "/ready", b"");
+    assert!(
+        ready["checks"]["broker"].as_str().is_some_and(
+            |check| check.starts_with("not connected to Redis at rediss://:***@localhost")
+        ),
+        "{ready}"
     );
 }

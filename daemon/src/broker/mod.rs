@@ -72,6 +72,11 @@ pub trait Transport: Send + Sync {
     /// Whether the last use found the broker reachable.
     fn is_connected(&self) -> bool;
 
+    /// Why the broker is not reachable, when known (for `/ready`).
+    fn problem(&self) -> Option<String> {
+        None
+    }
+
     /// Connects if there is no live connection (or it no longer answers); answers whether
     /// there is one now. Keeps `/ready` true to the broker's state.
     fn ensure_connected(&self) -> BoxFuture<'_, bool>;
@@ -412,11 +417,13 @@ impl Broker {
         match &self.remote {
             None => Ok(()),
             Some(parts) if parts.transport.is_connected() => Ok(()),
-            Some(parts) => Err(format!(
-                "not connected to {} at {}",
-                parts.transport.name(),
-                parts.transport.redacted_url()
-            )),
+            Some(parts) => {
+                let (name, url) = (parts.transport.name(), parts.transport.redacted_url());
+                Err(match parts.transport.problem() {
+                    Some(problem) => format!("not connected to {name} at {url}: {problem}"),
+                    None => format!("not connected to {name} at {url}"),
+                })
+            }
         }
     }
 

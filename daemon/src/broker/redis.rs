@@ -157,6 +157,9 @@ pub struct Redis {
     /// Queues whose group this connection has made sure of.
     declared: std::sync::Mutex<HashSet<String>>,
     connected: AtomicBool,
+    /// Why the last connection attempt failed (logged once per new reason, shown by
+    /// `/ready`); None once connected.
+    problem: std::sync::Mutex<Option<String>>,
 }
 
 impl Redis {
@@ -168,7 +171,21 @@ impl Redis {
             connection: tokio::sync::Mutex::new(None),
             declared: std::sync::Mutex::new(HashSet::new()),
             connected: AtomicBool::new(false),
+            problem: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Records why connecting failed, logging a reason once (not at every retry).
+    fn trouble(&self, error: &RedisError) {
+        let reason = error.to_string();
+        let mut problem = self
+            .problem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if problem.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(broker = %self.redacted, error = %reason, "cannot connect to Redis; retrying");
+            *problem = Some(reason);
+        }
     }
 
     async fn connect(&self, response_timeout: Duration) -> RedisResult<MultiplexedConnection> {
@@ -186,8 +203,18 @@ impl Redis {
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
-        let connection = self.connect(RESPONSE_TIMEOUT).await?;
+        let connection = match self.connect(RESPONSE_TIMEOUT).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                self.trouble(&error);
+                return Err(error.into());
+            }
+        };
         tracing::info!(broker = %self.redacted, "connected to Redis");
+        *self
+            .problem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
         self.connected.store(true, Ordering::Relaxed);
         *slot = Some(connection.clone());
         Ok(connection)
@@ -307,6 +334,7 @@ impl Redis {
         conn: &mut MultiplexedConnection,
         queue: &str,
         live: &HashSet<String>,
+        dead_after: Duration,
     ) -> Result<usize, BrokerError> {
         let key = stream_key(queue);
         let groups: StreamInfoGroupsReply = match conn.xinfo_groups(&key).await {
@@ -319,7 +347,7 @@ impl Redis {
         };
         let consumers: StreamInfoConsumersReply = conn.xinfo_consumers(&key, GROUP).await?;
         for consumer in &consumers.consumers {
-            if consumer.idle as u128 >= DEAD_AFTER.as_millis() && !live.contains(&consumer.name) {
+            if consumer.idle as u128 >= dead_after.as_millis() && !live.contains(&consumer.name) {
                 let _: usize = conn.xgroup_delconsumer(&key, GROUP, &consumer.name).await?;
                 if consumer.pending > 0 {
                     tracing::info!(
@@ -348,6 +376,36 @@ impl Redis {
             .query_async(conn)
             .await?;
         Ok(trimmed)
+    }
+}
+
+impl Redis {
+    /// The housekeeping of every stream ([`Transport::tend`]), forgetting the consumers idle
+    /// for `dead_after` whose worker has not beaten in `store` for [`DEAD_AFTER`]. Answers
+    /// how many entries it trimmed; does nothing while the database cannot say who is alive.
+    pub async fn tend_with(
+        &self,
+        store: &dyn Store,
+        dead_after: Duration,
+    ) -> Result<usize, BrokerError> {
+        let live: HashSet<String> = match store
+            .workers(now_ms() - DEAD_AFTER.as_millis() as i64)
+            .await
+        {
+            Ok(workers) => workers.into_iter().map(|w| w.id).collect(),
+            Err(_) => return Ok(0),
+        };
+        let result = async {
+            let conn = &mut self.connection().await?;
+            let queues: Vec<String> = conn.smembers(QUEUES_KEY).await?;
+            let mut trimmed = 0;
+            for queue in queues {
+                trimmed += Redis::tend_stream(conn, &queue, &live, dead_after).await?;
+            }
+            Ok::<_, BrokerError>(trimmed)
+        }
+        .await;
+        self.checked(result).await
     }
 }
 
@@ -381,6 +439,13 @@ impl Transport for Redis {
 
     fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Relaxed)
+    }
+
+    fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     fn ensure_connected(&self) -> BoxFuture<'_, bool> {
@@ -443,25 +508,7 @@ impl Transport for Redis {
 
     fn tend<'a>(&'a self, store: &'a dyn Store) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let live: HashSet<String> = match store
-                .workers(now_ms() - DEAD_AFTER.as_millis() as i64)
-                .await
-            {
-                Ok(workers) => workers.into_iter().map(|w| w.id).collect(),
-                // Without the database nobody can be told dead.
-                Err(_) => return,
-            };
-            let result = async {
-                let conn = &mut self.connection().await?;
-                let queues: Vec<String> = conn.smembers(QUEUES_KEY).await?;
-                let mut trimmed = 0;
-                for queue in queues {
-                    trimmed += Redis::tend_stream(conn, &queue, &live).await?;
-                }
-                Ok::<_, BrokerError>(trimmed)
-            }
-            .await;
-            match self.checked(result).await {
+            match self.tend_with(store, DEAD_AFTER).await {
                 Ok(0) => {}
                 Ok(entries) => tracing::debug!(entries, "trimmed acknowledged stream entries"),
                 Err(error) => tracing::debug!(%error, "tending the Redis streams failed"),

@@ -1,0 +1,239 @@
+//! The Redis broker in process, against a `redis-server` of each test's own: what a worker's
+//! intake claims for the wakes it reads (the database's order, the rest passed on), and the
+//! housekeeping (dead consumers forgotten, acknowledged entries trimmed).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use taskd::broker::redis::{GROUP, stream_key};
+use taskd::broker::{Claimant, Gates, Redis, Transport};
+use taskd::domain::validate::{self, Kinds};
+use taskd::metrics::Metrics;
+use taskd::store::{self, Publishable, Store, WorkerRow};
+use taskd::util::now_ms;
+use taskplane_api::SubmitTask;
+use taskplane_testkit::TempRedis;
+use uuid::Uuid;
+
+async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("taskd.db").display());
+    let store = store::open(&url).await.expect("open");
+    store.migrate().await.expect("migrate");
+    (dir, store)
+}
+
+/// Inserts noop tasks of `queue` with these priorities; answers what a publish takes.
+async fn insert(store: &dyn Store, queue: &str, priorities: &[i32]) -> Vec<Publishable> {
+    let kinds = Kinds::new(false, false, Vec::new());
+    let tasks = priorities
+        .iter()
+        .map(|priority| {
+            let request = SubmitTask {
+                kind: "noop".into(),
+                queue: Some(queue.into()),
+                priority: Some(*priority),
+                ..Default::default()
+            };
+            validate::submit(request, &kinds, Uuid::now_v7(), now_ms()).expect("valid")
+        })
+        .collect();
+    store
+        .insert(tasks)
+        .await
+        .expect("insert")
+        .into_iter()
+        .map(|(task, _)| Publishable::from_task(&task))
+        .collect()
+}
+
+fn claimant(store: &Arc<dyn Store>, worker: &str) -> Claimant {
+    Claimant {
+        store: store.clone(),
+        worker: worker.into(),
+        queues: vec!["default".into()],
+        kinds: vec!["noop".into()],
+        lease: Duration::from_secs(30),
+        metrics: Arc::new(Metrics::default()),
+    }
+}
+
+fn field(info: &str, name: &str) -> Option<u64> {
+    let lines: Vec<&str> = info.lines().map(str::trim).collect();
+    let at = lines.iter().position(|line| *line == name)?;
+    lines.get(at + 1)?.parse().ok()
+}
+
+/// The ids an entry names (its `tasks` field).
+fn named(entry: &str) -> Vec<String> {
+    entry
+        .split('"')
+        .filter(|part| Uuid::parse_str(part).is_ok())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wakes_claim_the_best_ready_tasks_and_pass_on_what_does_not_fit() {
+    let Some(server) = TempRedis::start("redis wakes", false) else {
+        return;
+    };
+    let (_dir, store) = sqlite().await;
+    let redis = Arc::new(Redis::open(&server.url).expect("a Redis URL"));
+    let key = stream_key("default");
+    // Fifteen tasks at priority 0, then five at 5, published in one go: an entry for each.
+    let mut priorities = vec![0; 15];
+    priorities.extend([5; 5]);
+    let tasks = insert(store.as_ref(), "default", &priorities).await;
+    assert_eq!(redis.publish(&tasks).await.expect("publish").len(), 20);
+    assert_eq!(server.cli(&["XLEN", &key]).trim(), "2");
+
+    let gates = Arc::new(Gates::default());
+    let mut first = redis
+        .clone()
+        .intake(claimant(&store, "first"), 8, gates.clone());
+    // It reads the first entry (fifteen wakes, for priority-0 tasks) and, with five slots,
+    // claims the queue's five best: the priority-5 tasks, whatever the entry named.
+    tokio::time::timeout(Duration::from_secs(10), first.wait())
+        .await
+        .expect("an entry arrives");
+    let took = first.take(5).await;
+    assert_eq!(took.len(), 5);
+    let urgent: Vec<Uuid> = tasks[15..].iter().map(|t| t.id).collect();
+    assert!(
+        took.iter().all(|(task, _)| urgent.contains(&task.id)),
+        "not the priority-5 tasks"
+    );
+    // The ten wakes it could not use are passed on: a new entry naming ten of the tasks it
+    // woke for and did not claim.
+    assert_eq!(server.cli(&["XLEN", &key]).trim(), "3");
+    let passed = named(&server.cli(&["XREVRANGE", &key, "+", "-", "COUNT", "1"]));
+    assert_eq!(passed.len(), 10, "{passed:?}");
+    let first_ids: Vec<String> = took.iter().map(|(t, _)| t.id.to_string()).collect();
+    assert!(passed.iter().all(|id| !first_ids.contains(id)));
+
+    // A second worker wakes on the next entry and claims what is left, in the database's
+    // order; its wakes beyond that are dropped.
+    let mut second = redis
+        .clone()
+        .intake(claimant(&store, "second"), 16, gates.clone());
+    tokio::time::timeout(Duration::from_secs(10), second.wait())
+        .await
+        .expect("an entry arrives");
+    let rest = second.take(16).await;
+    assert_eq!(rest.len(), 15, "the remaining ready tasks");
+    let mut ids: Vec<Uuid> = took.iter().chain(&rest).map(|(t, _)| t.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "each task claimed once");
+
+    // Entries are acknowledged once the outcomes of the tasks claimed on them are in.
+    let stats = redis.queue_stats("default").await.expect("stats");
+    assert_eq!(
+        (stats.messages, stats.consumers),
+        (3, 2),
+        "two pending, one not read yet"
+    );
+    for (_, receipt) in took.into_iter().chain(rest) {
+        receipt.ack().await;
+    }
+    let stats = redis.queue_stats("default").await.expect("stats");
+    assert_eq!(stats.messages, 1, "the passed-on entry, not read yet");
+    // The first worker's last claim filled its slots, so it looks in the database again
+    // before it reads: nothing is left.
+    assert!(first.take(8).await.is_empty());
+    // Then it reads the passed-on entry, which claims nothing and is acknowledged at once.
+    tokio::time::timeout(Duration::from_secs(10), first.wait())
+        .await
+        .expect("the passed-on entry arrives");
+    assert!(first.take(8).await.is_empty());
+    let stats = redis.queue_stats("default").await.expect("stats");
+    assert_eq!(stats.messages, 0);
+    let groups = server.cli(&["XINFO", "GROUPS", &key]);
+    assert_eq!(field(&groups, "pending"), Some(0), "{groups}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn housekeeping_forgets_dead_consumers_and_trims_what_was_acknowledged() {
+    let Some(server) = TempRedis::start("redis housekeeping", false) else {
+        return;
+    };
+    let (_dir, store) = sqlite().await;
+    let redis = Redis::open(&server.url).expect("a Redis URL");
+    let key = stream_key("default");
+    for _ in 0..3 {
+        let tasks = insert(store.as_ref(), "default", &[0]).await;
+        redis.publish(&tasks).await.expect("publish");
+    }
+    // Two consumers read an entry each and never acknowledge it: "ghost" has no worker row,
+    // "alive" beats in the database. A third entry is read and acknowledged.
+    for consumer in ["ghost", "alive", "done"] {
+        let read = server.cli(&[
+            "XREADGROUP",
+            "GROUP",
+            GROUP,
+            consumer,
+            "COUNT",
+            "1",
+            "STREAMS",
+            &key,
+            ">",
+        ]);
+        assert!(read.contains("tasks"), "{read}");
+    }
+    let done = server.cli(&["XPENDING", &key, GROUP, "-", "+", "10", "done"]);
+    let done_id = done.lines().next().expect("done's entry").trim().to_owned();
+    assert_eq!(server.cli(&["XACK", &key, GROUP, &done_id]).trim(), "1");
+    store
+        .heartbeat(&WorkerRow {
+            id: "alive".into(),
+            host: "h".into(),
+            pid: 1,
+            queues: "default".into(),
+            concurrency: 1,
+            busy: 1,
+            started_at: now_ms(),
+            heartbeat_at: now_ms(),
+            kinds: "noop".into(),
+            remote: false,
+        })
+        .await
+        .expect("heartbeat");
+    let stats = redis.queue_stats("default").await.expect("stats");
+    assert_eq!((stats.messages, stats.consumers), (2, 3), "two pending");
+
+    // Everything before the oldest pending entry goes; nobody is idle long enough yet.
+    let trimmed = redis
+        .tend_with(store.as_ref(), Duration::from_secs(3600))
+        .await
+        .expect("tend");
+    assert_eq!(trimmed, 0, "the oldest entry is still pending (ghost's)");
+    assert_eq!(server.cli(&["XLEN", &key]).trim(), "3");
+
+    // Idle past the limit: the ghost is forgotten with its entry, the live worker is kept,
+    // and what comes before its pending entry is trimmed.
+    let trimmed = redis
+        .tend_with(store.as_ref(), Duration::ZERO)
+        .await
+        .expect("tend");
+    let consumers = server.cli(&["XINFO", "CONSUMERS", &key, GROUP]);
+    assert!(!consumers.contains("ghost"), "{consumers}");
+    assert!(consumers.contains("alive"), "{consumers}");
+    assert_eq!(trimmed, 1, "the ghost's entry, before alive's");
+    assert_eq!(server.cli(&["XLEN", &key]).trim(), "2");
+
+    // Once the live worker acknowledges, the stream empties.
+    let alive = server.cli(&["XPENDING", &key, GROUP, "-", "+", "10", "alive"]);
+    let alive_id = alive
+        .lines()
+        .next()
+        .expect("alive's entry")
+        .trim()
+        .to_owned();
+    assert_eq!(server.cli(&["XACK", &key, GROUP, &alive_id]).trim(), "1");
+    redis
+        .tend_with(store.as_ref(), Duration::from_secs(3600))
+        .await
+        .expect("tend");
+    assert_eq!(server.cli(&["XLEN", &key]).trim(), "0");
+}
