@@ -106,6 +106,7 @@ pair_row() { # pair_row LABEL URL1 URL2 TASKS CONCURRENCY BATCH : half the load 
 
 stop_last() { # stop_last : stops the taskd started last and waits for it (its CPU must not vanish mid-row)
     local pid=${pids[${#pids[@]}-1]}
+    unset 'pids[${#pids[@]}-1]'
     kill "$pid"
     wait "$pid" 2>/dev/null || true
 }

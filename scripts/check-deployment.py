@@ -2,7 +2,8 @@
 """Static checks of the deployment artifacts (no Docker engine or cluster runs here).
 
 compose/: the Compose file parses, every service has a health check, dependencies wait for
-health, workers can be scaled, the observability profile is complete. k8s/: every overlay
+health, workers can be scaled, the observability profile is complete, the redis profile runs
+an API and workers on Redis (with its append-only file) and nothing of RabbitMQ. k8s/: every overlay
 renders with `kubectl kustomize` and validates against the Kubernetes schemas
 (kubernetes-validate --strict); every container has probes, resources and a non-root,
 read-only security context; no real secret is committed; the HPA and the KEDA alternative
@@ -62,6 +63,21 @@ def check_compose(repo):
         env = services.get(env_name, {}).get("environment", {})
         check("TASKD_DATABASE_URL" in env and "TASKD_BROKER_URL" in env,
               f"compose: {env_name} is configured through env vars")
+    # The redis profile: Redis instead of RabbitMQ.
+    redis = services.get("redis", {})
+    check("redis" in redis.get("profiles", []), "compose: redis belongs to the redis profile")
+    check("--appendonly" in redis.get("command", []) and "yes" in redis.get("command", []),
+          "compose: Redis keeps its append-only file")
+    for name, role in (("api-redis", "api"), ("worker-redis", "worker")):
+        service = services.get(name, {})
+        check("redis" in service.get("profiles", []), f"compose: {name} belongs to the redis profile")
+        check(service.get("command", [])[:2] == ["--role", role], f"compose: {name} role")
+        broker = service.get("environment", {}).get("TASKD_BROKER_URL", "")
+        check(broker.startswith("redis://"), f"compose: {name} uses Redis, not {broker}")
+        deps = service.get("depends_on") or {}
+        check("redis" in deps and "rabbitmq" not in deps, f"compose: {name} waits for Redis only")
+    check("TASKD_JWT_SECRET" in services.get("api-redis", {}).get("environment", {}),
+          "compose: the Redis API has auth on (TASKD_JWT_SECRET)")
     with open(os.path.join(repo, "compose", "grafana", "dashboards", "taskplane.json")) as f:
         dashboard = json.load(f)
     check(len(dashboard.get("panels", [])) > 0, "compose: the Grafana dashboard has panels")
@@ -138,6 +154,11 @@ def check_kubernetes(repo):
     dev = check_overlay(repo, "dev")
     prod = check_overlay(repo, "prod")
     keda = check_overlay(repo, "prod-keda")
+    on_redis = check_overlay(repo, "redis")
+    brokers = [d.get("stringData", {}).get("BROKER_URL", "") for d in on_redis if d["kind"] == "Secret"]
+    check(len(brokers) == 1 and brokers[0].startswith("redis://"),
+          f"k8s/redis: the broker URL names Redis, not {brokers}")
+    check("HorizontalPodAutoscaler" in kinds(on_redis), "k8s/redis: workers scale on CPU")
     for name, docs in (("dev", dev), ("prod", prod)):
         check({"Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "ConfigMap",
                "Secret", "Namespace"} <= kinds(docs), f"k8s/{name}: the base's objects")

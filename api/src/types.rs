@@ -495,11 +495,14 @@ pub struct EventQuery {
     pub last: Option<u32>,
 }
 
-/// The broker's view of a queue (RabbitMQ only).
+/// The broker's view of a queue (RabbitMQ or Redis; absent with `--broker db`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BrokerQueue {
-    /// Messages ready for delivery.
+    /// Messages (RabbitMQ) or stream entries (Redis) not delivered yet; one names up to 16
+    /// tasks published together.
     pub messages: u64,
+    /// Consumers: with RabbitMQ the workers consuming now, with Redis the consumers of the
+    /// queue's group (a stopped worker's is forgotten after a minute).
     pub consumers: u64,
 }
 

@@ -13,6 +13,8 @@ taskplane:
   config:
     database_url: postgres://taskplane:change-me@127.0.0.1:5432/taskplane
     broker_url: amqp://taskplane:change-me@127.0.0.1:5672/taskplane
+    # With Redis as the broker instead (the `redis` role in place of `rabbitmq`):
+    # broker_url: redis://:change-me@127.0.0.1:6379/0
     listen: 127.0.0.1:7070
     concurrency: 8
     queues: default
@@ -24,6 +26,10 @@ taskplane:
   rabbitmq:
     vhost: taskplane
     user: taskplane
+    password: change-me
+  redis:
+    bind: 127.0.0.1
+    port: 6379
     password: change-me
   kubernetes:
     minor: v1.34

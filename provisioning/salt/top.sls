@@ -1,6 +1,8 @@
 # Which states each host gets. Roles come from the `taskplane:roles` pillar list, so one
 # pillar file describes a host: e.g. roles [postgresql, rabbitmq, api, worker] for a
-# single-box install, [kubernetes, docker] for a cluster node.
+# single-box install ([postgresql, redis, api, worker] with Redis as the broker, and
+# config:broker_url redis://:PASSWORD@127.0.0.1:6379/0), [kubernetes, docker] for a cluster
+# node.
 base:
   'taskplane:roles:postgresql':
     - match: pillar
@@ -8,6 +10,9 @@ base:
   'taskplane:roles:rabbitmq':
     - match: pillar
     - rabbitmq
+  'taskplane:roles:redis':
+    - match: pillar
+    - redis
   'taskplane:roles:docker':
     - match: pillar
     - docker

@@ -10,7 +10,7 @@ use crate::output::{self, Ui};
 
 /// Show every queue: ready depth, counts by status, the age of the oldest ready task, what
 /// finished and failed in the last minute, and its controls (paused, running limit, rate).
-/// With a RabbitMQ broker, also the broker's message and consumer counts. The subcommands
+/// With RabbitMQ or Redis, also the broker's message and consumer counts. The subcommands
 /// pause, resume and limit a queue (an admin token's work).
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]

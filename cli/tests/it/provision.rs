@@ -328,7 +328,7 @@ fn every_repo_state_renders() {
             "--out",
             "json",
             "state.show_sls",
-            "taskplane,postgresql,rabbitmq,docker,kubernetes",
+            "taskplane,postgresql,rabbitmq,redis,docker,kubernetes",
         ])
         .env("PYTHONWARNINGS", "ignore")
         .output()
@@ -344,6 +344,8 @@ fn every_repo_state_renders() {
         "taskplane-db",
         "rabbitmq-server",
         "taskplane-mq-user",
+        "redis-server",
+        "taskplane-redis-config",
         "docker",
         "kubernetes-packages",
         "kubelet",

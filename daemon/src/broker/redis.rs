@@ -496,8 +496,8 @@ impl Transport for Redis {
                 };
                 let group = groups.groups.iter().find(|g| g.name == GROUP);
                 Ok(taskplane_api::BrokerQueue {
-                    // Entries not yet delivered, and delivered but not acknowledged.
-                    messages: group.map_or(0, |g| (g.lag.unwrap_or(0) + g.pending) as u64),
+                    // Entries not delivered yet (as RabbitMQ's count is of messages ready).
+                    messages: group.map_or(0, |g| g.lag.unwrap_or(0) as u64),
                     consumers: group.map_or(0, |g| g.consumers as u64),
                 })
             }
