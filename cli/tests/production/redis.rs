@@ -92,7 +92,7 @@ fn killing_a_worker_mid_run_loses_nothing() {
     let api = cluster.spawn_with_broker("api", &redis.url, &[]);
     let flags = ["--concurrency", "4", "--lease", "2s"];
     let mut doomed = cluster.spawn_with_broker("worker", &redis.url, &flags);
-    let ids = api.submit_batch(&sleeps(24, 400));
+    let ids = api.submit_batch(&sleeps(24, 1000));
     wait_until(
         "the doomed worker to run tasks",
         Duration::from_secs(30),
@@ -214,7 +214,7 @@ fn cancel_reaches_the_worker_and_priorities_hold() {
     // Priorities: behind a blocker on the single slot, the high-priority task submitted last
     // starts before every low one submitted earlier.
     let blocker = api
-        .taskctl(&["submit", "sleep", "-p", "ms:=2000", "-q"])
+        .taskctl(&["submit", "sleep", "-p", "ms:=3000", "-q"])
         .ok();
     wait_until("the blocker to run", Duration::from_secs(15), || {
         api.task(&blocker)["status"] == "running"

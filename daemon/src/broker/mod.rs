@@ -54,6 +54,12 @@ pub enum BrokerError {
     /// The broker took the TCP connection but did not finish the handshake in time.
     #[error("{0} did not answer the connection handshake within {1:?}")]
     ConnectTimeout(&'static str, Duration),
+    /// The broker is not one taskd works with (e.g. too old a version).
+    #[error("{0}")]
+    Refused(String),
+    /// A connect failed a moment ago; the next is tried shortly.
+    #[error("{0} did not answer a moment ago; retrying")]
+    Retrying(&'static str),
 }
 
 /// A broker taskd publishes ready tasks to: RabbitMQ ([`Amqp`]) or Redis ([`Redis`]). The

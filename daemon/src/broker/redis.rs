@@ -18,9 +18,16 @@
 //!   in the database at least once a second without a wake, and at once again while its last
 //!   look filled every slot, so a lost wake (a dead consumer, a Redis restart without AOF, a
 //!   trimmed entry) costs at most a second, never a task.
-//! - Streams stay small: every dispatcher trims each stream to its oldest entry still pending
-//!   (`XTRIM MINID`), forgets the consumers of workers that stopped beating, and `XADD` caps
-//!   a stream nobody reads at about [`MAX_ENTRIES`] entries.
+//! - Streams stay small: every dispatcher trims from each stream what has been delivered
+//!   (`XTRIM MINID`: a delivered wake has done its work; its id stays pending until acked),
+//!   forgets the consumers of workers that stopped beating, and `XADD` caps a stream nobody
+//!   reads at about [`MAX_ENTRIES`] entries.
+//! - Nothing waits on Redis on a worker's loop: acknowledgements and passed-on wakes go out
+//!   on tasks of their own, and a connection that just failed fails at once for a second
+//!   instead of each caller waiting out its own connect.
+//!
+//! Needs Redis 7.0 or later (`XTRIM MINID`, a group's `lag`); an older server is refused
+//! with that reason.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -29,8 +36,7 @@ use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use ::redis::streams::{
-    StreamInfoConsumersReply, StreamInfoGroupsReply, StreamPendingReply, StreamReadOptions,
-    StreamReadReply,
+    StreamInfoConsumersReply, StreamInfoGroupsReply, StreamReadOptions, StreamReadReply,
 };
 use ::redis::{AsyncCommands, AsyncConnectionConfig, RedisError, RedisResult};
 use tokio::task::JoinHandle;
@@ -60,6 +66,10 @@ const BLOCK: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long connecting (TLS and AUTH included) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a failed connect, how long callers are refused at once instead of connecting.
+const RETRY_CONNECT: Duration = Duration::from_secs(1);
+/// The oldest Redis taskd works with.
+const MIN_VERSION: (u32, u32) = (7, 0);
 /// How long a liveness check (`PING`) may take.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// A worker with a free slot looks in the database at least this often without a wake.
@@ -107,12 +117,38 @@ fn queue_of(key: &str) -> &str {
     key.strip_prefix("taskplane:q:").unwrap_or(key)
 }
 
-/// Whether an error means the connection is gone (as opposed to a command Redis refused).
+/// Whether an error means the connection is no use any more (it is gone, or its server is
+/// no longer a primary that can take writes), as opposed to a command Redis refused.
 fn lost(error: &RedisError) -> bool {
     error.is_io_error()
         || error.is_connection_dropped()
         || error.is_timeout()
         || error.is_unrecoverable_error()
+        || matches!(
+            error.code(),
+            Some("READONLY" | "UNBLOCKED" | "MASTERDOWN" | "LOADING")
+        )
+}
+
+/// `redis_version` from `INFO server`, as (major, minor).
+fn server_version(info: &str) -> Option<(u32, u32)> {
+    let version = info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("redis_version:"))?;
+    let mut parts = version.split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Refuses a server older than [`MIN_VERSION`].
+async fn check_version(conn: &mut MultiplexedConnection) -> Result<(), BrokerError> {
+    let info: String = ::redis::cmd("INFO").arg("server").query_async(conn).await?;
+    match server_version(&info) {
+        Some(found) if found < MIN_VERSION => Err(BrokerError::Refused(format!(
+            "Redis {}.{} or later is needed (this server is {}.{})",
+            MIN_VERSION.0, MIN_VERSION.1, found.0, found.1
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Whether Redis answered that a stream or its group does not exist.
@@ -160,6 +196,8 @@ pub struct Redis {
     /// Why the last connection attempt failed (logged once per new reason, shown by
     /// `/ready`); None once connected.
     problem: std::sync::Mutex<Option<String>>,
+    /// Until when a connect is not tried again after one failed.
+    retry_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Redis {
@@ -172,12 +210,12 @@ impl Redis {
             declared: std::sync::Mutex::new(HashSet::new()),
             connected: AtomicBool::new(false),
             problem: std::sync::Mutex::new(None),
+            retry_at: std::sync::Mutex::new(None),
         })
     }
 
-    /// Records why connecting failed, logging a reason once (not at every retry).
-    fn trouble(&self, error: &RedisError) {
-        let reason = error.to_string();
+    /// Records why Redis cannot be used, logging a reason once (not at every retry).
+    fn trouble(&self, reason: String) {
         let mut problem = self
             .problem
             .lock()
@@ -188,13 +226,42 @@ impl Redis {
         }
     }
 
-    async fn connect(&self, response_timeout: Duration) -> RedisResult<MultiplexedConnection> {
+    /// Forgets the reason Redis could not be used: it answers again.
+    fn fine(&self) {
+        *self
+            .problem
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+
+    /// A new connection (checked for the server's version), or why not; a failure is
+    /// recorded for `/ready` and logged once.
+    async fn connect(
+        &self,
+        response_timeout: Duration,
+    ) -> Result<MultiplexedConnection, BrokerError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(response_timeout));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+        let connected = async {
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            check_version(&mut conn).await?;
+            Ok::<_, BrokerError>(conn)
+        }
+        .await;
+        match connected {
+            Ok(conn) => {
+                self.fine();
+                Ok(conn)
+            }
+            Err(error) => {
+                self.trouble(error.to_string());
+                Err(error)
+            }
+        }
     }
 
     /// The shared connection, connecting if there is none.
@@ -203,18 +270,30 @@ impl Redis {
         if let Some(connection) = slot.as_ref() {
             return Ok(connection.clone());
         }
+        // A connect that just failed is not tried again by every caller in turn (each would
+        // wait out its own timeout, one after the other, behind this lock).
+        let now = Instant::now();
+        {
+            let retry_at = self
+                .retry_at
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if retry_at.is_some_and(|at| now < at) {
+                return Err(BrokerError::Retrying("Redis"));
+            }
+        }
         let connection = match self.connect(RESPONSE_TIMEOUT).await {
             Ok(connection) => connection,
             Err(error) => {
-                self.trouble(&error);
-                return Err(error.into());
+                *self
+                    .retry_at
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) =
+                    Some(Instant::now() + RETRY_CONNECT);
+                return Err(error);
             }
         };
         tracing::info!(broker = %self.redacted, "connected to Redis");
-        *self
-            .problem
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
         self.connected.store(true, Ordering::Relaxed);
         *slot = Some(connection.clone());
         Ok(connection)
@@ -359,14 +438,10 @@ impl Redis {
                 }
             }
         }
-        // Everything before the oldest pending entry, or before the next undelivered one
-        // when none is pending, has been delivered and acknowledged.
-        let pending: StreamPendingReply = conn.xpending(&key, GROUP).await?;
-        let keep_from = match pending {
-            StreamPendingReply::Data(data) => Some(data.start_id),
-            _ => next_id(&group.last_delivered_id),
-        };
-        let Some(keep_from) = keep_from else {
+        // Everything up to the last delivered entry has done its work: a delivered wake is
+        // in its reader's hands (its id stays pending until it is acknowledged, and an
+        // acknowledgement needs no entry). What no one has read yet stays.
+        let Some(keep_from) = next_id(&group.last_delivered_id) else {
             return Ok(0);
         };
         let trimmed: usize = ::redis::cmd("XTRIM")
@@ -400,7 +475,15 @@ impl Redis {
             let queues: Vec<String> = conn.smembers(QUEUES_KEY).await?;
             let mut trimmed = 0;
             for queue in queues {
-                trimmed += Redis::tend_stream(conn, &queue, &live, dead_after).await?;
+                // One stream's trouble (a key of another type, a refused command) does not
+                // stop the others' housekeeping; a lost connection does.
+                match Redis::tend_stream(conn, &queue, &live, dead_after).await {
+                    Ok(entries) => trimmed += entries,
+                    Err(BrokerError::Redis(error)) if !lost(&error) => {
+                        tracing::warn!(queue, %error, "tending a Redis stream failed");
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             Ok::<_, BrokerError>(trimmed)
         }
@@ -467,6 +550,9 @@ impl Transport for Redis {
                 }
                 Err(error) => {
                     tracing::debug!(%error, "Redis is not reachable");
+                    if !matches!(error, BrokerError::Retrying(_)) {
+                        self.trouble(error.to_string());
+                    }
                     self.connected.store(false, Ordering::Relaxed);
                     false
                 }
@@ -561,7 +647,7 @@ async fn read(
         Some(conn) => conn,
         None => match redis.connect(RESPONSE_TIMEOUT + BLOCK).await {
             Ok(conn) => conn,
-            Err(error) => return (None, Err(error.into())),
+            Err(error) => return (None, Err(error)),
         },
     };
     let declare_all = async |conn: &mut MultiplexedConnection| -> RedisResult<()> {
@@ -676,7 +762,7 @@ impl RedisIntake {
             connection: None,
             held: Vec::new(),
             momentum: false,
-            next_look: Instant::now(),
+            next_look: Instant::now() + LOOK_EVERY,
             retry_at: Instant::now(),
             backoff: Duration::from_millis(250),
         }
@@ -697,7 +783,10 @@ impl RedisIntake {
                 any
             }
             Err(error) => {
-                tracing::warn!(%error, retry_in = ?self.backoff, "cannot read from Redis");
+                // Logged once per reason (the publisher's connection meets the same).
+                if !matches!(error, BrokerError::Retrying(_)) {
+                    self.redis.trouble(format!("reading: {error}"));
+                }
                 self.retry_at = Instant::now() + self.backoff;
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                 false
@@ -710,13 +799,18 @@ impl RedisIntake {
     async fn receive(&mut self) {
         loop {
             if self.reading.is_none() {
+                if self.free == 0 {
+                    // No slot to read for: what frees one wakes the worker instead.
+                    std::future::pending::<()>().await;
+                }
                 tokio::time::sleep_until(self.retry_at).await;
                 self.reading = Some(tokio::spawn(read(
                     self.redis.clone(),
                     self.connection.take(),
                     self.keys.clone(),
                     self.claimant.worker.clone(),
-                    self.free.clamp(1, self.prefetch),
+                    // COUNT holds for each stream of the read.
+                    (self.free / self.keys.len().max(1)).clamp(1, self.prefetch),
                 )));
             }
             let Some(reading) = self.reading.as_mut() else {
@@ -753,7 +847,7 @@ impl RedisIntake {
         }
         let woken: usize = wakes.values().sum();
         if woken == 0 && !look {
-            self.drop_empty().await;
+            self.drop_empty();
             return Vec::new();
         }
         let (queues, limit) = if look {
@@ -791,15 +885,20 @@ impl RedisIntake {
         let full = claimed.len() == limit;
         self.momentum = full && limit == max;
         let entries = std::mem::take(&mut self.held);
+        // Passed on and acknowledged on tasks of their own: the worker's loop never waits on
+        // Redis (it renews the leases).
         if full && woken > claimed.len() {
             let taken: Vec<(Uuid, &str)> =
                 claimed.iter().map(|t| (t.id, t.queue.as_str())).collect();
-            self.redis.pass_on(&leftovers(&entries, &taken)).await;
+            let wakes = leftovers(&entries, &taken);
+            let redis = self.redis.clone();
+            tokio::spawn(async move { redis.pass_on(&wakes).await });
         }
         let done: Vec<(String, String)> = entries.into_iter().map(|e| (e.key, e.id)).collect();
         if claimed.is_empty() {
             if !done.is_empty() {
-                self.redis.ack(&done).await;
+                let redis = self.redis.clone();
+                tokio::spawn(async move { redis.ack(&done).await });
             }
             return Vec::new();
         }
@@ -817,7 +916,7 @@ impl RedisIntake {
     }
 
     /// Acknowledges held entries that name no task (nothing to wake for).
-    async fn drop_empty(&mut self) {
+    fn drop_empty(&mut self) {
         if self.held.is_empty() {
             return;
         }
@@ -826,7 +925,8 @@ impl RedisIntake {
             .into_iter()
             .map(|e| (e.key, e.id))
             .collect();
-        self.redis.ack(&done).await;
+        let redis = self.redis.clone();
+        tokio::spawn(async move { redis.ack(&done).await });
     }
 }
 
@@ -867,7 +967,6 @@ impl Intake for RedisIntake {
 
     fn take(&mut self, max: usize) -> BoxFuture<'_, Vec<(ClaimedTask, Receipt)>> {
         Box::pin(async move {
-            self.free = max;
             self.collect().await;
             let mut tasks = self.claim(max).await;
             // Gated queues and keyed tasks are claimed from the database by the gated
@@ -877,8 +976,20 @@ impl Intake for RedisIntake {
                     .add_gated(&mut self.gated, &self.gates, &mut tasks, max)
                     .await;
             }
+            // What the next read asks for: the slots still free.
+            self.free = max.saturating_sub(tasks.len());
             tasks
         })
+    }
+}
+
+impl Drop for RedisIntake {
+    fn drop(&mut self) {
+        // A read left running would take entries nobody claims for (until the housekeeping
+        // forgets this consumer).
+        if let Some(reading) = self.reading.take() {
+            reading.abort();
+        }
     }
 }
 
@@ -901,6 +1012,16 @@ mod tests {
             let error = check_url(bad).expect_err(bad);
             assert!(!error.contains("pw"), "{error}");
         }
+    }
+
+    #[test]
+    fn servers_older_than_7_0_are_refused() {
+        let info = "# Server\r\nredis_version:6.0.16\r\nredis_mode:standalone\r\n";
+        assert_eq!(server_version(info), Some((6, 0)));
+        assert!(server_version(info) < Some(MIN_VERSION));
+        assert_eq!(server_version("redis_version:7.0.15\n"), Some((7, 0)));
+        assert!(Some((7, 2)) >= Some(MIN_VERSION));
+        assert_eq!(server_version("nothing"), None);
     }
 
     #[test]

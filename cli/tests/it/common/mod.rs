@@ -598,7 +598,9 @@ impl Platform {
         };
         let broker = match (&self.vhost, broker) {
             (Some(vhost), "amqp") => vhost.url.clone(),
-            (_, url) if url.starts_with("redis://") => url.to_owned(),
+            (_, url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                url.to_owned()
+            }
             _ => "db".to_owned(),
         };
         let mut args = vec![
