@@ -327,7 +327,7 @@ impl TempRedis {
         std::fs::create_dir_all(&dir).expect("a directory for redis-server");
         let password = format!("pw{}", &unique_name()[3..15]);
         let url = if tls {
-            make_certificates(&dir);
+            private_ca(&dir);
             format!("rediss://:{password}@localhost:{port}/0")
         } else {
             format!("redis://:{password}@127.0.0.1:{port}/0")
@@ -431,8 +431,10 @@ impl TempRedis {
     }
 }
 
-/// A CA and a certificate for `localhost` / 127.0.0.1 signed by it, in `dir`.
-fn make_certificates(dir: &std::path::Path) {
+/// Makes a private CA and a certificate for `localhost` / 127.0.0.1 signed by it in `dir`
+/// (with `openssl`), and answers the paths of the CA, the certificate and its key.
+pub fn private_ca(dir: &std::path::Path) -> (String, String, String) {
+    let path = |name: &str| dir.join(name).display().to_string();
     let run = |args: &[&str]| {
         let out = Command::new("openssl")
             .args(args)
@@ -445,11 +447,6 @@ fn make_certificates(dir: &std::path::Path) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .expect("write the extension file");
     run(&[
         "req",
         "-x509",
@@ -463,7 +460,7 @@ fn make_certificates(dir: &std::path::Path) {
         "-days",
         "2",
         "-subj",
-        "/CN=taskplane test CA",
+        "/CN=Taskplane test CA",
     ]);
     run(&[
         "req",
@@ -477,6 +474,11 @@ fn make_certificates(dir: &std::path::Path) {
         "-subj",
         "/CN=localhost",
     ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write the extension file");
     run(&[
         "x509",
         "-req",
@@ -494,6 +496,7 @@ fn make_certificates(dir: &std::path::Path) {
         "-extfile",
         "san.ext",
     ]);
+    (path("ca.pem"), path("server.pem"), path("server.key"))
 }
 
 impl Drop for TempRedis {

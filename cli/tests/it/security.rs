@@ -830,77 +830,10 @@ fn cors_answers_only_the_listed_origins() {
     assert!(!head.contains("access-control-allow-origin"), "{head}");
 }
 
-/// A private CA and a certificate for localhost signed by it, made with openssl.
-fn private_ca(dir: &Path) -> (String, String, String) {
-    let path = |name: &str| dir.join(name).display().to_string();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Taskplane test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    )
-    .expect("write ext");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    (path("ca.pem"), path("server.pem"), path("server.key"))
-}
-
 #[test]
 fn taskctl_trusts_a_private_ca_only_when_told() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, cert, key) = private_ca(dir.path());
+    let (ca, cert, key) = taskplane_testkit::private_ca(dir.path());
     // A TLS endpoint answering like taskd's list (as a TLS-terminating proxy would).
     let server = r#"
 import http.server, json, ssl, sys

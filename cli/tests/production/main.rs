@@ -57,6 +57,63 @@ fn wait_all_succeeded(api: &Daemon, n: usize, timeout: Duration) {
     });
 }
 
+/// Submits `n` noop tasks through `api` and checks that workers `a` and `b` ran every one of
+/// them exactly once, both taking work, and that no process logged a password.
+fn drain_exactly_once(api: &Daemon, a: &Daemon, b: &Daemon, n: usize, password: &str) {
+    api.submit_batch(&noops(n));
+    wait_all_succeeded(api, n, Duration::from_secs(240));
+    let tasks = api.all_tasks();
+    assert_eq!(tasks.len(), n);
+    assert!(
+        tasks.iter().all(|t| t["attempts"] == 1),
+        "every task ran exactly once"
+    );
+    let by_a = tasks.iter().filter(|t| worker_of(t, a)).count();
+    let by_b = tasks.iter().filter(|t| worker_of(t, b)).count();
+    assert_eq!(by_a + by_b, n);
+    assert!(
+        by_a > 0 && by_b > 0,
+        "both workers took work: {by_a} + {by_b}"
+    );
+    for process in [api, a, b] {
+        assert!(
+            !process.log().contains(password),
+            "a password reached the log"
+        );
+    }
+}
+
+/// Kills a worker (`kill -9`) while it runs tasks of `broker` (`amqp`, or a Redis URL): a
+/// second worker runs everything, the interrupted tasks again.
+fn a_killed_worker_loses_nothing(cluster: &Platform, broker: &str) {
+    let api = cluster.spawn_with_broker("api", broker, &[]);
+    let flags = ["--concurrency", "4", "--lease", "2s"];
+    let mut doomed = cluster.spawn_with_broker("worker", broker, &flags);
+    let ids = api.submit_batch(&sleeps(24, 1000));
+    wait_until(
+        "the doomed worker to run tasks",
+        Duration::from_secs(30),
+        || {
+            ids.iter()
+                .any(|id| worker_of(&api.task(id), &doomed) && api.task(id)["status"] == "running")
+        },
+    );
+    let survivor = cluster.spawn_with_broker("worker", broker, &flags);
+    doomed.kill9();
+
+    wait_all_succeeded(&api, 24, Duration::from_secs(120));
+    let tasks = api.all_tasks();
+    assert!(
+        tasks.iter().any(|t| t["attempts"] == 2),
+        "an interrupted task ran again"
+    );
+    assert!(tasks.iter().any(|t| worker_of(t, &survivor)));
+    assert!(
+        tasks.iter().all(|t| t["attempts"].as_u64() <= Some(2)),
+        "no task ran more than twice"
+    );
+}
+
 #[test]
 fn one_api_and_two_workers_drain_3000_tasks_through_rabbitmq() {
     let _shared = shared();
@@ -71,27 +128,7 @@ fn one_api_and_two_workers_drain_3000_tasks_through_rabbitmq() {
         a.ready() == 200 && b.ready() == 200
     });
 
-    api.submit_batch(&noops(3000));
-    wait_all_succeeded(&api, 3000, Duration::from_secs(180));
-    let tasks = api.all_tasks();
-    assert_eq!(tasks.len(), 3000);
-    assert!(
-        tasks.iter().all(|t| t["attempts"] == 1),
-        "every task ran exactly once"
-    );
-    let by_a = tasks.iter().filter(|t| worker_of(t, &a)).count();
-    let by_b = tasks.iter().filter(|t| worker_of(t, &b)).count();
-    assert_eq!(by_a + by_b, 3000);
-    assert!(
-        by_a > 0 && by_b > 0,
-        "both workers took work: {by_a} + {by_b}"
-    );
-    for process in [&api, &a, &b] {
-        assert!(
-            !process.log().contains(":guest@"),
-            "a password reached the log"
-        );
-    }
+    drain_exactly_once(&api, &a, &b, 3000, ":guest@");
     wait_until(
         "every message to be acknowledged",
         Duration::from_secs(10),
@@ -143,28 +180,7 @@ fn killing_a_worker_mid_run_loses_nothing() {
     let Some(cluster) = cluster("kill_worker") else {
         return;
     };
-    let api = cluster.spawn("api", &[]);
-    let flags = ["--concurrency", "4", "--lease", "2s"];
-    let mut doomed = cluster.spawn("worker", &flags);
-    let ids = api.submit_batch(&sleeps(24, 400));
-    wait_until(
-        "the doomed worker to run tasks",
-        Duration::from_secs(30),
-        || {
-            ids.iter()
-                .any(|id| worker_of(&api.task(id), &doomed) && api.task(id)["status"] == "running")
-        },
-    );
-    let survivor = cluster.spawn("worker", &flags);
-    doomed.kill9();
-
-    wait_all_succeeded(&api, 24, Duration::from_secs(120));
-    let tasks = api.all_tasks();
-    assert!(
-        tasks.iter().any(|t| t["attempts"] == 2),
-        "an interrupted task ran again"
-    );
-    assert!(tasks.iter().any(|t| worker_of(t, &survivor)));
+    a_killed_worker_loses_nothing(&cluster, "amqp");
 }
 
 /// Runs `rabbitmqctl start_app` when dropped, so a failing test leaves the broker up.

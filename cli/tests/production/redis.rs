@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use taskplane_testkit::TempRedis;
 
-use super::{cluster, noops, shared, sleeps, wait_all_succeeded, worker_of};
+use super::{
+    a_killed_worker_loses_nothing, cluster, drain_exactly_once, shared, sleeps, wait_all_succeeded,
+};
 use crate::common::{Daemon, Platform, instant, taskd_bin, wait_until};
 
 /// A production platform (its own database) and a Redis of its own.
@@ -40,38 +42,23 @@ fn one_api_and_two_workers_drain_5000_tasks_exactly_once() {
         api.ready() == 200 && a.ready() == 200 && b.ready() == 200
     });
 
-    api.submit_batch(&noops(5000));
-    wait_all_succeeded(&api, 5000, Duration::from_secs(240));
-    let tasks = api.all_tasks();
-    assert_eq!(tasks.len(), 5000);
-    assert!(
-        tasks.iter().all(|t| t["attempts"] == 1),
-        "every task ran exactly once"
-    );
-    let by_a = tasks.iter().filter(|t| worker_of(t, &a)).count();
-    let by_b = tasks.iter().filter(|t| worker_of(t, &b)).count();
-    assert_eq!(by_a + by_b, 5000);
-    assert!(
-        by_a > 0 && by_b > 0,
-        "both workers took work: {by_a} + {by_b}"
-    );
     let password = redis
         .url
         .split(':')
         .nth(2)
         .and_then(|p| p.split('@').next());
     let password = password.expect("the URL has a password");
+    drain_exactly_once(&api, &a, &b, 5000, password);
     for process in [&api, &a, &b] {
         let log = process.log();
         assert!(log.contains("connected to Redis"), "{log}");
-        assert!(!log.contains(password), "the password reached the log");
     }
 
     // The queue shows the broker's view: both workers consume, nothing is left unacked.
     let (_, queues) = api.http("GET", "/api/v1/queues", b"");
     let default = &queues["queues"][0];
     assert_eq!(default["broker"]["consumers"], 2, "{queues}");
-    // Acknowledged entries are trimmed away by the dispatchers' housekeeping.
+    // Delivered entries are trimmed away by the dispatchers' housekeeping.
     wait_until(
         "the stream to be trimmed to nothing",
         Duration::from_secs(30),
@@ -89,32 +76,7 @@ fn killing_a_worker_mid_run_loses_nothing() {
     let Some((cluster, redis)) = redis_cluster("redis_kill_worker", false) else {
         return;
     };
-    let api = cluster.spawn_with_broker("api", &redis.url, &[]);
-    let flags = ["--concurrency", "4", "--lease", "2s"];
-    let mut doomed = cluster.spawn_with_broker("worker", &redis.url, &flags);
-    let ids = api.submit_batch(&sleeps(24, 1000));
-    wait_until(
-        "the doomed worker to run tasks",
-        Duration::from_secs(30),
-        || {
-            ids.iter()
-                .any(|id| worker_of(&api.task(id), &doomed) && api.task(id)["status"] == "running")
-        },
-    );
-    let survivor = cluster.spawn_with_broker("worker", &redis.url, &flags);
-    doomed.kill9();
-
-    wait_all_succeeded(&api, 24, Duration::from_secs(120));
-    let tasks = api.all_tasks();
-    assert!(
-        tasks.iter().any(|t| t["attempts"] == 2),
-        "an interrupted task ran again"
-    );
-    assert!(tasks.iter().any(|t| worker_of(t, &survivor)));
-    assert!(
-        tasks.iter().all(|t| t["attempts"].as_u64() <= Some(2)),
-        "no task ran more than twice"
-    );
+    a_killed_worker_loses_nothing(&cluster, &redis.url);
 }
 
 /// Kills Redis mid-run and starts it again: with `aof` it comes back with its streams, without
