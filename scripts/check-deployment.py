@@ -81,9 +81,13 @@ def check_compose(repo):
     with open(os.path.join(repo, "compose", "grafana", "dashboards", "taskplane.json")) as f:
         dashboard = json.load(f)
     check(len(dashboard.get("panels", [])) > 0, "compose: the Grafana dashboard has panels")
-    with open(os.path.join(repo, "compose", "prometheus.yml")) as f:
+    with open(os.path.join(repo, "compose", "prometheus", "prometheus.yml")) as f:
         prometheus = yaml.safe_load(f)
     check(len(prometheus.get("scrape_configs", [])) == 2, "compose: Prometheus scrapes api and workers")
+    check(prometheus.get("rule_files") == ["alerts.yml"], "compose: Prometheus loads the alert rules")
+    mounts = [str(v) for v in services.get("prometheus", {}).get("volumes", [])]
+    check(any("alerts.yml:/etc/prometheus/alerts.yml" in m for m in mounts),
+          "compose: the alert rules are mounted beside prometheus.yml")
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
         result = subprocess.run([docker, "compose", "-f", path, "config", "-q"], capture_output=True, text=True)

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the tools the test suite drives, if they are missing: tmux (taskctl top is tested
 # inside it), the PostgreSQL and RabbitMQ command-line clients (psql, rabbitmqctl come with
-# their servers) and redis-server with redis-cli (the Redis broker's tests start a server of
-# their own on a free port). Safe to run any number of times; needs root and apt for a missing package.
+# their servers), redis-server with redis-cli (the Redis broker's tests start a server of
+# their own on a free port) and promtool (Debian's prometheus package: the alert rules' unit
+# tests and the metrics lint), without recommended packages. Safe to run any number of
+# times; needs root and apt for a missing package.
 set -euo pipefail
 
 missing=()
@@ -10,12 +12,13 @@ command -v tmux >/dev/null || missing+=(tmux)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v promtool >/dev/null || missing+=(prometheus)
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         echo "install-test-tools: installing ${missing[*]}" >&2
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
         echo "install-test-tools: missing ${missing[*]}; install them with your package manager" >&2
     fi

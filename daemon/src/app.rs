@@ -24,7 +24,8 @@ async fn open_store(args: &RunArgs) -> Result<(Arc<dyn store::Store>, Vec<i64>),
         .await
         .map_err(|e| format!("cannot apply the schema to {redacted}: {e}"))?;
     if !applied.is_empty() {
-        tracing::info!(database = %redacted, ?applied, "applied schema migrations");
+        let versions: Vec<String> = applied.iter().map(i64::to_string).collect();
+        tracing::info!(database = %redacted, applied = %versions.join(","), "applied schema migrations");
     }
     Ok((store, applied))
 }
@@ -90,7 +91,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         );
     }
     match &auth {
-        Some(verifier) => tracing::info!(?verifier, "auth is on"),
+        Some(verifier) => tracing::info!(algorithm = %verifier.algorithm(), "auth is on"),
         None => tracing::info!("auth is off: the API answers anyone who can reach it"),
     }
     let hosts = http::guard::HostPolicy::new(&args.listen, auth.is_some(), &args.allowed_host);

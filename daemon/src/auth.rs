@@ -130,6 +130,13 @@ pub struct Verifier {
     algorithm: Algorithm,
 }
 
+impl Verifier {
+    /// The one algorithm it accepts (`HS256`, `RS256`, `EdDSA`, …), for the log.
+    pub fn algorithm(&self) -> String {
+        format!("{:?}", self.algorithm)
+    }
+}
+
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")

@@ -337,12 +337,12 @@ impl AmqpIntake {
                 };
                 match started {
                     Ok(deliveries) => {
-                        tracing::info!(queues = ?self.claimant.queues, "consuming from RabbitMQ");
+                        tracing::info!(queues = %self.claimant.queues.join(","), "consuming from RabbitMQ");
                         self.deliveries = Some(deliveries);
                         self.backoff = Duration::from_millis(250);
                     }
                     Err(error) => {
-                        tracing::warn!(%error, retry_in = ?self.backoff, "cannot consume from RabbitMQ");
+                        tracing::warn!(%error, retry_in = %humantime::format_duration(self.backoff), "cannot consume from RabbitMQ");
                         self.back_off().await;
                     }
                 }

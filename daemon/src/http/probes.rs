@@ -75,16 +75,54 @@ pub async fn metrics(State(state): State<AppState>) -> axum::response::Response 
         "# HELP taskplane_queue_depth Tasks per queue and status."
     );
     let _ = writeln!(text, "# TYPE taskplane_queue_depth gauge");
+    let now = crate::util::now_ms();
     match state.store.queue_counts(None).await {
         Ok(counts) => {
+            // How long the oldest ready task of each queue has waited (0 with none ready).
+            let oldest: Vec<(String, f64)> = counts
+                .iter()
+                .filter(|c| c.status == taskplane_api::TaskStatus::Queued)
+                .map(|c| {
+                    let waited = c.oldest.map_or(0, |at| (now - at).max(0));
+                    (c.queue.clone(), waited as f64 / 1000.0)
+                })
+                .collect();
             let counts = counts
                 .into_iter()
                 .map(|c| (c.queue, c.status.to_string(), c.count))
                 .collect();
-            for (queue, status, n) in crate::metrics::fold_depths(counts) {
+            let depths = crate::metrics::fold_depths(counts);
+            for (queue, status, n) in &depths {
                 let _ = writeln!(
                     text,
                     "taskplane_queue_depth{{queue=\"{queue}\",status=\"{status}\"}} {n}"
+                );
+            }
+            // The same queues as the depths, every one present; a queue folded into `other`
+            // counts towards other's oldest.
+            let shown: std::collections::BTreeSet<&String> =
+                depths.iter().map(|(queue, _, _)| queue).collect();
+            let mut waited: BTreeMap<&str, f64> =
+                shown.iter().map(|queue| (queue.as_str(), 0.0)).collect();
+            for (queue, seconds) in &oldest {
+                let key = if shown.contains(queue) {
+                    queue.as_str()
+                } else {
+                    crate::metrics::OTHER
+                };
+                if let Some(slot) = waited.get_mut(key) {
+                    *slot = slot.max(*seconds);
+                }
+            }
+            let _ = writeln!(
+                text,
+                "# HELP taskplane_queue_oldest_ready_seconds How long the oldest ready task of each queue has waited (0 when none is ready)."
+            );
+            let _ = writeln!(text, "# TYPE taskplane_queue_oldest_ready_seconds gauge");
+            for (queue, seconds) in waited {
+                let _ = writeln!(
+                    text,
+                    "taskplane_queue_oldest_ready_seconds{{queue=\"{queue}\"}} {seconds}"
                 );
             }
         }
@@ -96,6 +134,17 @@ pub async fn metrics(State(state): State<AppState>) -> axum::response::Response 
                 .into_response();
         }
     }
+    if let Ok(workers) = super::leases::live_workers(&state).await {
+        let _ = writeln!(
+            text,
+            "# HELP taskplane_workers_live Workers with a recent heartbeat: taskd's own (local) and those leasing over the API (remote)."
+        );
+        let _ = writeln!(text, "# TYPE taskplane_workers_live gauge");
+        let remote = workers.iter().filter(|w| w.remote).count();
+        let local = workers.len() - remote;
+        let _ = writeln!(text, "taskplane_workers_live{{kind=\"local\"}} {local}");
+        let _ = writeln!(text, "taskplane_workers_live{{kind=\"remote\"}} {remote}");
+    }
     let _ = writeln!(
         text,
         "# HELP taskplane_schedule_lag_seconds How far behind its fire time each schedule that is not paused is (0 when none of its times has passed unfired)."
@@ -106,7 +155,6 @@ pub async fn metrics(State(state): State<AppState>) -> axum::response::Response 
         .schedules(None, crate::metrics::MAX_NAMED as u32)
         .await
     {
-        let now = crate::util::now_ms();
         for row in rows.iter().filter(|row| !row.paused) {
             let lag = row.next_run_at.map_or(0, |next| (now - next).max(0));
             let _ = writeln!(

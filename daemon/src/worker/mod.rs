@@ -165,7 +165,7 @@ impl Worker {
         );
         tracing::info!(
             worker = %this.config.id,
-            queues = ?this.config.queues,
+            queues = %this.config.queues.join(","),
             concurrency = this.config.concurrency,
             "worker started"
         );

@@ -143,7 +143,7 @@ impl Retention {
         {
             Ok(0) => {}
             Ok(trimmed) => {
-                tracing::info!(entries = trimmed, retention = ?self.audit, "deleted audit entries past their retention")
+                tracing::info!(entries = trimmed, retention = %humantime::format_duration(self.audit), "deleted audit entries past their retention")
             }
             Err(error) => tracing::warn!(%error, "trimming the audit log failed"),
         }
@@ -159,7 +159,7 @@ impl Retention {
         };
         let deleted = self.store.delete_finished(filter).await?;
         if deleted > 0 {
-            tracing::info!(tasks = deleted, retention = ?self.keep, "deleted finished tasks past their retention");
+            tracing::info!(tasks = deleted, retention = %humantime::format_duration(self.keep), "deleted finished tasks past their retention");
         }
         Ok(deleted)
     }
@@ -182,12 +182,12 @@ impl Tender {
         if !tables.is_empty() {
             if !self.said {
                 tracing::info!(
-                    ?tables,
+                    tables = %tables.join(","),
                     "the database's autovacuum is off: taskd vacuums and analyzes its own tables"
                 );
                 self.said = true;
             }
-            tracing::debug!(?tables, "vacuumed and analyzed");
+            tracing::debug!(tables = %tables.join(","), "vacuumed and analyzed");
         }
         Ok(tables)
     }
