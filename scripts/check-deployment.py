@@ -56,9 +56,33 @@ def check_compose(repo):
           "compose: the API has auth on (TASKD_JWT_SECRET)")
     check("15672" in str(services.get("rabbitmq", {}).get("ports", [])),
           "compose: the RabbitMQ management UI is published")
-    for name in ("prometheus", "grafana"):
+    for name in ("prometheus", "grafana", "loki", "alloy"):
         check("observability" in services.get(name, {}).get("profiles", []),
               f"compose: {name} belongs to the observability profile")
+    # Logs: taskd logs JSON, Alloy reads the containers through a read-only Docker socket and
+    # ships to Loki, Grafana has Loki as a data source and a logs panel filtered by task_id.
+    for name in ("api", "worker", "api-redis", "worker-redis"):
+        env = services.get(name, {}).get("environment", {})
+        check(env.get("TASKD_LOG_FORMAT") == "json", f"compose: {name} logs JSON lines")
+    alloy = services.get("alloy", {})
+    alloy_mounts = [str(v) for v in alloy.get("volumes", [])]
+    check("/var/run/docker.sock:/var/run/docker.sock:ro" in alloy_mounts,
+          "compose: Alloy reads the Docker socket read-only")
+    check(any(m.startswith("./alloy/config.alloy:") for m in alloy_mounts), "compose: Alloy gets its config")
+    check("loki" in (alloy.get("depends_on") or {}), "compose: Alloy waits for Loki")
+    check("loki" in (services.get("grafana", {}).get("depends_on") or {}), "compose: Grafana waits for Loki")
+    with open(os.path.join(repo, "compose", "alloy", "config.alloy")) as f:
+        alloy_config = f.read()
+    code = "\n".join(l.split("//")[0] for l in alloy_config.splitlines())
+    check(code.count("{") == code.count("}") and code.count("[") == code.count("]"),
+          "compose: config.alloy has balanced blocks")
+    for block in ('discovery.docker "containers"', 'loki.source.docker "taskd"', 'loki.process "taskd"',
+                  'loki.write "local"', "http://loki:3100/loki/api/v1/push", '"span.task_id"'):
+        check(block in alloy_config, f"compose: config.alloy has {block}")
+    with open(os.path.join(repo, "compose", "grafana", "provisioning", "datasources", "loki.yml")) as f:
+        sources = yaml.safe_load(f).get("datasources", [])
+    check(any(d.get("type") == "loki" and d.get("url") == "http://loki:3100" for d in sources),
+          "compose: Grafana has Loki as a data source")
     for env_name in ("api", "worker"):
         env = services.get(env_name, {}).get("environment", {})
         check("TASKD_DATABASE_URL" in env and "TASKD_BROKER_URL" in env,
@@ -81,6 +105,12 @@ def check_compose(repo):
     with open(os.path.join(repo, "compose", "grafana", "dashboards", "taskplane.json")) as f:
         dashboard = json.load(f)
     check(len(dashboard.get("panels", [])) > 0, "compose: the Grafana dashboard has panels")
+    logs = [p for p in dashboard.get("panels", []) if p.get("type") == "logs"]
+    check(len(logs) == 1 and logs[0]["datasource"]["type"] == "loki"
+          and "task_id" in logs[0]["targets"][0]["expr"],
+          "compose: the dashboard has a Loki logs panel filtered by task_id")
+    variables = {v["name"] for v in dashboard.get("templating", {}).get("list", [])}
+    check("task_id" in variables, "compose: the dashboard asks for a task_id")
     with open(os.path.join(repo, "compose", "prometheus", "prometheus.yml")) as f:
         prometheus = yaml.safe_load(f)
     check(len(prometheus.get("scrape_configs", [])) == 2, "compose: Prometheus scrapes api and workers")
