@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod output;
 pub mod scheduler;
 pub mod store;
+pub mod telemetry;
 pub mod util;
 pub mod worker;

@@ -50,9 +50,16 @@ fn main() -> ExitCode {
         eprintln!("taskd: {message}");
         return ExitCode::from(2);
     }
-    init_logging(&cli.run);
-    // One TLS crypto provider for every client in the process (the http kind).
+    // One TLS crypto provider for every client in the process (the http kind, the trace
+    // exporter): installed before any of them is built.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let traces = match init_logging(&cli.run) {
+        Ok(traces) => traces,
+        Err(message) => {
+            eprintln!("taskd: {message}");
+            return ExitCode::from(2);
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -81,6 +88,11 @@ fn main() -> ExitCode {
             }
         }
     });
+    // The runtime's tasks are done; the exporter's thread sends what is left.
+    drop(runtime);
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -90,8 +102,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(args: &RunArgs) {
+/// Logs to stderr (text or JSON), and spans to an OTLP collector when the standard
+/// variables ask for it ([`taskd::telemetry`]).
+fn init_logging(args: &RunArgs) -> Result<Option<taskd::telemetry::Traces>, String> {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = match &args.log_level {
         Some(level) => EnvFilter::try_new(level).ok(),
         None => EnvFilter::try_from_default_env().ok(),
@@ -105,16 +122,25 @@ fn init_logging(args: &RunArgs) {
     };
     // A log reader that goes away (a closed pipe) must not take taskd with it: without
     // this, the subscriber reports the failed write with eprintln!, which panics.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .log_internal_errors(false);
-    match args.log_format {
+    let lines = match args.log_format {
         LogFormat::Text => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
                 && std::env::var_os("NO_COLOR").is_none();
-            builder.with_ansi(ansi).init();
+            lines.with_ansi(ansi).boxed()
         }
-        LogFormat::Json => builder.json().with_ansi(false).init(),
-    }
+        LogFormat::Json => lines.json().with_ansi(false).boxed(),
+    };
+    let (traces, spans) = match taskd::telemetry::start()? {
+        Some((traces, layer)) => (Some(traces), Some(layer)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(lines)
+        .with(spans)
+        .init();
+    Ok(traces)
 }

@@ -310,3 +310,191 @@ fn bench_reports_every_field() {
     let table = taskd.taskctl(&["bench", "--tasks", "10"]).ok();
     assert!(table.contains("end to end"), "{table}");
 }
+
+/// A small OTLP/HTTP receiver: takes `POST /v1/traces` (protobuf) on a port of its own and
+/// keeps every span it is sent, with its service's name.
+struct Collector {
+    url: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<(String, Span)>>>,
+}
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::Span;
+
+impl Collector {
+    fn start() -> Collector {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = spans.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let sink = sink.clone();
+                std::thread::spawn(move || serve(stream, &sink));
+            }
+        });
+        Collector { url, spans }
+    }
+
+    fn spans(&self) -> Vec<(String, Span)> {
+        self.spans.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Answers the requests of one connection (HTTP/1.1, kept alive), decoding each body.
+fn serve(stream: std::net::TcpStream, sink: &std::sync::Mutex<Vec<(String, Span)>>) {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+    let mut writer = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut length = 0;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if line.starts_with("POST /v1/traces")
+            && let Ok(request) = <ExportTraceServiceRequest as prost::Message>::decode(&body[..])
+            && let Ok(mut sink) = sink.lock()
+        {
+            for resource in request.resource_spans {
+                let service = resource
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|a| a.key == "service.name")
+                    .and_then(|a| a.value.as_ref())
+                    .map(|v| format!("{:?}", v.value))
+                    .unwrap_or_default();
+                for scope in resource.scope_spans {
+                    sink.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+                }
+            }
+        }
+        let answer =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A span's string attribute.
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(Any::StringValue(text)) => Some(text.clone()),
+            Some(Any::IntValue(n)) => Some(n.to_string()),
+            _ => None,
+        })
+}
+
+#[test]
+fn with_an_otlp_endpoint_spans_are_exported_and_a_traceparent_is_their_parent() {
+    let collector = Collector::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.clone().into()),
+        ("OTEL_SERVICE_NAME", "taskd-under-test".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ];
+    let mut taskd = Daemon::start_env(dir.path(), &[], &env);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let (status, answer) = taskd.http_with_header(
+        "POST",
+        "/api/v1/tasks",
+        br#"{"kind":"echo","payload":{"a":1}}"#,
+        ("traceparent", traceparent.as_str()),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["id"].as_str().expect("id").to_owned();
+    taskd.taskctl(&["watch", &id, "-o", "json"]).ok();
+    // A graceful stop flushes what the exporter holds.
+    taskd.signal("TERM");
+    assert!(
+        taskd
+            .wait_exit(std::time::Duration::from_secs(30))
+            .success()
+    );
+
+    let spans = collector.spans();
+    let submit = spans
+        .iter()
+        .find(|(_, s)| s.name == "POST /api/v1/tasks")
+        .unwrap_or_else(|| panic!("no submit span among {spans:?}"));
+    assert_eq!(submit.0, r#"Some(StringValue("taskd-under-test"))"#);
+    assert_eq!(hex(&submit.1.trace_id), trace, "the traceparent's trace");
+    assert_eq!(hex(&submit.1.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(
+        attribute(&submit.1, "http.response.status_code").as_deref(),
+        Some("201")
+    );
+    let attempt = spans
+        .iter()
+        .find(|(_, s)| s.name == "task" && attribute(s, "task_id").as_deref() == Some(id.as_str()))
+        .unwrap_or_else(|| panic!("no attempt span for {id} among {spans:?}"));
+    assert_eq!(attribute(&attempt.1, "kind").as_deref(), Some("echo"));
+}
+
+#[test]
+fn without_the_variables_nothing_is_exported() {
+    let collector = Collector::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // The collector listens, but nothing names it: taskd must not send a thing.
+    let mut taskd = Daemon::start(dir.path(), &[]);
+    let (status, _) = taskd.http_with_header(
+        "POST",
+        "/api/v1/tasks",
+        br#"{"kind":"noop"}"#,
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    );
+    assert_eq!(status, 201);
+    taskd.signal("TERM");
+    assert!(
+        taskd
+            .wait_exit(std::time::Duration::from_secs(30))
+            .success()
+    );
+    assert!(collector.spans().is_empty());
+    // And a protocol taskd cannot speak is refused at start, with the reason.
+    let out = std::process::Command::new(common::taskd_bin())
+        .args(["--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .output()
+        .expect("taskd runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("http/protobuf"), "{stderr}");
+}

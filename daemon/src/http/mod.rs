@@ -125,7 +125,26 @@ async fn record_request(
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = std::time::Instant::now();
-    let response = next.run(request).await;
+    let response = if crate::telemetry::on() {
+        // A span per request for the trace exporter, the child of the caller's
+        // `traceparent` when it sends one. Without traces, none is made.
+        use tracing::Instrument as _;
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let span = tracing::info_span!(
+            "http.request",
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "server",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+        );
+        let _ = span.set_parent(crate::telemetry::context_of(request.headers()));
+        let response = next.run(request).instrument(span.clone()).await;
+        span.record("http.response.status_code", response.status().as_u16());
+        response
+    } else {
+        next.run(request).await
+    };
     state.metrics.http(
         &method,
         &route,
