@@ -59,9 +59,49 @@ pub struct Client {
     base: String,
     token: Option<String>,
     timeouts: Timeouts,
+    /// The W3C `traceparent` every request carries, if set ([`Client::with_traceparent`]).
+    traceparent: Option<String>,
+}
+
+/// A well-formed W3C `traceparent` (version 00, ids not all zero), as given.
+pub fn valid_traceparent(value: &str) -> Option<String> {
+    let value = value.trim();
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |part: &str, len: usize| {
+        part.len() == len
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let ok = parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && parts[1].bytes().any(|b| b != b'0')
+        && hex(parts[2], 16)
+        && parts[2].bytes().any(|b| b != b'0')
+        && hex(parts[3], 2);
+    ok.then(|| value.to_owned())
+}
+
+/// A new W3C `traceparent`: a trace of its own, sampled, from UUIDv7s' random bits.
+pub fn new_traceparent() -> String {
+    let trace = uuid::Uuid::now_v7().simple().to_string();
+    let span = uuid::Uuid::now_v7().simple().to_string();
+    format!("00-{trace}-{}-01", &span[16..])
 }
 
 impl Client {
+    /// Every request carries this `traceparent` (a submit's tasks then belong to its trace).
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.traceparent = traceparent;
+        self
+    }
+
+    /// The `traceparent` requests carry.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.traceparent.as_deref()
+    }
+
     /// A client of the server at `base` (e.g. `http://127.0.0.1:7070`). Checks the URL; does
     /// not connect.
     pub fn new(base: &str, token: Option<String>) -> Result<Self, Error> {
@@ -134,6 +174,7 @@ impl Client {
             base: base.trim_end_matches('/').to_owned(),
             token,
             timeouts,
+            traceparent: None,
         })
     }
 
@@ -414,6 +455,10 @@ impl Client {
     }
 
     fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let request = match &self.traceparent {
+            Some(traceparent) => request.header("traceparent", traceparent),
+            None => request,
+        };
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,

@@ -58,6 +58,10 @@ pub struct LeasedTask {
     pub lease: String,
     /// The lease ends here unless a heartbeat extends it; then the task runs again elsewhere.
     pub lease_expires_at: DateTime<Utc>,
+    /// The W3C `traceparent` the attempt runs in, when the task belongs to a trace: a worker
+    /// that traces makes its spans children of it (and passes it on, e.g. as `TRACEPARENT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// The answer of `POST /api/v1/leases`: empty when nothing was ready within `wait_ms`.

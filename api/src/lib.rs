@@ -15,7 +15,7 @@ pub mod text;
 mod types;
 mod workflow;
 
-pub use client::{Client, Timeouts, error_chain};
+pub use client::{Client, Timeouts, error_chain, new_traceparent, valid_traceparent};
 pub use controls::*;
 pub use error::Error;
 pub use lease::*;

@@ -108,6 +108,69 @@ where
     )))
 }
 
+/// The `traceparent` of a context, if it holds a valid span.
+fn traceparent_of(cx: &opentelemetry::Context) -> Option<String> {
+    let mut carrier = std::collections::HashMap::new();
+    TraceContextPropagator::new().inject_context(cx, &mut carrier);
+    carrier.remove("traceparent")
+}
+
+/// The context a stored `traceparent` names.
+pub fn context_from(traceparent: &str) -> opentelemetry::Context {
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    TraceContextPropagator::new().extract(&carrier)
+}
+
+/// The current span's `traceparent` when traces are on (None off, or outside a span).
+pub fn current() -> Option<String> {
+    if !on() {
+        return None;
+    }
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    traceparent_of(&tracing::Span::current().context())
+}
+
+/// The `traceparent` a submit records with its tasks: with traces on, the request's span (a
+/// child of the caller's `traceparent`); off, the caller's header as it came, when well
+/// formed, so that a worker exporting traces still joins the caller's trace.
+pub fn submitted_in(headers: &axum::http::HeaderMap) -> Option<String> {
+    current().or_else(|| {
+        headers
+            .get("traceparent")
+            .and_then(|value| value.to_str().ok())
+            .and_then(taskplane_api::valid_traceparent)
+    })
+}
+
+/// The `traceparent` an attempt passes on (the `http` kind's header, `TRACEPARENT` for a
+/// program, a remote worker's lease): the attempt's own span with traces on, else the one
+/// its task was submitted in.
+pub fn passed_on(stored: Option<&str>) -> Option<String> {
+    current().or_else(|| stored.map(str::to_owned))
+}
+
+/// Makes the current span (an attempt's) a child of the `traceparent` its task was
+/// submitted in; nothing with traces off.
+pub fn join(span: &tracing::Span, stored: Option<&str>) {
+    if let (true, Some(traceparent)) = (on(), stored) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let _ = span.set_parent(context_from(traceparent));
+    }
+}
+
+/// Runs `work` in a span named `name` (a child of the current one) when traces are on; as it
+/// is otherwise.
+pub async fn traced<F: std::future::Future>(name: &'static str, work: F) -> F::Output {
+    if on() {
+        use tracing::Instrument as _;
+        work.instrument(tracing::info_span!("step", otel.name = name))
+            .await
+    } else {
+        work.await
+    }
+}
+
 /// Reads `traceparent` / `tracestate` from HTTP headers.
 struct Headers<'a>(&'a axum::http::HeaderMap);
 

@@ -144,13 +144,22 @@ pub fn connect(
                 .map_err(|e| CliError::Usage(format!("--ca-cert {}: {e}", path.display())))
         })
         .transpose()?;
-    Client::with_options(&server, token, ca_pem.as_deref(), timeouts).map_err(|e| match e {
-        taskplane_api::Error::Certificate(reason) => CliError::Usage(format!(
-            "--ca-cert {}: {reason}",
-            ca_cert_name.as_deref().unwrap_or("?")
-        )),
-        other => CliError::Usage(format!("--server: {other}")),
-    })
+    // One trace per invocation: every request carries it, so the tasks a submit makes belong
+    // to it; inside a traced program (a shell task, with TRACEPARENT set) it continues that
+    // trace instead.
+    let traceparent = std::env::var("TRACEPARENT")
+        .ok()
+        .and_then(|value| taskplane_api::valid_traceparent(&value))
+        .unwrap_or_else(taskplane_api::new_traceparent);
+    Client::with_options(&server, token, ca_pem.as_deref(), timeouts)
+        .map(|client| client.with_traceparent(Some(traceparent)))
+        .map_err(|e| match e {
+            taskplane_api::Error::Certificate(reason) => CliError::Usage(format!(
+                "--ca-cert {}: {reason}",
+                ca_cert_name.as_deref().unwrap_or("?")
+            )),
+            other => CliError::Usage(format!("--server: {other}")),
+        })
 }
 
 /// Runs `show` once, or with `watch` every `every` until interrupted, redrawing in place on

@@ -415,6 +415,23 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
         })
 }
 
+/// The spans of `trace` (hex), by name.
+fn in_trace<'a>(spans: &'a [(String, Span)], trace: &str) -> Vec<&'a Span> {
+    spans
+        .iter()
+        .filter(|(_, s)| hex(&s.trace_id) == trace)
+        .map(|(_, s)| s)
+        .collect()
+}
+
+/// A task's attempt span.
+fn attempt_of<'a>(spans: &'a [(String, Span)], id: &str) -> &'a (String, Span) {
+    spans
+        .iter()
+        .find(|(_, s)| s.name == "task" && attribute(s, "task_id").as_deref() == Some(id))
+        .unwrap_or_else(|| panic!("no attempt span for {id} among {spans:?}"))
+}
+
 #[test]
 fn with_an_otlp_endpoint_spans_are_exported_and_a_traceparent_is_their_parent() {
     let collector = Collector::start();
@@ -424,18 +441,51 @@ fn with_an_otlp_endpoint_spans_are_exported_and_a_traceparent_is_their_parent() 
         ("OTEL_SERVICE_NAME", "taskd-under-test".into()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
     ];
-    let mut taskd = Daemon::start_env(dir.path(), &[], &env);
+    let mut taskd = Daemon::start_env(dir.path(), &["--enable-shell"], &env);
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    // A shell task submitted in the caller's trace sees it as TRACEPARENT.
     let (status, answer) = taskd.http_with_header(
         "POST",
         "/api/v1/tasks",
-        br#"{"kind":"echo","payload":{"a":1}}"#,
+        br#"{"kind":"shell","payload":{"argv":["sh","-c","echo tp=$TRACEPARENT"]}}"#,
         ("traceparent", traceparent.as_str()),
     );
     assert_eq!(status, 201, "{answer}");
-    let id = answer["id"].as_str().expect("id").to_owned();
-    taskd.taskctl(&["watch", &id, "-o", "json"]).ok();
+    let shell = answer["id"].as_str().expect("id").to_owned();
+    taskd.taskctl(&["watch", &shell, "-o", "json"]).ok();
+    let logs = taskd.taskctl(&["logs", &shell]).ok();
+    // A workflow's steps share the workflow's trace.
+    let flow_trace = "0af7651916cd43dd8448eb211c80319c";
+    let (status, flow) = taskd.http_with_header(
+        "POST",
+        "/api/v1/workflows",
+        br#"{"name":"traced","steps":[{"id":"a","kind":"noop"},{"id":"b","kind":"noop","needs":["a"]}]}"#,
+        ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    );
+    assert_eq!(status, 201, "{flow}");
+    let steps: Vec<String> = flow["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["task_id"].as_str().expect("task id").to_owned())
+        .collect();
+    let mut args = vec!["watch", "-o", "json"];
+    args.extend(steps.iter().map(String::as_str));
+    taskd.taskctl(&args).ok();
+    // taskctl sends a traceparent of its own: here the one its environment gives it.
+    let cli_trace = "5b8efff798038103d269b633813fc60c";
+    let cli_env = [(
+        "TRACEPARENT",
+        format!("00-{cli_trace}-eee19b7ec3c1b174-01").into(),
+    )];
+    let by_cli = common::taskctl_env(
+        &taskd.url,
+        &["submit", "noop", "--wait", "-q"],
+        dir.path(),
+        &cli_env,
+    )
+    .ok();
     // A graceful stop flushes what the exporter holds.
     taskd.signal("TERM");
     assert!(
@@ -447,20 +497,45 @@ fn with_an_otlp_endpoint_spans_are_exported_and_a_traceparent_is_their_parent() 
     let spans = collector.spans();
     let submit = spans
         .iter()
-        .find(|(_, s)| s.name == "POST /api/v1/tasks")
-        .unwrap_or_else(|| panic!("no submit span among {spans:?}"));
+        .find(|(_, s)| s.name == "POST /api/v1/tasks" && hex(&s.trace_id) == trace)
+        .unwrap_or_else(|| panic!("no submit span in the caller's trace among {spans:?}"));
     assert_eq!(submit.0, r#"Some(StringValue("taskd-under-test"))"#);
-    assert_eq!(hex(&submit.1.trace_id), trace, "the traceparent's trace");
     assert_eq!(hex(&submit.1.parent_span_id), "00f067aa0ba902b7");
     assert_eq!(
         attribute(&submit.1, "http.response.status_code").as_deref(),
         Some("201")
     );
-    let attempt = spans
-        .iter()
-        .find(|(_, s)| s.name == "task" && attribute(s, "task_id").as_deref() == Some(id.as_str()))
-        .unwrap_or_else(|| panic!("no attempt span for {id} among {spans:?}"));
-    assert_eq!(attribute(&attempt.1, "kind").as_deref(), Some("echo"));
+    // The submit's store write and the attempt's settle, each a child of its own.
+    let child = |name: &str, parent: &Span| {
+        spans
+            .iter()
+            .any(|(_, s)| s.name == name && s.parent_span_id == parent.span_id)
+    };
+    assert!(
+        child("store.insert", &submit.1),
+        "no store.insert span under the submit"
+    );
+    // The attempt is the submit's child, and the program got the attempt's context.
+    let attempt = &attempt_of(&spans, &shell).1;
+    assert_eq!(hex(&attempt.trace_id), trace);
+    assert_eq!(attempt.parent_span_id, submit.1.span_id);
+    assert_eq!(attribute(attempt, "kind").as_deref(), Some("shell"));
+    assert!(
+        child("task.settle", attempt),
+        "no task.settle span under the attempt"
+    );
+    let expected = format!("tp=00-{trace}-{}-01", hex(&attempt.span_id));
+    assert!(logs.contains(&expected), "{expected} not in:\n{logs}");
+    // Both steps of the workflow, in its trace.
+    for step in &steps {
+        assert_eq!(hex(&attempt_of(&spans, step).1.trace_id), flow_trace);
+    }
+    assert!(
+        in_trace(&spans, flow_trace).len() >= 3,
+        "the create and two steps"
+    );
+    // taskctl's submit and its task, in the trace taskctl sent.
+    assert_eq!(hex(&attempt_of(&spans, &by_cli).1.trace_id), cli_trace);
 }
 
 #[test]
@@ -497,4 +572,118 @@ fn without_the_variables_nothing_is_exported() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("http/protobuf"), "{stderr}");
+}
+
+/// An HTTP target that answers 200 to everything and keeps each request's `traceparent`.
+fn traceparent_target() -> (String, std::sync::mpsc::Receiver<Option<String>>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream.try_clone().expect("clone"));
+            let mut traceparent = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("traceparent")
+                {
+                    traceparent = Some(value.trim().to_owned());
+                }
+            }
+            let mut writer = stream;
+            let _ = writer
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let _ = tx.send(traceparent);
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_trace_crosses_from_the_api_process_to_the_worker_process_and_on_to_an_http_target() {
+    let Some(platform) =
+        common::Platform::empty(common::Backend::Production, "traces across processes")
+    else {
+        return;
+    };
+    let collector = Collector::start();
+    let (target, seen) = traceparent_target();
+    let database = platform.db.as_ref().expect("database").url.clone();
+    let broker = platform.vhost.as_ref().expect("vhost").url.clone();
+    let start = |role: &str, service: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--role",
+            role,
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &database,
+            "--broker",
+            &broker,
+        ];
+        args.extend_from_slice(extra);
+        let env = [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.clone().into()),
+            ("OTEL_SERVICE_NAME", service.into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+        ];
+        Daemon::start_with_env(platform.dir.path(), &args, &env)
+    };
+    let mut api = start("api", "taskd-api", &[]);
+    let mut worker = start(
+        "worker",
+        "taskd-worker",
+        &["--http-allow-cidr", "127.0.0.1/32"],
+    );
+    common::wait_until(
+        "both to be ready",
+        std::time::Duration::from_secs(30),
+        || api.ready() == 200 && worker.ready() == 200,
+    );
+    let trace = "7d2a5e1ccf9b4b8f9b8e3f4a1c2d3e4f";
+    let body = serde_json::json!({"kind": "http", "payload": {"url": target}}).to_string();
+    let (status, answer) = api.http_with_header(
+        "POST",
+        "/api/v1/tasks",
+        body.as_bytes(),
+        ("traceparent", &format!("00-{trace}-1111111111111111-01")),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let id = answer["id"].as_str().expect("id").to_owned();
+    let done = api.taskctl(&["watch", &id, "-o", "json"]).json();
+    assert_eq!(done[0]["status"], "succeeded", "{done}");
+    let sent = seen
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the target was called")
+        .expect("with a traceparent");
+    for process in [&mut api, &mut worker] {
+        process.signal("TERM");
+        assert!(
+            process
+                .wait_exit(std::time::Duration::from_secs(30))
+                .success()
+        );
+    }
+
+    let spans = collector.spans();
+    let submit = spans
+        .iter()
+        .find(|(_, s)| s.name == "POST /api/v1/tasks" && hex(&s.trace_id) == trace)
+        .unwrap_or_else(|| panic!("no submit span from the API among {spans:?}"));
+    assert_eq!(submit.0, r#"Some(StringValue("taskd-api"))"#);
+    let (service, attempt) = attempt_of(&spans, &id);
+    assert_eq!(service, r#"Some(StringValue("taskd-worker"))"#);
+    assert_eq!(
+        hex(&attempt.trace_id),
+        trace,
+        "the worker joined the API's trace"
+    );
+    assert_eq!(attempt.parent_span_id, submit.1.span_id);
+    // The target got the attempt's context: the same trace, the attempt as parent.
+    assert_eq!(sent, format!("00-{trace}-{}-01", hex(&attempt.span_id)));
 }

@@ -56,6 +56,8 @@ pub struct NewTask {
     pub concurrency_limit: Option<u32>,
     /// The audit entry its insert records (a submit of an admin-only kind).
     pub audit: Option<crate::store::AuditEntry>,
+    /// The W3C `traceparent` it is submitted in (see [`crate::telemetry::submitted_in`]).
+    pub trace_parent: Option<String>,
 }
 
 /// Why a submit was refused. `code` is the API's error code.
@@ -329,6 +331,7 @@ fn validate(
         concurrency_key,
         concurrency_limit,
         audit: None,
+        trace_parent: None,
     })
 }
 

@@ -200,6 +200,15 @@ impl Executor for Http {
             for (name, value) in &spec.headers {
                 request = request.header(name, value);
             }
+            // The target joins the task's trace, unless the payload names its own.
+            if let Some(traceparent) = &ctx.traceparent
+                && !spec
+                    .headers
+                    .keys()
+                    .any(|name| name.eq_ignore_ascii_case("traceparent"))
+            {
+                request = request.header("traceparent", traceparent);
+            }
             request = match spec.body {
                 Some(Value::String(text)) => request.body(text),
                 Some(value) => request.json(&value),

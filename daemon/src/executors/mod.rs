@@ -33,6 +33,9 @@ pub struct TaskContext {
     pub cancel: CancellationToken,
     /// Captured output goes here.
     pub log: LogSink,
+    /// The W3C `traceparent` to pass on (the `http` kind's header, a program's
+    /// `TRACEPARENT`), if the task belongs to a trace.
+    pub traceparent: Option<String>,
 }
 
 /// A failed attempt; the message becomes the task's `last_error`.

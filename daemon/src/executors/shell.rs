@@ -53,8 +53,15 @@ impl Executor for Shell {
                 .argv
                 .split_first()
                 .ok_or_else(|| ExecError::new("shell: argv is empty"))?;
+            let mut env = spec.env;
+            // The program joins the task's trace (W3C's name for the variable), unless the
+            // payload sets one.
+            if let Some(traceparent) = &ctx.traceparent {
+                env.entry("TRACEPARENT".to_owned())
+                    .or_insert_with(|| traceparent.clone());
+            }
             let invocation = Invocation {
-                env: spec.env,
+                env,
                 cwd: spec.cwd.map(Into::into),
                 inherit_env: inherit,
                 // A retry waits until the tree of an attempt that timed out is gone.

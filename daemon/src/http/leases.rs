@@ -312,6 +312,7 @@ async fn hand_out(state: &AppState, worker: &str, task: ClaimedTask) -> Option<L
         timeout_secs: task.timeout_secs,
         lease: format!("{}.{worker}", task.attempt),
         lease_expires_at: instant(lease_until),
+        traceparent: task.trace_parent,
     })
 }
 

@@ -82,13 +82,14 @@ pub async fn submit(
     }
     let now = now_ms();
     let mut task = validate::submit(request, &state.kinds, Uuid::now_v7(), now)?;
+    task.trace_parent = crate::telemetry::submitted_in(&headers);
     audit_submit(&actor, &mut task);
     state.broker.know_gates(state.store.as_ref()).await;
     let mark = state.broker.submit_mark();
     task.published_at = state.broker.stamp(&task, mark);
     let (kind, payload) = (task.kind.clone(), task.payload.clone());
     let mut stored = if task.depends_on.is_empty() {
-        state.submits.insert(vec![task]).await?
+        crate::telemetry::traced("store.insert", state.submits.insert(vec![task])).await?
     } else {
         insert_graph(&state, vec![task]).await?
     };
@@ -168,6 +169,7 @@ pub async fn submit_batch(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
     actor: Actor,
+    headers: HeaderMap,
     JsonBody(batch): JsonBody<BatchSubmit>,
 ) -> Result<Response, ApiError> {
     for task in &batch.tasks {
@@ -183,6 +185,7 @@ pub async fn submit_batch(
         ));
     }
     let now = now_ms();
+    let trace_parent = crate::telemetry::submitted_in(&headers);
     state.broker.know_gates(state.store.as_ref()).await;
     let mark = state.broker.submit_mark();
     let tasks: Vec<NewTask> = batch
@@ -197,6 +200,7 @@ pub async fn submit_batch(
                     error
                 })?;
             audit_submit(&actor, &mut task);
+            task.trace_parent = trace_parent.clone();
             task.published_at = state.broker.stamp(&task, mark);
             Ok::<_, ApiError>(task)
         })
@@ -204,7 +208,7 @@ pub async fn submit_batch(
     let stored = if tasks.is_empty() {
         Vec::new()
     } else if tasks.iter().all(|task| task.depends_on.is_empty()) {
-        state.store.insert(tasks).await?
+        crate::telemetry::traced("store.insert", state.store.insert(tasks)).await?
     } else {
         insert_graph(&state, tasks).await?
     };

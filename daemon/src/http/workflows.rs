@@ -48,6 +48,7 @@ pub async fn create(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
     actor: Actor,
+    headers: axum::http::HeaderMap,
     JsonBody(spec): JsonBody<WorkflowSpec>,
 ) -> Result<Response, ApiError> {
     for step in &spec.steps {
@@ -60,6 +61,8 @@ pub async fn create(
     let ids: Vec<Uuid> = spec.steps.iter().map(|_| Uuid::now_v7()).collect();
     state.broker.know_gates(state.store.as_ref()).await;
     let mark = state.broker.submit_mark();
+    // Every step belongs to the workflow's trace.
+    let trace_parent = crate::telemetry::submitted_in(&headers);
     let mut tasks = Vec::with_capacity(spec.steps.len());
     for ((step, needs), id) in spec.steps.iter().zip(&checked.needs).zip(&ids) {
         let in_step = |error: ApiError| ApiError {
@@ -94,6 +97,7 @@ pub async fn create(
         task.depends_on = needs.iter().map(|&i| ids[i]).collect();
         task.workflow_id = Some(workflow_id);
         task.step = Some(step.id.clone());
+        task.trace_parent = trace_parent.clone();
         super::controls::audit_submit(&actor, &mut task);
         task.published_at = state.broker.stamp(&task, mark);
         tasks.push(task);

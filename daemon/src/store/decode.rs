@@ -126,6 +126,7 @@ pub fn claimed<R: TaskRow>(row: &R) -> Result<(i32, ClaimedTask)> {
             retry_max_ms: opt_count(&id, row.opt_int("retry_max_ms")?)?,
             created_at: row.int("created_at")?,
             workflow_id: row.opt_text("workflow_id")?,
+            trace_parent: row.opt_text("trace_parent")?,
         },
     ))
 }

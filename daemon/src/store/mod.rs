@@ -347,6 +347,8 @@ pub struct ClaimedTask {
     /// The workflow this task is a step of: its payload may take the results of the steps
     /// it needs.
     pub workflow_id: Option<String>,
+    /// The W3C `traceparent` it was submitted in, if any.
+    pub trace_parent: Option<String>,
 }
 
 /// How many events one change-feed row holds at most: an event's id is its row's `seq`

@@ -50,6 +50,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../migrations/postgres/0008_queue_controls.sql"),
     ),
+    (
+        9,
+        include_str!("../../migrations/postgres/0009_trace_context.sql"),
+    ),
 ];
 
 /// The NOTIFY channel for "work is ready".

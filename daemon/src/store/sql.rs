@@ -80,7 +80,7 @@ pub const TASK_COLUMNS: &str = "id, kind, queue, priority, payload, status, atte
 
 /// The columns a [`ClaimedTask`](super::ClaimedTask) is decoded from.
 pub const CLAIM_COLUMNS: &str = "id, kind, queue, payload, attempts, max_attempts, timeout_secs, \
-     priority, retry_base_ms, retry_max_ms, created_at, workflow_id";
+     priority, retry_base_ms, retry_max_ms, created_at, workflow_id, trace_parent";
 
 /// What a claim writes: running under `$1`'s lease until `$2`, started at `$3`.
 pub const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, worker = $1, \
@@ -95,9 +95,9 @@ pub const CLAIM_SET: &str = "status = 'running', attempts = attempts + 1, worker
 pub const ROWS_PER_STATEMENT: usize = 32;
 
 /// Columns bound per row by [`insert_rows`].
-pub const INSERT_PARAMS: usize = 20;
+pub const INSERT_PARAMS: usize = 21;
 
-/// A multi-row insert of `rows` tasks (20 parameters each, in the column order below); a task
+/// A multi-row insert of `rows` tasks (21 parameters each, in the column order below); a task
 /// whose idempotency key exists is skipped. With `returning` it answers the ids it inserted
 /// (only keyed tasks can be skipped, so a batch without keys needs no answer but the count,
 /// and the rows need not travel back one by one).
@@ -109,7 +109,7 @@ pub fn insert_rows(rows: usize, params: Params, returning: bool) -> String {
         "INSERT INTO tasks (id, kind, queue, priority, payload, status, max_attempts,
              timeout_secs, run_at, created_at, updated_at, idempotency_key, labels,
              retry_base_ms, retry_max_ms, published_at, workflow_id, step, concurrency_key,
-             concurrency_limit)
+             concurrency_limit, trace_parent)
          VALUES {}
          ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING{}",
         values.join(", "),

@@ -1003,7 +1003,8 @@ where
                 .bind(task.workflow_id.map(|id| id.to_string()))
                 .bind(task.step.as_deref())
                 .bind(task.concurrency_key.as_deref())
-                .bind(task.concurrency_limit.map(i64::from));
+                .bind(task.concurrency_limit.map(i64::from))
+                .bind(task.trace_parent.as_deref());
         }
         if !keyed {
             // Nothing to skip: the statement inserted every row or failed.

@@ -327,6 +327,9 @@ impl Worker {
             attempt = task.attempt,
             worker = %self.config.id
         );
+        // The attempt joins the trace its task was submitted in, however long ago and in
+        // whichever process.
+        crate::telemetry::join(&span, task.trace_parent.as_deref());
         tracing::Instrument::instrument(
             self.attempt(task, slot, cancel, hard_stop, log, settler, delivery),
             span,
@@ -380,12 +383,14 @@ impl Worker {
                 // The handler's own token fires for any reason it must stop; it lets an
                 // executor clean up even though the future is also dropped.
                 let handler_token = CancellationToken::new();
+                let traceparent = crate::telemetry::passed_on(task.trace_parent.as_deref());
                 let ctx = TaskContext {
                     id,
                     attempt: task.attempt,
                     payload,
                     cancel: handler_token.clone(),
                     log: log.clone(),
+                    traceparent,
                 };
                 let run = executor.run(ctx);
                 let outcome = tokio::select! {
@@ -436,7 +441,9 @@ impl Worker {
         let give_up = tokio::time::Instant::now() + self.config.lease;
         let mut wait = Duration::from_millis(100);
         let settled = loop {
-            match settler.settle(id, settlement.clone()).await {
+            match crate::telemetry::traced("task.settle", settler.settle(id, settlement.clone()))
+                .await
+            {
                 Ok(true) => {
                     tracing::debug!(task_id = %id, kind = %task.kind, %status, "task settled");
                     break true;

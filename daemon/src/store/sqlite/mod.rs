@@ -55,6 +55,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../../migrations/sqlite/0008_queue_controls.sql"),
     ),
+    (
+        9,
+        include_str!("../../../migrations/sqlite/0009_trace_context.sql"),
+    ),
 ];
 
 /// Free pages worth giving back to the file system after a retention delete (4 MiB), and the

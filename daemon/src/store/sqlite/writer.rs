@@ -530,6 +530,7 @@ fn insert(
             &task.step,
             &task.concurrency_key,
             &key_limit,
+            &task.trace_parent,
         ];
         if insert.execute(&values[..])? == 1 {
             if let Some(audit) = &task.audit {

@@ -811,7 +811,7 @@ pub const VERSION_1_ROWS: &str = "INSERT INTO schema_migrations VALUES (1, 0);
 pub async fn labels_of_version_1_are_found(store: Arc<dyn Store>) {
     assert_eq!(
         store.migrate().await.expect("migrate"),
-        vec![2, 3, 4, 5, 6, 7, 8]
+        vec![2, 3, 4, 5, 6, 7, 8, 9]
     );
     let again = new_task(|t| t.idempotency_key = Some("from-version-1".into()));
     let rows = store.insert(vec![again]).await.expect("insert a known key");
@@ -1022,6 +1022,33 @@ pub async fn the_change_feed_records_each_change_once(
         rows.last().expect("rows").seq
     );
     rows
+}
+
+/// The `traceparent` a task is submitted in comes back with each claim of it, by queue and
+/// by id; a task without one claims with none.
+pub async fn a_trace_parent_travels_from_insert_to_claim(store: Arc<dyn Store>) {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut traced = noop_task();
+    traced.trace_parent = Some(traceparent.to_owned());
+    let plain = noop_task();
+    let (traced_id, plain_id) = (traced.id, plain.id);
+    store.insert(vec![traced, plain]).await.expect("insert");
+    let now = NOW;
+    let claimed = store
+        .claim("w", &["default".to_owned()], 10, now, now + LEASE)
+        .await
+        .expect("claim");
+    let by_id = |id: Uuid| claimed.iter().find(|t| t.id == id).expect("claimed");
+    assert_eq!(by_id(traced_id).trace_parent.as_deref(), Some(traceparent));
+    assert_eq!(by_id(plain_id).trace_parent, None);
+    // Back to the queue after a lost lease, and claimed by id: still there.
+    store.reap_expired(now + LEASE + 1).await.expect("reap");
+    let again = store
+        .claim_ids("w2", &[traced_id], now + LEASE + 2, now + 2 * LEASE)
+        .await
+        .expect("claim by id");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].trace_parent.as_deref(), Some(traceparent));
 }
 
 pub async fn claims_by_id_skip_what_is_not_ready(store: Arc<dyn Store>) {
