@@ -441,7 +441,12 @@ fn with_an_otlp_endpoint_spans_are_exported_and_a_traceparent_is_their_parent() 
         ("OTEL_SERVICE_NAME", "taskd-under-test".into()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
     ];
-    let mut taskd = Daemon::start_env(dir.path(), &["--enable-shell"], &env);
+    // The log level filters log lines, not the spans exported.
+    let mut taskd = Daemon::start_env(
+        dir.path(),
+        &["--enable-shell", "--log-level", "warn,taskd::app=info"],
+        &env,
+    );
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
     // A shell task submitted in the caller's trace sees it as TRACEPARENT.

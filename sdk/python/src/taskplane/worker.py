@@ -68,6 +68,9 @@ class LeasedTask:
         self.max_attempts: int = int(data.get("max_attempts", 1))
         self.timeout_secs: Optional[int] = data.get("timeout_secs")
         self.lease: str = str(data["lease"])
+        #: The W3C ``traceparent`` the attempt runs in (None outside a trace): parent your
+        #: spans on it, or pass it on (e.g. as the ``TRACEPARENT`` of a program you start).
+        self.traceparent: Optional[str] = data.get("traceparent")
         self._worker = worker
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()  # keeps log batches in order
