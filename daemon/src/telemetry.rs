@@ -100,6 +100,8 @@ where
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("taskd");
+    // The claim spans are made after the fact, with their own times, through the API.
+    opentelemetry::global::set_tracer_provider(provider.clone());
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     ON.store(true, Ordering::Relaxed);
     Ok(Some((
@@ -157,6 +159,36 @@ pub fn join(span: &tracing::Span, stored: Option<&str>) {
         use tracing_opentelemetry::OpenTelemetrySpanExt as _;
         let _ = span.set_parent(context_from(traceparent));
     }
+}
+
+/// Records the claim of `task` by `worker`, from `started` to now, as a `task.claim` span in
+/// the trace the task was submitted in (a sibling of the attempt that follows); nothing with
+/// traces off. Made after the fact so that a claim that finds nothing makes no span.
+pub fn claimed(
+    trace_parent: Option<&str>,
+    started: std::time::SystemTime,
+    task: &crate::store::ClaimedTask,
+    worker: &str,
+) {
+    if !on() {
+        return;
+    }
+    use opentelemetry::KeyValue;
+    use opentelemetry::trace::{Span as _, Tracer as _};
+    let tracer = opentelemetry::global::tracer("taskd");
+    let parent = trace_parent.map(context_from).unwrap_or_default();
+    let mut span = tracer
+        .span_builder("task.claim")
+        .with_start_time(started)
+        .with_attributes(vec![
+            KeyValue::new("task_id", task.id.to_string()),
+            KeyValue::new("kind", task.kind.clone()),
+            KeyValue::new("queue", task.queue.clone()),
+            KeyValue::new("attempt", i64::from(task.attempt)),
+            KeyValue::new("worker", worker.to_owned()),
+        ])
+        .start_with_context(&tracer, &parent);
+    span.end();
 }
 
 /// Runs `work` in a span named `name` (a child of the current one) when traces are on; as it

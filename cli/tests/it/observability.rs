@@ -529,6 +529,15 @@ fn with_an_otlp_endpoint_spans_are_exported_and_a_traceparent_is_their_parent() 
         child("task.settle", attempt),
         "no task.settle span under the attempt"
     );
+    // The claim, in the same trace: the submit's child, as the attempt is.
+    let claim = spans
+        .iter()
+        .find(|(_, s)| {
+            s.name == "task.claim" && attribute(s, "task_id").as_deref() == Some(shell.as_str())
+        })
+        .unwrap_or_else(|| panic!("no claim span for {shell}"));
+    assert_eq!(claim.1.parent_span_id, submit.1.span_id);
+    assert!(claim.1.start_time_unix_nano <= attempt.start_time_unix_nano);
     let expected = format!("tp=00-{trace}-{}-01", hex(&attempt.span_id));
     assert!(logs.contains(&expected), "{expected} not in:\n{logs}");
     // Both steps of the workflow, in its trace.

@@ -190,9 +190,16 @@ impl Worker {
                 .min((slots_total * SETTLING_PER_SLOT).saturating_sub(running.len()));
             let mut claimed_all = false;
             if !draining && free > 0 {
+                let claim_started = std::time::SystemTime::now();
                 let tasks = intake.take(free).await;
                 claimed_all = tasks.len() == free;
                 for (task, receipt) in tasks {
+                    crate::telemetry::claimed(
+                        task.trace_parent.as_deref(),
+                        claim_started,
+                        &task,
+                        &this.config.id,
+                    );
                     let cancel = CancellationToken::new();
                     slots.insert(
                         task.id,
