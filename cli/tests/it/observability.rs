@@ -424,6 +424,26 @@ fn in_trace<'a>(spans: &'a [(String, Span)], trace: &str) -> Vec<&'a Span> {
         .collect()
 }
 
+/// Stops taskd processes gracefully, which flushes their exporters.
+fn stop(processes: &mut [&mut Daemon]) {
+    for process in processes {
+        process.signal("TERM");
+        assert!(
+            process
+                .wait_exit(std::time::Duration::from_secs(30))
+                .success()
+        );
+    }
+}
+
+/// The span of the submit in `trace`.
+fn submit_in<'a>(spans: &'a [(String, Span)], trace: &str) -> &'a (String, Span) {
+    spans
+        .iter()
+        .find(|(_, s)| s.name == "POST /api/v1/tasks" && hex(&s.trace_id) == trace)
+        .unwrap_or_else(|| panic!("no submit span in trace {trace} among {spans:?}"))
+}
+
 /// A task's attempt span.
 fn attempt_of<'a>(spans: &'a [(String, Span)], id: &str) -> &'a (String, Span) {
     spans
@@ -492,18 +512,10 @@ fn with_an_otlp_endpoint_spans_are_exported_and_a_traceparent_is_their_parent() 
     )
     .ok();
     // A graceful stop flushes what the exporter holds.
-    taskd.signal("TERM");
-    assert!(
-        taskd
-            .wait_exit(std::time::Duration::from_secs(30))
-            .success()
-    );
+    stop(&mut [&mut taskd]);
 
     let spans = collector.spans();
-    let submit = spans
-        .iter()
-        .find(|(_, s)| s.name == "POST /api/v1/tasks" && hex(&s.trace_id) == trace)
-        .unwrap_or_else(|| panic!("no submit span in the caller's trace among {spans:?}"));
+    let submit = submit_in(&spans, trace);
     assert_eq!(submit.0, r#"Some(StringValue("taskd-under-test"))"#);
     assert_eq!(hex(&submit.1.parent_span_id), "00f067aa0ba902b7");
     assert_eq!(
@@ -568,12 +580,7 @@ fn without_the_variables_nothing_is_exported() {
         ),
     );
     assert_eq!(status, 201);
-    taskd.signal("TERM");
-    assert!(
-        taskd
-            .wait_exit(std::time::Duration::from_secs(30))
-            .success()
-    );
+    stop(&mut [&mut taskd]);
     assert!(collector.spans().is_empty());
     // And a protocol taskd cannot speak is refused at start, with the reason.
     let out = std::process::Command::new(common::taskd_bin())
@@ -627,26 +634,13 @@ fn a_trace_crosses_from_the_api_process_to_the_worker_process_and_on_to_an_http_
     };
     let collector = Collector::start();
     let (target, seen) = traceparent_target();
-    let database = platform.db.as_ref().expect("database").url.clone();
-    let broker = platform.vhost.as_ref().expect("vhost").url.clone();
     let start = |role: &str, service: &str, extra: &[&str]| {
-        let mut args = vec![
-            "--role",
-            role,
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            &database,
-            "--broker",
-            &broker,
-        ];
-        args.extend_from_slice(extra);
         let env = [
             ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.clone().into()),
             ("OTEL_SERVICE_NAME", service.into()),
             ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
         ];
-        Daemon::start_with_env(platform.dir.path(), &args, &env)
+        platform.spawn_with_env(role, "amqp", extra, &env)
     };
     let mut api = start("api", "taskd-api", &[]);
     let mut worker = start(
@@ -675,20 +669,10 @@ fn a_trace_crosses_from_the_api_process_to_the_worker_process_and_on_to_an_http_
         .recv_timeout(std::time::Duration::from_secs(10))
         .expect("the target was called")
         .expect("with a traceparent");
-    for process in [&mut api, &mut worker] {
-        process.signal("TERM");
-        assert!(
-            process
-                .wait_exit(std::time::Duration::from_secs(30))
-                .success()
-        );
-    }
+    stop(&mut [&mut api, &mut worker]);
 
     let spans = collector.spans();
-    let submit = spans
-        .iter()
-        .find(|(_, s)| s.name == "POST /api/v1/tasks" && hex(&s.trace_id) == trace)
-        .unwrap_or_else(|| panic!("no submit span from the API among {spans:?}"));
+    let submit = submit_in(&spans, trace);
     assert_eq!(submit.0, r#"Some(StringValue("taskd-api"))"#);
     let (service, attempt) = attempt_of(&spans, &id);
     assert_eq!(service, r#"Some(StringValue("taskd-worker"))"#);

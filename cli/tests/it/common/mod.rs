@@ -592,6 +592,17 @@ impl Platform {
     /// Starts a process with `role` on this platform's database and the given broker:
     /// `amqp` (this platform's vhost), a `redis://` URL, or `db`.
     pub fn spawn_with_broker(&self, role: &str, broker: &str, flags: &[&str]) -> Daemon {
+        self.spawn_with_env(role, broker, flags, &[])
+    }
+
+    /// [`Platform::spawn_with_broker`] with these variables added to its environment.
+    pub fn spawn_with_env(
+        &self,
+        role: &str,
+        broker: &str,
+        flags: &[&str],
+        env: &[(&str, OsString)],
+    ) -> Daemon {
         let database = match &self.db {
             Some(db) => db.url.clone(),
             None => format!("sqlite://{}", self.dir.path().join("taskd.db").display()),
@@ -614,7 +625,7 @@ impl Platform {
             &broker,
         ];
         args.extend_from_slice(flags);
-        Daemon::start_with(self.dir.path(), &args)
+        Daemon::start_with_env(self.dir.path(), &args, env)
     }
 
     /// Starts (again) the process that runs the worker, with these flags.
