@@ -113,7 +113,9 @@ def check_compose(repo):
     check("task_id" in variables, "compose: the dashboard asks for a task_id")
     with open(os.path.join(repo, "compose", "prometheus", "prometheus.yml")) as f:
         prometheus = yaml.safe_load(f)
-    check(len(prometheus.get("scrape_configs", [])) == 2, "compose: Prometheus scrapes api and workers")
+    jobs = {c.get("job_name") for c in prometheus.get("scrape_configs", [])}
+    check(jobs == {"taskd-api", "taskd-worker", "taskd-api-redis", "taskd-worker-redis"},
+          f"compose: Prometheus scrapes the APIs and workers of both profiles, not {jobs}")
     check(prometheus.get("rule_files") == ["alerts.yml"], "compose: Prometheus loads the alert rules")
     mounts = [str(v) for v in services.get("prometheus", {}).get("volumes", [])]
     check(any("alerts.yml:/etc/prometheus/alerts.yml" in m for m in mounts),

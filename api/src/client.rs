@@ -59,7 +59,8 @@ pub struct Client {
     base: String,
     token: Option<String>,
     timeouts: Timeouts,
-    /// The W3C `traceparent` every request carries, if set ([`Client::with_traceparent`]).
+    /// The W3C `traceparent` the requests that make tasks carry, if set
+    /// ([`Client::with_traceparent`]).
     traceparent: Option<String>,
 }
 
@@ -83,15 +84,17 @@ pub fn valid_traceparent(value: &str) -> Option<String> {
     ok.then(|| value.to_owned())
 }
 
-/// A new W3C `traceparent`: a trace of its own, sampled, from UUIDv7s' random bits.
+/// A new W3C `traceparent`: a trace of its own (random ids), sampled.
 pub fn new_traceparent() -> String {
-    let trace = uuid::Uuid::now_v7().simple().to_string();
-    let span = uuid::Uuid::now_v7().simple().to_string();
-    format!("00-{trace}-{}-01", &span[16..])
+    let trace = uuid::Uuid::new_v4().simple().to_string();
+    let span = &uuid::Uuid::new_v4().simple().to_string()[..16];
+    format!("00-{trace}-{span}-01")
 }
 
 impl Client {
-    /// Every request carries this `traceparent` (a submit's tasks then belong to its trace).
+    /// The requests that make tasks (a submit, a batch, a workflow) carry this `traceparent`,
+    /// so the tasks belong to its trace; without one each of them starts a trace of its own.
+    /// Other requests carry none.
     pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
         self.traceparent = traceparent;
         self
@@ -455,10 +458,6 @@ impl Client {
     }
 
     fn authorize(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        let request = match &self.traceparent {
-            Some(traceparent) => request.header("traceparent", traceparent),
-            None => request,
-        };
         match &self.token {
             Some(token) => request.bearer_auth(token),
             None => request,
@@ -561,7 +560,17 @@ impl Client {
             Some(query) => with_query(&url, query),
             None => url,
         };
+        let makes_tasks = method == Method::POST
+            && matches!(
+                path,
+                "/api/v1/tasks" | "/api/v1/tasks/batch" | "/api/v1/workflows"
+            );
         let mut request = self.authorize(self.http.request(method, &url));
+        if makes_tasks {
+            // The caller's trace when it gave one, else a trace of its own per request.
+            let traceparent = self.traceparent.clone().unwrap_or_else(new_traceparent);
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(body) = body {
             request = request.json(body);
         }

@@ -137,16 +137,25 @@ fn init_logging(args: &RunArgs) -> Result<Option<taskd::telemetry::Traces>, Stri
         Some((traces, layer)) => (Some(traces), Some(layer)),
         None => (None, None),
     };
-    // The log level filters the log lines only: spans reach the exporter whatever it is
-    // (taskd's own, at info, where the request, attempt, store and broker spans are).
-    let spans = spans.map(|layer| {
-        layer.with_filter(
-            tracing_subscriber::filter::Targets::new().with_target("taskd", tracing::Level::INFO),
-        )
-    });
-    tracing_subscriber::registry()
-        .with(lines.with_filter(filter))
-        .with(spans)
-        .init();
+    match spans {
+        // The log level filters the log lines only: spans reach the exporter whatever it is
+        // (taskd's own, at info, where the request, attempt, store and broker spans are).
+        Some(spans) => {
+            let spans = spans.with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target("taskd", tracing::Level::INFO),
+            );
+            tracing_subscriber::registry()
+                .with(lines.with_filter(filter))
+                .with(spans)
+                .init();
+        }
+        // Without traces, one global filter, as before they existed (its callsite interest
+        // is cached: a disabled line costs nothing).
+        None => tracing_subscriber::registry()
+            .with(lines)
+            .with(filter)
+            .init(),
+    }
     Ok(traces)
 }

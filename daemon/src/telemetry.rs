@@ -87,9 +87,15 @@ where
     let exporter = exporter
         .build()
         .map_err(|error| format!("cannot start the OTLP trace exporter: {error}"))?;
-    let service = var("OTEL_SERVICE_NAME").unwrap_or_else(|| "taskd".to_owned());
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(service)
+    // OTEL_SERVICE_NAME, then a service.name in OTEL_RESOURCE_ATTRIBUTES (the builder reads
+    // both), then `taskd`.
+    let named_in_attributes = var("OTEL_RESOURCE_ATTRIBUTES")
+        .is_some_and(|attributes| attributes.contains("service.name="));
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if var("OTEL_SERVICE_NAME").is_none() && !named_in_attributes {
+        resource = resource.with_service_name("taskd");
+    }
+    let resource = resource
         .with_attribute(opentelemetry::KeyValue::new(
             "service.version",
             env!("CARGO_PKG_VERSION"),
@@ -197,6 +203,22 @@ pub async fn traced<F: std::future::Future>(name: &'static str, work: F) -> F::O
     if on() {
         use tracing::Instrument as _;
         work.instrument(tracing::info_span!("step", otel.name = name))
+            .await
+    } else {
+        work.await
+    }
+}
+
+/// [`traced`] for work on one task: its span carries the `task_id` too, so the log lines
+/// written in it keep naming the task.
+pub async fn traced_task<F: std::future::Future>(
+    name: &'static str,
+    task: uuid::Uuid,
+    work: F,
+) -> F::Output {
+    if on() {
+        use tracing::Instrument as _;
+        work.instrument(tracing::info_span!("step", otel.name = name, task_id = %task))
             .await
     } else {
         work.await

@@ -144,15 +144,13 @@ pub fn connect(
                 .map_err(|e| CliError::Usage(format!("--ca-cert {}: {e}", path.display())))
         })
         .transpose()?;
-    // One trace per invocation: every request carries it, so the tasks a submit makes belong
-    // to it; inside a traced program (a shell task, with TRACEPARENT set) it continues that
-    // trace instead.
+    // A request that makes tasks starts a trace of its own, or, inside a traced program (a
+    // shell task, with TRACEPARENT set), continues that one.
     let traceparent = std::env::var("TRACEPARENT")
         .ok()
-        .and_then(|value| taskplane_api::valid_traceparent(&value))
-        .unwrap_or_else(taskplane_api::new_traceparent);
+        .and_then(|value| taskplane_api::valid_traceparent(&value));
     Client::with_options(&server, token, ca_pem.as_deref(), timeouts)
-        .map(|client| client.with_traceparent(Some(traceparent)))
+        .map(|client| client.with_traceparent(traceparent))
         .map_err(|e| match e {
             taskplane_api::Error::Certificate(reason) => CliError::Usage(format!(
                 "--ca-cert {}: {reason}",

@@ -285,6 +285,10 @@ impl Agent {
         env.insert("TASKPLANE_KIND".to_owned(), task.kind.clone());
         env.insert("TASKPLANE_ATTEMPT".to_owned(), task.attempt.to_string());
         env.insert("TASKPLANE_QUEUE".to_owned(), task.queue.clone());
+        // The program joins the task's trace (W3C's variable).
+        if let Some(traceparent) = &task.traceparent {
+            env.insert("TRACEPARENT".to_owned(), traceparent.clone());
+        }
         let mut invocation = Invocation::new(self.command[0].clone()).args(&self.command[1..]);
         invocation.env = env;
         invocation.stdin = Some(task.payload.to_string().into_bytes());

@@ -190,16 +190,19 @@ impl Worker {
                 .min((slots_total * SETTLING_PER_SLOT).saturating_sub(running.len()));
             let mut claimed_all = false;
             if !draining && free > 0 {
-                let claim_started = std::time::SystemTime::now();
+                // Read only for the claim spans (traces on).
+                let claim_started = crate::telemetry::on().then(std::time::SystemTime::now);
                 let tasks = intake.take(free).await;
                 claimed_all = tasks.len() == free;
                 for (task, receipt) in tasks {
-                    crate::telemetry::claimed(
-                        task.trace_parent.as_deref(),
-                        claim_started,
-                        &task,
-                        &this.config.id,
-                    );
+                    if let Some(started) = claim_started {
+                        crate::telemetry::claimed(
+                            task.trace_parent.as_deref(),
+                            started,
+                            &task,
+                            &this.config.id,
+                        );
+                    }
                     let cancel = CancellationToken::new();
                     slots.insert(
                         task.id,
@@ -448,8 +451,12 @@ impl Worker {
         let give_up = tokio::time::Instant::now() + self.config.lease;
         let mut wait = Duration::from_millis(100);
         let settled = loop {
-            match crate::telemetry::traced("task.settle", settler.settle(id, settlement.clone()))
-                .await
+            match crate::telemetry::traced_task(
+                "task.settle",
+                id,
+                settler.settle(id, settlement.clone()),
+            )
+            .await
             {
                 Ok(true) => {
                     tracing::debug!(task_id = %id, kind = %task.kind, %status, "task settled");
