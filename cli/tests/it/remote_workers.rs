@@ -74,7 +74,7 @@ fn the_agent_runs_tasks_with_results_and_logs(backend: Backend) {
         return;
     };
     let api = platform.api();
-    let script = r#"p=$(cat); echo "task $TASKPLANE_TASK_ID attempt $TASKPLANE_ATTEMPT"; echo "to stderr" >&2; echo "{\"got\": $p, \"kind\": \"$TASKPLANE_KIND\"}""#;
+    let script = r#"p=$(cat); echo "task $TASKPLANE_TASK_ID attempt $TASKPLANE_ATTEMPT"; echo "tp=$TRACEPARENT"; echo "to stderr" >&2; echo "{\"got\": $p, \"kind\": \"$TASKPLANE_KIND\"}""#;
     let mut worker = agent(
         api,
         &["--kind", "resize", "-c", "4", "--name", "agent-1"],
@@ -112,6 +112,29 @@ fn the_agent_runs_tasks_with_results_and_logs(backend: Backend) {
         "{lines:?}"
     );
     assert!(text.contains(&("stderr", "to stderr")), "{lines:?}");
+    assert!(
+        text.contains(&("stdout", "tp=")),
+        "no trace, no TRACEPARENT: {lines:?}"
+    );
+
+    // A task submitted in a trace: the agent's program gets its TRACEPARENT.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, traced) = api.http_with_header(
+        "POST",
+        "/api/v1/tasks",
+        br#"{"kind":"resize","payload":{"n":99}}"#,
+        ("traceparent", traceparent),
+    );
+    assert_eq!(status, 201, "{traced}");
+    let traced = traced["id"].as_str().expect("id").to_owned();
+    api.taskctl(&["watch", &traced, "-o", "json"]).ok();
+    let expected = format!("tp={traceparent}");
+    assert!(
+        log_lines(api, &traced)
+            .iter()
+            .any(|l| l["line"].as_str() == Some(expected.as_str())),
+        "the program did not get the task's TRACEPARENT"
+    );
 
     let workers = api.taskctl(&["workers", "-o", "json"]).json();
     let remote = workers["workers"]
