@@ -170,19 +170,18 @@ pub fn join(span: &tracing::Span, stored: Option<&str>) {
 /// Records the claim of `task` by `worker`, from `started` to now, as a `task.claim` span in
 /// the trace the task was submitted in (a sibling of the attempt that follows); nothing with
 /// traces off. Made after the fact so that a claim that finds nothing makes no span.
-pub fn claimed(
-    trace_parent: Option<&str>,
-    started: std::time::SystemTime,
-    task: &crate::store::ClaimedTask,
-    worker: &str,
-) {
+pub fn claimed(started: std::time::SystemTime, task: &crate::store::ClaimedTask, worker: &str) {
     if !on() {
         return;
     }
     use opentelemetry::KeyValue;
     use opentelemetry::trace::{Span as _, Tracer as _};
     let tracer = opentelemetry::global::tracer("taskd");
-    let parent = trace_parent.map(context_from).unwrap_or_default();
+    let parent = task
+        .trace_parent
+        .as_deref()
+        .map(context_from)
+        .unwrap_or_default();
     let mut span = tracer
         .span_builder("task.claim")
         .with_start_time(started)
@@ -198,31 +197,22 @@ pub fn claimed(
 }
 
 /// Runs `work` in a span named `name` (a child of the current one) when traces are on; as it
-/// is otherwise.
-pub async fn traced<F: std::future::Future>(name: &'static str, work: F) -> F::Output {
-    if on() {
-        use tracing::Instrument as _;
-        work.instrument(tracing::info_span!("step", otel.name = name))
-            .await
-    } else {
-        work.await
-    }
-}
-
-/// [`traced`] for work on one task: its span carries the `task_id` too, so the log lines
-/// written in it keep naming the task.
-pub async fn traced_task<F: std::future::Future>(
+/// is otherwise. Work on one `task` names it in the span, so the log lines written in it
+/// keep naming the task.
+pub async fn traced<F: std::future::Future>(
     name: &'static str,
-    task: uuid::Uuid,
+    task: Option<uuid::Uuid>,
     work: F,
 ) -> F::Output {
-    if on() {
-        use tracing::Instrument as _;
-        work.instrument(tracing::info_span!("step", otel.name = name, task_id = %task))
-            .await
-    } else {
-        work.await
+    if !on() {
+        return work.await;
     }
+    use tracing::Instrument as _;
+    let span = tracing::info_span!("step", otel.name = name, task_id = tracing::field::Empty);
+    if let Some(task) = task {
+        span.record("task_id", tracing::field::display(task));
+    }
+    work.instrument(span).await
 }
 
 /// Reads `traceparent` / `tracestate` from HTTP headers.

@@ -282,10 +282,6 @@ impl Transport for Amqp {
         "RabbitMQ"
     }
 
-    fn scheme(&self) -> &'static str {
-        "amqp"
-    }
-
     fn redacted_url(&self) -> &str {
         Amqp::redacted_url(self)
     }

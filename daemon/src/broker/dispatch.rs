@@ -138,7 +138,7 @@ impl Dispatcher {
     /// Publishes what this process submitted (stamped with its mark): nothing is written
     /// when the broker confirms; what it does not is handed back to the sweep.
     async fn publish_submitted(&self, tasks: &[Publishable]) {
-        let publish = crate::telemetry::traced("broker.publish", self.broker.publish(tasks));
+        let publish = crate::telemetry::traced("broker.publish", None, self.broker.publish(tasks));
         let failed: Vec<uuid::Uuid> = match publish.await {
             Ok(confirmed) if confirmed.len() == tasks.len() => return,
             Ok(confirmed) => {
@@ -162,7 +162,7 @@ impl Dispatcher {
     /// Publishes tasks the dispatcher owns, then records what the broker confirmed.
     /// Whatever fails stays unpublished in the database and is swept up later.
     async fn publish(&self, tasks: &[Publishable]) {
-        match crate::telemetry::traced("broker.publish", self.broker.publish(tasks)).await {
+        match crate::telemetry::traced("broker.publish", None, self.broker.publish(tasks)).await {
             Ok(confirmed) => {
                 if let Err(error) = self.store.mark_published(&confirmed, now_ms()).await {
                     // Harmless: the sweep publishes them again and the duplicate delivery

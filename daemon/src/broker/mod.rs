@@ -69,9 +69,6 @@ pub trait Transport: Send + Sync {
     /// The broker's name for messages: "RabbitMQ", "Redis".
     fn name(&self) -> &'static str;
 
-    /// The scheme `--broker` names it by: "amqp", "redis".
-    fn scheme(&self) -> &'static str;
-
     /// The broker's URL with its password hidden.
     fn redacted_url(&self) -> &str;
 
@@ -263,7 +260,7 @@ impl Broker {
 
     /// A broker other than the database, and the dispatcher that publishes for this process
     /// (to be run).
-    pub fn remote(client: Arc<dyn Transport>, store: Arc<dyn Store>) -> (Broker, Dispatcher) {
+    fn remote(client: Arc<dyn Transport>, store: Arc<dyn Store>) -> (Broker, Dispatcher) {
         let dispatch_wake = Arc::new(Notify::new());
         let outbox = Arc::new(Outbox::new());
         let (submitted, rx) = mpsc::channel(SUBMIT_BACKLOG);
@@ -430,14 +427,6 @@ impl Broker {
                     None => format!("not connected to {name} at {url}"),
                 })
             }
-        }
-    }
-
-    /// `db`, `amqp` or `redis`.
-    pub fn name(&self) -> &'static str {
-        match &self.remote {
-            None => "db",
-            Some(parts) => parts.transport.scheme(),
         }
     }
 }

@@ -351,13 +351,24 @@ impl Redis {
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .insert(queue);
             }
-            let mut pipe = ::redis::pipe();
-            for message in messages(tasks) {
-                let ids: Vec<Uuid> = message.iter().map(|t| t.id).collect();
-                add_entry(&mut pipe, &message[0].queue, &ids);
-            }
-            let () = pipe.query_async(conn).await?;
-            Ok(tasks.iter().map(|t| (t.id, t.updated_at)).collect())
+            Ok(())
+        }
+        .await;
+        self.checked(result).await?;
+        let mut pipe = ::redis::pipe();
+        for message in messages(tasks) {
+            let ids: Vec<Uuid> = message.iter().map(|t| t.id).collect();
+            add_entry(&mut pipe, &message[0].queue, &ids);
+        }
+        self.send(&pipe).await?;
+        Ok(tasks.iter().map(|t| (t.id, t.updated_at)).collect())
+    }
+
+    /// Sends `pipe` on the shared connection (reset if that fails because it is gone).
+    async fn send(&self, pipe: &::redis::Pipeline) -> Result<(), BrokerError> {
+        let result = async {
+            let () = pipe.query_async(&mut self.connection().await?).await?;
+            Ok(())
         }
         .await;
         self.checked(result).await
@@ -369,46 +380,40 @@ impl Redis {
         for (key, id) in entries {
             by_key.entry(key).or_default().push(id);
         }
-        let result = async {
-            let conn = &mut self.connection().await?;
-            let mut pipe = ::redis::pipe();
-            for (key, ids) in &by_key {
-                pipe.xack(*key, GROUP, ids).ignore();
-            }
-            let () = pipe.query_async(conn).await?;
-            Ok(())
+        let mut pipe = ::redis::pipe();
+        for (key, ids) in &by_key {
+            pipe.xack(*key, GROUP, ids).ignore();
         }
-        .await;
-        if let Err(error) = self.checked(result).await {
+        if let Err(error) = self.send(&pipe).await {
             // The entries stay pending until the housekeeping forgets them; their tasks'
             // outcomes are committed.
             tracing::debug!(%error, "acknowledging stream entries failed");
         }
     }
 
+    /// [`Redis::ack`] on a task of its own: a worker's loop never waits on Redis.
+    fn ack_later(self: &Arc<Self>, entries: Vec<(String, String)>) {
+        let redis = self.clone();
+        tokio::spawn(async move { redis.ack(&entries).await });
+    }
+
     /// Wakes workers again for tasks a worker could not take (see [`RedisIntake::take`]).
     async fn pass_on(&self, wakes: &[(String, Vec<Uuid>)]) {
-        let result = async {
-            let conn = &mut self.connection().await?;
-            let mut pipe = ::redis::pipe();
-            for (queue, ids) in wakes {
-                for chunk in ids.chunks(TASKS_PER_MESSAGE) {
-                    add_entry(&mut pipe, queue, chunk);
-                }
+        let mut pipe = ::redis::pipe();
+        for (queue, ids) in wakes {
+            for chunk in ids.chunks(TASKS_PER_MESSAGE) {
+                add_entry(&mut pipe, queue, chunk);
             }
-            let () = pipe.query_async(conn).await?;
-            Ok(())
         }
-        .await;
-        if let Err(error) = self.checked(result).await {
+        if let Err(error) = self.send(&pipe).await {
             // The tasks stay ready in the database, where the workers' own looks find them.
             tracing::debug!(%error, "passing wakes on failed");
         }
     }
 
-    /// The housekeeping of one stream: forgets the consumers of workers that stopped
-    /// (idle for [`DEAD_AFTER`] and no longer beating), then trims what every consumer has
-    /// acknowledged. Answers how many entries it trimmed.
+    /// The housekeeping of one stream: forgets the consumers of workers that stopped (idle
+    /// for `dead_after` and no longer beating), then trims what has been delivered. Answers
+    /// how many entries it trimmed.
     async fn tend_stream(
         conn: &mut MultiplexedConnection,
         queue: &str,
@@ -452,9 +457,7 @@ impl Redis {
             .await?;
         Ok(trimmed)
     }
-}
 
-impl Redis {
     /// The housekeeping of every stream ([`Transport::tend`]), forgetting the consumers idle
     /// for `dead_after` whose worker has not beaten in `store` for [`DEAD_AFTER`]. Answers
     /// how many entries it trimmed; does nothing while the database cannot say who is alive.
@@ -510,10 +513,6 @@ fn add_entry(pipe: &mut ::redis::Pipeline, queue: &str, ids: &[Uuid]) {
 impl Transport for Redis {
     fn name(&self) -> &'static str {
         "Redis"
-    }
-
-    fn scheme(&self) -> &'static str {
-        "redis"
     }
 
     fn redacted_url(&self) -> &str {
@@ -897,8 +896,7 @@ impl RedisIntake {
         let done: Vec<(String, String)> = entries.into_iter().map(|e| (e.key, e.id)).collect();
         if claimed.is_empty() {
             if !done.is_empty() {
-                let redis = self.redis.clone();
-                tokio::spawn(async move { redis.ack(&done).await });
+                self.redis.ack_later(done);
             }
             return Vec::new();
         }
@@ -925,8 +923,7 @@ impl RedisIntake {
             .into_iter()
             .map(|e| (e.key, e.id))
             .collect();
-        let redis = self.redis.clone();
-        tokio::spawn(async move { redis.ack(&done).await });
+        self.redis.ack_later(done);
     }
 }
 

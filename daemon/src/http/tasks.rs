@@ -89,7 +89,7 @@ pub async fn submit(
     task.published_at = state.broker.stamp(&task, mark);
     let (kind, payload) = (task.kind.clone(), task.payload.clone());
     let mut stored = if task.depends_on.is_empty() {
-        crate::telemetry::traced("store.insert", state.submits.insert(vec![task])).await?
+        crate::telemetry::traced("store.insert", None, state.submits.insert(vec![task])).await?
     } else {
         insert_graph(&state, vec![task]).await?
     };
@@ -208,7 +208,7 @@ pub async fn submit_batch(
     let stored = if tasks.is_empty() {
         Vec::new()
     } else if tasks.iter().all(|task| task.depends_on.is_empty()) {
-        crate::telemetry::traced("store.insert", state.store.insert(tasks)).await?
+        crate::telemetry::traced("store.insert", None, state.store.insert(tasks)).await?
     } else {
         insert_graph(&state, tasks).await?
     };

@@ -196,12 +196,7 @@ impl Worker {
                 claimed_all = tasks.len() == free;
                 for (task, receipt) in tasks {
                     if let Some(started) = claim_started {
-                        crate::telemetry::claimed(
-                            task.trace_parent.as_deref(),
-                            started,
-                            &task,
-                            &this.config.id,
-                        );
+                        crate::telemetry::claimed(started, &task, &this.config.id);
                     }
                     let cancel = CancellationToken::new();
                     slots.insert(
@@ -451,9 +446,9 @@ impl Worker {
         let give_up = tokio::time::Instant::now() + self.config.lease;
         let mut wait = Duration::from_millis(100);
         let settled = loop {
-            match crate::telemetry::traced_task(
+            match crate::telemetry::traced(
                 "task.settle",
-                id,
+                Some(id),
                 settler.settle(id, settlement.clone()),
             )
             .await
