@@ -346,13 +346,12 @@ pub async fn queues(State(state): State<AppState>) -> Result<Json<QueueList>, Ap
     let recent = state.store.queue_counts(Some(now - 60_000)).await?;
     let mut queues: BTreeMap<String, QueueStats> = BTreeMap::new();
     for count in counts {
+        let waited = count.oldest_secs(now);
         let stats = queue_entry(&mut queues, count.queue);
         stats.counts.insert(count.status, count.count);
         if count.status == TaskStatus::Queued {
             stats.depth = count.count;
-            stats.oldest_ready_secs = count
-                .oldest
-                .map(|run_at| ((now - run_at).max(0)) as f64 / 1000.0);
+            stats.oldest_ready_secs = waited;
         }
     }
     for count in recent {

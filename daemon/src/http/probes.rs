@@ -82,10 +82,7 @@ pub async fn metrics(State(state): State<AppState>) -> axum::response::Response 
             let oldest: Vec<(String, f64)> = counts
                 .iter()
                 .filter(|c| c.status == taskplane_api::TaskStatus::Queued)
-                .map(|c| {
-                    let waited = c.oldest.map_or(0, |at| (now - at).max(0));
-                    (c.queue.clone(), waited as f64 / 1000.0)
-                })
+                .map(|c| (c.queue.clone(), c.oldest_secs(now).unwrap_or(0.0)))
                 .collect();
             let counts = counts
                 .into_iter()

@@ -423,6 +423,14 @@ pub struct QueueCount {
     pub oldest: Option<i64>,
 }
 
+impl QueueCount {
+    /// Seconds from `oldest` to `now` (never negative): for the ready count, how long its
+    /// oldest task has waited.
+    pub fn oldest_secs(&self, now: i64) -> Option<f64> {
+        self.oldest.map(|at| (now - at).max(0) as f64 / 1000.0)
+    }
+}
+
 /// Which finished tasks a bulk delete removes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinishedFilter {
