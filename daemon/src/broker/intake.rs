@@ -237,7 +237,45 @@ impl Intake for DbIntake {
     }
 }
 
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// When a consumer may start again after failures: at once at first, then after a wait that
+/// doubles with each failure in a row, from 250 ms up to 10 s.
+pub(super) struct Reconnect {
+    at: Instant,
+    wait: Duration,
+}
+
+impl Reconnect {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(10);
+
+    pub(super) fn new() -> Reconnect {
+        Reconnect {
+            at: Instant::now(),
+            wait: Reconnect::FIRST,
+        }
+    }
+
+    /// Waits until the next attempt may start (cancel-safe).
+    pub(super) async fn due(&self) {
+        tokio::time::sleep_until(self.at).await;
+    }
+
+    /// The next wait, for the log.
+    pub(super) fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// An attempt failed: the next waits, and the one after it twice as long.
+    pub(super) fn failed(&mut self) {
+        self.at = Instant::now() + self.wait;
+        self.wait = (self.wait * 2).min(Reconnect::MAX);
+    }
+
+    /// An attempt succeeded: the next failure waits the shortest time again.
+    pub(super) fn succeeded(&mut self) {
+        self.wait = Reconnect::FIRST;
+    }
+}
 
 /// RabbitMQ delivers: a consumer on the worker's queues, whose deliveries are claimed by id.
 pub struct AmqpIntake {
@@ -256,8 +294,7 @@ pub struct AmqpIntake {
     /// (the worker's loop selects over it), and a consumer the broker had started but this
     /// side dropped would keep its prefetched deliveries unacked, and unseen, for good.
     starting: Option<tokio::task::JoinHandle<Result<Deliveries, BrokerError>>>,
-    retry_at: Instant,
-    backoff: Duration,
+    reconnect: Reconnect,
 }
 
 impl AmqpIntake {
@@ -278,8 +315,7 @@ impl AmqpIntake {
             waiting: VecDeque::new(),
             invalid: Vec::new(),
             starting: None,
-            retry_at: Instant::now(),
-            backoff: Duration::from_millis(250),
+            reconnect: Reconnect::new(),
         }
     }
 
@@ -319,7 +355,7 @@ impl AmqpIntake {
         }
         loop {
             let Some(deliveries) = self.deliveries.as_mut() else {
-                tokio::time::sleep_until(self.retry_at).await;
+                self.reconnect.due().await;
                 let starting = self.starting.get_or_insert_with(|| {
                     let (amqp, queues, prefetch, tag) = (
                         self.amqp.clone(),
@@ -339,10 +375,10 @@ impl AmqpIntake {
                     Ok(deliveries) => {
                         tracing::info!(queues = %self.claimant.queues.join(","), "consuming from RabbitMQ");
                         self.deliveries = Some(deliveries);
-                        self.backoff = Duration::from_millis(250);
+                        self.reconnect.succeeded();
                     }
                     Err(error) => {
-                        tracing::warn!(%error, retry_in = %humantime::format_duration(self.backoff), "cannot consume from RabbitMQ");
+                        tracing::warn!(%error, retry_in = %humantime::format_duration(self.reconnect.wait()), "cannot consume from RabbitMQ");
                         self.back_off().await;
                     }
                 }
@@ -443,12 +479,10 @@ impl AmqpIntake {
         self.back_off().await;
     }
 
-    /// Resets the connection and waits longer before the next consumer (up to
-    /// [`MAX_BACKOFF`]).
+    /// Resets the connection and waits longer before the next consumer ([`Reconnect`]).
     async fn back_off(&mut self) {
         self.amqp.reset().await;
-        self.retry_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.reconnect.failed();
     }
 }
 

@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::amqp::TASKS_PER_MESSAGE;
-use super::intake::{Answer, MAX_BACKOFF};
+use super::intake::{Answer, Reconnect};
 use super::{BrokerError, Claimant, GatedTaker, Gates, Intake, Receipt, Transport, messages};
 use crate::log_gate::worth_logging;
 use crate::store::{ClaimedTask, Publishable, Store};
@@ -737,8 +737,7 @@ pub struct RedisIntake {
     /// The last look filled every slot: look again without a wake.
     momentum: bool,
     next_look: Instant,
-    retry_at: Instant,
-    backoff: Duration,
+    reconnect: Reconnect,
 }
 
 impl RedisIntake {
@@ -762,8 +761,7 @@ impl RedisIntake {
             held: Vec::new(),
             momentum: false,
             next_look: Instant::now() + LOOK_EVERY,
-            retry_at: Instant::now(),
-            backoff: Duration::from_millis(250),
+            reconnect: Reconnect::new(),
         }
     }
 
@@ -776,7 +774,7 @@ impl RedisIntake {
         self.connection = connection;
         match result {
             Ok(entries) => {
-                self.backoff = Duration::from_millis(250);
+                self.reconnect.succeeded();
                 let any = !entries.is_empty();
                 self.held.extend(entries);
                 any
@@ -786,8 +784,7 @@ impl RedisIntake {
                 if !matches!(error, BrokerError::Retrying(_)) {
                     self.redis.trouble(format!("reading: {error}"));
                 }
-                self.retry_at = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+                self.reconnect.failed();
                 false
             }
         }
@@ -802,7 +799,7 @@ impl RedisIntake {
                     // No slot to read for: what frees one wakes the worker instead.
                     std::future::pending::<()>().await;
                 }
-                tokio::time::sleep_until(self.retry_at).await;
+                self.reconnect.due().await;
                 self.reading = Some(tokio::spawn(read(
                     self.redis.clone(),
                     self.connection.take(),
