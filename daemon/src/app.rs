@@ -187,7 +187,14 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     tokio::spawn(watch_signals(shutdown.clone(), releaser));
 
     let router = if args.role.runs_api() {
-        http::api_router(state, guard, args.max_body)
+        let dashboard = if args.no_ui {
+            http::Dashboard::Off
+        } else {
+            http::Dashboard::On {
+                readonly: args.ui_readonly,
+            }
+        };
+        http::api_router(state, guard, args.max_body, dashboard)
     } else {
         http::probe_router(state, guard)
     };

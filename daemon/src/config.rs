@@ -273,6 +273,15 @@ pub struct RunArgs {
     #[arg(long, env = "TASKD_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
     pub max_body: usize,
 
+    /// Do not serve the web dashboard (/ui/); the API stays as it is.
+    #[arg(long, env = "TASKD_NO_UI", conflicts_with = "ui_readonly")]
+    pub no_ui: bool,
+
+    /// Serve the web dashboard without its actions (cancel, retry, pause, submit…): a wall
+    /// display or a window for people who only watch. The API still takes what tokens allow.
+    #[arg(long, env = "TASKD_UI_READONLY")]
+    pub ui_readonly: bool,
+
     /// Allow the `shell` kind (it runs commands as the taskd user).
     #[arg(long, env = "TASKD_ENABLE_SHELL")]
     pub enable_shell: bool,

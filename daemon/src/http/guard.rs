@@ -268,13 +268,14 @@ pub async fn authenticate(
     next.run(request).await
 }
 
+/// The request's bearer token: the `Authorization` header's, else the dashboard's session
+/// cookie (set by `/ui/login`; `SameSite=Strict`, and [`same_site`] refuses cross-site writes
+/// before this runs).
 fn bearer(request: &Request) -> Result<&str, AuthError> {
-    let value = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .ok_or(AuthError::Missing)?
-        .to_str()
-        .map_err(|_| AuthError::NotBearer)?;
+    let Some(header) = request.headers().get(header::AUTHORIZATION) else {
+        return super::ui::token_cookie(request.headers()).ok_or(AuthError::Missing);
+    };
+    let value = header.to_str().map_err(|_| AuthError::NotBearer)?;
     let (scheme, token) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(AuthError::NotBearer);

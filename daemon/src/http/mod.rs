@@ -13,6 +13,7 @@ mod probes;
 mod schedules;
 pub mod server;
 mod tasks;
+mod ui;
 mod workflows;
 
 use std::sync::Arc;
@@ -50,9 +51,22 @@ pub struct AppState {
     pub leases: Arc<LeaseSettings>,
 }
 
-/// The full API (the `api` role), behind `guard`, taking bodies up to `max_body` bytes.
-pub fn api_router(state: AppState, guard: Arc<Guard>, max_body: usize) -> Router {
-    Router::new()
+/// Whether the API serves the web dashboard at `/ui/`, and whether it offers actions there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dashboard {
+    Off,
+    On { readonly: bool },
+}
+
+/// The full API (the `api` role), behind `guard`, taking bodies up to `max_body` bytes, with
+/// the dashboard unless it is off.
+pub fn api_router(
+    state: AppState,
+    guard: Arc<Guard>,
+    max_body: usize,
+    dashboard: Dashboard,
+) -> Router {
+    let api = Router::new()
         .route("/api/v1/tasks", post(tasks::submit).get(tasks::list))
         .route("/api/v1/tasks/batch", post(tasks::submit_batch))
         .route("/api/v1/tasks/{id}", get(tasks::get_one))
@@ -102,7 +116,14 @@ pub fn api_router(state: AppState, guard: Arc<Guard>, max_body: usize) -> Router
         .merge(probe_routes())
         // Innermost first: the rate limit reads the principal that auth leaves.
         .route_layer(from_fn_with_state(guard.clone(), guard::rate_limit))
-        .route_layer(from_fn_with_state(guard.clone(), guard::authenticate))
+        .route_layer(from_fn_with_state(guard.clone(), guard::authenticate));
+    // The dashboard's pages sign in with a cookie of their own (ui::gate), not the API's
+    // bearer check; the layers below (same-site rules, timeouts, CORS) hold for both.
+    let routes = match dashboard {
+        Dashboard::On { readonly } => api.merge(ui::router(&state, guard.clone(), readonly)),
+        Dashboard::Off => api,
+    };
+    routes
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

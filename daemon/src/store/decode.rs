@@ -7,8 +7,8 @@ use taskplane_api::{LogStream, TaskStatus};
 use uuid::Uuid;
 
 use super::{
-    ClaimedTask, EVENTS_PER_ROW, EventRow, Publishable, QueueCount, Result, StoreError,
-    StoredEvent, StoredLogLine, StoredTask, WorkerRow,
+    ClaimedTask, EVENTS_PER_ROW, EventRow, MinuteCount, Publishable, QueueCount, Result,
+    StoreError, StoredEvent, StoredLogLine, StoredTask, WorkerRow,
 };
 
 /// What a row type must decode for the shared code to read it: any sqlx row, and SQLite's
@@ -244,6 +244,14 @@ pub fn queue_count<R: TaskRow>(row: &R) -> Result<QueueCount> {
         count: count(&queue, row.int("n")?)?,
         oldest: row.opt_int("oldest")?,
         queue,
+    })
+}
+
+pub fn minute_count<R: TaskRow>(row: &R) -> Result<MinuteCount> {
+    Ok(MinuteCount {
+        minute: row.int("minute")?,
+        status: status("finished_by_minute", &row.text("status")?)?,
+        count: count("finished_by_minute", row.int("n")?)?,
     })
 }
 

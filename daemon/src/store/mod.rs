@@ -431,6 +431,15 @@ impl QueueCount {
     }
 }
 
+/// How many tasks finished in a status during one minute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MinuteCount {
+    /// The minute's start (ms since the epoch, a multiple of 60,000).
+    pub minute: i64,
+    pub status: TaskStatus,
+    pub count: u64,
+}
+
 /// Which finished tasks a bulk delete removes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FinishedFilter {
@@ -693,6 +702,9 @@ pub trait Store: Schedules + Workflows + Controls + Send + Sync + 'static {
 
     /// Counts by queue and status; with `finished_since`, only tasks that finished since then.
     fn queue_counts(&self, finished_since: Option<i64>) -> BoxFuture<'_, Result<Vec<QueueCount>>>;
+
+    /// Tasks that finished since `since`, per minute and status (the dashboard's chart).
+    fn finished_by_minute(&self, since: i64) -> BoxFuture<'_, Result<Vec<MinuteCount>>>;
 
     /// Records a worker's heartbeat (creating its row on the first one).
     fn heartbeat<'a>(&'a self, worker: &'a WorkerRow) -> BoxFuture<'a, Result<()>>;

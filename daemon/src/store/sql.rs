@@ -580,6 +580,12 @@ pub const QUEUE_COUNTS: &str = "SELECT queue, status, COUNT(*) AS n, MIN(run_at)
 pub const FINISHED_SINCE: &str = "SELECT queue, status, COUNT(*) AS n, MIN(finished_at) AS oldest
      FROM tasks WHERE finished_at >= $1 GROUP BY queue, status";
 
+/// Tasks finished since `$1` per minute (its start, ms) and status: a range of the
+/// `finished_at` index.
+pub const FINISHED_BY_MINUTE: &str =
+    "SELECT (finished_at / 60000) * 60000 AS minute, status, COUNT(*) AS n
+     FROM tasks WHERE finished_at >= $1 GROUP BY 1, 2";
+
 pub const HEARTBEAT: &str = "INSERT INTO workers
          (id, host, pid, queues, concurrency, busy, started_at, heartbeat_at, kinds, remote)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)

@@ -17,8 +17,8 @@ use super::controls::write_audit;
 use super::decode::TaskRow as _;
 use super::{
     AuditEntry, BoxFuture, CancelOutcome, ClaimedTask, EventRow, FinishedFilter, LeaseState,
-    ListFilter, NewLogLine, Publishable, QueueCount, Result, RetryOutcome, Store, StoreError,
-    StoredLogLine, StoredTask, WorkerRow, WriteHealth, decode, sql,
+    ListFilter, MinuteCount, NewLogLine, Publishable, QueueCount, Result, RetryOutcome, Store,
+    StoreError, StoredLogLine, StoredTask, WorkerRow, WriteHealth, decode, sql,
 };
 use crate::domain::labels::Selector;
 use crate::domain::lifecycle::Settlement;
@@ -578,6 +578,16 @@ where
                 None => sqlx::query(sql::QUEUE_COUNTS).fetch_all(&self.read).await?,
             };
             rows.iter().map(decode::queue_count).collect()
+        })
+    }
+
+    fn finished_by_minute(&self, since: i64) -> BoxFuture<'_, Result<Vec<MinuteCount>>> {
+        Box::pin(async move {
+            let rows = sqlx::query(sql::FINISHED_BY_MINUTE)
+                .bind(since)
+                .fetch_all(&self.read)
+                .await?;
+            rows.iter().map(decode::minute_count).collect()
         })
     }
 

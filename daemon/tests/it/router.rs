@@ -15,7 +15,7 @@ use taskd::broker::Broker;
 use taskd::domain::validate::Kinds;
 use taskd::events::EventHub;
 use taskd::http::guard::{Guard, HostPolicy};
-use taskd::http::{AppState, api_router};
+use taskd::http::{AppState, Dashboard, api_router};
 use taskd::metrics::Metrics;
 use taskd::scheduler::Scheduler;
 use taskd::store::{self, GroupCommit};
@@ -78,7 +78,7 @@ impl Api {
             }),
         };
         Api {
-            router: api_router(state, guard, 1024 * 1024),
+            router: api_router(state, guard, 1024 * 1024, Dashboard::On { readonly: false }),
             _dir: dir,
         }
     }
