@@ -31,6 +31,10 @@ struct Api {
 impl Api {
     /// The API on a fresh SQLite file, with auth on (HS256) when `auth`.
     async fn start(auth: bool) -> Api {
+        Api::start_with(auth, Dashboard::On { readonly: false }).await
+    }
+
+    async fn start_with(auth: bool, dashboard: Dashboard) -> Api {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("taskd.db").display());
         let store = store::open(&url).await.expect("open");
@@ -78,7 +82,7 @@ impl Api {
             }),
         };
         Api {
-            router: api_router(state, guard, 1024 * 1024, Dashboard::On { readonly: false }),
+            router: api_router(state, guard, 1024 * 1024, dashboard),
             _dir: dir,
         }
     }
@@ -92,6 +96,18 @@ impl Api {
         body: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, Value) {
+        let (status, _, text) = self.fetch(method, path, body, headers).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Like [`Api::send`], answering the headers and the body as text.
+    async fn fetch(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
         let mut request = Request::builder().method(method).uri(path);
         if !headers
             .iter()
@@ -99,7 +115,11 @@ impl Api {
         {
             request = request.header(header::HOST, "127.0.0.1:7070");
         }
-        if !body.is_empty() {
+        if !body.is_empty()
+            && !headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
         for (name, value) in headers {
@@ -110,11 +130,15 @@ impl Api {
         request.extensions_mut().insert(ConnectInfo(peer));
         let response = self.router.call(request).await.expect("infallible");
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
             .await
             .expect("body");
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, json)
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
     }
 }
 
@@ -381,4 +405,156 @@ async fn schedules_take_the_scopes_of_what_they_do() {
     );
     let (status, _) = send(&mut api, "DELETE", "/api/v1/schedules/hourly", "", &write).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_dashboard_signs_in_with_a_session_cookie_that_the_api_takes_under_the_same_rules() {
+    let mut api = Api::start(true).await;
+    // Pages send a browser without a session to sign in, and carry the strict headers.
+    let (status, headers, _) = api.fetch("GET", "/ui/tasks?queue=a", "", &[]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        headers[header::LOCATION],
+        "/ui/login?next=%2Fui%2Ftasks%3Fqueue%3Da"
+    );
+    let csp = headers[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
+    let (status, headers, script) = api.fetch("GET", "/ui/assets/app.js", "", &[]).await;
+    assert_eq!(status, StatusCode::OK, "assets need no session");
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/javascript")
+    );
+    assert!(script.contains("EventSource"));
+    // The sign-in page sends nobody elsewhere afterwards.
+    let (_, _, page) = api
+        .fetch("GET", "/ui/login?next=//evil.example/x", "", &[])
+        .await;
+    assert!(page.contains("data-next=\"/ui/\""), "{page}");
+
+    let bare = |t: String| t.trim_start_matches("Bearer ").to_owned();
+    let (status, body) = api
+        .send("POST", "/ui/login", r#"{"token": "x.y.z"}"#, &[])
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    let worker = format!(r#"{{"token": "{}"}}"#, bare(token(&[Scope::Worker])));
+    let (status, _) = api.send("POST", "/ui/login", &worker, &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a worker token cannot read");
+    let reader = bare(token(&[Scope::Read]));
+    let (status, headers, _) = api
+        .fetch(
+            "POST",
+            "/ui/login",
+            &format!(r#"{{"token": "{reader}"}}"#),
+            &[],
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        headers[header::SET_COOKIE],
+        format!("taskplane_token={reader}; Path=/; HttpOnly; SameSite=Strict").as_str()
+    );
+    let read_cookie = format!("taskplane_token={reader}");
+    let (status, _, page) = api
+        .fetch("GET", "/ui/", "", &[("cookie", &read_cookie)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<h1>Overview</h1>") && page.contains("router-test"));
+    assert!(
+        !page.contains("data-confirm"),
+        "no actions for a read-only token"
+    );
+    // The API takes the cookie as the token, with the token's scopes.
+    let (status, _) = api
+        .send("GET", "/api/v1/tasks", "", &[("cookie", &read_cookie)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let submit = r#"{"kind": "noop"}"#;
+    let (status, body) = api
+        .send("POST", "/api/v1/tasks", submit, &[("cookie", &read_cookie)])
+        .await;
+    assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
+    // A writer's cookie writes from taskd's own pages only, and only JSON.
+    let writer = format!(
+        "taskplane_token={}",
+        bare(token(&[Scope::Read, Scope::Write]))
+    );
+    let own = [
+        ("cookie", writer.as_str()),
+        ("origin", "http://127.0.0.1:7070"),
+    ];
+    let (status, _) = api.send("POST", "/api/v1/tasks", submit, &own).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let cross = [
+        ("cookie", writer.as_str()),
+        ("origin", "https://evil.example"),
+    ];
+    let (status, body) = api.send("POST", "/api/v1/tasks", submit, &cross).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "cross_origin")
+    );
+    let form = [
+        ("cookie", writer.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let (status, _) = api
+        .send("POST", "/api/v1/tasks/x/cancel", "a=b", &form)
+        .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (status, headers, _) = api
+        .fetch("POST", "/ui/logout", "", &[("cookie", &read_cookie)])
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(
+        headers[header::SET_COOKIE]
+            .to_str()
+            .expect("ascii")
+            .contains("Max-Age=0")
+    );
+}
+
+#[tokio::test]
+async fn without_auth_the_dashboard_is_open_and_no_ui_turns_it_off() {
+    let mut api = Api::start(false).await;
+    let (status, headers, page) = api.fetch("GET", "/ui/", "", &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    assert!(page.contains("<h1>Overview</h1>"));
+    let (status, body) = api
+        .send("POST", "/ui/login", r#"{"token": "a"}"#, &[])
+        .await;
+    assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "auth_off"));
+    let (status, headers, _) = api.fetch("GET", "/ui", "", &[]).await;
+    assert_eq!(status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(headers[header::LOCATION], "/ui/");
+    let (status, _, page) = api.fetch("GET", "/ui/tasks/nope", "", &[]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("is not a task id"));
+    let (status, _, page) = api.fetch("GET", "/ui/tasks?status=bogus", "", &[]).await;
+    assert_eq!(status, StatusCode::OK, "a bad filter is shown on the page");
+    assert!(
+        page.contains("unknown status") && page.contains("bogus"),
+        "{page}"
+    );
+
+    let mut off = Api::start_with(false, Dashboard::Off).await;
+    let (status, body) = off.send("GET", "/ui/", "", &[]).await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "route_not_found")
+    );
+    let (status, _) = off.send("GET", "/api/v1/tasks", "", &[]).await;
+    assert_eq!(status, StatusCode::OK);
 }

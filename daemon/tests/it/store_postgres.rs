@@ -52,6 +52,7 @@ postgres_tests!(
     publishing_is_tracked,
     claims_by_id_skip_what_is_not_ready,
     a_trace_parent_travels_from_insert_to_claim,
+    finished_tasks_are_counted_per_minute,
     claims_by_kind_and_single_leases,
     transitions_agree_with_the_state_machine,
     schedules_fire_once_per_time_across_schedulers,

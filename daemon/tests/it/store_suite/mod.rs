@@ -1312,3 +1312,48 @@ pub async fn a_failed_write_fails_alone(store: Arc<dyn Store>) {
     }
     assert_eq!(stored, 23);
 }
+
+/// The dashboard's chart: finished tasks per minute (its start) and status, from a time on.
+pub async fn finished_tasks_are_counted_per_minute(store: Arc<dyn Store>) {
+    let minute = NOW - NOW.rem_euclid(60_000);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(insert_one(store.as_ref(), new_task(|_| {})).await);
+    }
+    let claimed = store
+        .claim("w", &queues(), 4, NOW, NOW + LEASE)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 4);
+    let ok = Settlement::Succeeded { result: "1".into() };
+    let failed = Settlement::Failed { error: "no".into() };
+    for (id, outcome, at) in [
+        (ids[0], &ok, minute + 5),
+        (ids[1], &failed, minute + 61_000),
+        (ids[2], &ok, minute + 119_999),
+    ] {
+        assert!(store.settle(id, "w", outcome, at).await.expect("settle"));
+    }
+    let mut counts: Vec<(i64, TaskStatus, u64)> = store
+        .finished_by_minute(minute)
+        .await
+        .expect("counts")
+        .into_iter()
+        .map(|c| (c.minute, c.status, c.count))
+        .collect();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            (minute, TaskStatus::Succeeded, 1),
+            (minute + 60_000, TaskStatus::Succeeded, 1),
+            (minute + 60_000, TaskStatus::Failed, 1),
+        ],
+        "the running task is not counted"
+    );
+    let later = store
+        .finished_by_minute(minute + 60_000)
+        .await
+        .expect("counts");
+    assert_eq!(later.iter().map(|c| c.count).sum::<u64>(), 2);
+}
