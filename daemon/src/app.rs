@@ -102,6 +102,13 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
         timeout: args.request_timeout,
         cors_origins: args.cors_origin.clone(),
         hosts,
+        dashboard: if args.no_ui {
+            http::Dashboard::Off
+        } else {
+            http::Dashboard::On {
+                readonly: args.ui_readonly,
+            }
+        },
     });
     let (store, _) = open_store(&args).await?;
     let http_policy = crate::executors::AddressPolicy {
@@ -187,14 +194,7 @@ pub async fn serve(args: RunArgs) -> Result<(), String> {
     tokio::spawn(watch_signals(shutdown.clone(), releaser));
 
     let router = if args.role.runs_api() {
-        let dashboard = if args.no_ui {
-            http::Dashboard::Off
-        } else {
-            http::Dashboard::On {
-                readonly: args.ui_readonly,
-            }
-        };
-        http::api_router(state, guard, args.max_body, dashboard)
+        http::api_router(state, guard, args.max_body)
     } else {
         http::probe_router(state, guard)
     };

@@ -27,6 +27,9 @@ pub struct Guard {
     pub cors_origins: Vec<String>,
     /// Which `Host` headers are answered.
     pub hosts: HostPolicy,
+    /// Whether the web dashboard is served (and with actions): its session cookie counts as
+    /// a token only while it is, and only for reads when it is read-only.
+    pub dashboard: super::Dashboard,
 }
 
 /// Which `Host` a request may name. Wherever a browser can be the client without a token (on
@@ -257,30 +260,79 @@ pub async fn authenticate(
     let Some(needed) = required_scope(request.method(), &route, guard.private_probes) else {
         return next.run(request).await;
     };
-    let principal = match bearer(&request).and_then(|token| verifier.verify(token)) {
+    let (token, from_cookie) = match bearer(&request, guard.dashboard) {
+        Ok(found) => found,
+        Err(error) => return unauthorized(&error),
+    };
+    let principal = match verifier.verify(token) {
         Ok(principal) => principal,
         Err(error) => return unauthorized(&error),
     };
     if !principal.allows(needed) {
         return forbidden(needed, &format!("{} {route}", request.method()));
     }
+    if from_cookie && !is_safe(request.method()) {
+        // The browser attaches the cookie by itself, to any request for this site (other
+        // ports and sibling names included): a write on it must come from a page of this
+        // very origin, whatever --cors-origin allows, and not from a read-only dashboard.
+        if let Some(refusal) = cookie_write_refusal(&request, guard.dashboard) {
+            return refusal;
+        }
+    }
     request.extensions_mut().insert(principal);
     next.run(request).await
 }
 
-/// The request's bearer token: the `Authorization` header's, else the dashboard's session
-/// cookie (set by `/ui/login`; `SameSite=Strict`, and [`same_site`] refuses cross-site writes
-/// before this runs).
-fn bearer(request: &Request) -> Result<&str, AuthError> {
+/// The request's bearer token, and whether it came from the dashboard's session cookie
+/// (set by `/ui/login`) rather than the `Authorization` header. The cookie counts only while
+/// the dashboard is served; two cookies of that name (one planted by a sibling site) count as
+/// none.
+fn bearer(request: &Request, dashboard: super::Dashboard) -> Result<(&str, bool), AuthError> {
     let Some(header) = request.headers().get(header::AUTHORIZATION) else {
-        return super::ui::token_cookie(request.headers()).ok_or(AuthError::Missing);
+        if dashboard == super::Dashboard::Off {
+            return Err(AuthError::Missing);
+        }
+        return super::ui::token_cookie(request.headers())
+            .map(|token| (token, true))
+            .ok_or(AuthError::Missing);
     };
     let value = header.to_str().map_err(|_| AuthError::NotBearer)?;
     let (scheme, token) = value.split_once(' ').ok_or(AuthError::NotBearer)?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
         return Err(AuthError::NotBearer);
     }
-    Ok(token.trim())
+    Ok((token.trim(), false))
+}
+
+/// Why a state-changing request signed in by the session cookie is refused, if it is: its
+/// `Origin` must be exactly this taskd's (scheme aside, `Host` is what the browser asked
+/// for), and a read-only dashboard's session writes nothing.
+fn cookie_write_refusal(request: &Request, dashboard: super::Dashboard) -> Option<Response> {
+    if dashboard == (super::Dashboard::On { readonly: true }) {
+        return Some(
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this taskd serves a read-only dashboard (--ui-readonly): its sessions cannot change anything; use a token in the Authorization header",
+            )
+            .into_response(),
+        );
+    }
+    let headers = request.headers();
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let own = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .and_then(|o| o.split_once("://"))
+        .is_some_and(|(_, authority)| Some(authority) == host);
+    (!own).then(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            "a change made with the dashboard's session must come from the dashboard's own pages",
+        )
+        .into_response()
+    })
 }
 
 fn unauthorized(error: &AuthError) -> Response {

@@ -59,13 +59,8 @@ pub enum Dashboard {
 }
 
 /// The full API (the `api` role), behind `guard`, taking bodies up to `max_body` bytes, with
-/// the dashboard unless it is off.
-pub fn api_router(
-    state: AppState,
-    guard: Arc<Guard>,
-    max_body: usize,
-    dashboard: Dashboard,
-) -> Router {
+/// the dashboard unless the guard says it is off.
+pub fn api_router(state: AppState, guard: Arc<Guard>, max_body: usize) -> Router {
     let api = Router::new()
         .route("/api/v1/tasks", post(tasks::submit).get(tasks::list))
         .route("/api/v1/tasks/batch", post(tasks::submit_batch))
@@ -119,7 +114,7 @@ pub fn api_router(
         .route_layer(from_fn_with_state(guard.clone(), guard::authenticate));
     // The dashboard's pages sign in with a cookie of their own (ui::gate), not the API's
     // bearer check; the layers below (same-site rules, timeouts, CORS) hold for both.
-    let routes = match dashboard {
+    let routes = match guard.dashboard {
         Dashboard::On { readonly } => api.merge(ui::router(&state, guard.clone(), readonly)),
         Dashboard::Off => api,
     };

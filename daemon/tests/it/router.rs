@@ -52,6 +52,7 @@ impl Api {
             timeout: Duration::from_secs(30),
             cors_origins: Vec::new(),
             hosts: HostPolicy::new(&listen, auth, &[]),
+            dashboard,
         });
         let kinds = Arc::new(Kinds::new(false, false, Vec::new()));
         let events = EventHub::new(store.clone());
@@ -82,7 +83,7 @@ impl Api {
             }),
         };
         Api {
-            router: api_router(state, guard, 1024 * 1024, dashboard),
+            router: api_router(state, guard, 1024 * 1024),
             _dir: dir,
         }
     }
@@ -463,7 +464,7 @@ async fn the_dashboard_signs_in_with_a_session_cookie_that_the_api_takes_under_t
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(
         headers[header::SET_COOKIE],
-        format!("taskplane_token={reader}; Path=/; HttpOnly; SameSite=Strict").as_str()
+        format!("taskplane_token={reader}; Path=/; HttpOnly; SameSite=Lax").as_str()
     );
     let read_cookie = format!("taskplane_token={reader}");
     let (status, _, page) = api
@@ -496,6 +497,14 @@ async fn the_dashboard_signs_in_with_a_session_cookie_that_the_api_takes_under_t
     ];
     let (status, _) = api.send("POST", "/api/v1/tasks", submit, &own).await;
     assert_eq!(status, StatusCode::CREATED);
+    // Without an Origin (not a page of this taskd), the cookie writes nothing.
+    let (status, body) = api
+        .send("POST", "/api/v1/tasks", submit, &[("cookie", &writer)])
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "cross_origin")
+    );
     let cross = [
         ("cookie", writer.as_str()),
         ("origin", "https://evil.example"),
@@ -522,6 +531,34 @@ async fn the_dashboard_signs_in_with_a_session_cookie_that_the_api_takes_under_t
             .to_str()
             .expect("ascii")
             .contains("Max-Age=0")
+    );
+
+    // A read-only dashboard's sessions read only; without the dashboard the cookie is no
+    // token at all. A token in the header is unaffected by either.
+    let mut readonly = Api::start_with(true, Dashboard::On { readonly: true }).await;
+    let (status, _) = readonly.send("POST", "/api/v1/tasks", submit, &own).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = readonly
+        .send("GET", "/api/v1/tasks", "", &[("cookie", &writer)])
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let header_token = token(&[Scope::Read, Scope::Write]);
+    let (status, _) = readonly
+        .send(
+            "POST",
+            "/api/v1/tasks",
+            submit,
+            &[("authorization", &header_token)],
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let mut off = Api::start_with(true, Dashboard::Off).await;
+    let (status, body) = off
+        .send("GET", "/api/v1/tasks", "", &[("cookie", &writer)])
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
     );
 }
 

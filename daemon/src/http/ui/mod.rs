@@ -4,9 +4,10 @@
 //! JSON API, so the API's scopes and audit log hold for them unchanged.
 //!
 //! With auth on, the sign-in page takes a token once and keeps it in an `HttpOnly`,
-//! `SameSite=Strict` session cookie (never in a URL, never readable by scripts); the API
-//! accepts that cookie in place of the `Authorization` header, and [`super::guard::same_site`]
-//! still refuses cross-site writes and non-JSON bodies. `--ui-readonly` hides every action;
+//! `SameSite=Lax` session cookie (never in a URL, never readable by scripts); the API accepts
+//! that cookie in place of the `Authorization` header, and refuses a write on it unless it
+//! comes from this very origin (`guard::authenticate`), besides the same-site rules every
+//! browser request meets. `--ui-readonly` hides every action;
 //! `--no-ui` leaves these routes out.
 
 mod assets;
@@ -38,6 +39,9 @@ use taskplane_api::TaskStatus;
 
 /// The cookie that holds the token a browser signed in with.
 pub const COOKIE: &str = "taskplane_token";
+/// Its name over HTTPS: a `__Host-` cookie is the origin's alone (no sibling name or other
+/// scheme can set or shadow it).
+pub const HTTPS_COOKIE: &str = "__Host-taskplane_token";
 
 /// What every page is served with: scripts, styles and connections only from taskd itself,
 /// no frames, no plugins, no other origin at all.
@@ -116,17 +120,20 @@ pub fn router(state: &AppState, guard: Arc<Guard>, readonly: bool) -> Router<App
         .layer(Extension(ui))
 }
 
-/// The token in a request's `taskplane_token` cookie.
+/// The token in a request's session cookie (either name). Two of them (one planted by a
+/// sibling site, say) count as none.
 pub fn token_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
+        .filter_map(|pair| {
             let (name, value) = pair.trim().split_once('=')?;
-            (name == COOKIE && !value.is_empty()).then_some(value)
-        })
+            ((name == COOKIE || name == HTTPS_COOKIE) && !value.is_empty()).then_some(value)
+        });
+    let token = found.next()?;
+    found.next().is_none().then_some(token)
 }
 
 /// Reads the signed-in viewer from the cookie, sends a browser without one to the sign-in
@@ -240,8 +247,10 @@ async fn sign_out(headers: HeaderMap) -> Response {
 }
 
 /// A 204 that sets the session cookie to `token` (no `Max-Age`: it ends with the browser
-/// session), or clears it when `token` is empty. `Secure` when the page came over HTTPS
-/// (through a proxy that says so, or an HTTPS origin).
+/// session), or clears it when `token` is empty. Over HTTPS (a proxy that says so, or an
+/// HTTPS origin) it is the `Secure` `__Host-` cookie. `SameSite=Lax`, so a link to a page
+/// from chat or mail opens signed in; writes need more than the cookie (see
+/// `guard::authenticate`).
 fn session_cookie(headers: &HeaderMap, token: &str) -> Response {
     let https = headers
         .get("x-forwarded-proto")
@@ -251,16 +260,27 @@ fn session_cookie(headers: &HeaderMap, token: &str) -> Response {
             .get(header::ORIGIN)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("https://"));
-    let mut cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
-    if token.is_empty() {
-        cookie.push_str("; Max-Age=0");
-    }
-    if https {
-        cookie.push_str("; Secure");
-    }
     let mut response = StatusCode::NO_CONTENT.into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+    let set = |name: &str, secure: bool, value: &str| {
+        let mut cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+        if value.is_empty() {
+            cookie.push_str("; Max-Age=0");
+        }
+        if secure {
+            cookie.push_str("; Secure");
+        }
+        HeaderValue::from_str(&cookie).ok()
+    };
+    let cookies = if token.is_empty() {
+        // Signing out forgets both names.
+        vec![set(COOKIE, https, ""), set(HTTPS_COOKIE, true, "")]
+    } else if https {
+        vec![set(HTTPS_COOKIE, true, token)]
+    } else {
+        vec![set(COOKIE, false, token)]
+    };
+    for cookie in cookies.into_iter().flatten() {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
 }
@@ -306,42 +326,55 @@ async fn sample_depths(ui: std::sync::Weak<Ui>, state: AppState) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_token_is_read_from_its_cookie_only() {
+    fn cookies(values: &[&'static str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.append(
-            header::COOKIE,
-            HeaderValue::from_static("other=1; taskplane_token=abc.def.ghi"),
-        );
-        assert_eq!(token_cookie(&headers), Some("abc.def.ghi"));
-        let mut other = HeaderMap::new();
-        other.append(
-            header::COOKIE,
-            HeaderValue::from_static("xtaskplane_token=a"),
-        );
-        other.append(header::COOKIE, HeaderValue::from_static("taskplane_token="));
-        assert_eq!(token_cookie(&other), None);
+        for value in values {
+            headers.append(header::COOKIE, HeaderValue::from_static(value));
+        }
+        headers
     }
 
     #[test]
-    fn the_session_cookie_is_http_only_strict_and_ends_with_the_session() {
-        let response = session_cookie(&HeaderMap::new(), "a.b.c");
-        let cookie = response.headers()[header::SET_COOKIE]
-            .to_str()
-            .expect("ascii");
+    fn the_token_is_read_from_one_session_cookie_only() {
+        let plain = cookies(&["other=1; taskplane_token=abc.def.ghi"]);
+        assert_eq!(token_cookie(&plain), Some("abc.def.ghi"));
+        let https = cookies(&["__Host-taskplane_token=t"]);
+        assert_eq!(token_cookie(&https), Some("t"));
+        let other = cookies(&["xtaskplane_token=a", "taskplane_token="]);
+        assert_eq!(token_cookie(&other), None);
+        let two = cookies(&["taskplane_token=a; taskplane_token=b"]);
+        assert_eq!(token_cookie(&two), None, "a shadowing cookie voids both");
+    }
+
+    fn set_cookies(response: &Response) -> Vec<String> {
+        response
+            .headers()
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_session_cookie_is_http_only_lax_and_ends_with_the_session() {
+        let plain = session_cookie(&HeaderMap::new(), "a.b.c");
         assert_eq!(
-            cookie,
-            "taskplane_token=a.b.c; Path=/; HttpOnly; SameSite=Strict"
+            set_cookies(&plain),
+            ["taskplane_token=a.b.c; Path=/; HttpOnly; SameSite=Lax"]
         );
         let mut https = HeaderMap::new();
         https.insert("x-forwarded-proto", HeaderValue::from_static("https"));
-        let cleared = session_cookie(&https, "");
-        let cookie = cleared.headers()[header::SET_COOKIE]
-            .to_str()
-            .expect("ascii");
+        assert_eq!(
+            set_cookies(&session_cookie(&https, "a.b.c")),
+            ["__Host-taskplane_token=a.b.c; Path=/; HttpOnly; SameSite=Lax; Secure"]
+        );
+        let cleared = set_cookies(&session_cookie(&https, ""));
+        assert_eq!(cleared.len(), 2, "both names forgotten");
         assert!(
-            cookie.contains("Max-Age=0") && cookie.ends_with("; Secure"),
-            "{cookie}"
+            cleared
+                .iter()
+                .all(|c| c.contains("Max-Age=0") && c.ends_with("; Secure")),
+            "{cleared:?}"
         );
     }
 }

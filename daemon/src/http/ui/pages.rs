@@ -176,7 +176,7 @@ async fn overview_page(state: AppState, ui: Arc<Ui>, viewer: Viewer) -> Page {
         &viewer,
         "/ui/",
         "Overview",
-        Live::events("").every(5_000),
+        Live::events("").every(5_000).gap(1_000),
         body,
     ))
 }
@@ -197,7 +197,7 @@ fn queue_table(ui: &Ui, viewer: &Viewer, queues: &[QueueStats], full: bool) -> M
                     @if full && admin { th { span.sr { "Actions" } } }
                 } }
                 tbody {
-                    @if queues.is_empty() { (view::empty_row(8, "No queues yet: submit a task.")) }
+                    @if queues.is_empty() { (view::empty_row(if full { 14 } else { 8 }, "No queues yet: submit a task.")) }
                     @for q in queues {
                         tr {
                             td { a href={ "/ui/tasks?queue=" (q.queue) } { (q.queue) } }
@@ -379,7 +379,10 @@ async fn task_list_page(state: AppState, viewer: Viewer, uri: Uri, dead: bool) -
             datalist #kind-names { @for k in &kinds { option value=(k.name) {} } }
         }
         @if let Some(problem) = &problem { p.error role="alert" { (problem) } }
-        @if dead && viewer.can(Scope::Write) {
+        @if dead && viewer.can(Scope::Write) && filter.label.is_some() {
+            p.muted { "Retry and purge all take a queue and a kind; clear the label filter to use them." }
+        }
+        @if dead && viewer.can(Scope::Write) && filter.label.is_none() {
             div.bulk {
                 (Action { label: "Retry all matching", url: "/api/v1/dlq/retry".into(),
                     confirm: format!("Retry every dead letter{}? They run again from their first attempt.", scope_text(&filter)),
@@ -448,7 +451,7 @@ fn task_table(viewer: &Viewer, list: &[Task], now: DateTime<Utc>, dead: bool) ->
                     @if retry { th { span.sr { "Actions" } } }
                 } }
                 tbody {
-                    @if list.is_empty() { (view::empty_row(9, if dead { "No dead letters." } else { "No tasks match." })) }
+                    @if list.is_empty() { (view::empty_row(8 + u32::from(dead) + u32::from(retry), if dead { "No dead letters." } else { "No tasks match." })) }
                     @for t in list {
                         tr data-task=(t.id) {
                             td { a href={ "/ui/tasks/" (t.id) } { (view::short_id(&t.id)) } }
@@ -573,7 +576,7 @@ async fn task_page(state: AppState, viewer: Viewer, raw: String) -> Page {
         })
         .collect();
     let body = html! {
-        section #head .panel data-live {
+        section #head .panel data-live data-finished=[t.status.is_terminal().then_some("1")] {
             div.headline {
                 (view::status(t.status))
                 code.id { (t.id) }
@@ -601,7 +604,7 @@ async fn task_page(state: AppState, viewer: Viewer, raw: String) -> Page {
                 dt { "Took" } dd { (took(&t)) }
                 dt { "Timeout" } dd { (view::short_duration(t.timeout_secs * 1000)) }
                 @if !t.labels.is_empty() {
-                    dt { "Labels" } dd { @for (k, v) in &t.labels { a.label href={ "/ui/tasks?label=" (k) "=" (v) } { (k) "=" (v) } " " } }
+                    dt { "Labels" } dd { @for (k, v) in &t.labels { a.label href={ "/ui/tasks?" (serde_html_form::to_string([("label", format!("{k}={v}"))]).unwrap_or_default()) } { (k) "=" (v) } " " } }
                 }
                 @if let Some(key) = &t.idempotency_key { dt { "Idempotency key" } dd { code { (key) } } }
                 @if let Some(key) = &t.concurrency_key { dt { "Concurrency" } dd { code { (key) } " ≤ " (t.concurrency_limit.unwrap_or(1)) } }
@@ -663,7 +666,7 @@ pub async fn queues(
         &viewer,
         "/ui/queues",
         "Queues",
-        Live::events("").every(5_000),
+        Live::events("").every(5_000).gap(1_000),
         body,
     )
 }
@@ -698,7 +701,7 @@ pub async fn schedules(
                         @if write { th { span.sr { "Actions" } } }
                     } }
                     tbody {
-                        @if list.schedules.is_empty() { (view::empty_row(9, "No schedules: create one with taskctl schedule create.")) }
+                        @if list.schedules.is_empty() { (view::empty_row(8 + u32::from(write), "No schedules: create one with taskctl schedule create.")) }
                         @for s in &list.schedules {
                             tr {
                                 td { (s.name) }
@@ -716,12 +719,14 @@ pub async fn schedules(
                                 td { @if s.paused { (view::badge("paused")) } @else { (view::badge("active")) } }
                                 @if write {
                                     td.actions {
+                                      @if !kind_needs_admin(&s.task.kind) || viewer.can(Scope::Admin) {
                                         @if s.paused {
                                             (action("Resume", format!("/api/v1/schedules/{}/resume", s.name), format!("Resume schedule {}?", s.name)))
                                         } @else {
                                             (action("Pause", format!("/api/v1/schedules/{}/pause", s.name), format!("Pause schedule {}? It fires no more until resumed.", s.name)))
                                         }
                                         (action("Run now", format!("/api/v1/schedules/{}/trigger", s.name), format!("Submit schedule {}'s task now?", s.name)))
+                                      }
                                     }
                                 }
                             }
@@ -845,10 +850,16 @@ pub async fn workflow(
     };
     let now = now();
     let write = viewer.can(Scope::Write);
-    let retryable = w
+    let again: Vec<_> = w
         .steps
         .iter()
-        .any(|s| matches!(s.status, TaskStatus::Failed | TaskStatus::Cancelled));
+        .filter(|s| matches!(s.status, TaskStatus::Failed | TaskStatus::Cancelled))
+        .collect();
+    // As the API: running a privileged kind's step again needs admin.
+    let retryable = !again.is_empty()
+        && again
+            .iter()
+            .all(|s| !kind_needs_admin(&s.kind) || viewer.can(Scope::Admin));
     let body = html! {
         section #head .panel data-live {
             div.headline {
@@ -1011,7 +1022,7 @@ pub async fn login(
     // Only a page of the dashboard, never another site (`//host`).
     let next = query
         .next
-        .filter(|n| n.starts_with("/ui/") && !n.starts_with("//"))
+        .filter(|n| n.starts_with("/ui/") && !n.chars().any(char::is_control))
         .unwrap_or_else(|| "/ui/".to_owned());
     if !viewer.auth {
         return Redirect::to(&next).into_response();

@@ -30,6 +30,8 @@ pub struct Live {
     pub events: Option<String>,
     /// Refresh at least this often (ms).
     pub every_ms: Option<u32>,
+    /// The least time between two refreshes for events (ms; the script's default is 500).
+    pub gap_ms: Option<u32>,
 }
 
 impl Live {
@@ -37,7 +39,14 @@ impl Live {
         Live {
             events: Some(query.into()),
             every_ms: None,
+            gap_ms: None,
         }
+    }
+
+    /// For pages that cost the store more to draw (whole-table counts).
+    pub fn gap(mut self, ms: u32) -> Live {
+        self.gap_ms = Some(ms);
+        self
     }
 
     pub fn every(mut self, ms: u32) -> Live {
@@ -60,15 +69,17 @@ pub fn page(viewer: &Viewer, nav: &str, title: &str, live: Live, body: Markup) -
                 link rel="stylesheet" href=(assets::url("app.css"));
                 script src=(assets::url("app.js")) defer {}
             }
-            body data-events=[live.events.as_deref()] data-every=[live.every_ms] {
+            body data-events=[live.events.as_deref()] data-every=[live.every_ms] data-gap=[live.gap_ms] {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     a.brand href="/ui/" { (PreEscaped(assets::LOGO)) span { "Taskplane" } }
                     nav aria-label="Sections" {
                         ul {
                             @for (path, label) in NAV {
+                                @if path != "/ui/audit" || viewer.allows(crate::auth::Scope::Admin) {
                                 li {
                                     a href=(path) aria-current=[(path == nav).then_some("page")] { (label) }
+                                }
                                 }
                             }
                         }
@@ -95,8 +106,8 @@ pub fn page(viewer: &Viewer, nav: &str, title: &str, live: Live, body: Markup) -
                     form method="dialog" {
                         p #confirm-text {}
                         div.buttons {
-                            button type="submit" value="cancel" { "Keep" }
-                            button.danger type="submit" value="ok" autofocus { "Confirm" }
+                            button type="submit" value="cancel" autofocus { "Keep" }
+                            button #confirm-ok type="submit" value="ok" { "Confirm" }
                         }
                     }
                 }

@@ -1,13 +1,15 @@
 // Taskplane's dashboard: keeps the server-rendered page current and runs its actions.
-// Pages refresh their `data-live` regions when /api/v1/events reports a change (at most twice
-// a second), follow a task's log as it is written, and call the JSON API for actions after
-// a confirmation. No libraries, no other origin, no inline script (the CSP forbids both).
+// A page refreshes its `data-live` regions when /api/v1/events reports a change (the first
+// change at once, then at most one refresh per gap), follows a task's log as it is written,
+// and calls the JSON API for actions after a confirmation. No libraries, no other origin, no
+// inline script (the Content-Security-Policy forbids both).
 'use strict';
 (() => {
   const $ = (selector, root = document) => root.querySelector(selector);
   const EVENT_TYPES = ['created', 'waiting', 'queued', 'started', 'retrying', 'succeeded', 'failed',
     'cancelled', 'fired', 'workflow_succeeded', 'workflow_failed', 'workflow_cancelled'];
-  const MIN_GAP_MS = 500;
+  const body = document.body;
+  const GAP_MS = Number(body.dataset.gap || 500);
 
   // ---- feedback ----
   const banner = $('#banner');
@@ -20,6 +22,7 @@
   function toast(text, bad) {
     const box = $('#toast');
     if (!box) return;
+    box.setAttribute('role', bad ? 'alert' : 'status');
     box.textContent = text;
     box.classList.toggle('bad', !!bad);
     box.hidden = false;
@@ -28,22 +31,23 @@
   }
 
   // ---- refreshing the live regions ----
-  let busy = false, again = false, last = 0, timer = null;
+  let busy = false, again = false, lastEventRefresh = 0, timer = null;
+  // For a change: at once after a quiet spell, else at the end of the gap.
   function schedule() {
     if (timer) return;
-    timer = setTimeout(() => { timer = null; refresh(); }, Math.max(0, last + MIN_GAP_MS - Date.now()));
+    const wait = Math.max(0, lastEventRefresh + GAP_MS - Date.now());
+    timer = setTimeout(() => { timer = null; lastEventRefresh = Date.now(); refresh(); }, wait);
   }
   async function refresh() {
     if (busy) { again = true; return; }
     busy = true;
-    last = Date.now();
     try {
       const response = await fetch(location.href, { credentials: 'same-origin', cache: 'no-store', headers: { Accept: 'text/html' } });
       if (response.redirected && new URL(response.url).pathname === '/ui/login') { location.assign(response.url); return; }
       if (!response.ok && response.status >= 500) throw new Error(`status ${response.status}`);
-      const fresh = new DOMParser().parseFromString(await response.text(), 'text/html');
-      swap(fresh);
+      swap(new DOMParser().parseFromString(await response.text(), 'text/html'));
       setLost('refresh', false);
+      resumeLog();
     } catch (error) {
       setLost('refresh', true);
     } finally {
@@ -51,26 +55,38 @@
       if (again) { again = false; schedule(); }
     }
   }
+  // A region's markup without its relative times, which change every second.
+  const timeless = (el) => el.innerHTML.replace(/<time\b[^>]*>[^<]*<\/time>/g, '<time>');
   function swap(fresh) {
     const active = document.activeElement;
     for (const region of document.querySelectorAll('[data-live][id]')) {
       const next = fresh.getElementById(region.id);
-      if (!next || next.innerHTML === region.innerHTML) continue;
-      // Keep keyboard focus on the same control when its region is replaced.
+      if (!next) continue;
+      if (timeless(next) === timeless(region)) {
+        // Only times moved: update them in place (selection and scroll stay put).
+        const now = next.querySelectorAll('time');
+        region.querySelectorAll('time').forEach((t, i) => { if (now[i]) t.textContent = now[i].textContent; });
+        continue;
+      }
+      for (const name of ['data-finished']) {
+        if (next.hasAttribute(name)) region.setAttribute(name, next.getAttribute(name)); else region.removeAttribute(name);
+      }
+      // Keep sideways scroll of wide tables and keyboard focus on the same control.
+      const scrolls = [...region.querySelectorAll('.scroll')].map((el) => el.scrollLeft);
       let key = null;
       if (active && region.contains(active)) key = active.getAttribute('data-url') || active.getAttribute('href');
-      const adopted = document.importNode(next, true);
-      region.replaceWith(adopted);
+      region.replaceChildren(...[...next.childNodes].map((node) => document.importNode(node, true)));
+      region.querySelectorAll('.scroll').forEach((el, i) => { if (scrolls[i]) el.scrollLeft = scrolls[i]; });
       if (key) {
-        const again = [...adopted.querySelectorAll('[data-url],[href]')]
+        const same = [...region.querySelectorAll('[data-url],[href]')]
           .find((el) => el.getAttribute('data-url') === key || el.getAttribute('href') === key);
-        if (again) again.focus();
+        if (same) same.focus();
       }
     }
   }
 
   // ---- events ----
-  // One stream per visible page: a hidden tab (or a page left for another) lets its stream
+  // One stream per visible page: a hidden tab (or a page left for another) lets its streams
   // go, so tabs do not use up the browser's six connections per host over HTTP/1.1.
   let source = null, retry = 500, lostTimer = null, reopenTimer = null;
   function listen(query) {
@@ -78,19 +94,23 @@
     source = new EventSource('/api/v1/events' + (query ? '?' + query : ''));
     source.onopen = () => {
       retry = 500;
-      document.body.dataset.connected = '1';
+      body.dataset.connected = '1';
       clearTimeout(lostTimer);
       lostTimer = null;
-      if (lost.has('events')) { setLost('events', false); schedule(); }
+      setLost('events', false);
+      // What changed before the stream opened is on no event: look once.
+      schedule();
     };
     for (const type of EVENT_TYPES) source.addEventListener(type, schedule);
     source.onerror = () => {
-      delete document.body.dataset.connected;
+      delete body.dataset.connected;
       // Shown only when it lasts: a proxy's reconnect should not flash the banner.
       if (!lostTimer) lostTimer = setTimeout(() => setLost('events', true), 1500);
       if (source && source.readyState === EventSource.CLOSED) {
-        // The browser gave up (an error status): open a new stream ourselves.
+        // The browser gave up (an error status, e.g. an expired session): look at the page
+        // (a lost session goes to sign-in) and open a new stream later.
         source = null;
+        refresh();
         reopenTimer = setTimeout(() => listen(query), retry);
         retry = Math.min(retry * 2, 15000);
       }
@@ -101,23 +121,24 @@
     clearTimeout(lostTimer);
     lostTimer = null;
     if (source) { source.close(); source = null; }
-    delete document.body.dataset.connected;
+    delete body.dataset.connected;
   }
 
   // ---- actions ----
-  function confirmed(text) {
-    const dialog = $('#confirm');
+  const dialog = $('#confirm');
+  function confirmed(text, danger) {
     if (!dialog || !dialog.showModal) return Promise.resolve(window.confirm(text));
     $('#confirm-text').textContent = text;
+    $('#confirm-ok').classList.toggle('danger', !!danger);
     dialog.returnValue = '';
     return new Promise((resolve) => {
       dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
       dialog.showModal();
     });
   }
-  async function call(url, body) {
+  async function call(url, payload) {
     const init = { method: 'POST', credentials: 'same-origin', headers: { Accept: 'application/json' } };
-    if (body != null) { init.headers['Content-Type'] = 'application/json'; init.body = body; }
+    if (payload != null) { init.headers['Content-Type'] = 'application/json'; init.body = payload; }
     const response = await fetch(url, init);
     const text = await response.text();
     let data = null;
@@ -127,20 +148,27 @@
     }
     return data;
   }
+  const inFlight = new Set();
   document.addEventListener('click', async (event) => {
     const button = event.target.closest('button.act');
     if (button) {
       event.preventDefault();
-      if (!(await confirmed(button.dataset.confirm))) return;
+      const { url, then } = button.dataset;
+      if (inFlight.has(url)) return;
+      const label = button.textContent.trim();
+      if (!(await confirmed(button.dataset.confirm, button.classList.contains('danger')))) return;
+      if (inFlight.has(url)) return;
+      inFlight.add(url);
       button.disabled = true;
       try {
-        const data = await call(button.dataset.url, button.dataset.body);
+        const data = await call(url, button.dataset.body);
         const count = data && typeof data.count === 'number' ? ` (${data.count})` : '';
-        toast(`${button.textContent.trim()}: done${count}`);
-        if (button.dataset.then) location.assign(button.dataset.then); else refresh();
+        toast(`${label}: done${count}`);
+        if (then) location.assign(then); else refresh();
       } catch (error) {
-        toast(`${button.textContent.trim()} failed: ${error.message}`, true);
+        toast(`${label} failed: ${error.message}`, true);
       } finally {
+        inFlight.delete(url);
         button.disabled = false;
       }
       return;
@@ -152,7 +180,7 @@
 
   // ---- forms ----
   function showError(box, text) {
-    if (!box) { toast(text, true); return; }
+    if (!box) { if (text) toast(text, true); return; }
     box.textContent = text;
     box.hidden = !text;
   }
@@ -172,11 +200,17 @@
   }
   const submit = $('#submit-task');
   if (submit) {
+    // One key per filled-in form: a double click or a retried request makes one task.
+    const key = () => `ui-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 12)}`;
+    let idempotencyKey = key();
+    submit.addEventListener('input', () => { idempotencyKey = key(); });
     submit.addEventListener('submit', async (event) => {
       event.preventDefault();
       const f = submit.elements;
       const error = $('#submit-error');
-      const task = { kind: f.kind.value, queue: f.queue.value.trim() || undefined };
+      const button = $('button[type="submit"]', submit);
+      if (button.disabled) return;
+      const task = { kind: f.kind.value, queue: f.queue.value.trim() || undefined, idempotency_key: idempotencyKey };
       try {
         task.payload = JSON.parse(f.payload.value.trim() || '{}');
       } catch (e) {
@@ -196,11 +230,13 @@
       }
       if (Object.keys(labels).length) task.labels = labels;
       showError(error, '');
+      button.disabled = true;
       try {
         const created = await call('/api/v1/tasks', JSON.stringify(task));
         location.assign(`/ui/tasks/${created.id}`);
       } catch (e) {
         showError(error, e.message);
+        button.disabled = false;
       }
     });
   }
@@ -214,33 +250,35 @@
   });
 
   // ---- a task's log, as it is written ----
-  function appendLine(pre, line, state) {
-    const stick = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
-    const placeholder = $('.placeholder', pre);
+  const log = $('#log');
+  const logState = { after: Number(log ? log.dataset.after || 0 : 0), attempt: Number(log ? log.dataset.attempt || 0 : 0) };
+  let following = null;
+  function appendLine(line) {
+    const stick = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+    const placeholder = $('.placeholder', log);
     if (placeholder) placeholder.remove();
-    if (line.attempt !== state.attempt) {
+    if (line.attempt !== logState.attempt) {
       const rule = document.createElement('span');
       rule.className = 'attempt';
       rule.textContent = `── attempt ${line.attempt} ──\n`;
-      pre.append(rule);
-      state.attempt = line.attempt;
+      log.append(rule);
+      logState.attempt = line.attempt;
     }
     const span = document.createElement('span');
     span.className = `ln s-${line.stream}`;
     span.textContent = line.line + '\n';
-    pre.append(span);
-    if (stick) pre.scrollTop = pre.scrollHeight;
+    log.append(span);
+    if (stick) log.scrollTop = log.scrollHeight;
   }
-  let following = null;
-  const logState = { after: 0, attempt: 0 };
-  async function follow(pre) {
-    if (following) return;
+  // Follows the log until the task has finished and every line is out (the stream ends);
+  // a task run again (retry) is followed again once the page sees it unfinished.
+  async function follow() {
+    if (following || !log || document.hidden) return;
     const stop = new AbortController();
     following = stop;
-    const state = logState;
     for (let tries = 0; !stop.signal.aborted; tries++) {
       try {
-        const response = await fetch(`/api/v1/tasks/${pre.dataset.task}/logs?follow=true&after=${state.after}`,
+        const response = await fetch(`/api/v1/tasks/${log.dataset.task}/logs?follow=true&after=${logState.after}`,
           { credentials: 'same-origin', headers: { Accept: 'application/x-ndjson' }, signal: stop.signal });
         if (!response.ok) throw new Error(`status ${response.status}`);
         setLost('log', false);
@@ -258,46 +296,45 @@
             buffer = buffer.slice(end + 1);
             if (!text.trim()) continue;
             const line = JSON.parse(text);
-            state.after = line.seq;
-            appendLine(pre, line, state);
+            logState.after = line.seq;
+            appendLine(line);
           }
         }
-        following = null;
-        return; // the task has finished and every line is out
+        break;
       } catch (error) {
         if (stop.signal.aborted) return;
         if (tries > 0) setLost('log', true);
         await new Promise((resolve) => setTimeout(resolve, Math.min(10000, 500 * 2 ** tries)));
       }
     }
+    if (following === stop) following = null;
+    // The stream ended: the task finished (or a proxy closed it); the page looks again.
+    schedule();
+  }
+  function stopLog() {
+    if (following) { following.abort(); following = null; }
+  }
+  // After a refresh: an unfinished task whose log nobody follows is followed again.
+  function resumeLog() {
+    const head = $('#head');
+    if (log && head && !head.hasAttribute('data-finished')) follow();
   }
 
   // ---- start ----
-  const body = document.body;
   const events = body.dataset.events;
-  const start = () => { if (events !== undefined && !document.hidden) listen(events); };
+  const start = () => {
+    if (document.hidden) return;
+    if (events !== undefined) listen(events);
+    follow();
+  };
   start();
   const every = Number(body.dataset.every || 0);
-  if (every > 0) setInterval(() => { if (!document.hidden) schedule(); }, every);
+  if (every > 0) setInterval(() => { if (!document.hidden) refresh(); }, every);
   document.addEventListener('visibilitychange', () => {
-    if (document.hidden) { unlisten(); return; }
+    if (document.hidden) { unlisten(); stopLog(); return; }
     start();
     schedule();
   });
-  const log = $('#log');
-  if (log) {
-    logState.after = Number(log.dataset.after || 0);
-    logState.attempt = Number(log.dataset.attempt || 0);
-    follow(log);
-  }
-  window.addEventListener('pagehide', () => {
-    unlisten();
-    if (following) { following.abort(); following = null; }
-  });
-  window.addEventListener('pageshow', (event) => {
-    if (!event.persisted) return;
-    start();
-    schedule();
-    if (log) follow(log);
-  });
+  window.addEventListener('pagehide', () => { unlisten(); stopLog(); });
+  window.addEventListener('pageshow', (event) => { if (event.persisted) { start(); schedule(); } });
 })();
