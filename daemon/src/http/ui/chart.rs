@@ -31,8 +31,13 @@ pub fn sparkline(points: &[u64], label: &str) -> Markup {
     html! {
         svg.spark viewBox="0 0 120 24" width="120" height="24" role="img" aria-label=(label) {
             title { (label) }
-            @if points.len() > 1 { path d=(path.trim_end()) {} }
-            @if let Some((x, y)) = last { circle cx=(format!("{x:.1}")) cy=(format!("{y:.1}")) r="2" {} }
+            @if points.len() > 1 {
+                path d=(path.trim_end()) {}
+                @if let Some((x, y)) = last { circle cx=(format!("{x:.1}")) cy=(format!("{y:.1}")) r="2" {} }
+            } @else {
+                // Too soon for a trend: a quiet baseline until the second sample.
+                line.none x1="0" y1="22.5" x2="120" y2="22.5" {}
+            }
         }
     }
 }

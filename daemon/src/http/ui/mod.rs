@@ -53,6 +53,29 @@ pub struct Ui {
     readonly: bool,
     guard: Arc<Guard>,
     history: History,
+    /// The queue names the filters suggest, and when they were read (they cost a count of
+    /// every task, so a list page reads them at most every ten seconds).
+    queue_names: std::sync::Mutex<(i64, Vec<String>)>,
+}
+
+impl Ui {
+    /// Every queue with tasks, for the filters' suggestions (at most ten seconds old).
+    async fn queue_names(&self, state: &AppState) -> Vec<String> {
+        let now = now_ms();
+        if let Ok(cached) = self.queue_names.lock()
+            && now - cached.0 < 10_000
+        {
+            return cached.1.clone();
+        }
+        let names: Vec<String> = match state.store.queue_counts(None).await {
+            Ok(counts) => depths(&counts).into_iter().map(|(q, _)| q).collect(),
+            Err(_) => Vec::new(),
+        };
+        if let Ok(mut cached) = self.queue_names.lock() {
+            *cached = (now, names.clone());
+        }
+        names
+    }
 }
 
 /// Who is looking at a page, and what the page may offer them.
@@ -99,6 +122,7 @@ pub fn router(state: &AppState, guard: Arc<Guard>, readonly: bool) -> Router<App
         readonly,
         guard,
         history: History::default(),
+        queue_names: std::sync::Mutex::new((i64::MIN / 2, Vec::new())),
     });
     tokio::spawn(sample_depths(Arc::downgrade(&ui), state.clone()));
     Router::new()

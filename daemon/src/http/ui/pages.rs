@@ -269,22 +269,30 @@ fn worker_table(workers: &[WorkerInfo], now: DateTime<Utc>) -> Markup {
 /// `GET /ui/tasks`: filters, search by id, a page of tasks, and the submit form.
 pub async fn tasks(
     State(state): State<AppState>,
+    Extension(ui): Extension<Arc<Ui>>,
     Extension(viewer): Extension<Viewer>,
     uri: Uri,
 ) -> Response {
-    done(task_list_page(state, viewer, uri, false).await)
+    done(task_list_page(state, ui, viewer, uri, false).await)
 }
 
 /// `GET /ui/dlq`: the dead-letter set (failed tasks), with retry and purge.
 pub async fn dlq(
     State(state): State<AppState>,
+    Extension(ui): Extension<Arc<Ui>>,
     Extension(viewer): Extension<Viewer>,
     uri: Uri,
 ) -> Response {
-    done(task_list_page(state, viewer, uri, true).await)
+    done(task_list_page(state, ui, viewer, uri, true).await)
 }
 
-async fn task_list_page(state: AppState, viewer: Viewer, uri: Uri, dead: bool) -> Page {
+async fn task_list_page(
+    state: AppState,
+    ui: Arc<Ui>,
+    viewer: Viewer,
+    uri: Uri,
+    dead: bool,
+) -> Page {
     let filter = Filter::parse(&viewer, &uri).map_err(|r| *r)?;
     let mut problem: Option<String> = None;
     if let Some(id) = &filter.id {
@@ -336,10 +344,7 @@ async fn task_list_page(state: AppState, viewer: Viewer, uri: Uri, dead: bool) -
         Ok(Json(kinds)) => kinds.kinds,
         Err(_) => Vec::new(),
     };
-    let queue_names: Vec<String> = match live::queues(State(state.clone())).await {
-        Ok(Json(q)) => q.queues.into_iter().map(|q| q.queue).collect(),
-        Err(_) => Vec::new(),
-    };
+    let queue_names = ui.queue_names(&state).await;
     let now = now();
     let path = if dead { "/ui/dlq" } else { "/ui/tasks" };
     let base = [
@@ -622,10 +627,6 @@ async fn task_page(state: AppState, viewer: Viewer, raw: String) -> Page {
             @if let Some(result) = &t.result { div.panel { h2 { "Result" } (view::json_block(result)) } }
         }
         section.panel {
-            h2 { "Payload" }
-            (view::json_block(&t.payload))
-        }
-        section.panel {
             h2 { "Log" }
             pre #log .log data-task=(t.id) data-after=(last) data-attempt=(attempt) tabindex="0" aria-label="The task's output" {
                 @for (mark, line) in &rows {
@@ -634,6 +635,10 @@ async fn task_page(state: AppState, viewer: Viewer, raw: String) -> Page {
                 }
                 @if lines.is_empty() { span.muted.placeholder { "No output yet." } }
             }
+        }
+        section.panel {
+            h2 { "Payload" }
+            (view::json_block(&t.payload))
         }
     };
     Ok(view::page(
