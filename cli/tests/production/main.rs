@@ -322,3 +322,48 @@ fn a_postgres_restart_mid_run_loses_nothing_and_ready_recovers() {
 
     wait_all_succeeded(&api, 150, Duration::from_secs(180));
 }
+
+#[test]
+fn the_dashboard_of_an_api_process_shows_what_the_workers_did() {
+    let _shared = shared();
+    let Some(cluster) = cluster("dashboard") else {
+        return;
+    };
+    let api = cluster.spawn("api", &[]);
+    let worker = cluster.spawn("worker", &[]);
+    wait_until("the worker to be ready", Duration::from_secs(30), || {
+        worker.ready() == 200
+    });
+    let body = json!({"kind": "echo", "payload": {"greeting": "from production"}}).to_string();
+    let (status, task) = api.http("POST", "/api/v1/tasks", body.as_bytes());
+    assert_eq!(status, 201, "{task}");
+    let id = task["id"].as_str().expect("id").to_owned();
+    wait_until("the task to succeed", Duration::from_secs(30), || {
+        api.task(&id)["status"] == "succeeded"
+    });
+    let ran_on = api.task(&id)["worker"].as_str().expect("worker").to_owned();
+    let page = |path: &str| {
+        let (status, page) = api.http("GET", path, b"");
+        assert_eq!(status, 200, "{path}: {page}");
+        page.as_str().expect("HTML").to_owned()
+    };
+    let task_page = page(&format!("/ui/tasks/{id}"));
+    assert!(task_page.contains("st-succeeded") && task_page.contains("from production"));
+    assert!(
+        task_page.contains(&ran_on),
+        "the worker process that ran it"
+    );
+    let overview = page("/ui/");
+    assert!(
+        overview.contains(&ran_on),
+        "the worker in the overview's list"
+    );
+    assert!(worker_of(&api.task(&id), &worker));
+    // The chart counts the task, read from PostgreSQL.
+    assert!(
+        overview.contains("<strong>1</strong> finished"),
+        "{overview}"
+    );
+    let list = page("/ui/tasks?queue=default");
+    assert!(list.contains(&format!("data-task=\"{id}\"")));
+}
