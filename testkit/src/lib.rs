@@ -76,6 +76,21 @@ pub fn venv_tools(test: &str, tools: &[&str]) -> Option<PathBuf> {
     None
 }
 
+/// Runs a tool a test drives (a linter, a test runner in the venv) and fails the test with
+/// its output unless it exits 0.
+pub fn check_run(what: &str, command: &mut Command) {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A test cannot run here (`message` says why): fails it when services are required (CI),
 /// otherwise says why it is skipped; the caller then returns.
 ///

@@ -5,20 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::common;
+use taskplane_testkit::check_run;
 
-fn check(what: &str, command: &mut Command) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::common;
 
 #[test]
 fn the_python_sdk_is_clean_and_passes_its_tests_against_taskd() {
@@ -29,13 +18,13 @@ fn the_python_sdk_is_clean_and_passes_its_tests_against_taskd() {
     };
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/python");
     let caches = tempfile::tempdir().expect("temp dir");
-    check(
+    check_run(
         "ruff check",
         Command::new(bin.join("ruff"))
             .args(["check", "--no-cache", "."])
             .current_dir(&sdk),
     );
-    check(
+    check_run(
         "mypy --strict",
         Command::new(bin.join("mypy"))
             .args(["--strict", "--cache-dir"])
@@ -44,7 +33,7 @@ fn the_python_sdk_is_clean_and_passes_its_tests_against_taskd() {
             .env("MYPYPATH", sdk.join("src"))
             .current_dir(&sdk),
     );
-    check(
+    check_run(
         "pytest",
         Command::new(bin.join("pytest"))
             .args(["-q", "-p", "no:cacheprovider", "tests"])

@@ -10,18 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn check(what: &str, command: &mut Command) {
-    let out = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use taskplane_testkit::check_run;
 
 #[test]
 fn the_dashboard_works_in_a_real_browser() {
@@ -51,13 +40,13 @@ fn the_dashboard_works_in_a_real_browser() {
         return;
     }
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web");
-    check(
+    check_run(
         "ruff check",
         Command::new(bin.join("ruff"))
             .args(["check", "--no-cache", "."])
             .current_dir(&suite),
     );
-    check(
+    check_run(
         "ruff format --check",
         Command::new(bin.join("ruff"))
             .args(["format", "--check", "--no-cache", "."])
@@ -70,7 +59,7 @@ fn the_dashboard_works_in_a_real_browser() {
         "{} is missing: run the tests with `cargo test --workspace` so taskd is built",
         taskd.display()
     );
-    check(
+    check_run(
         "pytest (the dashboard in Chromium)",
         Command::new(bin.join("pytest"))
             .args(["-q", "-p", "no:cacheprovider", "."])
