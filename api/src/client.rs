@@ -543,6 +543,22 @@ impl Client {
         self.call(Method::GET, "/health").await
     }
 
+    /// Whether this taskd serves the web dashboard (`/ui/`; `taskd --no-ui` turns it off).
+    /// Its assets need no token, so the answer does not depend on this client's.
+    pub async fn serves_dashboard(&self) -> Result<bool, Error> {
+        let response = self
+            .send(Method::GET, "/ui/assets/icon.svg", None::<&()>, None::<&()>)
+            .await?;
+        match response.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            _ => self
+                .decode::<serde_json::Value>(response)
+                .await
+                .map(|_| false),
+        }
+    }
+
     async fn call<T: DeserializeOwned>(&self, method: Method, path: &str) -> Result<T, Error> {
         let response = self.send(method, path, None::<&()>, None::<&()>).await?;
         self.decode(response).await

@@ -125,6 +125,8 @@ pub enum Command {
     Worker(WorkerArgs),
     /// The live dashboard: queues, workers and tasks, with cancel and retry.
     Top(TopArgs),
+    /// The web dashboard's address (a task's or a workflow's page), or open it.
+    Ui(crate::commands::ui::UiArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(CompletionsArgs),
     /// Load-test a running taskd and report throughput and latency percentiles.

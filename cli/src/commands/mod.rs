@@ -17,6 +17,7 @@ pub mod schedule;
 pub mod status;
 pub mod submit;
 pub mod top;
+pub mod ui;
 pub mod watch;
 pub mod worker;
 pub mod workers;
@@ -101,6 +102,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Queues(args) => queues::run(&client, &ui, args).await,
         Command::Workers(args) => workers::run(&client, &ui, args).await,
         Command::Kinds(args) => kinds::run(&client, &ui, args).await,
+        Command::Ui(args) => ui::run(&client, &ui, args).await,
         Command::Audit(args) => audit::run(&client, &ui, args).await,
         Command::Worker(args) => worker::run(&client, &ui, args).await,
         Command::Provision(args) => provision::run(&client, &ui, args).await,

@@ -8,6 +8,7 @@ mod common;
 
 mod bad_input;
 mod contexts;
+mod dashboard;
 mod dependencies;
 mod embedded;
 mod hardening;
