@@ -61,6 +61,7 @@ def seed(taskd: Taskd, token: str | None = None) -> dict[str, str]:
         "echo doomed; exit 3",
     )
     parked = ctl("submit", "echo", "--queue", "parked", "-q")
+    ctl("submit", "echo", "--queue", "orphan", "-q")  # no worker takes this queue
     flow_file = taskd.tmp / "release.yaml"
     flow_file.write_text(WORKFLOW)
     flow = ctl("workflow", "run", "-f", str(flow_file), "-o", "id")
@@ -147,7 +148,7 @@ def test_every_page_loads_without_errors_or_outside_requests_at_both_widths(
         "/ui/": "Overview",
         "/ui/tasks": "Tasks",
         "/ui/tasks?status=failed&queue=default&label=team%3Dops": "Tasks",
-        f"/ui/tasks/{ids['dead']}": f"Task {ids['dead'][:8]}",
+        f"/ui/tasks/{ids['dead']}": f"Task …{ids['dead'][-8:]}",
         "/ui/dlq": "Dead letters",
         "/ui/queues": "Queues",
         "/ui/schedules": "Schedules",
@@ -174,6 +175,8 @@ def test_every_page_loads_without_errors_or_outside_requests_at_both_widths(
     open_page(browser, f"{taskd.url}/ui/queues")
     row = browser.driver.find_element(By.XPATH, "//tr[td/a[text()='parked']]")
     assert "paused" in row.text
+    row = browser.driver.find_element(By.XPATH, "//tr[td/a[text()='orphan']]")
+    assert "no worker" in row.text
     open_page(browser, f"{taskd.url}/ui/workflows/{ids['workflow']}")
     nodes = browser.driver.find_elements(By.CSS_SELECTOR, "svg.dag a.node")
     status = {n.get_attribute("data-step"): n.get_attribute("class") for n in nodes}
@@ -470,6 +473,10 @@ def test_submit_from_the_form(taskd: Taskd, browser: Browser) -> None:
     payload.clear()
     payload.send_keys('{"msg": "from the form"}')
     form.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+    assert (
+        text(browser, "#confirm-text") == "Submit a task of kind echo to queue default?"
+    )
+    confirm(browser)
     eventually(
         lambda: "/ui/tasks/0" in browser.driver.current_url, 10, "the new task's page"
     )

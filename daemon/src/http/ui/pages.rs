@@ -54,11 +54,12 @@ impl Filter {
     fn parse(viewer: &Viewer, uri: &Uri) -> Result<Filter, Box<Response>> {
         let mut filter: Filter =
             serde_html_form::from_str(uri.query().unwrap_or("")).map_err(|e| {
-                Box::new(view::problem(
+                Box::new(view::problem_with(
                     viewer,
                     StatusCode::BAD_REQUEST,
                     "Bad filter",
                     &format!("this page's query is not one it understands: {e}"),
+                    Some((uri.path(), "This page without filters")),
                 ))
             })?;
         for field in [
@@ -164,7 +165,7 @@ async fn overview_page(state: AppState, ui: Arc<Ui>, viewer: Viewer) -> Page {
         div.columns {
             section #queues .panel data-live {
                 h2 { a href="/ui/queues" { "Queues" } }
-                (queue_table(&ui, &viewer, &queues.queues, false))
+                (queue_table(&ui, &viewer, &queues.queues, served_queues(&workers.workers).as_ref(), false))
             }
             section #workers .panel data-live {
                 h2 { "Workers" }
@@ -182,8 +183,28 @@ async fn overview_page(state: AppState, ui: Arc<Ui>, viewer: Viewer) -> Page {
 }
 
 /// The queues as a table; `full` adds every count and the actions.
-fn queue_table(ui: &Ui, viewer: &Viewer, queues: &[QueueStats], full: bool) -> Markup {
+/// The queues some live worker takes tasks from (`None`: a remote worker may take from any).
+fn served_queues(workers: &[WorkerInfo]) -> Option<std::collections::HashSet<String>> {
+    if workers.iter().any(|w| w.remote) {
+        return None;
+    }
+    Some(
+        workers
+            .iter()
+            .flat_map(|w| w.queues.iter().cloned())
+            .collect(),
+    )
+}
+
+fn queue_table(
+    ui: &Ui,
+    viewer: &Viewer,
+    queues: &[QueueStats],
+    served: Option<&std::collections::HashSet<String>>,
+    full: bool,
+) -> Markup {
     let admin = viewer.can(Scope::Admin);
+    let unserved = |q: &QueueStats| q.depth > 0 && served.is_some_and(|s| !s.contains(&q.queue));
     let count = |q: &QueueStats, s: TaskStatus| q.counts.get(&s).copied().unwrap_or(0);
     html! {
         div.scroll {
@@ -219,7 +240,11 @@ fn queue_table(ui: &Ui, viewer: &Viewer, queues: &[QueueStats], full: bool) -> M
                                     @if q.max_running.is_none() && q.rate_per_sec.is_none() { span.muted { "none" } }
                                 }
                             }
-                            td { @if q.paused { (view::badge("paused")) } @else { (view::badge("active")) } }
+                            td {
+                                @if q.paused { (view::badge("paused")) }
+                                @else if unserved(q) { span.badge.st-retrying title="ready tasks, and no live worker takes this queue (taskd --queues)" { "no worker" } }
+                                @else { (view::badge("active")) }
+                            }
                             @if full && admin {
                                 td.actions {
                                     @if q.paused {
@@ -257,7 +282,7 @@ fn worker_table(workers: &[WorkerInfo], now: DateTime<Utc>) -> Markup {
                                 meter min="0" max=(w.concurrency.max(1)) value=(w.busy) title={ (w.busy) " of " (w.concurrency) " slots busy" } {}
                                 " " (w.busy) "/" (w.concurrency)
                             }
-                            td.num { (view::short_duration((now - w.last_heartbeat).num_milliseconds().max(0) as u64)) " ago" }
+                            td.num { (when(w.last_heartbeat, now)) }
                         }
                     }
                 }
@@ -332,7 +357,12 @@ async fn task_list_page(
         cursor: filter.cursor.clone(),
         label: labels,
     };
-    let (list, next) = match tasks::list(State(state.clone()), QueryParams(query)).await {
+    // A filter that could not be read lists nothing (not everything).
+    let listed = match &problem {
+        Some(_) => Ok(Json(taskplane_api::TaskList::default())),
+        None => tasks::list(State(state.clone()), QueryParams(query)).await,
+    };
+    let (list, next) = match listed {
         Ok(Json(list)) => (list.tasks, list.next_cursor),
         Err(e) if e.status.is_client_error() => {
             problem = Some(e.message);
@@ -340,6 +370,11 @@ async fn task_list_page(
         }
         Err(e) => return Err(failed(&viewer, e)),
     };
+    // How many a purge of this filter deletes, as far as this page can tell.
+    let dead_count = (dead && filter.cursor.is_none()).then(|| match &next {
+        None => list.len().to_string(),
+        Some(_) => format!("more than {}", list.len()),
+    });
     let kinds = match leases::kinds(State(state.clone())).await {
         Ok(Json(kinds)) => kinds.kinds,
         Err(_) => Vec::new(),
@@ -390,12 +425,14 @@ async fn task_list_page(
         @if dead && viewer.can(Scope::Write) && filter.label.is_none() {
             div.bulk {
                 (Action { label: "Retry all matching", url: "/api/v1/dlq/retry".into(),
-                    confirm: format!("Retry every dead letter{}? They run again from their first attempt.", scope_text(&filter)),
+                    confirm: format!("Retry every dead letter{}? They run again from their first attempt.{}", scope_text(&filter),
+                        if viewer.can(Scope::Admin) { "" } else { " Those of the shell, salt and kubectl kinds need an admin token and stay." }),
                     body: Some(json!({"queue": filter.queue, "kind": filter.kind}).to_string()),
                     danger: false, then: None }.render())
                 @if viewer.can(Scope::Admin) {
                     (Action { label: "Purge all matching", url: "/api/v1/dlq/purge".into(),
-                        confirm: format!("Delete every dead letter{} for good? This cannot be undone.", scope_text(&filter)),
+                        confirm: format!("Delete every dead letter{} for good? This cannot be undone.{}", scope_text(&filter),
+                            dead_count.map(|n| format!(" ({n} now.)")).unwrap_or_default()),
                         body: Some(json!({"queue": filter.queue, "kind": filter.kind, "older_than_secs": 0}).to_string()),
                         danger: true, then: None }.render())
                 }
@@ -444,34 +481,49 @@ fn scope_text(filter: &Filter) -> String {
     text
 }
 
+/// Labels taskd sets itself (a workflow step's, a schedule's fire): shown on the task's page,
+/// left out of lists, where they would crowd out the ones people set.
+fn own_label(key: &str) -> bool {
+    key == "workflow"
+        || key.starts_with("workflow.")
+        || key == "schedule"
+        || key.starts_with("schedule.")
+}
+
 fn task_table(viewer: &Viewer, list: &[Task], now: DateTime<Utc>, dead: bool) -> Markup {
     let retry = dead && viewer.can(Scope::Write);
+    // Dead letters are all failed: their error says more than their status.
     html! {
         div.scroll {
             table.tasks {
                 thead { tr {
-                    th { "Task" } th { "Kind" } th.wide { "Queue" } th { "Status" }
+                    th { "Task" } th { "Kind" } th.wide { "Queue" }
+                    @if dead { th { "Error" } } @else { th { "Status" } }
                     th.num.wide { "Attempts" } th { "Created" } th.num.wide { "Took" } th.wide { "Labels" }
-                    @if dead { th.wide { "Error" } }
                     @if retry { th { span.sr { "Actions" } } }
                 } }
                 tbody {
-                    @if list.is_empty() { (view::empty_row(8 + u32::from(dead) + u32::from(retry), if dead { "No dead letters." } else { "No tasks match." })) }
+                    @if list.is_empty() { (view::empty_row(8 + u32::from(retry), if dead { "No dead letters." } else { "No tasks match." })) }
                     @for t in list {
                         tr data-task=(t.id) {
                             td { a href={ "/ui/tasks/" (t.id) } { (view::short_id(&t.id)) } }
                             td { (t.kind) }
                             td.wide { (t.queue) }
-                            td { (view::status(t.status)) }
+                            @if dead {
+                                td.error-text { (t.last_error.as_deref().map(|e| first_line(e, 80)).unwrap_or_default()) }
+                            } @else {
+                                td { (view::status(t.status)) }
+                            }
                             td.num.wide { (t.attempts) "/" (t.max_attempts) }
                             td { (when(t.created_at, now)) }
-                            td.num.wide { (took(t)) }
-                            td.wide { @for (k, v) in &t.labels { span.label { (k) "=" (v) } " " } }
-                            @if dead { td.wide.error-text { (t.last_error.as_deref().map(|e| first_line(e, 80)).unwrap_or_default()) } }
+                            td.num.wide { (took_live(t)) }
+                            td.wide { @for (k, v) in t.labels.iter().filter(|(k, _)| !own_label(k)) { span.label { (k) "=" (v) } " " } }
                             @if retry {
                                 td.actions {
                                     @if !kind_needs_admin(&t.kind) || viewer.can(Scope::Admin) {
                                         (action("Retry", format!("/api/v1/tasks/{}/retry", t.id), format!("Retry task {}?", t.id)))
+                                    } @else {
+                                        span.muted title="the shell, salt and kubectl kinds need an admin token" { "admin" }
                                     }
                                 }
                             }
@@ -489,11 +541,17 @@ fn took(task: &Task) -> String {
         (Some(start), Some(end)) => {
             view::short_duration((end - start).num_milliseconds().max(0) as u64)
         }
-        (Some(start), None) if task.status == TaskStatus::Running => format!(
-            "{}…",
-            view::short_duration((now() - start).num_milliseconds().max(0) as u64)
-        ),
         _ => "—".to_owned(),
+    }
+}
+
+/// [`took`], kept current by the script while the task runs.
+fn took_live(task: &Task) -> Markup {
+    match (task.started_at, task.finished_at) {
+        (Some(start), None) if task.status == TaskStatus::Running => {
+            view::running_for(start, now())
+        }
+        _ => html! { (took(task)) },
     }
 }
 
@@ -603,10 +661,10 @@ async fn task_page(state: AppState, viewer: Viewer, raw: String) -> Page {
                 dt { "Attempts" } dd { (t.attempts) " of " (t.max_attempts) }
                 dt { "Worker" } dd { (t.worker.as_deref().unwrap_or("—")) }
                 dt { "Created" } dd { (when(t.created_at, now)) }
-                dt { "Runs at" } dd { (when(t.run_at, now)) }
+                dt { "Run at" } dd { (when(t.run_at, now)) }
                 dt { "Started" } dd { (when_opt(t.started_at, now)) }
                 dt { "Finished" } dd { (when_opt(t.finished_at, now)) }
-                dt { "Took" } dd { (took(&t)) }
+                dt { "Took" } dd { (took_live(&t)) }
                 dt { "Timeout" } dd { (view::short_duration(t.timeout_secs * 1000)) }
                 @if !t.labels.is_empty() {
                     dt { "Labels" } dd { @for (k, v) in &t.labels { a.label href={ "/ui/tasks?" (serde_html_form::to_string([("label", format!("{k}={v}"))]).unwrap_or_default()) } { (k) "=" (v) } " " } }
@@ -623,17 +681,24 @@ async fn task_page(state: AppState, viewer: Viewer, raw: String) -> Page {
             }
         }
         section #outcome data-live {
-            @if let Some(error) = &t.last_error { div.panel { h2 { "Error" } pre.error-text { (error) } } }
+            @if let Some(error) = &t.last_error {
+                div.panel {
+                    // Only a failed task's error is its outcome; otherwise it is an earlier
+                    // attempt's, and the task goes on.
+                    h2 { @if t.status.is_terminal() { "Error" } @else { "The previous attempt's error" } }
+                    pre.error-text { (error) }
+                }
+            }
             @if let Some(result) = &t.result { div.panel { h2 { "Result" } (view::json_block(result)) } }
         }
         section.panel {
             h2 { "Log" }
             pre #log .log data-task=(t.id) data-after=(last) data-attempt=(attempt) tabindex="0" aria-label="The task's output" {
                 @for (mark, line) in &rows {
-                    @if let Some(n) = mark { span.attempt { "── attempt " (n) " ──\n" } }
+                    @if let Some(n) = mark { span.attempt { "── attempt " (n) " · " (line.ts.format("%H:%M:%S UTC")) " ──\n" } }
                     span class={ "ln s-" (line.stream.as_str()) } { (line.line) "\n" }
                 }
-                @if lines.is_empty() { span.muted.placeholder { "No output yet." } }
+                @if lines.is_empty() { span.muted.placeholder { (if t.status.is_terminal() { "No output." } else { "No output yet." }) } }
             }
         }
         section.panel {
@@ -644,7 +709,7 @@ async fn task_page(state: AppState, viewer: Viewer, raw: String) -> Page {
     Ok(view::page(
         &viewer,
         "/ui/tasks",
-        &format!("Task {}", &t.id.to_string()[..8]),
+        &format!("Task …{}", view::short(&t.id)),
         Live::events(format!("tasks={}", t.id)),
         body,
     ))
@@ -656,16 +721,20 @@ pub async fn queues(
     Extension(ui): Extension<Arc<Ui>>,
     Extension(viewer): Extension<Viewer>,
 ) -> Response {
-    let Json(queues) = match live::queues(State(state)).await {
+    let Json(queues) = match live::queues(State(state.clone())).await {
         Ok(q) => q,
         Err(e) => return failed(&viewer, e),
+    };
+    let served = match live::workers(State(state)).await {
+        Ok(Json(w)) => served_queues(&w.workers),
+        Err(_) => None,
     };
     ui.history.record(
         now_ms(),
         queues.queues.iter().map(|q| (q.queue.clone(), q.depth)),
     );
     let body = html! {
-        section #queues .panel data-live { (queue_table(&ui, &viewer, &queues.queues, true)) }
+        section #queues .panel data-live { (queue_table(&ui, &viewer, &queues.queues, served.as_ref(), true)) }
     };
     view::page(
         &viewer,

@@ -69,7 +69,7 @@ pub fn page(viewer: &Viewer, nav: &str, title: &str, live: Live, body: Markup) -
                 link rel="stylesheet" href=(assets::url("app.css"));
                 script src=(assets::url("app.js")) defer {}
             }
-            body data-events=[live.events.as_deref()] data-every=[live.every_ms] data-gap=[live.gap_ms] {
+            body data-events=[live.events.as_deref()] data-every=[live.every_ms] data-gap=[live.gap_ms] data-now=(crate::util::now_ms()) {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
                     a.brand href="/ui/" { (PreEscaped(assets::LOGO)) span { "Taskplane" } }
@@ -106,7 +106,7 @@ pub fn page(viewer: &Viewer, nav: &str, title: &str, live: Live, body: Markup) -
                     form method="dialog" {
                         p #confirm-text {}
                         div.buttons {
-                            button type="submit" value="cancel" autofocus { "Keep" }
+                            button type="submit" value="cancel" autofocus { "Back" }
                             button #confirm-ok type="submit" value="ok" { "Confirm" }
                         }
                     }
@@ -119,6 +119,17 @@ pub fn page(viewer: &Viewer, nav: &str, title: &str, live: Live, body: Markup) -
 
 /// A page that says what went wrong, with the status.
 pub fn problem(viewer: &Viewer, status: StatusCode, title: &str, message: &str) -> Response {
+    problem_with(viewer, status, title, message, None)
+}
+
+/// A page that says what went wrong, with a way on (`back`: its address and words).
+pub fn problem_with(
+    viewer: &Viewer,
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    back: Option<(&str, &str)>,
+) -> Response {
     let mut response = page(
         viewer,
         "",
@@ -126,7 +137,10 @@ pub fn problem(viewer: &Viewer, status: StatusCode, title: &str, message: &str) 
         Live::default(),
         html! {
             p.error { (message) }
-            p { a href="/ui/" { "Back to the overview" } }
+            p {
+                @if let Some((href, words)) = back { a href=(href) { (words) } " · " }
+                a href="/ui/" { "Back to the overview" }
+            }
         },
     );
     *response.status_mut() = status;
@@ -143,10 +157,18 @@ pub fn badge(word: &str) -> Markup {
     html! { span class={ "badge st-" (word) } { (word) } }
 }
 
-/// `at` relative to `now` ("12s ago", "in 5m"), with the exact time on hover.
+/// `at` relative to `now` ("12s ago", "in 5m"), with the exact time on hover; the page's
+/// script keeps it current.
 pub fn when(at: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
     let exact = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     html! { time datetime=(exact) title=(exact) { (relative(at, now)) } }
+}
+
+/// How long something has been going since `start` ("38s…"), kept current by the script.
+pub fn running_for(start: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
+    let exact = start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let ms = (now - start).num_milliseconds().max(0).unsigned_abs();
+    html! { span data-since=(exact) { (short_duration(ms)) "…" } }
 }
 
 /// An optional time, or a dash.
@@ -180,10 +202,17 @@ pub fn short_duration(ms: u64) -> String {
     }
 }
 
-/// The first eight characters of an id, the whole id on hover.
+/// An id's last eight characters, the whole id on hover. Ids are UUIDv7: their first
+/// characters are the time, the same for every task of a minute; the end is random.
 pub fn short_id(id: &uuid::Uuid) -> Markup {
     let text = id.to_string();
-    html! { code title=(text) { (text[..8]) } }
+    html! { code title=(text) { "…" (short(id)) } }
+}
+
+/// The last eight characters of an id.
+pub fn short(id: &uuid::Uuid) -> String {
+    let text = id.to_string();
+    text[text.len() - 8..].to_owned()
 }
 
 /// A button that calls the API after a confirmation. `body` is sent as JSON when given.

@@ -56,16 +56,17 @@
     }
   }
   // A region's markup without its relative times, which change every second.
-  const timeless = (el) => el.innerHTML.replace(/<time\b[^>]*>[^<]*<\/time>/g, '<time>');
+  const timeless = (el) => el.innerHTML
+    .replace(/<time\b[^>]*>[^<]*<\/time>/g, '<time>')
+    .replace(/<span data-since="[^"]*">[^<]*<\/span>/g, '<span>');
   function swap(fresh) {
     const active = document.activeElement;
     for (const region of document.querySelectorAll('[data-live][id]')) {
       const next = fresh.getElementById(region.id);
       if (!next) continue;
       if (timeless(next) === timeless(region)) {
-        // Only times moved: update them in place (selection and scroll stay put).
-        const now = next.querySelectorAll('time');
-        region.querySelectorAll('time').forEach((t, i) => { if (now[i]) t.textContent = now[i].textContent; });
+        // Only times moved, and the clock below keeps those: nothing to swap (selection and
+        // scroll stay put).
         continue;
       }
       for (const name of ['data-finished']) {
@@ -84,6 +85,34 @@
       }
     }
   }
+
+  // ---- the clock: relative times and running durations, every second ----
+  // The server's clock is the reference (the page says what time it was rendered at).
+  const skew = Number(body.dataset.now || Date.now()) - Date.now();
+  function shortDuration(ms) {
+    const s = Math.floor(ms / 1000);
+    if (s === 0) return `${ms}ms`;
+    if (s < 60) return `${s}s`;
+    if (s < 3600) return `${Math.floor(s / 60)}m ${s % 60}s`;
+    if (s < 86400) return `${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+    return `${Math.floor(s / 86400)}d ${Math.floor((s % 86400) / 3600)}h`;
+  }
+  function tick() {
+    const now = Date.now() + skew;
+    for (const t of document.querySelectorAll('time[datetime]')) {
+      const ms = now - Date.parse(t.getAttribute('datetime'));
+      if (Number.isNaN(ms)) continue;
+      // Under a second the server's own words stay: they are exact.
+      if (Math.abs(ms) < 1000) continue;
+      const text = shortDuration(Math.abs(ms));
+      t.textContent = ms >= 0 ? `${text} ago` : `in ${text}`;
+    }
+    for (const el of document.querySelectorAll('[data-since]')) {
+      const ms = now - Date.parse(el.dataset.since);
+      if (!Number.isNaN(ms) && ms >= 1000) el.textContent = `${shortDuration(ms)}…`;
+    }
+  }
+  setInterval(tick, 1000);
 
   // ---- events ----
   // One stream per visible page: a hidden tab (or a page left for another) lets its streams
@@ -126,10 +155,12 @@
 
   // ---- actions ----
   const dialog = $('#confirm');
-  function confirmed(text, danger) {
+  function confirmed(text, danger, verb) {
     if (!dialog || !dialog.showModal) return Promise.resolve(window.confirm(text));
     $('#confirm-text').textContent = text;
-    $('#confirm-ok').classList.toggle('danger', !!danger);
+    const ok = $('#confirm-ok');
+    ok.textContent = verb || 'Confirm';
+    ok.classList.toggle('danger', !!danger);
     dialog.returnValue = '';
     return new Promise((resolve) => {
       dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
@@ -156,7 +187,7 @@
       const { url, then } = button.dataset;
       if (inFlight.has(url)) return;
       const label = button.textContent.trim();
-      if (!(await confirmed(button.dataset.confirm, button.classList.contains('danger')))) return;
+      if (!(await confirmed(button.dataset.confirm, button.classList.contains('danger'), label))) return;
       if (inFlight.has(url)) return;
       inFlight.add(url);
       button.disabled = true;
@@ -200,17 +231,13 @@
   }
   const submit = $('#submit-task');
   if (submit) {
-    // One key per filled-in form: a double click or a retried request makes one task.
-    const key = () => `ui-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 12)}`;
-    let idempotencyKey = key();
-    submit.addEventListener('input', () => { idempotencyKey = key(); });
     submit.addEventListener('submit', async (event) => {
       event.preventDefault();
       const f = submit.elements;
       const error = $('#submit-error');
       const button = $('button[type="submit"]', submit);
       if (button.disabled) return;
-      const task = { kind: f.kind.value, queue: f.queue.value.trim() || undefined, idempotency_key: idempotencyKey };
+      const task = { kind: f.kind.value, queue: f.queue.value.trim() || undefined };
       try {
         task.payload = JSON.parse(f.payload.value.trim() || '{}');
       } catch (e) {
@@ -230,6 +257,9 @@
       }
       if (Object.keys(labels).length) task.labels = labels;
       showError(error, '');
+      const where = task.queue || 'default';
+      if (!(await confirmed(`Submit a task of kind ${task.kind} to queue ${where}?`, false, 'Submit'))) return;
+      // The button stays off until the answer: a double click makes one task.
       button.disabled = true;
       try {
         const created = await call('/api/v1/tasks', JSON.stringify(task));
@@ -238,6 +268,15 @@
         showError(error, e.message);
         button.disabled = false;
       }
+    });
+  }
+  // Filters leave their empty fields out of the address.
+  for (const form of document.querySelectorAll('form.filters')) {
+    form.addEventListener('submit', () => {
+      for (const field of form.elements) {
+        if (field.name && field.value === '') field.disabled = true;
+      }
+      setTimeout(() => { for (const field of form.elements) field.disabled = false; }, 0);
     });
   }
   // `/` jumps to the search field, as on most consoles.
@@ -251,6 +290,8 @@
 
   // ---- a task's log, as it is written ----
   const log = $('#log');
+  // The log shows its end, and keeps showing it as lines come, until the reader scrolls up.
+  if (log) log.scrollTop = log.scrollHeight;
   const logState = { after: Number(log ? log.dataset.after || 0 : 0), attempt: Number(log ? log.dataset.attempt || 0 : 0) };
   let following = null;
   function appendLine(line) {
@@ -260,7 +301,8 @@
     if (line.attempt !== logState.attempt) {
       const rule = document.createElement('span');
       rule.className = 'attempt';
-      rule.textContent = `── attempt ${line.attempt} ──\n`;
+      const at = new Date(line.ts).toISOString().slice(11, 19);
+      rule.textContent = `── attempt ${line.attempt} · ${at} UTC ──\n`;
       log.append(rule);
       logState.attempt = line.attempt;
     }
