@@ -19,7 +19,8 @@ pub enum DlqCommand {
     List(DlqListArgs),
     /// Put failed tasks back in their queue with a fresh set of attempts.
     Retry(DlqRetryArgs),
-    /// Delete failed tasks (and their output) that finished long enough ago.
+    /// Delete failed tasks (and their output) that finished long enough ago; workflow steps
+    /// stay with their workflow (retry or cancel it instead).
     Purge(DlqPurgeArgs),
 }
 

@@ -505,7 +505,8 @@ pub async fn dlq_retry(
     Ok(Json(BulkResult { count }))
 }
 
-/// `POST /api/v1/dlq/purge`: deletes failed tasks that finished `older_than_secs` ago.
+/// `POST /api/v1/dlq/purge`: deletes failed tasks that finished `older_than_secs` ago, except
+/// workflow steps (they stay with their workflow).
 #[utoipa::path(post, path = "/api/v1/dlq/purge", tag = "dead letters",
     request_body = DlqPurge,
     responses(
@@ -533,6 +534,7 @@ pub async fn dlq_purge(
                 finished_before: now_ms().saturating_sub(age_ms),
                 kind: filter.kind,
                 queue: filter.queue,
+                steps: false,
             },
             Some(&audit),
         )

@@ -448,6 +448,9 @@ pub struct FinishedFilter {
     pub finished_before: i64,
     pub kind: Option<String>,
     pub queue: Option<String>,
+    /// Workflow steps too (the retention sweep). A purge leaves them: a step belongs to its
+    /// workflow, whose retry would otherwise run its dependents without it.
+    pub steps: bool,
 }
 
 /// A page of the task listing, newest first.

@@ -325,14 +325,16 @@ pub fn retry_failed(locks: Locks) -> String {
 
 /// Which finished tasks a purge or the retention sweep removes (their output goes with them,
 /// `ON DELETE CASCADE`): `$1` statuses as a
-/// comma-separated list, finished before `$2`, of kind `$3` and queue `$4` when given. At
-/// most 1000 at a time, so no statement holds its locks for long.
+/// comma-separated list, finished before `$2`, of kind `$3` and queue `$4` when given,
+/// workflow steps only when `$5` is 1. At most 1000 at a time, so no statement holds its
+/// locks for long.
 pub fn delete_finished(locks: Locks) -> String {
     format!(
         "WITH doomed AS (SELECT id FROM tasks
              WHERE finished_at IS NOT NULL AND finished_at < $2
                AND (',' || $1 || ',') LIKE ('%,' || status || ',%')
                AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR queue = $4)
+               AND ($5 = 1 OR workflow_id IS NULL)
              ORDER BY id
              LIMIT 1000{})
          DELETE FROM tasks WHERE id IN (SELECT id FROM doomed)",

@@ -340,6 +340,7 @@ where
                             .bind(filter.finished_before)
                             .bind(&filter.kind)
                             .bind(&filter.queue)
+                            .bind(i64::from(filter.steps))
                             .execute(&mut *tx)
                             .await?;
                         if D::rows_affected(&done) > 0

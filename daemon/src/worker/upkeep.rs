@@ -156,6 +156,7 @@ impl Retention {
             finished_before: now - self.keep.as_millis() as i64,
             kind: None,
             queue: None,
+            steps: true,
         };
         let deleted = self.store.delete_finished(filter).await?;
         if deleted > 0 {

@@ -431,7 +431,7 @@ async fn task_list_page(
                     danger: false, then: None }.render())
                 @if viewer.can(Scope::Admin) {
                     (Action { label: "Purge all matching", url: "/api/v1/dlq/purge".into(),
-                        confirm: format!("Delete every dead letter{} for good? This cannot be undone.{}", scope_text(&filter),
+                        confirm: format!("Delete every dead letter{} for good? This cannot be undone; workflow steps stay with their workflow.{}", scope_text(&filter),
                             dead_count.map(|n| format!(" ({n} now.)")).unwrap_or_default()),
                         body: Some(json!({"queue": filter.queue, "kind": filter.kind, "older_than_secs": 0}).to_string()),
                         danger: true, then: None }.render())

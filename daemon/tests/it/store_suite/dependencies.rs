@@ -301,6 +301,21 @@ pub async fn workflows_cancel_and_retry(store: Arc<dyn Store>) {
         None
     );
 
+    // A purge leaves a workflow's steps to their workflow (whose retry would otherwise run
+    // the steps that need them without them).
+    let purged = store
+        .delete_finished(taskd::store::FinishedFilter {
+            statuses: vec![TaskStatus::Succeeded, TaskStatus::Cancelled],
+            finished_before: i64::MAX,
+            kind: None,
+            queue: None,
+            steps: false,
+        })
+        .await
+        .expect("purge");
+    assert_eq!(purged, 0);
+    assert!(store.workflow(workflow).await.expect("read").is_some());
+
     // Retention takes the workflow with its last step.
     let deleted = store
         .delete_finished(taskd::store::FinishedFilter {
@@ -308,6 +323,7 @@ pub async fn workflows_cancel_and_retry(store: Arc<dyn Store>) {
             finished_before: i64::MAX,
             kind: None,
             queue: None,
+            steps: true,
         })
         .await
         .expect("delete");

@@ -736,6 +736,7 @@ pub async fn label_selectors(store: Arc<dyn Store>) {
             finished_before: NOW + 1,
             kind: None,
             queue: None,
+            steps: false,
         })
         .await
         .expect("delete the cancelled task");
