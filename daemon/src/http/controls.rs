@@ -69,6 +69,10 @@ pub fn spec_details(spec: &str) -> Value {
     if let Some(payload) = spec.pointer_mut("/task/payload") {
         redacted(payload);
     }
+    // The name is the entry's target (the stored spec keeps it blank, in a column of its own).
+    if let Some(fields) = spec.as_object_mut() {
+        fields.remove("name");
+    }
     json!({ "spec": spec })
 }
 
