@@ -56,9 +56,41 @@ pub struct Ui {
     /// The queue names the filters suggest, and when they were read (they cost a count of
     /// every task, so a list page reads them at most every ten seconds).
     queue_names: std::sync::Mutex<(i64, Vec<String>)>,
+    /// The last read of queues and workers, and when it started: the pages that show them
+    /// read one at a time, and share a read that started just before they asked.
+    fleet: tokio::sync::Mutex<Option<(std::time::Instant, Arc<Fleet>)>>,
 }
 
+/// Queues and workers as `GET /api/v1/queues` and `/api/v1/workers` answer.
+pub struct Fleet {
+    pub queues: taskplane_api::QueueList,
+    pub workers: taskplane_api::WorkerList,
+}
+
+/// How much earlier than a request a shared read may have started. Every open page refreshes
+/// on the same event at about the same moment; one read serves them all (each whole-table
+/// count costs tens of milliseconds over 100,000 tasks). A change after the read sends an
+/// event of its own, which refreshes the pages again.
+const SHARE_WITHIN: Duration = Duration::from_millis(100);
+
 impl Ui {
+    /// Queues and workers, read once for every page that asks within [`SHARE_WITHIN`].
+    async fn fleet(&self, state: &AppState) -> Result<Arc<Fleet>, ApiError> {
+        let asked = std::time::Instant::now();
+        let mut last = self.fleet.lock().await;
+        if let Some((started, fleet)) = last.as_ref()
+            && *started + SHARE_WITHIN >= asked
+        {
+            return Ok(fleet.clone());
+        }
+        let started = std::time::Instant::now();
+        let axum::Json(queues) = super::live::queues(State(state.clone())).await?;
+        let axum::Json(workers) = super::live::workers(State(state.clone())).await?;
+        let fleet = Arc::new(Fleet { queues, workers });
+        *last = Some((started, fleet.clone()));
+        Ok(fleet)
+    }
+
     /// Every queue with tasks, for the filters' suggestions (at most ten seconds old).
     async fn queue_names(&self, state: &AppState) -> Vec<String> {
         let now = now_ms();
@@ -123,6 +155,7 @@ pub fn router(state: &AppState, guard: Arc<Guard>, readonly: bool) -> Router<App
         guard,
         history: History::default(),
         queue_names: std::sync::Mutex::new((i64::MIN / 2, Vec::new())),
+        fleet: tokio::sync::Mutex::new(None),
     });
     tokio::spawn(sample_depths(Arc::downgrade(&ui), state.clone()));
     Router::new()

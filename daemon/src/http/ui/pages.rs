@@ -25,7 +25,7 @@ use super::{Ui, Viewer};
 use crate::auth::{Scope, kind_needs_admin};
 use crate::http::error::ApiError;
 use crate::http::extract::{QueryParams, TaskId, WorkflowId};
-use crate::http::{AppState, controls, leases, live, schedules, tasks, workflows};
+use crate::http::{AppState, controls, leases, schedules, tasks, workflows};
 use crate::util::now_ms;
 
 /// Rows per page of the paged lists.
@@ -115,8 +115,8 @@ pub async fn overview(
 
 async fn overview_page(state: AppState, ui: Arc<Ui>, viewer: Viewer) -> Page {
     let fail = |e| failed(&viewer, e);
-    let Json(queues) = live::queues(State(state.clone())).await.map_err(fail)?;
-    let Json(workers) = live::workers(State(state.clone())).await.map_err(fail)?;
+    let fleet = ui.fleet(&state).await.map_err(fail)?;
+    let (queues, workers) = (&fleet.queues, &fleet.workers);
     let at = now_ms();
     let minutes = ui
         .history
@@ -721,14 +721,12 @@ pub async fn queues(
     Extension(ui): Extension<Arc<Ui>>,
     Extension(viewer): Extension<Viewer>,
 ) -> Response {
-    let Json(queues) = match live::queues(State(state.clone())).await {
-        Ok(q) => q,
+    let fleet = match ui.fleet(&state).await {
+        Ok(fleet) => fleet,
         Err(e) => return failed(&viewer, e),
     };
-    let served = match live::workers(State(state)).await {
-        Ok(Json(w)) => served_queues(&w.workers),
-        Err(_) => None,
-    };
+    let queues = &fleet.queues;
+    let served = served_queues(&fleet.workers.workers);
     ui.history.record(
         now_ms(),
         queues.queues.iter().map(|q| (q.queue.clone(), q.depth)),
