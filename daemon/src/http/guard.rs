@@ -105,6 +105,26 @@ fn host_name(authority: &str) -> Option<&str> {
     valid.then_some(name)
 }
 
+/// The authority a request was sent to, as its `Host` header and its URI name it: HTTP/2
+/// carries it in the URI, HTTP/1 in `Host` (an absolute-form URI's authority must then
+/// agree, or one of them is a lie).
+fn authorities(request: &Request) -> (Option<String>, Option<String>) {
+    let from_header = request
+        .headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("\u{fffd}").to_owned());
+    let from_uri = request.uri().authority().map(|a| a.as_str().to_owned());
+    (from_header, from_uri)
+}
+
+/// Whether a browser's `Origin` (`scheme://authority`) is taskd's own: the authority the
+/// request was sent to.
+fn is_own_origin(origin: &str, host: Option<&str>) -> bool {
+    origin
+        .split_once("://")
+        .is_some_and(|(_, authority)| Some(authority) == host)
+}
+
 /// Methods that change nothing, which browsers may send across sites freely.
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
@@ -122,12 +142,7 @@ fn is_safe(method: &Method) -> bool {
 /// taskctl, curl and the SDKs send no `Origin` and send JSON, so they are unaffected.
 pub async fn same_site(State(guard): State<Arc<Guard>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
-    // HTTP/2 carries the authority in the URI; HTTP/1 in `Host` (an absolute-form URI's
-    // authority must then agree, or one of them is a lie).
-    let from_header = headers
-        .get(header::HOST)
-        .map(|h| h.to_str().unwrap_or("\u{fffd}").to_owned());
-    let from_uri = request.uri().authority().map(|a| a.as_str().to_owned());
+    let (from_header, from_uri) = authorities(&request);
     let host = from_header.clone().or_else(|| from_uri.clone());
     let refused = match (&from_header, &from_uri) {
         // Two `Host` headers: which one a proxy on the way read is anyone's guess.
@@ -165,9 +180,7 @@ pub async fn same_site(State(guard): State<Arc<Guard>>, request: Request, next: 
             .cors_origins
             .iter()
             .any(|allowed| allowed == "*" || allowed == origin)
-            || origin
-                .split_once("://")
-                .is_some_and(|(_, authority)| host.as_deref() == Some(authority))
+            || is_own_origin(origin, host.as_deref())
     };
     let refused_origin = match origin {
         Some(origin) => !allowed_origin(origin),
@@ -318,13 +331,13 @@ fn cookie_write_refusal(request: &Request, dashboard: super::Dashboard) -> Optio
             .into_response(),
         );
     }
-    let headers = request.headers();
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let own = headers
+    let (from_header, from_uri) = authorities(request);
+    let host = from_header.or(from_uri);
+    let own = request
+        .headers()
         .get(header::ORIGIN)
         .and_then(|o| o.to_str().ok())
-        .and_then(|o| o.split_once("://"))
-        .is_some_and(|(_, authority)| Some(authority) == host);
+        .is_some_and(|origin| is_own_origin(origin, host.as_deref()));
     (!own).then(|| {
         ApiError::new(
             StatusCode::FORBIDDEN,

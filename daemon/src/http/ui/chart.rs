@@ -201,22 +201,11 @@ pub fn dag(steps: &[WorkflowStepState]) -> Markup {
                 a href={ "/ui/tasks/" (step.task_id) } class={ "node st-" (step.status.as_str()) } data-step=(step.id) {
                     title { (step.id) ": " (step.status.as_str()) }
                     rect x=(x) y=(y) width=(BOX_W) height=(BOX_H) rx="6" {}
-                    text.name x=(x + 10) y=(y + 19) { (truncate(&step.id, 20)) }
+                    text.name x=(x + 10) y=(y + 19) { (super::view::truncate(&step.id, 20)) }
                     text.state x=(x + 10) y=(y + 36) { (step.status.as_str()) " · " (step.kind) }
                 }
             }
         }
-    }
-}
-
-/// At most `max` characters, with an ellipsis when cut.
-fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        text.to_owned()
-    } else {
-        let mut cut: String = text.chars().take(max - 1).collect();
-        cut.push('…');
-        cut
     }
 }
 

@@ -78,12 +78,12 @@ impl History {
         // a minute ends may carry a time inside it). Read from the oldest minute not yet
         // known (a fresh process reads the hour).
         let settled = current - 60_000;
-        let read_from = {
-            let known = self.minutes.lock().map(|m| m.clone()).unwrap_or_default();
-            (first..settled)
+        let read_from = match self.minutes.lock() {
+            Ok(known) => (first..settled)
                 .step_by(60_000)
                 .find(|m| !known.contains_key(m))
-                .unwrap_or(settled)
+                .unwrap_or(settled),
+            Err(_) => first,
         };
         let rows = store.finished_by_minute(read_from).await?;
         let mut fresh: BTreeMap<i64, (u64, u64)> = (read_from..=current)

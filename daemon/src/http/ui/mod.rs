@@ -32,10 +32,8 @@ use super::error::ApiError;
 use super::extract::JsonBody;
 use super::guard::Guard;
 use crate::auth::{Principal, Scope};
-use crate::store::QueueCount;
 use crate::util::now_ms;
 use history::History;
-use taskplane_api::TaskStatus;
 
 /// The cookie that holds the token a browser signed in with.
 pub const COOKIE: &str = "taskplane_token";
@@ -86,6 +84,11 @@ impl Ui {
         let started = std::time::Instant::now();
         let axum::Json(queues) = super::live::queues(State(state.clone())).await?;
         let axum::Json(workers) = super::live::workers(State(state.clone())).await?;
+        // Every fresh read is a sample of the queues' depths for the sparklines.
+        self.history.record(
+            now_ms(),
+            queues.queues.iter().map(|q| (q.queue.clone(), q.depth)),
+        );
         let fleet = Arc::new(Fleet { queues, workers });
         *last = Some((started, fleet.clone()));
         Ok(fleet)
@@ -100,7 +103,12 @@ impl Ui {
             return cached.1.clone();
         }
         let names: Vec<String> = match state.store.queue_counts(None).await {
-            Ok(counts) => depths(&counts).into_iter().map(|(q, _)| q).collect(),
+            Ok(counts) => counts
+                .into_iter()
+                .map(|c| c.queue)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             Err(_) => Vec::new(),
         };
         if let Ok(mut cached) = self.queue_names.lock() {
@@ -342,18 +350,6 @@ fn session_cookie(headers: &HeaderMap, token: &str) -> Response {
     response
 }
 
-/// Each queue's ready count (every queue with tasks, 0 when none is ready).
-fn depths(counts: &[QueueCount]) -> Vec<(String, u64)> {
-    let mut depths: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for count in counts {
-        let depth = depths.entry(count.queue.clone()).or_default();
-        if count.status == TaskStatus::Queued {
-            *depth += count.count;
-        }
-    }
-    depths.into_iter().collect()
-}
-
 /// Samples queue depths for the sparklines while pages are being looked at; ends with the
 /// dashboard.
 async fn sample_depths(ui: std::sync::Weak<Ui>, state: AppState) {
@@ -373,9 +369,8 @@ async fn sample_depths(ui: std::sync::Weak<Ui>, state: AppState) {
         {
             continue;
         }
-        if let Ok(counts) = state.store.queue_counts(None).await {
-            ui.history.record(now, depths(&counts));
-        }
+        // A read records its depths (and pages within 100 ms share it).
+        let _ = ui.fleet(&state).await;
     }
 }
 

@@ -123,8 +123,6 @@ async fn overview_page(state: AppState, ui: Arc<Ui>, viewer: Viewer) -> Page {
         .minutes(&*state.store, at)
         .await
         .map_err(|e| fail(e.into()))?;
-    ui.history
-        .record(at, queues.queues.iter().map(|q| (q.queue.clone(), q.depth)));
     let now = now();
     let mut totals: BTreeMap<TaskStatus, u64> = TaskStatus::ALL.iter().map(|s| (*s, 0)).collect();
     for queue in &queues.queues {
@@ -182,7 +180,6 @@ async fn overview_page(state: AppState, ui: Arc<Ui>, viewer: Viewer) -> Page {
     ))
 }
 
-/// The queues as a table; `full` adds every count and the actions.
 /// The queues some live worker takes tasks from (`None`: a remote worker may take from any).
 fn served_queues(workers: &[WorkerInfo]) -> Option<std::collections::HashSet<String>> {
     if workers.iter().any(|w| w.remote) {
@@ -196,6 +193,7 @@ fn served_queues(workers: &[WorkerInfo]) -> Option<std::collections::HashSet<Str
     )
 }
 
+/// The queues as a table; `full` adds every count and the actions.
 fn queue_table(
     ui: &Ui,
     viewer: &Viewer,
@@ -555,15 +553,9 @@ fn took_live(task: &Task) -> Markup {
     }
 }
 
+/// The first line of `text`, cut to `max` characters.
 fn first_line(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or("");
-    if line.chars().count() > max {
-        let mut cut: String = line.chars().take(max - 1).collect();
-        cut.push('…');
-        cut
-    } else {
-        line.to_owned()
-    }
+    view::truncate(text.lines().next().unwrap_or(""), max)
 }
 
 fn submit_form(viewer: &Viewer, kinds: &[KindInfo]) -> Markup {
@@ -727,10 +719,6 @@ pub async fn queues(
     };
     let queues = &fleet.queues;
     let served = served_queues(&fleet.workers.workers);
-    ui.history.record(
-        now_ms(),
-        queues.queues.iter().map(|q| (q.queue.clone(), q.depth)),
-    );
     let body = html! {
         section #queues .panel data-live { (queue_table(&ui, &viewer, &queues.queues, served.as_ref(), true)) }
     };
@@ -868,7 +856,7 @@ pub async fn workflows(
                             tr {
                                 td { a href={ "/ui/workflows/" (w.id) } { (view::short_id(&w.id)) } }
                                 td { (w.name) }
-                                td { (view::badge(workflow_word(w.status))) }
+                                td { (view::badge(w.status.as_str())) }
                                 td { @for (status, n) in &w.counts { @if *n > 0 { span class={ "badge st-" (status) } { (n) " " (status) } " " } } }
                                 td { (when(w.created_at, now)) }
                                 td.wide { (when_opt(w.finished_at, now)) }
@@ -891,15 +879,6 @@ pub async fn workflows(
         },
         body,
     )
-}
-
-fn workflow_word(status: WorkflowStatus) -> &'static str {
-    match status {
-        WorkflowStatus::Running => "running",
-        WorkflowStatus::Succeeded => "succeeded",
-        WorkflowStatus::Failed => "failed",
-        WorkflowStatus::Cancelled => "cancelled",
-    }
 }
 
 /// `GET /ui/workflows/{id}`: the DAG, coloured by status, and every step.
@@ -935,7 +914,7 @@ pub async fn workflow(
     let body = html! {
         section #head .panel data-live {
             div.headline {
-                (view::badge(workflow_word(w.status)))
+                (view::badge(w.status.as_str()))
                 strong { (w.name) }
                 code.id { (w.id) }
                 div.actions {

@@ -209,6 +209,17 @@ pub fn short_id(id: &uuid::Uuid) -> Markup {
     html! { code title=(text) { "…" (short(id)) } }
 }
 
+/// At most `max` characters, with an ellipsis when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_owned()
+    } else {
+        let mut cut: String = text.chars().take(max - 1).collect();
+        cut.push('…');
+        cut
+    }
+}
+
 /// The last eight characters of an id.
 pub fn short(id: &uuid::Uuid) -> String {
     let text = id.to_string();
