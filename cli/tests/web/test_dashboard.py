@@ -494,6 +494,9 @@ def test_dead_letters_and_queues_are_driven_from_their_pages(
     dead = taskd.api("GET", "/api/v1/tasks?status=failed").json()["tasks"]
     assert ids["dead"] in [t["id"] for t in dead]
     open_page(browser, f"{taskd.url}/ui/dlq")
+    # The purge counts what it deletes: the shell task, not the workflow's failed step.
+    purge = action(browser, "Purge all matching").get_attribute("data-confirm")
+    assert "(1 now.)" in purge and "workflow steps stay" in purge, purge
     action(browser, "Retry all matching").click()
     confirm(browser)
     toast = browser.driver.find_element(By.ID, "toast")

@@ -368,10 +368,14 @@ async fn task_list_page(
         }
         Err(e) => return Err(failed(&viewer, e)),
     };
-    // How many a purge of this filter deletes, as far as this page can tell.
-    let dead_count = (dead && filter.cursor.is_none()).then(|| match &next {
-        None => list.len().to_string(),
-        Some(_) => format!("more than {}", list.len()),
+    // How many a purge of this filter deletes, as far as this page can tell (it leaves
+    // workflow steps).
+    let dead_count = (dead && filter.cursor.is_none()).then(|| {
+        let purged = list.iter().filter(|t| t.workflow_id.is_none()).count();
+        match &next {
+            None => purged.to_string(),
+            Some(_) => format!("at least {purged}"),
+        }
     });
     let kinds = match leases::kinds(State(state.clone())).await {
         Ok(Json(kinds)) => kinds.kinds,
@@ -675,9 +679,9 @@ async fn task_page(state: AppState, viewer: Viewer, raw: String) -> Page {
         section #outcome data-live {
             @if let Some(error) = &t.last_error {
                 div.panel {
-                    // Only a failed task's error is its outcome; otherwise it is an earlier
-                    // attempt's, and the task goes on.
-                    h2 { @if t.status.is_terminal() { "Error" } @else { "The previous attempt's error" } }
+                    // A failed or cancelled task's error is why it ended; otherwise it is an
+                    // earlier attempt's (the task goes on, or succeeded after it).
+                    h2 { @if matches!(t.status, TaskStatus::Failed | TaskStatus::Cancelled) { "Error" } @else { "An earlier attempt's error" } }
                     pre.error-text { (error) }
                 }
             }
